@@ -1,0 +1,134 @@
+"""Typed, validated params: one model per params.yaml section, loaded once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+DATASETS = ("fashion_mnist", "mnist", "cifar10", "cifar100", "digits")
+ARCHS = ("mobilenet_v1", "lenet5", "alexnet")
+CRITERIA = ("l1",)
+MODES = ("ft", "kd")
+UNITS = ("channels", "params", "macs")
+
+
+class ConfigError(ValueError):
+    """A params file that cannot be used; the message names the key at fault."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(Section):
+    dataset: Literal[DATASETS] = "fashion_mnist"
+    val_fraction: float = Field(0.1, gt=0, lt=1)
+    train_subset: int | None = Field(None, ge=10)
+
+
+class ModelConfig(Section):
+    arch: Literal[ARCHS] = "mobilenet_v1"
+    width: float = Field(0.5, gt=0, le=4)
+
+
+class TrainConfig(Section):
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(128, ge=1)
+    lr: float = Field(gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    augment: bool = True
+
+
+class PruneConfig(Section):
+    ratios: list[float] = Field(min_length=1)
+    unit: Literal[UNITS] = "params"
+    criterion: Literal[CRITERIA] = "l1"
+
+    @field_validator("ratios")
+    @classmethod
+    def _ratios_in_open_unit_interval(cls, ratios: list[float]) -> list[float]:
+        for r in ratios:
+            if not 0 < r < 1:
+                raise ValueError(f"every ratio must lie in (0, 1), got {r}")
+        if len(set(ratios)) != len(ratios):
+            raise ValueError(f"ratios must be distinct, got {ratios}")
+        return ratios
+
+
+class RetrainConfig(TrainConfig):
+    modes: list[Literal[MODES]] = Field(["ft", "kd"], min_length=1)
+    seeds: list[int] = Field([0], min_length=1)
+
+
+class FtConfig(Section):
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+
+
+class KdConfig(Section):
+    temperature: float = Field(4.0, gt=0)
+    alpha: float = Field(0.9, ge=0, le=1)
+
+
+class MeasureConfig(Section):
+    threads: int = Field(1, ge=1)
+    warmup: int = Field(10, ge=0)
+    repeats: int = Field(50, ge=1)
+
+
+class Params(Section):
+    seed: int = 0
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    teacher: TrainConfig
+    prune: PruneConfig
+    retrain: RetrainConfig
+    ft: FtConfig = FtConfig()
+    kd: KdConfig = KdConfig()
+    measure: MeasureConfig = MeasureConfig()
+
+
+def _describe(err: dict) -> str:
+    key = ".".join(str(part) for part in err["loc"])
+    if err["type"] == "extra_forbidden":
+        return f"{key}: unknown key (check its spelling)"
+    if err["type"] == "missing":
+        return f"{key}: required key is missing"
+    return f"{key}: {err['msg']} (got {err.get('input')!r})"
+
+
+def parse_params(raw: object, source: str = "params.yaml") -> Params:
+    """Validate a parsed params mapping; raise ConfigError naming every bad key."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        lines = "\n  ".join(_describe(e) for e in exc.errors())
+        raise ConfigError(f"{source}: invalid params\n  {lines}") from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate a params file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: params file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return parse_params(raw, str(path))
+
+
+def flatten(params: Params) -> dict[str, object]:
+    """params as {'section.key': value}, for logging."""
+    out: dict[str, object] = {}
+    for key, value in params.model_dump().items():
+        if isinstance(value, dict):
+            out.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            out[key] = value
+    return out

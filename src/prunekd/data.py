@@ -1,0 +1,266 @@
+"""Datasets: loading real files, checksums, deterministic splits, in-memory batching.
+
+Every dataset becomes uint8 image tensors (N, C, H, W) plus int64 labels, so the
+prepared splits are small, exact, and loadable with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+SYSTEM_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+
+# Published MD5s of the .gz files (zalandoresearch/fashion-mnist README), and the MD5s
+# of their decompressed IDX payloads: repackagers (Debian, for one) rewrite the gzip
+# header, which changes the first but never the second.
+FASHION_FILES = {
+    "train_images": ("train-images-idx3-ubyte.gz", "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+                     "f4a8712d7a061bf5bd6d2ca38dc4d50a"),
+    "train_labels": ("train-labels-idx1-ubyte.gz", "25c81989df183df01b3e8a0aad5dffbe",
+                     "9018921c3c673c538a1fc5bad174d6f9"),
+    "test_images": ("t10k-images-idx3-ubyte.gz", "bef4ecab320f06d8554ea6380940ec79",
+                    "8181f5470baa50b63fa0f6fddb340f0a"),
+    "test_labels": ("t10k-labels-idx1-ubyte.gz", "bb300cfdad3c16e7a12e480ee83cd310",
+                    "15d484375f8d13e6eb1aabb0c3f46965"),
+}
+
+
+class DataError(RuntimeError):
+    """Data that is missing, corrupt or unreachable; the message names the file."""
+
+
+@dataclass(frozen=True)
+class Split:
+    x: torch.Tensor  # (N, C, H, W) uint8
+    y: torch.Tensor  # (N,) int64
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass(frozen=True)
+class RawDataset:
+    train: Split
+    test: Split
+    classes: tuple[str, ...]
+    source: str
+    checksums: dict[str, str]
+    hflip: bool  # whether a mirrored image is still an image of its class
+
+
+def md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
+def read_verified_gz(path: Path, gz_md5: str, payload_md5: str) -> bytes:
+    """Decompressed bytes of ``path``, refused unless they match the published data."""
+    blob = path.read_bytes()
+    try:
+        payload = gzip.decompress(blob)
+    except (OSError, EOFError) as exc:
+        raise DataError(f"{path}: not a readable gzip file ({exc}); delete it and prepare again") from None
+    if md5(blob) != gz_md5 and md5(payload) != payload_md5:
+        raise DataError(f"{path}: checksum mismatch (md5 {md5(payload)} of the payload, expected "
+                        f"{payload_md5}); the file is corrupt or not the published one")
+    return payload
+
+
+def parse_idx(payload: bytes) -> np.ndarray:
+    """An IDX file (the MNIST family's format) as a uint8 array."""
+    ndim = payload[3]
+    dims = np.frombuffer(payload, dtype=">u4", count=ndim, offset=4)
+    return np.frombuffer(payload, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def fashion_mnist_dir(raw_dir: Path) -> Path:
+    """The first folder in the lookup order that holds all four files."""
+    for folder in (raw_dir / "fashion_mnist", raw_dir, SYSTEM_FASHION_MNIST):
+        if all((folder / name).is_file() for name, _, _ in FASHION_FILES.values()):
+            return folder
+    return raw_dir / "fashion_mnist"
+
+
+def _download_fashion_mnist(folder: Path) -> None:
+    from torchvision.datasets import FashionMNIST
+
+    try:
+        FashionMNIST(str(folder.parent / "_torchvision"), download=True)
+    except Exception as exc:  # any network failure: say what to do instead
+        raise DataError(
+            f"Fashion-MNIST not found in {folder}, nor in {SYSTEM_FASHION_MNIST}, and the download "
+            f"failed ({type(exc).__name__}). Install the Debian package 'dataset-fashion-mnist' or "
+            f"copy the four *-ubyte.gz files into {folder}") from None
+    src = folder.parent / "_torchvision" / "FashionMNIST" / "raw"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, _, _ in FASHION_FILES.values():
+        (folder / name).write_bytes((src / name).read_bytes())
+
+
+def load_fashion_mnist(raw_dir: Path) -> RawDataset:
+    folder = fashion_mnist_dir(raw_dir)
+    if not folder.is_dir() or not all((folder / n).is_file() for n, _, _ in FASHION_FILES.values()):
+        _download_fashion_mnist(folder)
+    arrays, checksums = {}, {}
+    for key, (name, gz_md5, payload_md5) in FASHION_FILES.items():
+        payload = read_verified_gz(folder / name, gz_md5, payload_md5)
+        arrays[key], checksums[name] = parse_idx(payload), md5(payload)
+
+    def split(images: np.ndarray, labels: np.ndarray) -> Split:
+        return Split(torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64)))
+
+    return RawDataset(split(arrays["train_images"], arrays["train_labels"]),
+                      split(arrays["test_images"], arrays["test_labels"]),
+                      FASHION_CLASSES, str(folder), checksums, hflip=True)
+
+
+def load_digits_dataset(raw_dir: Path, test_fraction: float = 0.2) -> RawDataset:
+    """scikit-learn's bundled 8x8 digits (1,797 images): a tiny set for fast runs."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = np.round(bunch.images * (255 / 16)).astype(np.uint8)[:, None]  # (N, 1, 8, 8)
+    order = np.random.default_rng(0).permutation(len(images))
+    n_test = int(len(images) * test_fraction)
+    test, train = order[:n_test], order[n_test:]
+
+    def split(idx: np.ndarray) -> Split:
+        return Split(torch.from_numpy(images[idx]), torch.from_numpy(bunch.target[idx].astype(np.int64)))
+
+    checksums = {"digits": md5(images.tobytes() + bunch.target.astype(np.int64).tobytes())}
+    return RawDataset(split(train), split(test), tuple(str(i) for i in range(10)),
+                      "sklearn.datasets.load_digits", checksums, hflip=False)
+
+
+def _torchvision_loader(cls_name: str, hflip: bool) -> Callable[[Path], RawDataset]:
+    def load(raw_dir: Path) -> RawDataset:
+        import torchvision.datasets as tvd
+
+        cls, root = getattr(tvd, cls_name), raw_dir / cls_name.lower()
+        try:
+            sets = [cls(str(root), train=t, download=False) for t in (True, False)]
+        except RuntimeError:
+            try:
+                sets = [cls(str(root), train=t, download=True) for t in (True, False)]
+            except Exception as exc:
+                raise DataError(f"{cls_name}: no local copy in {root} and the download failed "
+                                f"({type(exc).__name__}); place torchvision's files there") from None
+        return RawDataset(*(_tv_split(s) for s in sets), tuple(sets[0].classes), str(root),
+                          {"torchvision": cls_name}, hflip)
+    return load
+
+
+def _tv_split(ds) -> Split:
+    x = torch.as_tensor(np.asarray(ds.data))
+    x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)  # (N, H, W[, C]) -> (N, C, H, W)
+    return Split(x.contiguous(), torch.as_tensor(np.asarray(ds.targets), dtype=torch.int64))
+
+
+DATASETS: dict[str, Callable[[Path], RawDataset]] = {
+    "fashion_mnist": load_fashion_mnist,
+    "mnist": _torchvision_loader("MNIST", hflip=False),
+    "cifar10": _torchvision_loader("CIFAR10", hflip=True),
+    "cifar100": _torchvision_loader("CIFAR100", hflip=True),
+    "digits": load_digits_dataset,
+}
+
+
+def split_train_val(train: Split, val_fraction: float, seed: int,
+                    train_subset: int | None = None) -> tuple[Split, Split]:
+    """Deterministic shuffle-split by ``seed``; ``train_subset`` keeps the first n train images."""
+    gen = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(train), generator=gen)
+    n_val = max(1, int(round(len(train) * val_fraction)))
+    val_idx, train_idx = order[:n_val], order[n_val:]
+    if train_subset is not None:
+        train_idx = train_idx[:train_subset]
+    return (Split(train.x[train_idx], train.y[train_idx]),
+            Split(train.x[val_idx], train.y[val_idx]))
+
+
+# ---- prepared splits on disk -------------------------------------------------------
+
+SPLITS = ("train", "val", "test")
+
+
+def save_split(split: Split, path: Path) -> None:
+    torch.save({"x": split.x, "y": split.y}, path)
+
+
+def load_split(path: Path) -> Split:
+    if not path.is_file():
+        raise DataError(f"{path}: prepared split not found; run the prepare stage first")
+    blob = torch.load(path, weights_only=True)
+    return Split(blob["x"], blob["y"])
+
+
+def load_manifest(prepared: Path) -> dict:
+    path = prepared / "manifest.json"
+    if not path.is_file():
+        raise DataError(f"{path}: manifest not found; run the prepare stage first")
+    return json.loads(path.read_text())
+
+
+@dataclass(frozen=True)
+class Prepared:
+    train: Split
+    val: Split
+    test: Split
+    manifest: dict
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.manifest["classes"])
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(self.manifest["input_shape"])
+
+
+def load_prepared(prepared: Path) -> Prepared:
+    manifest = load_manifest(prepared)
+    splits = [load_split(prepared / f"{name}.pt") for name in SPLITS]
+    return Prepared(*splits, manifest)
+
+
+# ---- batching ----------------------------------------------------------------------
+
+def normalize(x: torch.Tensor, mean: list[float], std: list[float]) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> float32 standardized with per-channel stats."""
+    m = torch.tensor(mean, device=x.device).view(1, -1, 1, 1)
+    s = torch.tensor(std, device=x.device).view(1, -1, 1, 1)
+    return (x.float() / 255 - m) / s
+
+
+def augment(x: torch.Tensor, pad: int, hflip: bool, gen: torch.Generator) -> torch.Tensor:
+    """Per-image random translation by up to ``pad`` pixels (and a random mirror), batched."""
+    n, c, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))  # (N, C, H+2p, W+2p)
+    di = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+    dj = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+    rows = (di[:, None] + torch.arange(h))[:, None, :, None]  # (N, 1, H, 1)
+    cols = (dj[:, None] + torch.arange(w))[:, None, None, :]  # (N, 1, 1, W)
+    out = padded[torch.arange(n)[:, None, None, None], torch.arange(c)[None, :, None, None], rows, cols]
+    if not hflip:
+        return out
+    flip = torch.rand(n, generator=gen) < 0.5
+    return torch.where(flip[:, None, None, None], out.flip(3), out)
+
+
+def batches(split: Split, batch_size: int, gen: torch.Generator | None = None
+            ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Mini-batches of a split, shuffled when ``gen`` is given; the last may be short."""
+    n = len(split)
+    order = torch.randperm(n, generator=gen) if gen is not None else torch.arange(n)
+    for start in range(0, n, batch_size):
+        idx = order[start:start + batch_size]
+        yield split.x[idx], split.y[idx]

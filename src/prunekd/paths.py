@@ -1,0 +1,28 @@
+"""Where each stage reads and writes, relative to the repository root (the working directory)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PARAMS = Path("params.yaml")
+RAW = Path("data/raw")
+PREPARED = Path("data/prepared")
+TEACHER = Path("models/teacher")
+PRUNED = Path("models/pruned")
+RETRAINED = Path("models/retrained")
+REPORTS = Path("reports")
+MODEL_FILE = "model.pt"
+METRICS_FILE = "metrics.json"
+
+
+def pruned_dir(ratio: str) -> Path:
+    return PRUNED / ratio
+
+
+def retrained_dir(ratio: str, mode: str, seed: int | str) -> Path:
+    return RETRAINED / f"{ratio}-{mode}-{seed}"
+
+
+def ratio_key(ratio: float) -> str:
+    """A ratio as DVC's matrix names it (``prune@0.5``): Python's shortest float repr."""
+    return repr(float(ratio))

@@ -1,0 +1,110 @@
+"""Tables, plots and the Markdown report from the stages' metrics files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from .io import read_json  # noqa: E402
+from .paths import METRICS_FILE, TEACHER, pruned_dir, ratio_key, retrained_dir  # noqa: E402
+
+# The study this project reproduces: MobileNet at a 26.08 % model-size reduction.
+STUDY = {"size_reduction_pct": 26.08, "ft": 63.65, "kd": 65.37}
+
+COST_COLUMNS = ["params", "macs", "size_mb", "latency_ms"]
+
+
+def collect(ratios: list[float], modes: list[str], seeds: list[int]) -> pd.DataFrame:
+    """One row for the teacher, then one per retrain run: accuracy, cost, reduction vs teacher."""
+    teacher = read_json(TEACHER / METRICS_FILE)
+    rows = [{"ratio": 0.0, "mode": "teacher", "seed": None, **teacher}]
+    for ratio in ratios:
+        key = ratio_key(ratio)
+        pruned = read_json(pruned_dir(key) / METRICS_FILE)
+        for mode in modes:
+            for seed in seeds:
+                metrics = read_json(retrained_dir(key, mode, seed) / METRICS_FILE)
+                rows.append({"ratio": ratio, "mode": mode, "seed": seed, **metrics,
+                             "top1_pruned": pruned["top1"], "channel_ratio": pruned["channel_ratio"]})
+    df = pd.DataFrame(rows)
+    for col in ("params", "macs", "size_mb"):
+        df[f"{col}_reduction_pct"] = 100 * (1 - df[col] / teacher[col])
+    return df[["ratio", "mode", "seed", "top1", "top1_pruned", "channel_ratio", *COST_COLUMNS,
+               "params_reduction_pct", "macs_reduction_pct", "size_mb_reduction_pct"]]
+
+
+def summarize(results: pd.DataFrame) -> pd.DataFrame:
+    """Mean, std and n of top-1 over seeds, and mean cost, per (ratio, mode)."""
+    runs = results[results["mode"] != "teacher"]
+    grouped = runs.groupby(["ratio", "mode"], sort=True)
+    summary = grouped["top1"].agg(top1_mean="mean", top1_std="std", n="count")
+    costs = grouped[["top1_pruned", *COST_COLUMNS, "params_reduction_pct", "size_mb_reduction_pct"]].mean()
+    return summary.join(costs).reset_index()
+
+
+def plot_accuracy(summary: pd.DataFrame, teacher_top1: float, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    for mode, rows in summary.groupby("mode"):
+        ax.errorbar(rows["params_reduction_pct"], rows["top1_mean"], yerr=rows["top1_std"].fillna(0),
+                    marker="o", capsize=3, label=mode)
+    before = summary.drop_duplicates("ratio")
+    ax.plot(before["params_reduction_pct"], before["top1_pruned"], "x:", color="grey", label="pruned, no retraining")
+    ax.axhline(teacher_top1, color="black", linestyle="--", linewidth=1, label="teacher")
+    ax.set(xlabel="parameters removed (%)", ylabel="test top-1 (%)", title="Accuracy after pruning")
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def fmt_table(df: pd.DataFrame) -> str:
+    return df.to_markdown(index=False, floatfmt=".2f")
+
+
+def ft_vs_kd(summary: pd.DataFrame) -> pd.DataFrame:
+    """Per ratio: accuracy before retraining, after each mode, and KD minus FT where both ran."""
+    wide = summary.pivot(index="ratio", columns="mode", values="top1_mean")
+    first = summary.drop_duplicates("ratio").set_index("ratio")
+    out = pd.DataFrame({"params removed %": first["params_reduction_pct"],
+                        "size removed %": first["size_mb_reduction_pct"],
+                        "no retraining": first["top1_pruned"]})
+    out = out.join(wide.add_prefix("top1 "))
+    if {"ft", "kd"} <= set(wide.columns):
+        out["kd - ft"] = wide["kd"] - wide["ft"]
+    return out.reset_index()
+
+
+def study_comparison(summary: pd.DataFrame) -> str:
+    """The study's operating point next to prunekd's run closest to its size reduction."""
+    first = summary.drop_duplicates("ratio")
+    nearest = first.iloc[(first["size_mb_reduction_pct"] - STUDY["size_reduction_pct"]).abs().argmin()]
+    ours = summary[summary["ratio"] == nearest["ratio"]].set_index("mode")["top1_mean"]
+    rows = [{"": "study (MobileNet)", "size removed %": STUDY["size_reduction_pct"],
+             "top1 ft": STUDY["ft"], "top1 kd": STUDY["kd"], "kd - ft": STUDY["kd"] - STUDY["ft"]},
+            {"": f"prunekd (ratio {nearest['ratio']})", "size removed %": nearest["size_mb_reduction_pct"],
+             "top1 ft": ours.get("ft"), "top1 kd": ours.get("kd"),
+             "kd - ft": ours.get("kd", float("nan")) - ours.get("ft", float("nan"))}]
+    return fmt_table(pd.DataFrame(rows))
+
+
+def markdown(results: pd.DataFrame, summary: pd.DataFrame, figure: str) -> str:
+    teacher = results[results["mode"] == "teacher"].iloc[0]
+    cost_table = summary[["ratio", "mode", "top1_mean", "top1_std", "n", *COST_COLUMNS,
+                          "params_reduction_pct"]].copy()
+    cost_table["macs"] = cost_table["macs"] / 1e6
+    cost_table = cost_table.rename(columns={"macs": "MMACs", "top1_mean": "top1", "top1_std": "top1 std"})
+    return "\n".join([
+        "# prunekd report", "",
+        f"Teacher: top-1 **{teacher['top1']:.2f} %**, {int(teacher['params']):,} params, "
+        f"{teacher['macs'] / 1e6:.2f} MMACs, {teacher['size_mb']:.2f} MB, {teacher['latency_ms']:.3f} ms/image (CPU, batch 1).",
+        "", "## Accuracy: plain retraining (ft) vs knowledge distillation (kd)", "",
+        fmt_table(ft_vs_kd(summary)), "",
+        "## Cost per ratio and mode (mean over seeds)", "", fmt_table(cost_table), "",
+        "## Against the study", "", study_comparison(summary), "",
+        f"![accuracy vs ratio]({figure})", ""])

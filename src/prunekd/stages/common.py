@@ -1,0 +1,73 @@
+"""Glue shared by the stages: params to typed training settings, and the CLI wrapper."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Callable
+
+from ..config import ConfigError, Params, TrainConfig, load_params
+from ..data import DataError, Prepared
+from ..io import write_json
+from ..measure import cost
+from ..models import ModelFileError, save_model
+from ..paths import METRICS_FILE, MODEL_FILE
+from ..prune import PruneTargetError
+from ..tracking import StageRun
+from ..train import DivergenceError, Normalization, Schedule, evaluate
+
+# Failures a user can fix; they get one line, not a traceback.
+USER_ERRORS = (ConfigError, DataError, ModelFileError, PruneTargetError, DivergenceError, FileNotFoundError)
+
+
+def schedule(cfg: TrainConfig) -> Schedule:
+    return Schedule(cfg.epochs, cfg.batch_size, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.augment)
+
+
+def normalization(manifest: dict) -> Normalization:
+    return Normalization(manifest["mean"], manifest["std"], manifest["augment"]["pad"],
+                         manifest["augment"]["hflip"])
+
+
+def parser(stage: str, doc: str | None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=f"prunekd {stage}", description=doc)
+    p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    return p
+
+
+def run_cli(stage: str, argv: list[str] | None, body: Callable[[argparse.Namespace, Params], dict],
+            add_arguments: Callable[[argparse.ArgumentParser], None] = lambda p: None,
+            doc: str | None = None) -> int:
+    """Parse the CLI, load params, run the stage; user errors exit 2 with one clear line."""
+    p = parser(stage, doc)
+    add_arguments(p)
+    args = p.parse_args(argv)
+    try:
+        body(args, load_params(args.params))
+    except USER_ERRORS as exc:
+        print(f"prunekd {stage}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def manifest_tag(manifest: dict) -> dict[str, str]:
+    from .prepare import manifest_hash
+
+    return {"data_manifest_md5": manifest_hash(manifest), "dataset": manifest["dataset"]}
+
+
+def save_and_measure(model, out_dir: Path, prepared: Prepared, params: Params, run: StageRun,
+                     meta: dict, extra: dict | None = None, log_model: bool = True) -> dict:
+    """Save ``model`` with its lineage, measure it on the test split, log and write metrics.json."""
+    model_file = out_dir / MODEL_FILE
+    save_model(model, model_file, meta | {"mlflow_run_id": run.run_id})
+    m = params.measure
+    metrics = {"top1": evaluate(model, prepared.test, normalization(prepared.manifest))["top1"]}
+    metrics |= cost(model, model_file, m.threads, m.warmup, m.repeats) | (extra or {})
+    run.log_metrics(metrics)
+    if log_model:
+        run.log_model(model, model_file)
+    write_json(out_dir / METRICS_FILE, metrics)
+    print(f"{out_dir}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+    return metrics

@@ -1,0 +1,44 @@
+"""prune@<ratio>: remove the lowest-ranked filters of the teacher; no retraining yet."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..config import Params
+from ..data import load_prepared
+from ..measure import count_macs_params
+from ..models import load_model
+from ..paths import MODEL_FILE, PREPARED, TEACHER, pruned_dir
+from ..prune import prune
+from ..tracking import stage_run
+from .common import run_cli, save_and_measure
+
+
+def run(params: Params, ratio: str, prepared_dir: Path = PREPARED, teacher_dir: Path = TEACHER) -> dict:
+    prepared = load_prepared(prepared_dir)
+    teacher, teacher_meta = load_model(teacher_dir / MODEL_FILE)
+    result = prune(teacher, float(ratio), params.prune.unit, params.prune.criterion)
+    macs_before, params_before = count_macs_params(teacher)
+    macs_after, params_after = count_macs_params(result.model)
+    lineage = {"teacher_run_id": teacher_meta["mlflow_run_id"],
+               "data_manifest_md5": teacher_meta["data_manifest_md5"], "dataset": teacher_meta["dataset"]}
+    with stage_run(f"prune@{ratio}", params, lineage | {"ratio": ratio}) as run:
+        run.log_params({"ratio": ratio, "channel_ratio": result.channel_ratio})
+        extra = {"channel_ratio": result.channel_ratio, "reduction": result.reduction,
+                 "params_before": params_before, "params_after": params_after,
+                 "macs_before": macs_before, "macs_after": macs_after}
+        return save_and_measure(result.model, pruned_dir(ratio), prepared, params, run,
+                                meta=lineage | {"prune_run_id": run.run_id}, extra=extra)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ratio", required=True, help="fraction of prune.unit to remove, as in prune.ratios")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli("prune", argv, lambda args, params: run(params, args.ratio), add_arguments, __doc__)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,61 @@
+"""retrain@<ratio>-<mode>-<seed>: recover a pruned model's accuracy; modes differ only in the loss."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..config import Params
+from ..data import load_prepared
+from ..distill import cross_entropy_loss, distillation_loss
+from ..models import load_model
+from ..paths import MODEL_FILE, PREPARED, TEACHER, pruned_dir, retrained_dir
+from ..tracking import stage_run
+from ..train import LossFn, device, fit
+from .common import normalization, run_cli, save_and_measure, schedule
+
+
+def _teacher(teacher_file: Path):
+    model, _ = load_model(teacher_file)
+    return model.to(device()).to(memory_format=torch.channels_last)
+
+
+# mode -> loss, given the params and where the teacher is
+LOSSES: dict[str, Callable[[Params, Path], LossFn]] = {
+    "ft": lambda params, teacher_file: cross_entropy_loss(params.ft.label_smoothing),
+    "kd": lambda params, teacher_file: distillation_loss(_teacher(teacher_file), params.kd.temperature,
+                                                         params.kd.alpha),
+}
+
+
+def run(params: Params, ratio: str, mode: str, seed: int,
+        prepared_dir: Path = PREPARED, teacher_dir: Path = TEACHER) -> dict:
+    if mode not in LOSSES:
+        raise ValueError(f"unknown mode {mode!r}; known: {', '.join(LOSSES)}")
+    prepared = load_prepared(prepared_dir)
+    model, lineage = load_model(pruned_dir(ratio) / MODEL_FILE)
+    lineage = {k: v for k, v in lineage.items() if k != "mlflow_run_id"}
+    loss = LOSSES[mode](params, teacher_dir / MODEL_FILE)
+    name = f"retrain@{ratio}-{mode}-{seed}"
+    with stage_run(name, params, lineage | {"ratio": ratio, "mode": mode, "seed": str(seed)}) as run:
+        run.log_params({"ratio": ratio, "mode": mode, "retrain_seed": seed})
+        fit(model, prepared.train, prepared.val, normalization(prepared.manifest), schedule(params.retrain),
+            loss, seed, run.log_epoch, name=name)
+        return save_and_measure(model, retrained_dir(ratio, mode, seed), prepared, params, run, meta=lineage)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ratio", required=True, help="a ratio from prune.ratios")
+    p.add_argument("--mode", required=True, choices=sorted(LOSSES), help="ft: cross-entropy; kd: distillation")
+    p.add_argument("--seed", required=True, type=int, help="a seed from retrain.seeds")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli("retrain", argv, lambda a, params: run(params, a.ratio, a.mode, a.seed), add_arguments, __doc__)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

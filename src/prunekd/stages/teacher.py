@@ -1,0 +1,32 @@
+"""teacher: train the unpruned model on the prepared data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..config import Params
+from ..data import load_prepared
+from ..distill import cross_entropy_loss
+from ..models import build_model
+from ..paths import PREPARED, TEACHER
+from ..tracking import stage_run
+from ..train import fit
+from .common import manifest_tag, normalization, run_cli, save_and_measure, schedule
+
+
+def run(params: Params, prepared_dir: Path = PREPARED, out_dir: Path = TEACHER) -> dict:
+    prepared = load_prepared(prepared_dir)
+    model = build_model(params.model.arch, prepared.num_classes, prepared.input_shape, params.model.width)
+    tags = manifest_tag(prepared.manifest)
+    with stage_run("teacher", params, tags) as run:
+        fit(model, prepared.train, prepared.val, normalization(prepared.manifest), schedule(params.teacher),
+            cross_entropy_loss(), params.seed, run.log_epoch, name="teacher")
+        return save_and_measure(model, out_dir, prepared, params, run, meta=tags)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli("teacher", argv, lambda args, params: run(params), doc=__doc__)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,140 @@
+"""The one training loop. Variants (plain CE, knowledge distillation) are loss functions."""
+
+from __future__ import annotations
+
+import math
+import random
+import sys
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from .data import Split, augment, batches, normalize
+
+# loss(student_logits, normalized_inputs, targets) -> scalar; KD closes over its teacher.
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class EpochCallback(Protocol):
+    def __call__(self, epoch: int, metrics: dict[str, float]) -> None: ...
+
+
+class DivergenceError(RuntimeError):
+    """Training produced a non-finite loss."""
+
+
+@dataclass(frozen=True)
+class Normalization:
+    mean: list[float]
+    std: list[float]
+    pad: int  # translation range of the augmentation, in pixels
+    hflip: bool
+
+
+@dataclass(frozen=True)
+class Schedule:
+    epochs: int
+    batch_size: int
+    lr: float
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    augment: bool = True
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def to_device(x: torch.Tensor, dev: torch.device) -> torch.Tensor:
+    # channels_last speeds up the depthwise/pointwise convolutions ~1.4x on CPU.
+    return x.to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
+
+
+def warmup_cosine(total_steps: int, warmup_frac: float = 0.05) -> Callable[[int], float]:
+    """LR multiplier per step: linear warm-up, then cosine decay to zero."""
+    warmup = max(1, int(total_steps * warmup_frac))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total_steps - warmup)))
+    return factor
+
+
+def make_optimizer(model: nn.Module, sched: Schedule) -> torch.optim.Optimizer:
+    # No weight decay on BatchNorm and bias parameters (1-D tensors).
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": sched.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.SGD(groups, lr=sched.lr, momentum=sched.momentum, nesterov=sched.momentum > 0)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, split: Split, norm: Normalization, batch_size: int = 1000) -> dict[str, float]:
+    """Top-1 accuracy (%) and mean cross-entropy over a split."""
+    model.eval()
+    dev = next(model.parameters()).device
+    correct, loss_sum = 0, 0.0
+    for xb, yb in batches(split, batch_size):
+        logits = model(to_device(normalize(xb, norm.mean, norm.std), dev))
+        yb = yb.to(dev)
+        loss_sum += nn.functional.cross_entropy(logits, yb, reduction="sum").item()
+        correct += (logits.argmax(1) == yb).sum().item()
+    return {"top1": 100.0 * correct / len(split), "loss": loss_sum / len(split)}
+
+
+def train_epoch(model, split, norm, sched, loss_fn, opt, lr_sched, gen, desc) -> dict[str, float]:
+    model.train()
+    dev = next(model.parameters()).device
+    steps = math.ceil(len(split) / sched.batch_size)
+    loss_sum, correct, seen = 0.0, 0, 0
+    bar = tqdm(batches(split, sched.batch_size, gen), total=steps, desc=desc, leave=False,
+               file=sys.stderr, mininterval=1.0, disable=None)
+    for xb, yb in bar:
+        if sched.augment:
+            xb = augment(xb, norm.pad, norm.hflip, gen)
+        x, y = to_device(normalize(xb, norm.mean, norm.std), dev), yb.to(dev)
+        logits = model(x)
+        loss = loss_fn(logits, x, y)
+        if not torch.isfinite(loss):
+            raise DivergenceError(f"loss became {loss.item()} in {desc}; lower the learning rate")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        lr_sched.step()
+        loss_sum += loss.item() * len(y)
+        correct += (logits.argmax(1) == y).sum().item()
+        seen += len(y)
+        bar.set_postfix(loss=f"{loss_sum / seen:.3f}", refresh=False)
+    return {"train_loss": loss_sum / seen, "train_top1": 100.0 * correct / seen}
+
+
+def fit(model: nn.Module, train: Split, val: Split, norm: Normalization, sched: Schedule,
+        loss_fn: LossFn, seed: int, on_epoch: EpochCallback | None = None, name: str = "train") -> nn.Module:
+    """Train ``model`` in place with SGD + warm-up/cosine; report metrics after each epoch."""
+    gen = seed_everything(seed)
+    model.to(device()).to(memory_format=torch.channels_last)
+    opt = make_optimizer(model, sched)
+    steps = sched.epochs * math.ceil(len(train) / sched.batch_size)
+    lr_sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(steps))
+    for epoch in range(1, sched.epochs + 1):
+        metrics = train_epoch(model, train, norm, sched, loss_fn, opt, lr_sched, gen,
+                              f"{name} epoch {epoch}/{sched.epochs}")
+        val_metrics = evaluate(model, val, norm)
+        metrics |= {"val_top1": val_metrics["top1"], "val_loss": val_metrics["loss"]}
+        print(f"{name} epoch {epoch}/{sched.epochs}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()),
+              file=sys.stderr)
+        if on_epoch:
+            on_epoch(epoch, metrics)
+    return model.eval()

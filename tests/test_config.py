@@ -1,0 +1,66 @@
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from prunekd import config, data, models, prune
+from prunekd.config import ConfigError, parse_params
+from prunekd.stages import retrain
+
+from .conftest import ROOT
+
+
+def test_default_params_are_valid(default_params):
+    params = parse_params(default_params)
+    assert params.prune.ratios == default_params["prune"]["ratios"]
+    assert params.kd.temperature == default_params["kd"]["temperature"]
+
+
+@pytest.mark.parametrize("mutate, key", [
+    (lambda p: p["kd"].update(temprature=2.0), "kd.temprature"),
+    (lambda p: p.update(sede=1), "sede"),
+    (lambda p: p["teacher"].update(epochs="many"), "teacher.epochs"),
+    (lambda p: p["teacher"].update(epochs=0), "teacher.epochs"),
+    (lambda p: p["retrain"].update(epochs=0), "retrain.epochs"),
+    (lambda p: p["prune"].update(ratios=[0.5, 1.0]), "prune.ratios"),
+    (lambda p: p["prune"].update(ratios=[0.0]), "prune.ratios"),
+    (lambda p: p["prune"].update(criterion="l3"), "prune.criterion"),
+    (lambda p: p["prune"].update(unit="bytes"), "prune.unit"),
+    (lambda p: p["data"].update(dataset="imagenet"), "data.dataset"),
+    (lambda p: p["model"].update(arch="resnet1000"), "model.arch"),
+    (lambda p: p["retrain"].update(modes=["ft", "magic"]), "retrain.modes"),
+    (lambda p: p["kd"].update(alpha=1.5), "kd.alpha"),
+])
+def test_bad_params_name_the_key(default_params, mutate, key):
+    mutate(default_params)
+    with pytest.raises(ConfigError) as err:
+        parse_params(default_params)
+    assert key in str(err.value)
+
+
+def test_config_choices_match_the_registries():
+    assert set(config.DATASETS) == set(data.DATASETS)
+    assert set(config.ARCHS) == set(models.MODELS)
+    assert set(config.CRITERIA) == set(prune.CRITERIA)
+    assert set(config.MODES) == set(retrain.LOSSES)
+
+
+def test_cli_rejects_bad_params_cleanly_and_writes_nothing(tmp_path, default_params):
+    default_params["kd"]["temprature"] = 2.0
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(default_params))
+    proc = subprocess.run([sys.executable, "-m", "prunekd.cli", "teacher"], cwd=tmp_path,
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "kd.temprature: unknown key" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+def test_missing_params_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        config.load_params(tmp_path / "nope.yaml")
+
+
+def test_repo_params_file_loads():
+    assert config.load_params(ROOT / "params.yaml").model.arch == "mobilenet_v1"

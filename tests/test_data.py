@@ -1,0 +1,81 @@
+import gzip
+import shutil
+
+import pytest
+import torch
+
+from prunekd.data import (FASHION_FILES, SYSTEM_FASHION_MNIST, DataError, Split, augment, batches,
+                          load_digits_dataset, load_fashion_mnist, split_train_val)
+
+
+@pytest.fixture
+def raw_copy(tmp_path):
+    """A data/raw folder holding links to the real Fashion-MNIST files."""
+    folder = tmp_path / "fashion_mnist"
+    folder.mkdir()
+    for name, _, _ in FASHION_FILES.values():
+        (folder / name).symlink_to(SYSTEM_FASHION_MNIST / name)
+    return tmp_path
+
+
+def test_real_fashion_mnist_loads_and_verifies(raw_copy):
+    ds = load_fashion_mnist(raw_copy)
+    assert ds.train.x.shape == (60000, 1, 28, 28) and ds.test.x.shape == (10000, 1, 28, 28)
+    assert ds.train.x.dtype == torch.uint8
+    assert torch.bincount(ds.test.y).tolist() == [1000] * 10
+    assert ds.source == str(raw_copy / "fashion_mnist")
+
+
+def test_altered_payload_fails_the_checksum(raw_copy):
+    target = raw_copy / "fashion_mnist" / "train-labels-idx1-ubyte.gz"
+    payload = bytearray(gzip.decompress(target.read_bytes()))
+    payload[100] = (payload[100] + 1) % 10  # one label changed, still a valid gzip
+    target.unlink()
+    target.write_bytes(gzip.compress(bytes(payload)))
+    with pytest.raises(DataError, match="train-labels-idx1-ubyte.gz: checksum mismatch"):
+        load_fashion_mnist(raw_copy)
+
+
+def test_truncated_file_is_reported(raw_copy):
+    target = raw_copy / "fashion_mnist" / "t10k-labels-idx1-ubyte.gz"
+    blob = target.read_bytes()
+    target.unlink()
+    target.write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(DataError, match="t10k-labels-idx1-ubyte.gz: not a readable gzip"):
+        load_fashion_mnist(raw_copy)
+
+
+def test_split_is_deterministic_by_seed_and_disjoint():
+    full = Split(torch.arange(1000).view(-1, 1, 1, 1).to(torch.uint8), torch.arange(1000))
+    a_train, a_val = split_train_val(full, 0.1, seed=0)
+    b_train, b_val = split_train_val(full, 0.1, seed=0)
+    c_train, _ = split_train_val(full, 0.1, seed=1)
+    assert torch.equal(a_train.y, b_train.y) and torch.equal(a_val.y, b_val.y)
+    assert not torch.equal(a_train.y, c_train.y)
+    assert len(a_val) == 100 and len(a_train) == 900
+    assert not set(a_train.y.tolist()) & set(a_val.y.tolist())
+
+
+def test_train_subset_keeps_validation_whole():
+    full = Split(torch.zeros(1000, 1, 2, 2, dtype=torch.uint8), torch.arange(1000))
+    train, val = split_train_val(full, 0.1, seed=0, train_subset=50)
+    assert len(train) == 50 and len(val) == 100
+
+
+def test_digits_is_a_tiny_real_dataset():
+    ds = load_digits_dataset(None)
+    assert ds.train.x.shape[1:] == (1, 8, 8) and len(ds.train) + len(ds.test) == 1797
+    assert int(ds.train.x.max()) == 255
+
+
+def test_augment_keeps_shape_and_is_seeded():
+    x = torch.randint(0, 255, (16, 1, 28, 28), dtype=torch.uint8)
+    a = augment(x, 2, True, torch.Generator().manual_seed(0))
+    b = augment(x, 2, True, torch.Generator().manual_seed(0))
+    assert a.shape == x.shape and torch.equal(a, b) and not torch.equal(a, x)
+
+
+def test_batches_cover_the_split_once():
+    split = Split(torch.zeros(10, 1, 1, 1), torch.arange(10))
+    seen = torch.cat([y for _, y in batches(split, 3, torch.Generator().manual_seed(0))])
+    assert sorted(seen.tolist()) == list(range(10))

@@ -1,0 +1,112 @@
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from prunekd.measure import count_macs_params
+from prunekd.models import MobileNetV1, build_model, load_model, save_model
+from prunekd.prune import CRITERIA, PruneTargetError, prune, prune_channels, reduction
+
+
+def crafted_lenet() -> torch.nn.Module:
+    """LeNet-5 whose first-layer filters have known L1 norms, in a shuffled order."""
+    torch.manual_seed(0)
+    model = build_model("lenet5", 10, (1, 28, 28))
+    conv1, conv2 = model.features[0], model.features[3]
+    scales = torch.tensor([3.0, 0.1, 5.0, 0.2, 4.0, 0.3])  # filters 1, 3, 5 are weakest
+    with torch.no_grad():
+        conv1.weight.copy_(torch.ones_like(conv1.weight) * scales.view(-1, 1, 1, 1))
+        # The next layer reads the weak channels hardest: a group-wide norm would keep them,
+        # Li et al.'s own-filter norm must not.
+        conv2.weight.copy_(torch.ones_like(conv2.weight) * (10 / scales).view(1, -1, 1, 1))
+    return model
+
+
+def test_l1_removes_the_filters_with_the_lowest_own_l1_norm():
+    model = crafted_lenet()
+    pruned = prune_channels(model, 0.5, "l1")
+    kept = pruned.features[0].weight.abs().sum(dim=(1, 2, 3)) / (5 * 5)
+    assert sorted(kept.tolist()) == pytest.approx([3.0, 4.0, 5.0])
+    assert pruned.features[3].in_channels == 3
+
+
+@pytest.mark.parametrize("ratio", [0.1, 0.3, 0.5, 0.7])
+def test_pruned_mobilenet_runs_with_consistent_depthwise_groups(ratio):
+    model = build_model("mobilenet_v1", 10, (1, 28, 28), 0.5)
+    pruned = prune_channels(model, ratio, "l1")
+    for block in pruned.features:
+        dw, pw = block[0][0], block[1][0]
+        assert dw.groups == dw.in_channels == dw.out_channels == block[0][1].num_features
+        assert pw.in_channels == dw.out_channels
+    assert pruned.classifier.out_features == 10
+    assert pruned(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    # every prunable layer loses round(ratio * width) filters
+    for before, after in zip(model.channels(), pruned.channels()):
+        assert after == pytest.approx(before * (1 - ratio), abs=1)
+    _, p_before = count_macs_params(model)
+    _, p_after = count_macs_params(pruned)
+    # parameters fall roughly as (1 - ratio)^2 (the classifier only linearly)
+    assert p_after / p_before == pytest.approx((1 - ratio) ** 2, abs=0.05)
+
+
+@pytest.mark.parametrize("unit", ["params", "macs"])
+@pytest.mark.parametrize("target", [0.26, 0.5])
+def test_unit_targets_are_met_within_one_point(unit, target):
+    model = build_model("mobilenet_v1", 10, (1, 28, 28), 0.5)
+    result = prune(model, target, unit, "l1")
+    assert abs(reduction(model, result.model, unit) - target) <= 0.01
+    assert result.reduction == pytest.approx(reduction(model, result.model, unit))
+
+
+def test_unreachable_target_is_a_clear_error():
+    model = build_model("lenet5", 10, (1, 8, 8), width=0.5)  # 3 and 8 filters: coarse steps
+    with pytest.raises(PruneTargetError, match="out of reach"):
+        prune(model, 0.013, "params", "l1", tolerance=0.001)
+
+
+@pytest.mark.parametrize("criterion", sorted(CRITERIA))
+@pytest.mark.parametrize("arch", ["mobilenet_v1", "lenet5", "alexnet"])
+def test_every_arch_prunes_with_every_criterion(arch, criterion):
+    model = build_model(arch, 10, (1, 28, 28), 0.25 if arch != "lenet5" else 1.0)
+    pruned = prune_channels(model, 0.4, criterion)
+    assert sum(pruned.channels()) < sum(model.channels())
+    assert pruned(torch.randn(1, 1, 28, 28)).shape == (1, 10)
+
+
+def test_save_load_round_trip_in_a_fresh_process(tmp_path):
+    torch.manual_seed(0)
+    pruned = prune_channels(build_model("mobilenet_v1", 10, (1, 28, 28), 0.5), 0.4, "l1").eval()
+    save_model(pruned, tmp_path / "model.pt", {"note": "x"})
+    x = torch.randn(4, 1, 28, 28)
+    torch.save(x, tmp_path / "x.pt")
+    torch.save(pruned(x).detach(), tmp_path / "expected.pt")
+    code = f"""
+import torch
+from prunekd.models import load_model
+model, meta = load_model({str(tmp_path / 'model.pt')!r})
+x = torch.load({str(tmp_path / 'x.pt')!r}, weights_only=True)
+expected = torch.load({str(tmp_path / 'expected.pt')!r}, weights_only=True)
+assert meta == {{"note": "x"}}, meta
+assert torch.equal(model(x), expected)
+print(model.channels())
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(pruned.channels())
+
+
+def test_a_pickle_in_place_of_a_model_is_refused(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+    torch.save({"spec": Evil()}, tmp_path / "model.pt")
+    from prunekd.models import ModelFileError
+    with pytest.raises(ModelFileError, match="not a prunekd model file"):
+        load_model(tmp_path / "model.pt")
+
+
+def test_model_classes_rebuild_from_their_spec():
+    model = MobileNetV1(10, (3, 32, 32), 0.25)
+    again = build_model(**model.spec())
+    assert again.channels() == model.channels()
