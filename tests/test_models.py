@@ -17,9 +17,11 @@ def test_mobilenet_width_multiplier_scales_channels():
     assert wide.channels()[-1] == 1024 and narrow.channels()[-1] == 512
 
 
-def test_mobilenet_stem_depends_on_input_size():
-    assert build_model("mobilenet_v1", 10, (3, 224, 224)).stem[0].stride == (2, 2)
-    assert build_model("mobilenet_v1", 10, (1, 8, 8)).stem[0].stride == (1, 1)
+@pytest.mark.parametrize("size, stem_stride, grid", [(224, 2, 7), (32, 1, 2), (28, 1, 2)])
+def test_mobilenet_stem_depends_on_input_size(size, stem_stride, grid):
+    model = build_model("mobilenet_v1", 10, (1, size, size), 0.25)
+    assert model.stem[0].stride == (stem_stride, stem_stride)
+    assert model.features(model.stem(torch.zeros(1, 1, size, size))).shape[-1] == grid
 
 
 def test_unknown_arch():

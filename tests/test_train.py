@@ -5,7 +5,7 @@ from prunekd.distill import cross_entropy_loss
 from prunekd.models import build_model
 from prunekd.train import Normalization, Schedule, evaluate, fit
 
-NORM = Normalization([0.3], [0.4], 1, False)
+NORM = Normalization([0.3], [0.4])
 
 
 def train_digits(seed: int):
@@ -14,7 +14,7 @@ def train_digits(seed: int):
     model = build_model("lenet5", 10, (1, 8, 8))
     torch.manual_seed(123)  # same init; fit's seed drives shuffling and augmentation
     seen = []
-    fit(model, train, val, NORM, Schedule(epochs=8, batch_size=32, lr=0.1), cross_entropy_loss(), seed,
+    fit(model, train, val, NORM, Schedule(epochs=8, batch_size=32, lr=0.1, translate=1), cross_entropy_loss(), seed,
         on_epoch=lambda e, m: seen.append((e, m)))
     return model, seen, ds.test
 

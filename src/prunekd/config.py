@@ -40,7 +40,8 @@ class TrainConfig(Section):
     lr: float = Field(gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(5e-4, ge=0)
-    augment: bool = True
+    translate: int = Field(0, ge=0, le=8)
+    hflip: bool = True
 
 
 class PruneConfig(Section):

@@ -9,16 +9,30 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-import torch_pruning as tp
 from torch import nn
 
 
+def _layer_macs(module: nn.Module, output: torch.Tensor) -> int:
+    if isinstance(module, nn.Conv2d):  # each output element: in/groups x kh x kw products
+        kh, kw = module.kernel_size
+        return output.numel() * (module.in_channels // module.groups) * kh * kw
+    return module.in_features * module.out_features  # nn.Linear at batch 1
+
+
+@torch.no_grad()
 def count_macs_params(model: nn.Module) -> tuple[int, int]:
-    """(multiply-accumulates, parameters) of one forward pass at batch 1."""
+    """(multiply-accumulates of the conv and linear layers, parameters) at batch 1."""
+    macs = []
+    hooks = [m.register_forward_hook(lambda mod, inp, out: macs.append(_layer_macs(mod, out)))
+             for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     was_training = model.training
-    macs, params = tp.utils.count_ops_and_params(model.cpu(), torch.zeros(1, *model.input_shape))
-    model.train(was_training)
-    return int(macs), int(params)
+    try:
+        model.eval()(torch.zeros(1, *model.input_shape, device=next(model.parameters()).device))
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    return sum(macs), sum(p.numel() for p in model.parameters())
 
 
 def trainable_params(model: nn.Module) -> int:

@@ -49,12 +49,13 @@ class MobileNetV1(nn.Module, Spec):
         self.num_classes, self.input_shape, self.width = num_classes, tuple(input_shape), width
         channels = channels or [scaled(32, width)] + [scaled(c, width) for c, _ in MOBILENET_V1_BLOCKS]
         in_ch, size = input_shape[0], input_shape[1]
-        self.stem = conv_bn_relu(in_ch, channels[0], 3, stride=2 if size >= 28 else 1)
-        strides = [s for _, s in MOBILENET_V1_BLOCKS]
+        stem_stride, strides = 2, [s for _, s in MOBILENET_V1_BLOCKS]
         if size < 64:
-            # A small input (28 or 32 px) would shrink to 1x1 after the usual 32x downsampling;
-            # the last stride-2 block keeps its resolution instead, for a 2x2 output grid.
-            strides[11] = 1
+            # Small inputs (28-32 px): the stem's stride-2 moves to the first depthwise conv, so
+            # the stem filters see full resolution while only the cheap depthwise layer runs there,
+            # and the last stride-2 block keeps its resolution, for a 2x2 (not 1x1) output grid.
+            stem_stride, strides[0], strides[11] = 1, 2, 1
+        self.stem = conv_bn_relu(in_ch, channels[0], 3, stride=stem_stride)
         blocks, cin = [], channels[0]
         for cout, stride in zip(channels[1:], strides):
             blocks.append(nn.Sequential(conv_bn_relu(cin, cin, 3, stride, groups=cin),  # depthwise

@@ -15,6 +15,7 @@ import torch_pruning as tp
 from torch import nn
 
 from .measure import count_macs_params
+from .models import build_model
 
 # criterion name -> a factory of Torch-Pruning importance objects
 CRITERIA: dict[str, Callable[[], tp.importance.Importance]] = {
@@ -58,34 +59,46 @@ def reduction(model: nn.Module, pruned: nn.Module, unit: str) -> float:
     if unit == "channels":
         return 1 - sum(pruned.channels()) / sum(model.channels())
     index = {"macs": 0, "params": 1}[unit]
-    before = count_macs_params(model)[index]
-    return 1 - count_macs_params(pruned)[index] / before
+    return 1 - count_macs_params(pruned)[index] / count_macs_params(model)[index]
 
 
-def prune(model: nn.Module, ratio: float, unit: str, criterion: str,
-          tolerance: float = 0.01, max_steps: int = 16) -> PruneResult:
+def predicted_shape(model: nn.Module, channel_ratio: float) -> nn.Module:
+    """An untrained model of the shape ``prune_channels`` will produce, built in milliseconds.
+
+    Torch-Pruning keeps int(c * (1 - ratio)) of the c filters of each layer.
+    """
+    kept = [int(c * (1 - channel_ratio)) for c in model.channels()]
+    return build_model(**(model.spec() | {"channels": kept}))
+
+
+def search_channel_ratio(model: nn.Module, target: float, unit: str, tolerance: float,
+                         max_steps: int = 20) -> tuple[float, float]:
+    """Bisect the per-layer channel ratio whose pruned shape removes ``target`` of ``unit``."""
+    lo, hi, best = 0.0, 0.99, (0.0, 0.0)
+    for _ in range(max_steps):
+        mid = (lo + hi) / 2
+        achieved = reduction(model, predicted_shape(model, mid), unit)
+        if abs(achieved - target) < abs(best[1] - target):
+            best = (mid, achieved)
+        if abs(achieved - target) <= tolerance / 4:
+            break
+        lo, hi = (mid, hi) if achieved < target else (lo, mid)
+    return best
+
+
+def prune(model: nn.Module, ratio: float, unit: str, criterion: str, tolerance: float = 0.01) -> PruneResult:
     """Prune so that ``ratio`` of ``unit`` is removed.
 
-    ``channels`` applies the ratio per layer directly; ``params`` and ``macs`` bisect the
-    per-layer channel ratio until the whole model shrinks by ``ratio`` within ``tolerance``
+    ``channels`` applies the ratio per layer directly; ``params`` and ``macs`` search the
+    per-layer channel ratio so that the whole model shrinks by ``ratio`` within ``tolerance``
     (parameters fall roughly as 1 - (1 - p)^2 in the channel ratio p).
     """
     if criterion not in CRITERIA:
         raise ValueError(f"unknown criterion {criterion!r}; known: {', '.join(CRITERIA)}")
-    if unit == "channels":
-        pruned = prune_channels(model, ratio, criterion)
-        return PruneResult(pruned, ratio, reduction(model, pruned, unit))
-    lo, hi, best = 0.0, 0.99, None
-    for _ in range(max_steps):
-        mid = (lo + hi) / 2
-        pruned = prune_channels(model, mid, criterion)
-        achieved = reduction(model, pruned, unit)
-        if best is None or abs(achieved - ratio) < abs(best.reduction - ratio):
-            best = PruneResult(pruned, mid, achieved)
-        if abs(achieved - ratio) <= tolerance / 4:
-            break
-        lo, hi = (mid, hi) if achieved < ratio else (lo, mid)
-    if abs(best.reduction - ratio) > tolerance:
+    channel_ratio = ratio if unit == "channels" else search_channel_ratio(model, ratio, unit, tolerance)[0]
+    pruned = prune_channels(model, channel_ratio, criterion)
+    achieved = reduction(model, pruned, unit)
+    if unit != "channels" and abs(achieved - ratio) > tolerance:
         raise PruneTargetError(f"prune.ratios: {ratio} of {unit} is out of reach: the closest channel "
-                               f"ratio {best.channel_ratio:.3f} removes {best.reduction:.3f}")
-    return best
+                               f"ratio {channel_ratio:.3f} removes {achieved:.3f}")
+    return PruneResult(pruned, channel_ratio, achieved)

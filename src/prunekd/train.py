@@ -31,8 +31,6 @@ class DivergenceError(RuntimeError):
 class Normalization:
     mean: list[float]
     std: list[float]
-    pad: int  # translation range of the augmentation, in pixels
-    hflip: bool
 
 
 @dataclass(frozen=True)
@@ -42,7 +40,8 @@ class Schedule:
     lr: float
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    augment: bool = True
+    translate: int = 0  # augmentation: random shift by up to this many pixels
+    hflip: bool = False  # augmentation: random mirror
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -102,8 +101,8 @@ def train_epoch(model, split, norm, sched, loss_fn, opt, lr_sched, gen, desc) ->
     bar = tqdm(batches(split, sched.batch_size, gen), total=steps, desc=desc, leave=False,
                file=sys.stderr, mininterval=1.0, disable=None)
     for xb, yb in bar:
-        if sched.augment:
-            xb = augment(xb, norm.pad, norm.hflip, gen)
+        if sched.translate or sched.hflip:
+            xb = augment(xb, sched.translate, sched.hflip, gen)
         x, y = to_device(normalize(xb, norm.mean, norm.std), dev), yb.to(dev)
         logits = model(x)
         loss = loss_fn(logits, x, y)

@@ -21,13 +21,14 @@ from ..train import DivergenceError, Normalization, Schedule, evaluate
 USER_ERRORS = (ConfigError, DataError, ModelFileError, PruneTargetError, DivergenceError, FileNotFoundError)
 
 
-def schedule(cfg: TrainConfig) -> Schedule:
-    return Schedule(cfg.epochs, cfg.batch_size, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.augment)
+def schedule(cfg: TrainConfig, manifest: dict) -> Schedule:
+    """Training settings; mirroring only where the dataset allows it (not for digits)."""
+    return Schedule(cfg.epochs, cfg.batch_size, cfg.lr, cfg.momentum, cfg.weight_decay,
+                    cfg.translate, cfg.hflip and manifest["mirror_ok"])
 
 
 def normalization(manifest: dict) -> Normalization:
-    return Normalization(manifest["mean"], manifest["std"], manifest["augment"]["pad"],
-                         manifest["augment"]["hflip"])
+    return Normalization(manifest["mean"], manifest["std"])
 
 
 def parser(stage: str, doc: str | None) -> argparse.ArgumentParser:

@@ -27,14 +27,13 @@ def manifest_hash(manifest: dict) -> str:
 
 def build_manifest(params: Params, raw, splits: dict[str, Split]) -> dict:
     mean, std = channel_stats(splits["train"])
-    size = splits["train"].x.shape[-1]
     return {
         "dataset": params.data.dataset, "source": raw.source, "source_checksums": raw.checksums,
         "classes": list(raw.classes), "input_shape": list(splits["train"].x.shape[1:]),
         "sizes": {k: len(v) for k, v in splits.items()}, "seed": params.seed,
         "val_fraction": params.data.val_fraction, "train_subset": params.data.train_subset,
         "mean": mean, "std": std,
-        "augment": {"pad": max(1, round(size / 14)), "hflip": raw.hflip},
+        "mirror_ok": raw.hflip,
         "split_md5": {k: md5(v.x.numpy().tobytes() + v.y.numpy().tobytes()) for k, v in splits.items()},
     }
 

@@ -42,7 +42,7 @@ def run(params: Params, ratio: str, mode: str, seed: int,
     name = f"retrain@{ratio}-{mode}-{seed}"
     with stage_run(name, params, lineage | {"ratio": ratio, "mode": mode, "seed": str(seed)}) as run:
         run.log_params({"ratio": ratio, "mode": mode, "retrain_seed": seed})
-        fit(model, prepared.train, prepared.val, normalization(prepared.manifest), schedule(params.retrain),
+        fit(model, prepared.train, prepared.val, normalization(prepared.manifest), schedule(params.retrain, prepared.manifest),
             loss, seed, run.log_epoch, name=name)
         return save_and_measure(model, retrained_dir(ratio, mode, seed), prepared, params, run, meta=lineage)
 

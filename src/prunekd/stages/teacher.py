@@ -19,7 +19,7 @@ def run(params: Params, prepared_dir: Path = PREPARED, out_dir: Path = TEACHER) 
     model = build_model(params.model.arch, prepared.num_classes, prepared.input_shape, params.model.width)
     tags = manifest_tag(prepared.manifest)
     with stage_run("teacher", params, tags) as run:
-        fit(model, prepared.train, prepared.val, normalization(prepared.manifest), schedule(params.teacher),
+        fit(model, prepared.train, prepared.val, normalization(prepared.manifest), schedule(params.teacher, prepared.manifest),
             cross_entropy_loss(), params.seed, run.log_epoch, name="teacher")
         return save_and_measure(model, out_dir, prepared, params, run, meta=tags)
 

@@ -1,0 +1,136 @@
+"""End to end: the real pipeline, run by real `dvc repro` in a temporary git copy of the repo,
+on a tiny slice of real Fashion-MNIST, logging to a real MLflow SQLite store."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+import torch
+import yaml
+from mlflow.tracking import MlflowClient
+
+from .conftest import copy_repo, tiny_params
+
+pytestmark = pytest.mark.e2e
+BIN = Path(sys.executable).parent
+
+
+def dvc(repo: Path, *args: str) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"
+    proc = subprocess.run([str(BIN / "dvc"), *args], cwd=repo, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout + proc.stderr
+
+
+def ran(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+def set_params(repo: Path, change) -> None:
+    path = repo / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    change(params)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def runs(repo: Path) -> list:
+    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("prunekd")
+    return client.search_runs([experiment.experiment_id], max_results=1000)
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    repo = copy_repo(tmp_path_factory.mktemp("prunekd"))
+    set_params(repo, tiny_params)
+    first = dvc(repo, "repro")
+    return repo, first
+
+
+def test_first_repro_runs_every_stage(repo):
+    repo, output = repo
+    assert ran(output) == {"prepare", "teacher", "prune@0.3", "prune@0.5", "report",
+                           *(f"retrain@{r}-{m}-0" for r in ("0.3", "0.5") for m in ("ft", "kd"))}
+
+
+def test_results_table_has_the_teacher_and_every_run(repo):
+    repo, _ = repo
+    results = pd.read_csv(repo / "reports" / "results.csv")
+    assert results["mode"].tolist().count("teacher") == 1
+    runs_ = results[results["mode"] != "teacher"]
+    assert set(zip(runs_["ratio"], runs_["mode"])) == {(r, m) for r in (0.3, 0.5) for m in ("ft", "kd")}
+    for col in ("top1", "params", "macs", "size_mb", "latency_ms"):
+        assert results[col].notna().all() and (results[col] > 0).all(), col
+    # prune.unit is params: each ratio removes that fraction of parameters, within 1 point
+    assert ((runs_["params_reduction_pct"] - 100 * runs_["ratio"]).abs() <= 1).all()
+    assert (repo / "reports" / "figures" / "accuracy_vs_ratio.png").stat().st_size > 0
+    report = (repo / "reports" / "report.md").read_text()
+    assert "kd - ft" in report and "63.65" in report
+
+
+def test_mlflow_has_one_run_per_stage_with_lineage(repo):
+    repo, _ = repo
+    by_stage = {r.data.tags["dvc_stage"]: r for r in runs(repo)}
+    assert len(by_stage) == 9 and all(r.info.status == "FINISHED" for r in by_stage.values())
+    teacher, prune, kd = by_stage["teacher"], by_stage["prune@0.3"], by_stage["retrain@0.3-kd-0"]
+    assert kd.data.tags["teacher_run_id"] == teacher.info.run_id
+    assert kd.data.tags["prune_run_id"] == prune.info.run_id
+    assert prune.data.tags["teacher_run_id"] == teacher.info.run_id
+    assert kd.data.tags["data_manifest_md5"] == by_stage["prepare"].data.tags["data_manifest_md5"]
+    assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", kd.data.tags["git_commit"])
+    assert kd.data.params["kd.temperature"] == "4.0" and kd.data.params["mode"] == "kd"
+    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    assert [m.step for m in client.get_metric_history(kd.info.run_id, "val_top1")] == [1]
+    metrics = yaml.safe_load((repo / "models/retrained/0.3-kd-0/metrics.json").read_text())
+    assert kd.data.metrics["top1"] == pytest.approx(metrics["top1"])
+    assert [a.path for a in client.list_artifacts(kd.info.run_id, "prunekd")] == ["prunekd/model.pt"]
+    mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
+    logged = mlflow.search_logged_models(experiment_ids=[kd.info.experiment_id], output_format="list")
+    assert {m.source_run_id for m in logged} >= {teacher.info.run_id, prune.info.run_id, kd.info.run_id}
+
+
+def test_second_repro_runs_nothing(repo):
+    repo, _ = repo
+    before = len(runs(repo))
+    assert ran(dvc(repo, "repro")) == set()
+    assert len(runs(repo)) == before
+    assert "up to date" in dvc(repo, "status").lower()
+
+
+def test_metrics_and_plots_show(repo):
+    repo, _ = repo
+    assert "models/teacher/metrics.json" in dvc(repo, "metrics", "show")
+    dvc(repo, "plots", "show", "--out", "plots_html")
+    assert (repo / "plots_html" / "index.html").is_file()
+
+
+def test_same_params_same_metrics(repo):
+    repo, _ = repo
+    path = repo / "models/retrained/0.3-ft-0"
+    before = yaml.safe_load((path / "metrics.json").read_text())
+    weights = torch.load(path / "model.pt", weights_only=True)["state_dict"]
+    dvc(repo, "repro", "--force", "--single-item", "retrain@0.3-ft-0")
+    after = yaml.safe_load((path / "metrics.json").read_text())
+    assert after["top1"] == before["top1"]
+    again = torch.load(path / "model.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(weights[k], again[k]) for k in weights)
+
+
+def test_kd_temperature_reruns_only_kd_stages_and_the_report(repo):
+    repo, _ = repo
+    set_params(repo, lambda p: p["kd"].update(temperature=2.0))
+    assert ran(dvc(repo, "repro")) == {"retrain@0.3-kd-0", "retrain@0.5-kd-0", "report"}
+
+
+def test_changing_ratios_adds_and_drops_only_those_branches(repo):
+    repo, _ = repo
+    set_params(repo, lambda p: p["prune"].update(ratios=[0.3, 0.6]))
+    assert ran(dvc(repo, "repro")) == {"prune@0.6", "retrain@0.6-ft-0", "retrain@0.6-kd-0", "report"}
+    results = pd.read_csv(repo / "reports" / "results.csv")
+    assert set(results["ratio"]) == {0.0, 0.3, 0.6}
