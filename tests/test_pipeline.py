@@ -1,11 +1,7 @@
 """End to end: the real pipeline, run by real `dvc repro` in a temporary git copy of the repo,
 on a tiny slice of real Fashion-MNIST, logging to a real MLflow SQLite store."""
 
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import mlflow
 import pandas as pd
@@ -14,35 +10,9 @@ import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
-from .conftest import copy_repo, tiny_params
+from .conftest import copy_repo, dvc, ran, runs, set_params, tiny_params
 
 pytestmark = pytest.mark.e2e
-BIN = Path(sys.executable).parent
-
-
-def dvc(repo: Path, *args: str) -> str:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"
-    proc = subprocess.run([str(BIN / "dvc"), *args], cwd=repo, env=env, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc.stdout + proc.stderr
-
-
-def ran(output: str) -> set[str]:
-    return set(re.findall(r"Running stage '([^']+)'", output))
-
-
-def set_params(repo: Path, change) -> None:
-    path = repo / "params.yaml"
-    params = yaml.safe_load(path.read_text())
-    change(params)
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
-
-
-def runs(repo: Path) -> list:
-    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("prunekd")
-    return client.search_runs([experiment.experiment_id], max_results=1000)
 
 
 @pytest.fixture(scope="module")

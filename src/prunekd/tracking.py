@@ -94,6 +94,8 @@ def stage_run(stage: str, params: Params, tags: dict[str, str] | None = None) ->
     mlflow.set_tracking_uri(tracking_uri(root))
     experiment_id = _experiment_id(root)
     base_tags = {"dvc_stage": stage, "git_commit": git_commit(root), "prunekd.stage": stage.split("@")[0]}
+    if os.environ.get("PRUNEKD_FLOW_RUN_ID"):  # set by the Prefect flow for the stages it runs
+        base_tags["prefect_flow_run_id"] = os.environ["PRUNEKD_FLOW_RUN_ID"]
     with mlflow.start_run(experiment_id=experiment_id, run_name=stage, tags=base_tags | (tags or {})) as run:
         mlflow.log_params(flatten(params))
         yield StageRun(run)
