@@ -21,8 +21,8 @@ def tiny_params(params: dict) -> dict:
     """The default params shrunk to a minutes-long run on real Fashion-MNIST."""
     params["data"]["train_subset"] = 1000
     params["model"]["width"] = 0.25
-    params["teacher"].update(epochs=1, batch_size=64)
-    params["retrain"].update(epochs=1, batch_size=64, modes=["ft", "kd"], seeds=[0])
+    params["teacher"].update(epochs=2, batch_size=64, lr=0.05)
+    params["retrain"].update(epochs=1, batch_size=64, lr=0.01, modes=["ft", "kd"], seeds=[0])
     params["prune"]["ratios"] = [0.3, 0.5]
     params["measure"].update(warmup=1, repeats=3)
     return params

@@ -31,6 +31,7 @@ def test_default_params_are_valid(default_params):
     (lambda p: p["model"].update(arch="resnet1000"), "model.arch"),
     (lambda p: p["retrain"].update(modes=["ft", "magic"]), "retrain.modes"),
     (lambda p: p["kd"].update(alpha=1.5), "kd.alpha"),
+    (lambda p: p["retrain"].update(seeds=[0, 0]), "retrain.seeds"),
 ])
 def test_bad_params_name_the_key(default_params, mutate, key):
     mutate(default_params)

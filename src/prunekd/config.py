@@ -64,6 +64,13 @@ class RetrainConfig(TrainConfig):
     modes: list[Literal[MODES]] = Field(["ft", "kd"], min_length=1)
     seeds: list[int] = Field([0], min_length=1)
 
+    @field_validator("modes", "seeds")
+    @classmethod
+    def _distinct(cls, items: list) -> list:
+        if len(set(items)) != len(items):  # each one names a DVC stage
+            raise ValueError(f"entries must be distinct, got {items}")
+        return items
+
 
 class FtConfig(Section):
     label_smoothing: float = Field(0.0, ge=0, lt=1)

@@ -74,7 +74,7 @@ def predicted_shape(model: nn.Module, channel_ratio: float) -> nn.Module:
 def search_channel_ratio(model: nn.Module, target: float, unit: str, tolerance: float,
                          max_steps: int = 20) -> tuple[float, float]:
     """Bisect the per-layer channel ratio whose pruned shape removes ``target`` of ``unit``."""
-    lo, hi, best = 0.0, 0.99, (0.0, 0.0)
+    lo, hi, best = 0.0, 1 - 1 / min(model.channels()), (0.0, 0.0)  # hi: every layer keeps a filter
     for _ in range(max_steps):
         mid = (lo + hi) / 2
         achieved = reduction(model, predicted_shape(model, mid), unit)

@@ -29,14 +29,18 @@ def tracking_uri(root: Path | None = None) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow.db'}"
 
 
+# What decides results; dvc.lock and the metrics files change during every run and do not count.
+CODE_PATHS = ("src", "flows", "dvc.yaml", "params.yaml", "pyproject.toml")
+
+
 def git_commit(root: Path | None = None) -> str:
-    """HEAD's hash, suffixed '-dirty' when tracked files have uncommitted changes."""
+    """HEAD's hash, suffixed '-dirty' when the code or params have uncommitted changes."""
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=root or Path.cwd(), capture_output=True,
                               text=True, check=True).stdout.strip()
     try:
         commit = git("rev-parse", "HEAD")
-        return commit + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+        return commit + ("-dirty" if git("status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS) else "")
     except (subprocess.CalledProcessError, FileNotFoundError):
         return "unknown"
 
@@ -47,7 +51,10 @@ def _experiment_id(root: Path) -> str:
     if found:
         return found.experiment_id
     artifacts = None if "MLFLOW_TRACKING_URI" in os.environ else (root / "mlartifacts").as_uri()
-    return mlflow.create_experiment(name, artifact_location=artifacts)
+    try:
+        return mlflow.create_experiment(name, artifact_location=artifacts)
+    except mlflow.exceptions.MlflowException:  # a concurrent stage created it first
+        return mlflow.get_experiment_by_name(name).experiment_id
 
 
 class StageRun:

@@ -10,12 +10,13 @@ from ..distill import cross_entropy_loss
 from ..models import build_model
 from ..paths import PREPARED, TEACHER
 from ..tracking import stage_run
-from ..train import fit
+from ..train import fit, seed_everything
 from .common import manifest_tag, normalization, run_cli, save_and_measure, schedule
 
 
 def run(params: Params, prepared_dir: Path = PREPARED, out_dir: Path = TEACHER) -> dict:
     prepared = load_prepared(prepared_dir)
+    seed_everything(params.seed)  # the initial weights come from the seed too
     model = build_model(params.model.arch, prepared.num_classes, prepared.input_shape, params.model.width)
     tags = manifest_tag(prepared.manifest)
     with stage_run("teacher", params, tags) as run:

@@ -1,0 +1,52 @@
+"""Wall time of the tiny sweep through the Prefect flow: 1 vs 2 workers, and a fully cached rerun.
+
+    python benchmarks/flow_sweep.py
+
+Each run starts from a fresh temporary git copy of this repository with the test suite's tiny
+params (1,000 Fashion-MNIST images, 2 ratios x {ft, kd}); prints one line per figure.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.conftest import copy_repo, set_params, tiny_params  # noqa: E402
+
+
+def load_flows():
+    spec = importlib.util.spec_from_file_location("prunekd_flow", ROOT / "flows" / "experiment.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    flows = load_flows()
+    figures = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for workers in (1, 2):
+            repo = copy_repo(Path(tmp) / f"w{workers}")
+            set_params(repo, tiny_params)
+            run = flows.configured(workers=workers)
+            figures[f"tiny sweep, {workers} worker(s)"] = timed(lambda: run(root=str(repo), workers=workers))
+        figures["fully cached rerun"] = timed(lambda: flows.configured()(root=str(repo)))
+    for name, seconds in figures.items():
+        print(f"{name}: {seconds:.1f} s")
+
+
+if __name__ == "__main__":
+    main()

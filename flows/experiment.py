@@ -1,0 +1,221 @@
+"""The prunekd experiment as a Prefect flow: the same DAG as ``dvc.yaml``, read from it.
+
+DVC stays the one skip-decider: each task asks ``dvc status`` whether its stage is stale,
+runs the stage's own ``cmd`` (the code ``dvc repro`` runs) only if it is, and records the
+result into ``dvc.lock`` with ``dvc commit``. So after ``dvc repro`` a flow run trains
+nothing, and after a flow run ``dvc repro`` has nothing to do.
+
+    python flows/experiment.py                      # run once on params.yaml (ephemeral API)
+    python flows/experiment.py --workers 2          # independent stages two at a time
+    python flows/experiment.py --dask tcp://host:8786
+    python flows/experiment.py serve --cron "0 2 * * *"
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.runtime import flow_run
+from prefect.states import Completed
+from prefect.task_runners import ThreadPoolTaskRunner
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+DASK_ENV = "PRUNEKD_DASK_ADDRESS"
+
+
+USER_ERROR = 2  # prunekd's exit code for bad params or inputs: retrying cannot help
+
+
+class StageInputError(RuntimeError):
+    """A stage refused its params or inputs."""
+
+
+def retry_unless_input_error(task, task_run, state) -> bool:
+    try:
+        state.result()
+    except StageInputError:
+        return False
+    except Exception:
+        return True
+    return False
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    cmd: str
+    upstream: tuple[str, ...]
+
+
+def dvc_stages(root: Path) -> list[Stage]:
+    """The resolved stages of dvc.yaml (matrix expanded) in dependency order."""
+    import networkx as nx
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        graph = repo.index.graph  # edges point from a stage to the stages it depends on
+        order = list(reversed(list(nx.topological_sort(graph))))
+        return [Stage(s.name, s.cmd, tuple(d.name for d in graph.successors(s))) for s in order if s.cmd]
+
+
+def dvc(root: Path, *args: str) -> subprocess.CompletedProcess:
+    env = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    return subprocess.run([str(BIN / "dvc"), *args], cwd=root, env=env, capture_output=True, text=True)
+
+
+def is_stale(root: Path, name: str) -> bool:
+    proc = dvc(root, "--wait-for-lock", "status", "--json", name)
+    if proc.returncode != 0:
+        raise RuntimeError(f"dvc status {name} failed: {proc.stderr.strip()}")
+    return bool(json.loads(proc.stdout or "{}"))
+
+
+@task(name="stage", task_run_name="{stage.name}")
+def run_stage(stage: Stage, root: str, threads: int, env: dict[str, str]):
+    """Run one DVC stage if DVC says it is stale; record it into dvc.lock."""
+    root_path = Path(root)
+    if not is_stale(root_path, stage.name):
+        return Completed(message=f"{stage.name} is up to date in dvc.lock", name="Cached")
+    get_run_logger().info("running %s: %s", stage.name, stage.cmd)
+    child_env = os.environ | env | {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+                                    "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    proc = subprocess.run(stage.cmd, shell=True, cwd=root_path, env=child_env, capture_output=True, text=True)
+    if proc.returncode == USER_ERROR:
+        raise StageInputError(f"{stage.name}: {proc.stderr.strip()[-2000:]}")
+    if proc.returncode != 0:
+        raise RuntimeError(f"{stage.name} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+    commit = dvc(root_path, "--wait-for-lock", "commit", "--force", stage.name)
+    if commit.returncode != 0:
+        raise RuntimeError(f"dvc commit {stage.name} failed: {commit.stderr.strip()}")
+    return {"stage": stage.name, "ran": True}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def tracking_server(root: Path, needed: bool) -> Iterator[dict[str, str]]:
+    """Concurrent stages share one MLflow server (SQLite locks under parallel writers)."""
+    if not needed or os.environ.get("MLFLOW_TRACKING_URI"):
+        yield {}
+        return
+    port = free_port()
+    cmd = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+           "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+           "--default-artifact-root", (root / "mlartifacts").as_uri()]
+    server = subprocess.Popen(cmd, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port, server)
+        yield {"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"}
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"mlflow server exited early with {proc.returncode}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.5)
+    raise TimeoutError(f"mlflow server did not listen on port {port} within {timeout:.0f} s")
+
+
+def publish_report(root: Path) -> None:
+    results, report = root / "reports" / "results.csv", root / "reports" / "report.md"
+    if results.is_file():
+        import pandas as pd
+
+        table = pd.read_csv(results).round(4).astype(object).where(lambda d: d.notna(), None)
+        create_table_artifact(table.to_dict(orient="records"), key="prunekd-results",
+                              description="One row per retrain run plus the teacher")
+    if report.is_file():
+        create_markdown_artifact(report.read_text(), key="prunekd-report", description="prunekd report")
+
+
+def task_runner(workers: int, dask_address: str | None):
+    if dask_address:
+        import cloudpickle
+        from prefect_dask import DaskTaskRunner
+
+        # Workers need not import this file: ship its functions by value.
+        cloudpickle.register_pickle_by_value(sys.modules[__name__])
+        return DaskTaskRunner(address=dask_address)
+    return ThreadPoolTaskRunner(max_workers=workers)
+
+
+@flow(name="prunekd-experiment")
+def experiment(root: str = str(ROOT), workers: int = 1, retries: int = 1,
+               distributed: bool = False) -> dict[str, str]:
+    """Run every stale stage of dvc.yaml, independent stages concurrently; returns stage -> state.
+
+    ``distributed``: the task runner is a Dask cluster, so stages may run concurrently even
+    with one worker requested, and must share an MLflow server.
+    """
+    root_path = Path(root).resolve()
+    threads = max(1, (os.cpu_count() or 1) // max(1, workers))
+    stages = dvc_stages(root_path)
+    runner = run_stage.with_options(retries=retries, retry_delay_seconds=5,
+                                    retry_condition_fn=retry_unless_input_error)
+    with tracking_server(root_path, needed=workers > 1 or distributed) as env:
+        env = env | {"PRUNEKD_FLOW_RUN_ID": str(flow_run.get_id() or "")}
+        futures = {}
+        for stage in stages:
+            waits = [futures[name] for name in stage.upstream]
+            futures[stage.name] = runner.submit(stage, str(root_path), threads, env, wait_for=waits)
+        for future in futures.values():
+            future.wait()
+    states = {name: future.state.name for name, future in futures.items()}
+    unfinished = [name for name, future in futures.items() if not future.state.is_completed()]
+    if unfinished:
+        raise RuntimeError(f"stages not completed: {', '.join(unfinished)} ({states})")
+    publish_report(root_path)
+    return states
+
+
+def configured(workers: int = 1, dask_address: str | None = None):
+    """The flow with its task runner: a Dask cluster when an address is given, else local threads."""
+    address = dask_address or os.environ.get(DASK_ENV)
+    return experiment.with_options(task_runner=task_runner(workers, address))
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("command", nargs="?", default="run", choices=["run", "serve"])
+    p.add_argument("--workers", type=int, default=1, help="stages run at once (default 1)")
+    p.add_argument("--retries", type=int, default=1, help="retries of a failed stage (default 1)")
+    p.add_argument("--dask", default=None, help=f"Dask scheduler address (or ${DASK_ENV})")
+    p.add_argument("--cron", default="0 2 * * *", help="serve: cron schedule (default: 02:00 daily)")
+    p.add_argument("--name", default="nightly", help="serve: deployment name")
+    args = p.parse_args(argv)
+    flow_ = configured(args.workers, args.dask)
+    params = {"root": str(ROOT), "workers": args.workers, "retries": args.retries,
+              "distributed": bool(args.dask or os.environ.get(DASK_ENV))}
+    if args.command == "serve":
+        flow_.serve(name=args.name, cron=args.cron, parameters=params)
+    else:
+        states = flow_(**params)
+        print("\n".join(f"{name}: {state}" for name, state in states.items()))
+
+
+if __name__ == "__main__":
+    main()
