@@ -8,7 +8,6 @@ params (1,000 Fashion-MNIST images, 2 ratios x {ft, kd}); prints one line per fi
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 import tempfile
 import time
@@ -18,14 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.conftest import copy_repo, set_params, tiny_params  # noqa: E402
-
-
-def load_flows():
-    spec = importlib.util.spec_from_file_location("prunekd_flow", ROOT / "flows" / "experiment.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+from tests.test_flow import load_flow_module  # noqa: E402
 
 
 def timed(fn) -> float:
@@ -35,7 +27,7 @@ def timed(fn) -> float:
 
 
 def main() -> None:
-    flows = load_flows()
+    flows = load_flow_module()
     figures = {}
     with tempfile.TemporaryDirectory() as tmp:
         for workers in (1, 2):
