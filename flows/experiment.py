@@ -71,9 +71,14 @@ def dvc_stages(root: Path) -> list[Stage]:
         return [Stage(s.name, s.cmd, tuple(d.name for d in graph.successors(s))) for s in order if s.cmd]
 
 
+def with_bin_on_path(env: dict[str, str]) -> dict[str, str]:
+    """``env`` with this interpreter's bin folder first on PATH (where `dvc` and `prunekd` live)."""
+    return env | {"PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}"}
+
+
 def dvc(root: Path, *args: str) -> subprocess.CompletedProcess:
-    env = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    return subprocess.run([str(BIN / "dvc"), *args], cwd=root, env=env, capture_output=True, text=True)
+    return subprocess.run([str(BIN / "dvc"), *args], cwd=root, env=with_bin_on_path(dict(os.environ)),
+                          capture_output=True, text=True)
 
 
 def is_stale(root: Path, name: str) -> bool:
@@ -90,8 +95,8 @@ def run_stage(stage: Stage, root: str, threads: int, env: dict[str, str]):
     if not is_stale(root_path, stage.name):
         return Completed(message=f"{stage.name} is up to date in dvc.lock", name="Cached")
     get_run_logger().info("running %s: %s", stage.name, stage.cmd)
-    child_env = os.environ | env | {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-                                    "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    child_env = with_bin_on_path(os.environ | env | {"OMP_NUM_THREADS": str(threads),
+                                                     "MKL_NUM_THREADS": str(threads)})
     proc = subprocess.run(stage.cmd, shell=True, cwd=root_path, env=child_env, capture_output=True, text=True)
     if proc.returncode == USER_ERROR:
         raise StageInputError(f"{stage.name}: {proc.stderr.strip()[-2000:]}")
