@@ -16,10 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +28,8 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 from prefect.states import Completed
 from prefect.task_runners import ThreadPoolTaskRunner
+
+from prunekd.tracking import check_reachable, server
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -108,41 +108,21 @@ def run_stage(stage: Stage, root: str, threads: int, env: dict[str, str]):
     return {"stage": stage.name, "ran": True}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
 def tracking_server(root: Path, needed: bool) -> Iterator[dict[str, str]]:
-    """Concurrent stages share one MLflow server (SQLite locks under parallel writers)."""
-    if not needed or os.environ.get("MLFLOW_TRACKING_URI"):
+    """Concurrent stages share one MLflow server (SQLite locks under parallel writers).
+
+    With ``MLFLOW_TRACKING_URI`` set (a team server), stages log there; it is checked first,
+    so an unreachable server stops the flow before any stage trains.
+    """
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        check_reachable()
         yield {}
-        return
-    port = free_port()
-    cmd = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-           "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-           "--default-artifact-root", (root / "mlartifacts").as_uri()]
-    server = subprocess.Popen(cmd, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for_port(port, server)
-        yield {"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"}
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-
-
-def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"mlflow server exited early with {proc.returncode}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.5)
-    raise TimeoutError(f"mlflow server did not listen on port {port} within {timeout:.0f} s")
+    elif not needed:
+        yield {}
+    else:
+        with server(f"sqlite:///{root / 'mlflow.db'}", root / "mlartifacts", proxy=False) as uri:
+            yield {"MLFLOW_TRACKING_URI": uri}
 
 
 def publish_report(root: Path) -> None:

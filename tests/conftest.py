@@ -44,10 +44,15 @@ def copy_repo(dest: Path) -> Path:
 BIN = Path(sys.executable).parent
 
 
-def dvc(repo: Path, *args: str) -> str:
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without MLflow settings, our bin folder first on PATH, plus ``extra``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"
-    proc = subprocess.run([str(BIN / "dvc"), *args], cwd=repo, env=env, capture_output=True, text=True)
+    return env | {"PATH": f"{BIN}{os.pathsep}{env['PATH']}"} | extra
+
+
+def dvc(repo: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    proc = subprocess.run([str(BIN / "dvc"), *args], cwd=repo, env=clean_env(**(env or {})),
+                          capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout + proc.stderr
 

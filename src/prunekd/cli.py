@@ -1,4 +1,5 @@
-"""``prunekd <stage> [options]``: run one pipeline stage (what each dvc.yaml ``cmd`` calls)."""
+"""``prunekd <stage> [options]``: run one pipeline stage (what each dvc.yaml ``cmd`` calls);
+``prunekd runs``: print a sweep from MLflow."""
 
 from __future__ import annotations
 
@@ -6,15 +7,18 @@ import importlib
 import sys
 
 STAGES = ("prepare", "teacher", "prune", "retrain", "report")
+COMMANDS = {"runs": "prunekd.runs"} | {stage: f"prunekd.stages.{stage}" for stage in STAGES}
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] not in STAGES:
+    if not argv or argv[0] not in COMMANDS:
         print(f"usage: prunekd {{{','.join(STAGES)}}} [--params params.yaml] [stage options]\n"
-              "Runs one stage of the pipeline; `dvc repro` runs them all.", file=sys.stderr)
+              "       prunekd runs [--sweep latest|RUN_ID|all] [--each]\n"
+              "A stage runs one step of the pipeline (`dvc repro` runs them all); "
+              "`runs` prints a sweep from MLflow.", file=sys.stderr)
         return 0 if argv and argv[0] in ("-h", "--help") else 2
-    module = importlib.import_module(f"prunekd.stages.{argv[0]}")
+    module = importlib.import_module(COMMANDS[argv[0]])
     return module.main(argv[1:])
 
 

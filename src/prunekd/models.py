@@ -157,6 +157,11 @@ def save_model(model: nn.Module, path: Path, meta: dict | None = None) -> None:
     os.replace(tmp, path)
 
 
+def read_meta(path: Path) -> dict:
+    """The lineage a model file carries (run ids, data hash), without building the model."""
+    return load_model(path)[1]
+
+
 def load_model(path: Path) -> tuple[nn.Module, dict]:
     """Rebuild a model saved by ``save_model``; returns (model in eval mode, meta)."""
     if not Path(path).is_file():

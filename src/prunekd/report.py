@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from .io import read_json  # noqa: E402
@@ -45,6 +46,28 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
     summary = grouped["top1"].agg(top1_mean="mean", top1_std="std", n="count")
     costs = grouped[["top1_pruned", *COST_COLUMNS, "params_reduction_pct", "size_mb_reduction_pct"]].mean()
     return summary.join(costs).reset_index()
+
+
+def aliases(results: pd.DataFrame) -> dict[str, int]:
+    """Registry aliases a user would ask for -> the row of ``results`` each points at.
+
+    ``teacher``; ``best`` (most accurate retrained model); ``best-<mode>``; and per size budget
+    ``best-<N>pct-smaller``: the most accurate model with at least N % fewer parameters than the
+    teacher, one budget per prune ratio (N = that ratio's parameter reduction, rounded down).
+    Ties go to the smaller model, then to the first row.
+    """
+    out = {"teacher": int(results.index[results["mode"] == "teacher"][0])}
+    runs = results[results["mode"] != "teacher"].sort_values(["top1", "params"], ascending=[False, True],
+                                                             kind="stable")
+    if runs.empty:
+        return out
+    out["best"] = int(runs.index[0])
+    for mode, rows in runs.groupby("mode", sort=True):
+        out[f"best-{mode}"] = int(rows.index[0])
+    for budget in sorted({int(np.floor(r)) for r in runs["params_reduction_pct"]}):
+        if budget > 0:
+            out[f"best-{budget}pct-smaller"] = int(runs.index[runs["params_reduction_pct"] >= budget][0])
+    return out
 
 
 def plot_accuracy(summary: pd.DataFrame, teacher_top1: float, path: Path) -> None:

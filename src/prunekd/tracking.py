@@ -3,30 +3,120 @@
 Every stage execution is one MLflow run. The default store is a SQLite file at an
 absolute path in the repository (MLflow 3 refuses the plain ./mlruns file store);
 ``MLFLOW_TRACKING_URI`` points stages at a team server instead.
+
+Lineage: each run is tagged with its DVC stage, git commit and data manifest hash; pruned and
+retrained runs also with their teacher's and pruned parent's run ids. The report stage is the
+sweep: every run behind its tables becomes its child (``mlflow.parentRunId``), and the
+retrained models are registered under ``prunekd-<dataset>-<arch>`` with aliases.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import socket
 import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 import mlflow
+import pandas as pd
 import torch
+from mlflow.data.dataset_source_registry import resolve_dataset_source
+from mlflow.data.meta_dataset import MetaDataset
+from mlflow.tracking import MlflowClient
 from torch import nn
 
 from .config import Params, flatten
 
 EXPERIMENT = "prunekd"
+MODEL_ARTIFACT = "model"  # the logged model's name in each run
+MODEL_URI_TAG = "prunekd.model_uri"
+
+
+log = logging.getLogger(__name__)
+
+
+class TrackingError(RuntimeError):
+    """The MLflow tracking store cannot be used."""
 
 
 def tracking_uri(root: Path | None = None) -> str:
     root = (root or Path.cwd()).resolve()
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow.db'}"
+
+
+def check_reachable(uri: str | None = None, timeout: float = 5.0) -> str:
+    """Fail at once, with one clear line, if the tracking store cannot be reached.
+
+    Called before any data is loaded or any epoch trained: MLflow's own client would retry
+    an unreachable server for minutes, after the training it was meant to record.
+    """
+    uri = uri or tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout):
+                pass
+        except urllib.error.HTTPError:
+            pass  # the server answered (a proxy may not route /health): reachable
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise TrackingError(
+                f"MLflow tracking server {uri} (MLFLOW_TRACKING_URI) is unreachable: {reason}. Start it "
+                "(README, 'Team tracking server') or unset MLFLOW_TRACKING_URI to log to ./mlflow.db") from None
+    elif uri.startswith("sqlite:///"):
+        folder = Path(uri.removeprefix("sqlite:///")).parent
+        if not folder.is_dir():
+            raise TrackingError(f"MLflow tracking store {uri}: folder {folder} does not exist")
+    return uri
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def server(backend_uri: str, artifacts: Path, proxy: bool = True, port: int | None = None,
+           timeout: float = 120) -> Iterator[str]:
+    """A real ``mlflow server`` on 127.0.0.1 for the duration of the block; yields its URI.
+
+    ``proxy``: clients send artifacts through the server to ``artifacts`` (the team setup);
+    otherwise clients write them straight to ``artifacts`` (a shared folder).
+    """
+    port = port or free_port()
+    where = ["--artifacts-destination", str(artifacts)] if proxy else \
+            ["--default-artifact-root", Path(artifacts).resolve().as_uri(), "--no-serve-artifacts"]
+    cmd = [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+           "--workers", "1", "--backend-store-uri", backend_uri, *where]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise TrackingError(f"mlflow server exited with {proc.returncode}: {proc.stderr.read()[-2000:]}")
+            try:
+                check_reachable(uri, timeout=2)
+                break
+            except TrackingError:
+                if time.monotonic() > deadline:
+                    raise TrackingError(f"mlflow server did not answer on {uri} within {timeout:.0f} s") from None
+                time.sleep(0.5)
+        yield uri
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 # What decides results; dvc.lock and the metrics files change during every run and do not count.
@@ -81,16 +171,24 @@ class StageRun:
         else:
             mlflow.log_artifact(str(path), folder)
 
+    def log_dataset(self, folder: Path, manifest: dict, digest: str, context: str) -> None:
+        """The prepared data as a run input: name, manifest hash and where it lives."""
+        dataset = MetaDataset(resolve_dataset_source(str(Path(folder).resolve())), name=manifest["dataset"],
+                              digest=digest[:36])
+        mlflow.log_input(dataset, context=context, tags={"sizes": str(manifest["sizes"])})
+
     def log_model(self, model: nn.Module, model_file: Path) -> None:
-        """The model in MLflow's PyTorch flavour, plus prunekd's own pickle-free file."""
+        """The model in MLflow's PyTorch flavour, with prunekd's own pickle-free file inside it."""
         model = model.cpu().eval()
-        example = torch.zeros(1, *model.input_shape).numpy()
+        # Two images, not one: torch.export would otherwise fix the batch dimension at 1.
+        example = torch.zeros(2, *model.input_shape).numpy()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             # MLflow 3 saves PyTorch models as torch.export programs ('pt2'): no pickle.
-            mlflow.pytorch.log_model(model, name="model", input_example=example,
-                                     pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
-        mlflow.log_artifact(str(model_file), "prunekd")
+            info = mlflow.pytorch.log_model(model, name=MODEL_ARTIFACT, input_example=example,
+                                            extra_files=[str(model_file)],
+                                            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
+        mlflow.set_tag(MODEL_URI_TAG, info.model_uri)  # what the report stage registers
 
 
 @contextmanager
@@ -106,3 +204,75 @@ def stage_run(stage: str, params: Params, tags: dict[str, str] | None = None) ->
     with mlflow.start_run(experiment_id=experiment_id, run_name=stage, tags=base_tags | (tags or {})) as run:
         mlflow.log_params(flatten(params))
         yield StageRun(run)
+
+
+def _client() -> MlflowClient:
+    return MlflowClient(tracking_uri())
+
+
+def adopt(parent_run_id: str, run_ids: list[str]) -> list[str]:
+    """Make ``run_ids`` children of ``parent_run_id`` (the UI nests them); returns those not found.
+
+    A run belongs to the latest sweep that used it: cached runs move to the newest report.
+    """
+    client, missing = _client(), []
+    for run_id in run_ids:
+        try:
+            client.set_tag(run_id, "mlflow.parentRunId", parent_run_id)
+        except mlflow.exceptions.MlflowException:
+            missing.append(run_id)  # logged to another tracking store (pulled models, say)
+    return missing
+
+
+def register(name: str, versions: dict[str, dict[str, str]], aliases: dict[str, str]) -> dict[str, str]:
+    """Register each run's logged model under ``name`` (once per run) and point ``aliases`` at them.
+
+    ``versions``: run id -> version tags; ``aliases``: alias -> run id. Returns run id -> version.
+    """
+    client, registered = _client(), {}
+    try:
+        client.get_registered_model(name)
+    except mlflow.exceptions.MlflowException:
+        client.create_registered_model(name, description="prunekd: pruned and retrained models")
+    for run_id, tags in versions.items():
+        found = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+        if found:
+            registered[run_id] = found[0].version
+            continue
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                uri = client.get_run(run_id).data.tags.get(MODEL_URI_TAG, f"runs:/{run_id}/{MODEL_ARTIFACT}")
+                version = mlflow.register_model(uri, name, tags=tags)
+        except mlflow.exceptions.MlflowException as exc:
+            log.warning("run %s: model not registered (%s)", run_id, str(exc).splitlines()[0])
+            continue
+        registered[run_id] = version.version
+    for alias, run_id in aliases.items():
+        if run_id in registered:
+            client.set_registered_model_alias(name, alias, registered[run_id])
+    return registered
+
+
+def sweep_runs(sweep: str = "latest", experiment: str | None = None) -> pd.DataFrame:
+    """The retrain runs of one sweep (a report run id, ``latest``) or of ``all`` sweeps, one row each."""
+    client = _client()
+    exp = client.get_experiment_by_name(experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT))
+    if exp is None:
+        raise TrackingError(f"no MLflow experiment {experiment or EXPERIMENT!r} at {tracking_uri()}")
+    query = "tags.`prunekd.stage` = 'retrain'"
+    if sweep == "latest":
+        reports = client.search_runs([exp.experiment_id], "tags.`prunekd.stage` = 'report'",
+                                     order_by=["attributes.start_time DESC"], max_results=1)
+        if not reports:
+            raise TrackingError(f"no report run in experiment {exp.name!r} at {tracking_uri()}; run `dvc repro`")
+        sweep = reports[0].info.run_id
+    if sweep != "all":
+        query += f" and tags.mlflow.parentRunId = '{sweep}'"
+    found = client.search_runs([exp.experiment_id], query, max_results=10_000)
+    rows = [{"run_id": r.info.run_id, "ratio": float(r.data.tags["ratio"]), "mode": r.data.tags["mode"],
+             "seed": int(r.data.tags["seed"]), "git_commit": r.data.tags.get("git_commit", ""),
+             **{k: r.data.metrics.get(k) for k in ("test_top1", "params", "macs", "size_mb", "latency_ms")}}
+            for r in found if {"ratio", "mode", "seed"} <= r.data.tags.keys()]
+    return pd.DataFrame(rows, columns=["run_id", "ratio", "mode", "seed", "git_commit", "test_top1", "params",
+                                       "macs", "size_mb", "latency_ms"])

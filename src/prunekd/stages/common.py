@@ -14,11 +14,12 @@ from ..measure import cost
 from ..models import ModelFileError, save_model
 from ..paths import METRICS_FILE, MODEL_FILE
 from ..prune import PruneTargetError
-from ..tracking import StageRun
+from ..tracking import StageRun, TrackingError, check_reachable
 from ..train import DivergenceError, Normalization, Schedule, evaluate
 
 # Failures a user can fix; they get one line, not a traceback.
-USER_ERRORS = (ConfigError, DataError, ModelFileError, PruneTargetError, DivergenceError, FileNotFoundError)
+USER_ERRORS = (ConfigError, DataError, ModelFileError, PruneTargetError, DivergenceError, FileNotFoundError,
+               TrackingError)
 
 
 def schedule(cfg: TrainConfig, manifest: dict) -> Schedule:
@@ -45,7 +46,9 @@ def run_cli(stage: str, argv: list[str] | None, body: Callable[[argparse.Namespa
     add_arguments(p)
     args = p.parse_args(argv)
     try:
-        body(args, load_params(args.params))
+        params = load_params(args.params)
+        check_reachable()  # before any data is read or any epoch trained
+        body(args, params)
     except USER_ERRORS as exc:
         print(f"prunekd {stage}: error: {exc}", file=sys.stderr)
         return 2
@@ -58,6 +61,11 @@ def manifest_tag(manifest: dict) -> dict[str, str]:
     return {"data_manifest_md5": manifest_hash(manifest), "dataset": manifest["dataset"]}
 
 
+def log_data(run: StageRun, prepared: Prepared, folder: Path, context: str) -> None:
+    """Record the prepared data as the run's input (MLflow's dataset lineage)."""
+    run.log_dataset(folder, prepared.manifest, manifest_tag(prepared.manifest)["data_manifest_md5"], context)
+
+
 def save_and_measure(model, out_dir: Path, prepared: Prepared, params: Params, run: StageRun,
                      meta: dict, extra: dict | None = None, log_model: bool = True) -> dict:
     """Save ``model`` with its lineage, measure it on the test split, log and write metrics.json."""
@@ -66,7 +74,7 @@ def save_and_measure(model, out_dir: Path, prepared: Prepared, params: Params, r
     m = params.measure
     metrics = {"top1": evaluate(model, prepared.test, normalization(prepared.manifest))["top1"]}
     metrics |= cost(model, model_file, m.threads, m.warmup, m.repeats) | (extra or {})
-    run.log_metrics(metrics)
+    run.log_metrics({("test_top1" if k == "top1" else k): v for k, v in metrics.items()})
     if log_model:
         run.log_model(model, model_file)
     write_json(out_dir / METRICS_FILE, metrics)

@@ -12,7 +12,7 @@ from ..models import load_model
 from ..paths import MODEL_FILE, PREPARED, TEACHER, pruned_dir
 from ..prune import prune
 from ..tracking import stage_run
-from .common import run_cli, save_and_measure
+from .common import log_data, run_cli, save_and_measure
 
 
 def run(params: Params, ratio: str, prepared_dir: Path = PREPARED, teacher_dir: Path = TEACHER) -> dict:
@@ -24,7 +24,9 @@ def run(params: Params, ratio: str, prepared_dir: Path = PREPARED, teacher_dir: 
     lineage = {"teacher_run_id": teacher_meta["mlflow_run_id"],
                "data_manifest_md5": teacher_meta["data_manifest_md5"], "dataset": teacher_meta["dataset"]}
     with stage_run(f"prune@{ratio}", params, lineage | {"ratio": ratio}) as run:
-        run.log_params({"ratio": ratio, "channel_ratio": result.channel_ratio})
+        run.log_params({"ratio": ratio, "unit": params.prune.unit, "criterion": params.prune.criterion,
+                        "channel_ratio": result.channel_ratio})
+        log_data(run, prepared, prepared_dir, "evaluation")
         extra = {"channel_ratio": result.channel_ratio, "reduction": result.reduction,
                  "params_before": params_before, "params_after": params_after,
                  "macs_before": macs_before, "macs_after": macs_after}

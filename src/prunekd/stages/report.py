@@ -1,16 +1,56 @@
-"""report: results.csv, summary.csv, report.md and figures from every run's metrics."""
+"""report: results.csv, summary.csv, report.md and figures from every run's metrics.
+
+Also the sweep in MLflow: the report run adopts every run behind its tables as a child, and
+registers the retrained models (and the teacher) under ``prunekd-<dataset>-<arch>`` with aliases.
+"""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
+import pandas as pd
+
 from ..config import Params
-from ..paths import REPORTS
-from ..report import collect, markdown, plot_accuracy, summarize
-from ..tracking import stage_run
+from ..models import read_meta
+from ..paths import MODEL_FILE, REPORTS, TEACHER, pruned_dir, ratio_key, retrained_dir
+from ..report import aliases, collect, markdown, plot_accuracy, summarize
+from ..tracking import StageRun, adopt, register, stage_run
 from .common import run_cli
 
 FIGURE = "figures/accuracy_vs_ratio.png"
+
+
+def model_file(row: pd.Series) -> Path:
+    if row["mode"] == "teacher":
+        return TEACHER / MODEL_FILE
+    return retrained_dir(ratio_key(row["ratio"]), row["mode"], int(row["seed"])) / MODEL_FILE
+
+
+def registered_name(dataset: str, arch: str) -> str:
+    return f"prunekd-{dataset}-{arch}"
+
+
+def record_sweep(run: StageRun, params: Params, results: pd.DataFrame) -> dict[str, str]:
+    """Adopt the sweep's runs, register its models and set aliases; returns alias -> version."""
+    metas = [read_meta(model_file(row)) for _, row in results.iterrows()]
+    run_ids = [m.get("mlflow_run_id", "") for m in metas]
+    pruned = {read_meta(pruned_dir(ratio_key(r)) / MODEL_FILE).get("mlflow_run_id", "")
+              for r in params.prune.ratios}
+    missing = adopt(run.run_id, [r for r in [*run_ids, *sorted(pruned)] if r])
+    if missing:
+        print(f"report: {len(missing)} run(s) not in this tracking store (models made elsewhere): "
+              f"{', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}", file=sys.stderr)
+    versions = {run_id: {"mode": row["mode"], "ratio": str(row["ratio"]), "seed": str(row["seed"]),
+                         "test_top1": f"{row['top1']:.2f}", "params": str(int(row["params"]))}
+                for run_id, (_, row) in zip(run_ids, results.iterrows()) if run_id and run_id not in missing}
+    name = registered_name(metas[0].get("dataset", "data"), params.model.arch)
+    wanted = {alias: run_ids[i] for alias, i in aliases(results).items()}
+    registered = register(name, versions, wanted)
+    chosen = {alias: registered[run_id] for alias, run_id in wanted.items() if run_id in registered}
+    run.set_tags({"registered_model": name})
+    print(f"registered {name}: " + ", ".join(f"@{a} v{v}" for a, v in chosen.items()))
+    return chosen
 
 
 def run(params: Params, out: Path = REPORTS) -> dict:
@@ -25,6 +65,7 @@ def run(params: Params, out: Path = REPORTS) -> dict:
     with stage_run("report", params) as run:
         for name in ("results.csv", "summary.csv", "report.md", "figures"):
             run.log_artifact(out / name, "report")
+        record_sweep(run, params, results)
     print((out / "report.md").read_text())
     return {"runs": len(results) - 1, "teacher_top1": teacher_top1}
 

@@ -15,7 +15,7 @@ from ..models import load_model
 from ..paths import MODEL_FILE, PREPARED, TEACHER, pruned_dir, retrained_dir
 from ..tracking import stage_run
 from ..train import LossFn, device, fit
-from .common import normalization, run_cli, save_and_measure, schedule
+from .common import log_data, normalization, run_cli, save_and_measure, schedule
 
 
 def _teacher(teacher_file: Path):
@@ -41,7 +41,9 @@ def run(params: Params, ratio: str, mode: str, seed: int,
     loss = LOSSES[mode](params, teacher_dir / MODEL_FILE)
     name = f"retrain@{ratio}-{mode}-{seed}"
     with stage_run(name, params, lineage | {"ratio": ratio, "mode": mode, "seed": str(seed)}) as run:
-        run.log_params({"ratio": ratio, "mode": mode, "retrain_seed": seed})
+        run.log_params({"ratio": ratio, "mode": mode, "retrain_seed": seed, "unit": params.prune.unit,
+                        "criterion": params.prune.criterion})
+        log_data(run, prepared, prepared_dir, "training")
         fit(model, prepared.train, prepared.val, normalization(prepared.manifest), schedule(params.retrain, prepared.manifest),
             loss, seed, run.log_epoch, name=name)
         return save_and_measure(model, retrained_dir(ratio, mode, seed), prepared, params, run, meta=lineage)

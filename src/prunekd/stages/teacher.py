@@ -11,7 +11,7 @@ from ..models import build_model
 from ..paths import PREPARED, TEACHER
 from ..tracking import stage_run
 from ..train import fit, seed_everything
-from .common import manifest_tag, normalization, run_cli, save_and_measure, schedule
+from .common import log_data, manifest_tag, normalization, run_cli, save_and_measure, schedule
 
 
 def run(params: Params, prepared_dir: Path = PREPARED, out_dir: Path = TEACHER) -> dict:
@@ -19,7 +19,8 @@ def run(params: Params, prepared_dir: Path = PREPARED, out_dir: Path = TEACHER) 
     seed_everything(params.seed)  # the initial weights come from the seed too
     model = build_model(params.model.arch, prepared.num_classes, prepared.input_shape, params.model.width)
     tags = manifest_tag(prepared.manifest)
-    with stage_run("teacher", params, tags) as run:
+    with stage_run("teacher", params, tags | {"arch": params.model.arch}) as run:
+        log_data(run, prepared, prepared_dir, "training")
         fit(model, prepared.train, prepared.val, normalization(prepared.manifest), schedule(params.teacher, prepared.manifest),
             cross_entropy_loss(), params.seed, run.log_epoch, name="teacher")
         return save_and_measure(model, out_dir, prepared, params, run, meta=tags)

@@ -1,0 +1,51 @@
+"""``prunekd runs``: a sweep read back from MLflow, as a ratio x mode table.
+
+The same numbers as ``reports/summary.csv``, but from the tracking store, so it works on any
+machine that can reach the team's MLflow server, with no checkout of the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import pandas as pd
+
+from .report import fmt_table
+from .tracking import TrackingError, check_reachable, sweep_runs, tracking_uri
+
+
+def summary(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per (ratio, mode): n, top-1 mean and std over seeds, and mean cost."""
+    grouped = runs.groupby(["ratio", "mode"], sort=True)
+    table = grouped["test_top1"].agg(n="count", top1="mean", top1_std="std")
+    costs = grouped[["params", "macs", "size_mb", "latency_ms"]].mean()
+    costs["macs"] = costs["macs"] / 1e6
+    return table.join(costs.rename(columns={"macs": "MMACs"})).reset_index()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="prunekd runs", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sweep", default="latest",
+                   help="'latest' (the newest report run's sweep, default), a report run id, or 'all'")
+    p.add_argument("--each", action="store_true", help="one row per run (with run ids) instead of the summary")
+    p.add_argument("--experiment", default=None, help="MLflow experiment (default: prunekd)")
+    args = p.parse_args(argv)
+    try:
+        check_reachable()
+        runs = sweep_runs(args.sweep, args.experiment)
+    except TrackingError as exc:
+        print(f"prunekd runs: error: {exc}", file=sys.stderr)
+        return 2
+    if runs.empty:
+        print(f"prunekd runs: no retrain runs for sweep {args.sweep!r} at {tracking_uri()}", file=sys.stderr)
+        return 1
+    table = runs.sort_values(["ratio", "mode", "seed"]) if args.each else summary(runs)
+    print(f"{len(runs)} retrain runs from {tracking_uri()} (sweep {args.sweep})\n")
+    print(fmt_table(table))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,190 @@
+"""Team sharing, end to end: the tiny pipeline logs into a real `mlflow server` process, a second
+client process follows the lineage and loads the registered model, and a teammate's clone gets
+every result from a real DVC remote without retraining."""
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from prunekd.tracking import free_port, server
+
+from .conftest import BIN, clean_env, copy_repo, dvc, ran, set_params, tiny_params
+
+pytestmark = pytest.mark.e2e
+
+MODEL = "prunekd-fashion_mnist-mobilenet_v1"
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo,
+                          capture_output=True, text=True, check=True).stdout
+
+
+@pytest.fixture(scope="module")
+def team(tmp_path_factory):
+    """Alice's repo after `dvc repro` against a team server, committed and pushed to a DVC remote."""
+    base = tmp_path_factory.mktemp("team")
+    (base / "server").mkdir()
+    with server(f"sqlite:///{base / 'server' / 'mlflow.db'}", base / "server" / "artifacts") as uri:
+        alice = base / "alice"
+        alice.mkdir()
+        copy_repo(alice)
+        set_params(alice, tiny_params)
+        output = dvc(alice, "repro", env={"MLFLOW_TRACKING_URI": uri})
+        dvc(alice, "remote", "modify", "--local", "team", "url", str(base / "remote"))
+        git(alice, "add", "-A")
+        git(alice, "commit", "-qm", "tiny sweep")
+        dvc(alice, "push")
+        yield {"uri": uri, "alice": alice, "base": base, "output": output}
+
+
+CLIENT = r'''
+import json, sys
+import mlflow, torch
+from mlflow.tracking import MlflowClient
+from prunekd.data import load_prepared, normalize
+from prunekd.models import load_model
+from prunekd.train import Normalization, evaluate
+from pathlib import Path
+
+repo, model_name = sys.argv[1], sys.argv[2]
+client = MlflowClient()
+exp = client.get_experiment_by_name("prunekd")
+found = client.search_runs([exp.experiment_id], "tags.ratio = '0.3' and tags.mode = 'kd'")
+kd = found[0]
+teacher = client.get_run(kd.data.tags["teacher_run_id"])
+pruned = client.get_run(kd.data.tags["prune_run_id"])
+report = client.search_runs([exp.experiment_id], "tags.`prunekd.stage` = 'report'")
+best = client.get_model_version_by_alias(model_name, "best")
+best_run = client.get_run(best.run_id)
+
+prepared = load_prepared(Path(repo) / "data" / "prepared")
+norm = Normalization(prepared.manifest["mean"], prepared.manifest["std"])
+exported = mlflow.pytorch.load_model(f"models:/{model_name}@best")  # MLflow's own loader (torch.export)
+with torch.no_grad():
+    x = normalize(prepared.test.x, norm.mean, norm.std).contiguous()
+    exported_top1 = 100.0 * (exported(x).argmax(1) == prepared.test.y).float().mean().item()
+folder = mlflow.artifacts.download_artifacts(f"models:/{model_name}@best")
+own, meta = load_model(f"{folder}/extra_files/model.pt")  # prunekd's pickle-free file, weights_only
+print(json.dumps({
+    "found": len(found), "kd_stage": kd.data.tags["dvc_stage"], "kd_status": kd.info.status,
+    "kd_params": kd.data.params, "kd_metrics": kd.data.metrics, "kd_tags": kd.data.tags,
+    "kd_inputs": [(d.dataset.name, d.dataset.digest) for d in kd.inputs.dataset_inputs],
+    "teacher_stage": teacher.data.tags["prunekd.stage"], "teacher_id": teacher.info.run_id,
+    "pruned_teacher": pruned.data.tags["teacher_run_id"], "pruned_stage": pruned.data.tags["prunekd.stage"],
+    "report_ids": [r.info.run_id for r in report],
+    "best_run": best.run_id, "best_run_top1": best_run.data.metrics["test_top1"],
+    "best_run_stage": best_run.data.tags["prunekd.stage"],
+    "exported_top1": exported_top1, "own_top1": evaluate(own, prepared.test, norm)["top1"],
+    "own_run_id": meta["mlflow_run_id"],
+    "aliases": sorted(client.get_registered_model(model_name).aliases),
+}))
+'''
+
+
+@pytest.fixture(scope="module")
+def second_client(team):
+    """What a teammate's separate process sees on the server."""
+    proc = subprocess.run([sys.executable, "-c", CLIENT, str(team["alice"]), MODEL], capture_output=True,
+                          text=True, env=clean_env(MLFLOW_TRACKING_URI=team["uri"]), cwd=team["base"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_second_client_finds_the_run_by_ratio_and_mode(second_client):
+    seen = second_client
+    assert seen["found"] == 1 and seen["kd_stage"] == "retrain@0.3-kd-0" and seen["kd_status"] == "FINISHED"
+    params = seen["kd_params"]
+    assert (params["ratio"], params["mode"], params["retrain_seed"]) == ("0.3", "kd", "0")
+    assert (params["unit"], params["criterion"]) == ("params", "l1")
+    assert params["kd.temperature"] == "4.0" and params["retrain.epochs"] == "1"
+    for metric in ("test_top1", "params", "macs", "size_mb", "latency_ms", "train_loss", "val_top1"):
+        assert metric in seen["kd_metrics"], metric
+
+
+def test_second_client_follows_a_kd_run_to_its_teacher_and_data(team, second_client):
+    seen = second_client
+    assert seen["teacher_stage"] == "teacher" and seen["pruned_stage"] == "prune"
+    assert seen["pruned_teacher"] == seen["teacher_id"]
+    manifest = json.loads((team["alice"] / "data" / "prepared" / "manifest.json").read_text())
+    from prunekd.stages.prepare import manifest_hash
+
+    assert seen["kd_tags"]["data_manifest_md5"] == manifest_hash(manifest)
+    assert seen["kd_inputs"] == [["fashion_mnist", manifest_hash(manifest)]]
+    assert len(seen["kd_tags"]["git_commit"]) >= 40
+    # One sweep: the report run is the parent of every run behind the report.
+    assert seen["kd_tags"]["mlflow.parentRunId"] in seen["report_ids"]
+
+
+def test_registered_model_by_alias_reproduces_its_logged_accuracy(team, second_client):
+    seen = second_client
+    results = pd.read_csv(team["alice"] / "reports" / "results.csv")
+    retrained = results[results["mode"] != "teacher"]
+    assert seen["best_run_stage"] == "retrain"
+    assert seen["best_run_top1"] == pytest.approx(retrained["top1"].max())
+    assert seen["own_run_id"] == seen["best_run"]
+    assert seen["own_top1"] == pytest.approx(seen["best_run_top1"], abs=1e-9)
+    # The torch.export program may differ from eager PyTorch in the last float bits.
+    assert seen["exported_top1"] == pytest.approx(seen["best_run_top1"], abs=0.05)
+    assert {"teacher", "best", "best-ft", "best-kd"} <= set(seen["aliases"])
+    assert any(a.endswith("pct-smaller") for a in seen["aliases"])
+
+
+def test_runs_command_prints_the_sweep_from_the_server(team):
+    env = clean_env(MLFLOW_TRACKING_URI=team["uri"])
+    proc = subprocess.run([str(BIN / "prunekd"), "runs", "--each"], capture_output=True, text=True, env=env,
+                          cwd=team["base"])
+    assert proc.returncode == 0, proc.stderr
+    results = pd.read_csv(team["alice"] / "reports" / "results.csv")
+    for _, row in results[results["mode"] != "teacher"].iterrows():
+        line = next(l for l in proc.stdout.splitlines() if f"| {row['mode']} " in l and f" {row['ratio']:.2f} " in l)
+        assert f"{row['top1']:.2f}" in line
+    summary = subprocess.run([str(BIN / "prunekd"), "runs"], capture_output=True, text=True, env=env,
+                             cwd=team["base"])
+    assert summary.returncode == 0 and "4 retrain runs" in summary.stdout, summary.stderr
+
+
+def test_teammate_pulls_everything_and_reproduces_nothing(team, tmp_path):
+    bob = tmp_path / "bob"
+    git(tmp_path, "clone", "-q", str(team["alice"]), str(bob))
+    dvc(bob, "remote", "modify", "--local", "team", "url", str(team["base"] / "remote"))
+    dvc(bob, "pull")
+    assert "up to date" in dvc(bob, "status")
+    assert ran(dvc(bob, "repro")) == set()
+    shown = [json.loads(dvc(repo, "metrics", "show", "--json")) for repo in (team["alice"], bob)]
+    assert shown[0] == shown[1] and shown[0]
+    for name in ("reports/results.csv", "models/teacher/model.pt", "models/retrained/0.3-kd-0/model.pt"):
+        assert (bob / name).read_bytes() == (team["alice"] / name).read_bytes(), name
+
+
+def test_unreachable_tracking_server_fails_fast_before_training(tmp_path):
+    repo = copy_repo(tmp_path)
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    start = time.monotonic()
+    proc = subprocess.run([str(BIN / "prunekd"), "teacher"], cwd=repo, capture_output=True, text=True,
+                          env=clean_env(MLFLOW_TRACKING_URI=uri))
+    took = time.monotonic() - start
+    assert proc.returncode == 2
+    assert uri in proc.stderr and "unreachable" in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (repo / "models").exists()
+    assert took < 30, f"took {took:.0f} s to fail"
+
+
+def test_rerun_report_registers_no_duplicate_versions(team):
+    def versions():
+        code = ("from mlflow.tracking import MlflowClient; c = MlflowClient(); "
+                f"print(sorted((v.run_id, v.version) for v in c.search_model_versions(\"name = '{MODEL}'\")))")
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              env=clean_env(MLFLOW_TRACKING_URI=team["uri"]))
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return proc.stdout.strip()
+
+    before = versions()
+    assert ran(dvc(team["alice"], "repro", "--force", "--single-item", "report", env={"MLFLOW_TRACKING_URI": team["uri"]})) == {"report"}
+    assert versions() == before and before.count("'") == 4 * 5  # five versions (teacher + 4), each with its run id
