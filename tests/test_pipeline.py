@@ -2,6 +2,8 @@
 on a tiny slice of real Fashion-MNIST, logging to a real MLflow SQLite store."""
 
 import re
+import subprocess
+from pathlib import Path
 
 import mlflow
 import pandas as pd
@@ -10,7 +12,7 @@ import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
-from .conftest import copy_repo, dvc, ran, runs, set_params, tiny_params
+from .conftest import BIN, clean_env, copy_repo, dvc, ran, runs, set_params, tiny_params
 
 pytestmark = pytest.mark.e2e
 
@@ -25,7 +27,7 @@ def repo(tmp_path_factory):
 
 def test_first_repro_runs_every_stage(repo):
     repo, output = repo
-    assert ran(output) == {"prepare", "teacher", "prune@0.3", "prune@0.5", "report",
+    assert ran(output) == {"check", "prepare", "teacher", "prune@0.3", "prune@0.5", "report",
                            *(f"retrain@{r}-{m}-0" for r in ("0.3", "0.5") for m in ("ft", "kd"))}
 
 
@@ -44,7 +46,7 @@ def test_results_table_has_the_teacher_and_every_run(repo):
     assert "kd - ft" in report and "63.65" in report
 
 
-def test_mlflow_has_one_run_per_stage_with_lineage(repo):
+def test_mlflow_has_one_run_per_stage_with_lineage(repo, tmp_path):
     repo, _ = repo
     by_stage = {r.data.tags["dvc_stage"]: r for r in runs(repo)}
     assert len(by_stage) == 9 and all(r.info.status == "FINISHED" for r in by_stage.values())
@@ -58,9 +60,11 @@ def test_mlflow_has_one_run_per_stage_with_lineage(repo):
     client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
     assert [m.step for m in client.get_metric_history(kd.info.run_id, "val_top1")] == [1]
     metrics = yaml.safe_load((repo / "models/retrained/0.3-kd-0/metrics.json").read_text())
-    assert kd.data.metrics["top1"] == pytest.approx(metrics["top1"])
-    assert [a.path for a in client.list_artifacts(kd.info.run_id, "prunekd")] == ["prunekd/model.pt"]
+    assert kd.data.metrics["test_top1"] == pytest.approx(metrics["top1"])
     mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
+    # prunekd's own model file travels inside the logged model
+    folder = Path(mlflow.artifacts.download_artifacts(kd.data.tags["prunekd.model_uri"], dst_path=str(tmp_path)))
+    assert (folder / "extra_files" / "model.pt").read_bytes() == (repo / "models/retrained/0.3-kd-0/model.pt").read_bytes()
     logged = mlflow.search_logged_models(experiment_ids=[kd.info.experiment_id], output_format="list")
     assert {m.source_run_id for m in logged} >= {teacher.info.run_id, prune.info.run_id, kd.info.run_id}
 
@@ -80,16 +84,30 @@ def test_metrics_and_plots_show(repo):
     assert (repo / "plots_html" / "index.html").is_file()
 
 
+@pytest.mark.parametrize("section, typo", [("kd", "temprature"), ("retrain", "epohcs"), (None, "sed")])
+def test_a_misspelled_key_stops_repro_before_any_stage(repo, section, typo):
+    repo, _ = repo
+    original = (repo / "params.yaml").read_text()
+    set_params(repo, lambda p: (p[section] if section else p).update({typo: 3}))
+    proc = subprocess.run([str(BIN / "dvc"), "repro"], cwd=repo, env=clean_env(), capture_output=True, text=True)
+    (repo / "params.yaml").write_text(original)
+    key = f"{section}.{typo}" if section else typo
+    assert proc.returncode != 0 and key in proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert ran(proc.stdout + proc.stderr) == {"check"}
+    assert ran(dvc(repo, "repro")) == set()  # the typo removed, everything is as it was
+
+
 def test_kd_temperature_reruns_only_kd_stages_and_the_report(repo):
     repo, _ = repo
     set_params(repo, lambda p: p["kd"].update(temperature=2.0))
-    assert ran(dvc(repo, "repro")) == {"retrain@0.3-kd-0", "retrain@0.5-kd-0", "report"}
+    assert ran(dvc(repo, "repro")) == {"check", "retrain@0.3-kd-0", "retrain@0.5-kd-0", "report"}
 
 
 def test_changing_ratios_adds_and_drops_only_those_branches(repo):
     repo, _ = repo
     set_params(repo, lambda p: p["prune"].update(ratios=[0.3, 0.6]))
-    assert ran(dvc(repo, "repro")) == {"prune@0.6", "retrain@0.6-ft-0", "retrain@0.6-kd-0", "report"}
+    assert ran(dvc(repo, "repro")) == {"check", "prune@0.6", "retrain@0.6-ft-0", "retrain@0.6-kd-0", "report"}
     results = pd.read_csv(repo / "reports" / "results.csv")
     assert set(results["ratio"]) == {0.0, 0.3, 0.6}
 

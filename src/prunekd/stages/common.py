@@ -38,6 +38,17 @@ def parser(stage: str, doc: str | None) -> argparse.ArgumentParser:
     return p
 
 
+def ratio_arg(text: str) -> str:
+    """``--ratio``: a number in (0, 1), kept as written (DVC names stages by it: prune@0.5)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not between 0 and 1 (exclusive)")
+    return text
+
+
 def run_cli(stage: str, argv: list[str] | None, body: Callable[[argparse.Namespace, Params], dict],
             add_arguments: Callable[[argparse.ArgumentParser], None] = lambda p: None,
             doc: str | None = None) -> int:

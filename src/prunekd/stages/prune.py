@@ -12,7 +12,7 @@ from ..models import load_model
 from ..paths import MODEL_FILE, PREPARED, TEACHER, pruned_dir
 from ..prune import prune
 from ..tracking import stage_run
-from .common import log_data, run_cli, save_and_measure
+from .common import log_data, ratio_arg, run_cli, save_and_measure
 
 
 def run(params: Params, ratio: str, prepared_dir: Path = PREPARED, teacher_dir: Path = TEACHER) -> dict:
@@ -35,7 +35,7 @@ def run(params: Params, ratio: str, prepared_dir: Path = PREPARED, teacher_dir: 
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--ratio", required=True, help="fraction of prune.unit to remove, as in prune.ratios")
+    p.add_argument("--ratio", required=True, type=ratio_arg, help="fraction of prune.unit to remove, as in prune.ratios")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,7 +15,7 @@ from ..models import load_model
 from ..paths import MODEL_FILE, PREPARED, TEACHER, pruned_dir, retrained_dir
 from ..tracking import stage_run
 from ..train import LossFn, device, fit
-from .common import log_data, normalization, run_cli, save_and_measure, schedule
+from .common import log_data, ratio_arg, normalization, run_cli, save_and_measure, schedule
 
 
 def _teacher(teacher_file: Path):
@@ -50,7 +50,7 @@ def run(params: Params, ratio: str, mode: str, seed: int,
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--ratio", required=True, help="a ratio from prune.ratios")
+    p.add_argument("--ratio", required=True, type=ratio_arg, help="a ratio from prune.ratios")
     p.add_argument("--mode", required=True, choices=sorted(LOSSES), help="ft: cross-entropy; kd: distillation")
     p.add_argument("--seed", required=True, type=int, help="a seed from retrain.seeds")
 
