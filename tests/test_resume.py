@@ -1,15 +1,22 @@
 """Resumable training: a run killed after an epoch, rerun, ends where an uninterrupted run ends."""
 
 import os
+import signal
+import subprocess
+import time
 
 import pytest
 import torch
+import yaml
+from mlflow.tracking import MlflowClient
 
 from prunekd.checkpoint import Checkpoint, resumable
 from prunekd.data import Split, load_digits_dataset, split_train_val
 from prunekd.distill import cross_entropy_loss, distillation_loss
 from prunekd.models import build_model
 from prunekd.train import Normalization, Schedule, fit
+
+from .conftest import BIN, copy_repo, dvc, runs, set_params, tiny_params
 
 NORM = Normalization([0.3], [0.4])
 SCHED = Schedule(epochs=3, batch_size=32, lr=0.1, translate=1)
@@ -144,3 +151,54 @@ def test_the_checkpoint_is_removed_after_success_and_kept_after_a_failure(digits
         assert checkpoint.resumed_from == 1 and (folder / "checkpoint.pt").is_file()
     assert not folder.exists()
 
+
+# ---- the real stage, killed with SIGKILL and rerun by `dvc repro` --------------------------
+
+def teacher_params(params: dict) -> dict:
+    tiny_params(params)
+    params["teacher"]["epochs"] = 3
+    return params
+
+
+def kill_after_first_checkpoint(repo, timeout: float = 300) -> int:
+    """Start `prunekd teacher`, SIGKILL it once an epoch's checkpoint is on disk; the epoch it holds."""
+    checkpoint = repo / ".prunekd" / "checkpoints" / "teacher" / "checkpoint.pt"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    with open(repo / "killed.log", "w") as log:
+        proc = subprocess.Popen([str(BIN / "prunekd"), "teacher"], cwd=repo, env=env, stdout=log, stderr=log)
+        deadline = time.monotonic() + timeout
+        while not checkpoint.is_file() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait() == -signal.SIGKILL, (repo / "killed.log").read_text()[-2000:]
+    return torch.load(checkpoint, weights_only=True)["epoch"]
+
+
+@pytest.mark.e2e
+def test_teacher_killed_after_an_epoch_resumes_to_the_uninterrupted_result(tmp_path):
+    repos = {}
+    for name in ("uninterrupted", "killed"):
+        (tmp_path / name).mkdir()
+        repos[name] = copy_repo(tmp_path / name)
+        set_params(repos[name], teacher_params)
+    uninterrupted, killed = repos["uninterrupted"], repos["killed"]
+    dvc(uninterrupted, "repro", "teacher")
+    dvc(killed, "repro", "prepare")
+
+    epoch = kill_after_first_checkpoint(killed)
+    assert 1 <= epoch < 3 and not (killed / "models/teacher/model.pt").exists()
+    output = dvc(killed, "repro", "teacher")
+    assert f"teacher: resuming from epoch {epoch}/3 (checkpoint .prunekd/checkpoints/teacher)" in output
+    assert not (killed / ".prunekd/checkpoints/teacher").exists()
+
+    a, b = (torch.load(repo / "models/teacher/model.pt", weights_only=True) for repo in (uninterrupted, killed))
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+    ma, mb = (yaml.safe_load((repo / "models/teacher/metrics.json").read_text()) for repo in (uninterrupted, killed))
+    assert (ma["top1"], ma["params"], ma["macs"]) == (mb["top1"], mb["params"], mb["macs"])
+
+    # The rerun's MLflow run holds the whole per-epoch curve, the replayed epochs included.
+    finished = [r for r in runs(killed) if r.data.tags["dvc_stage"] == "teacher" and r.info.status == "FINISHED"]
+    assert len(finished) == 1 and finished[0].data.tags["resumed_from_epoch"] == str(epoch)
+    client = MlflowClient(f"sqlite:///{killed / 'mlflow.db'}")
+    assert [m.step for m in client.get_metric_history(finished[0].info.run_id, "val_top1")] == [1, 2, 3]
