@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from .checkpoint import Checkpoint
 from .data import Split, augment, batches, normalize
 
 # loss(student_logits, normalized_inputs, targets) -> scalar; KD closes over its teacher.
@@ -120,14 +121,24 @@ def train_epoch(model, split, norm, sched, loss_fn, opt, lr_sched, gen, desc) ->
 
 
 def fit(model: nn.Module, train: Split, val: Split, norm: Normalization, sched: Schedule,
-        loss_fn: LossFn, seed: int, on_epoch: EpochCallback | None = None, name: str = "train") -> nn.Module:
-    """Train ``model`` in place with SGD + warm-up/cosine; report metrics after each epoch."""
+        loss_fn: LossFn, seed: int, on_epoch: EpochCallback | None = None, name: str = "train",
+        checkpoint: Checkpoint | None = None) -> nn.Module:
+    """Train ``model`` in place with SGD + warm-up/cosine; report metrics after each epoch.
+
+    With a ``checkpoint``, the state after each epoch is saved there, and a run killed midway
+    resumes from its last finished epoch to the weights an uninterrupted run ends with.
+    """
     gen = seed_everything(seed)
-    model.to(device()).to(memory_format=torch.channels_last)
+    dev = device()
+    # Keyed on the start weights, so computed before training changes them.
+    key = checkpoint and checkpoint.key(name, seed, sched, norm, model.state_dict(), train.x, train.y,
+                                        val.x, val.y, dev.type)
+    model.to(dev).to(memory_format=torch.channels_last)
     opt = make_optimizer(model, sched)
     steps = sched.epochs * math.ceil(len(train) / sched.batch_size)
     lr_sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(steps))
-    for epoch in range(1, sched.epochs + 1):
+    history = checkpoint.resume(key, sched.epochs, model, opt, lr_sched, gen, on_epoch) if checkpoint else []
+    for epoch in range(len(history) + 1, sched.epochs + 1):
         metrics = train_epoch(model, train, norm, sched, loss_fn, opt, lr_sched, gen,
                               f"{name} epoch {epoch}/{sched.epochs}")
         val_metrics = evaluate(model, val, norm)
@@ -136,4 +147,7 @@ def fit(model: nn.Module, train: Split, val: Split, norm: Normalization, sched: 
               file=sys.stderr)
         if on_epoch:
             on_epoch(epoch, metrics)
+        history.append(metrics)
+        if checkpoint:  # after the callback, so that the saved RNG states are those the next epoch starts from
+            checkpoint.save(key, history, model, opt, lr_sched, gen)
     return model.eval()

@@ -8,6 +8,7 @@ from typing import Callable
 
 import torch
 
+from ..checkpoint import resumable
 from ..config import Params
 from ..data import load_prepared
 from ..distill import cross_entropy_loss, distillation_loss
@@ -40,12 +41,15 @@ def run(params: Params, ratio: str, mode: str, seed: int,
     lineage = {k: v for k, v in lineage.items() if k != "mlflow_run_id"}
     loss = LOSSES[mode](params, teacher_dir / MODEL_FILE)
     name = f"retrain@{ratio}-{mode}-{seed}"
-    with stage_run(name, params, lineage | {"ratio": ratio, "mode": mode, "seed": str(seed)}) as run:
+    loss_identity = (mode, getattr(params, mode), teacher_dir / MODEL_FILE)  # what decides the loss
+    with (stage_run(name, params, lineage | {"ratio": ratio, "mode": mode, "seed": str(seed)}) as run,
+          resumable(name, *loss_identity) as checkpoint):
         run.log_params({"ratio": ratio, "mode": mode, "retrain_seed": seed, "unit": params.prune.unit,
                         "criterion": params.prune.criterion})
         log_data(run, prepared, prepared_dir, "training")
         fit(model, prepared.train, prepared.val, normalization(prepared.manifest), schedule(params.retrain, prepared.manifest),
-            loss, seed, run.log_epoch, name=name)
+            loss, seed, run.log_epoch, name=name, checkpoint=checkpoint)
+        run.set_tags(checkpoint.tags())
         return save_and_measure(model, retrained_dir(ratio, mode, seed), prepared, params, run, meta=lineage)
 
 

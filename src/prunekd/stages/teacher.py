@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..checkpoint import resumable
 from ..config import Params
 from ..data import load_prepared
 from ..distill import cross_entropy_loss
@@ -19,10 +20,12 @@ def run(params: Params, prepared_dir: Path = PREPARED, out_dir: Path = TEACHER) 
     seed_everything(params.seed)  # the initial weights come from the seed too
     model = build_model(params.model.arch, prepared.num_classes, prepared.input_shape, params.model.width)
     tags = manifest_tag(prepared.manifest)
-    with stage_run("teacher", params, tags | {"arch": params.model.arch}) as run:
+    with (stage_run("teacher", params, tags | {"arch": params.model.arch}) as run,
+          resumable("teacher", params.teacher, params.model) as checkpoint):
         log_data(run, prepared, prepared_dir, "training")
         fit(model, prepared.train, prepared.val, normalization(prepared.manifest), schedule(params.teacher, prepared.manifest),
-            cross_entropy_loss(), params.seed, run.log_epoch, name="teacher")
+            cross_entropy_loss(), params.seed, run.log_epoch, name="teacher", checkpoint=checkpoint)
+        run.set_tags(checkpoint.tags())
         return save_and_measure(model, out_dir, prepared, params, run, meta=tags)
 
 
