@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 DATASETS = ("fashion_mnist", "mnist", "cifar10", "cifar100", "digits")
 ARCHS = ("mobilenet_v1", "lenet5", "alexnet")
-CRITERIA = ("l1",)
+CRITERIA = ("l1", "l2", "random", "bn_scale", "fpgm")
 MODES = ("ft", "kd")
 UNITS = ("channels", "params", "macs")
 

@@ -17,11 +17,67 @@ from torch import nn
 from .measure import count_macs_params
 from .models import build_model
 
+class OwnFilterImportance(tp.importance.Importance):
+    """Score a group's channels by the filters that produce them, as Li et al. rank them.
+
+    Torch-Pruning roots a depthwise-separable group at the depthwise conv, whose 3x3 per-channel
+    kernels only pass the channels on; they are produced by the preceding full conv (the stem or
+    a pointwise conv). Its filters, and the BatchNorm right after it, are what the criteria score;
+    the other layers of the group are left out of the score (no group-wide reduction), and there
+    is no per-layer normalisation, so scores mean what their papers define.
+    """
+
+    def __init__(self, score: Callable[[torch.Tensor], torch.Tensor], batchnorm: bool = False):
+        self.score, self.batchnorm = score, batchnorm  # score: (channels, weights) -> (channels,)
+
+    @staticmethod
+    def producer(group) -> int | None:
+        """Index of the group item that prunes the outputs of a full (not depthwise) conv or linear."""
+        for i, (dep, _) in enumerate(group):
+            layer = dep.target.module
+            depthwise = isinstance(layer, nn.Conv2d) and layer.groups > 1 and layer.groups == layer.in_channels
+            if (dep.handler in (tp.pruner.function.prune_conv_out_channels, tp.pruner.function.prune_linear_out_channels)
+                    and not depthwise):
+                return i
+        return None
+
+    @torch.no_grad()
+    def __call__(self, group, **kwargs):
+        i = self.producer(group)
+        if i is None:
+            return None  # nothing in this group produces channels: it is not pruned
+        dep, idxs = group[i]
+        layer = dep.target.module
+        if self.batchnorm:
+            following = [d.target.module for d, _ in group  # BatchNorms whose input is this layer's output
+                         if isinstance(d.target.module, nn.modules.batchnorm._BatchNorm)
+                         and any(node.module is layer for node in d.target.inputs)]
+            if not following:
+                return None
+            weights = following[0].weight.detach()[idxs].abs().unsqueeze(1)
+        else:
+            weights = layer.weight.detach()[idxs].flatten(1)
+        out = torch.zeros(len(group[0].idxs))
+        out.scatter_(0, torch.tensor(group[i].root_idxs), self.score(weights).float().cpu())
+        return out
+
+
+def geometric_median_distance(w: torch.Tensor) -> torch.Tensor:
+    """FPGM's score: a filter's summed distance to the layer's other filters."""
+    return torch.cdist(w.unsqueeze(0), w.unsqueeze(0)).squeeze(0).sum(0)
+
+
 # criterion name -> a factory of Torch-Pruning importance objects
 CRITERIA: dict[str, Callable[[], tp.importance.Importance]] = {
-    # Li et al. 2016: rank each filter by the L1 norm of its own weights (the group's first layer),
-    # with no per-layer normalisation.
-    "l1": lambda: tp.importance.MagnitudeImportance(p=1, normalizer=None, group_reduction="first"),
+    # Li et al. 2016: the L1 norm of the filter's weights.
+    "l1": lambda: OwnFilterImportance(lambda w: w.abs().sum(1)),
+    "l2": lambda: OwnFilterImportance(lambda w: w.norm(dim=1)),
+    # A uniformly random ranking (seeded): the control every criterion should beat.
+    "random": lambda: tp.importance.RandomImportance(),
+    # Network slimming (Liu et al. 2017): |gamma| of the BatchNorm after the filter.
+    "bn_scale": lambda: OwnFilterImportance(lambda g: g.squeeze(1), batchnorm=True),
+    # FPGM (He et al. 2019): filters nearest the layer's geometric median are the most replaceable.
+    "fpgm": lambda: OwnFilterImportance(geometric_median_distance),
 }
 
 
@@ -40,17 +96,23 @@ def example_input(model: nn.Module) -> torch.Tensor:
     return torch.zeros(1, *model.input_shape)
 
 
-def prune_channels(model: nn.Module, channel_ratio: float, criterion: str) -> nn.Module:
+def prune_channels(model: nn.Module, channel_ratio: float, criterion: str, seed: int = 0) -> nn.Module:
     """A pruned copy of ``model``: ``channel_ratio`` of every prunable layer's filters removed.
 
-    The classifier keeps its outputs (one per class): it is never pruned.
+    The classifier keeps its outputs (one per class): it is never pruned. ``seed`` fixes the
+    ``random`` criterion's ranking (the others are deterministic).
     """
+    if criterion == "bn_scale" and not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        raise PruneTargetError(f"prune.criterion: bn_scale ranks filters by BatchNorm scale, and "
+                               f"{getattr(model, 'arch', type(model).__name__)} has no BatchNorm layers")
     pruned = copy.deepcopy(model).cpu().eval()
     if channel_ratio <= 0:
         return pruned
-    pruner = tp.pruner.MetaPruner(pruned, example_input(pruned), importance=CRITERIA[criterion](),
-                                  pruning_ratio=channel_ratio, ignored_layers=[pruned.classifier])
-    pruner.step()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        pruner = tp.pruner.MetaPruner(pruned, example_input(pruned), importance=CRITERIA[criterion](),
+                                      pruning_ratio=channel_ratio, ignored_layers=[pruned.classifier])
+        pruner.step()
     return pruned
 
 
@@ -86,7 +148,8 @@ def search_channel_ratio(model: nn.Module, target: float, unit: str, tolerance: 
     return best
 
 
-def prune(model: nn.Module, ratio: float, unit: str, criterion: str, tolerance: float = 0.01) -> PruneResult:
+def prune(model: nn.Module, ratio: float, unit: str, criterion: str, tolerance: float = 0.01,
+          seed: int = 0) -> PruneResult:
     """Prune so that ``ratio`` of ``unit`` is removed.
 
     ``channels`` applies the ratio per layer directly; ``params`` and ``macs`` search the
@@ -96,7 +159,7 @@ def prune(model: nn.Module, ratio: float, unit: str, criterion: str, tolerance: 
     if criterion not in CRITERIA:
         raise ValueError(f"unknown criterion {criterion!r}; known: {', '.join(CRITERIA)}")
     channel_ratio = ratio if unit == "channels" else search_channel_ratio(model, ratio, unit, tolerance)[0]
-    pruned = prune_channels(model, channel_ratio, criterion)
+    pruned = prune_channels(model, channel_ratio, criterion, seed)
     achieved = reduction(model, pruned, unit)
     if unit != "channels" and abs(achieved - ratio) > tolerance:
         raise PruneTargetError(f"prune.ratios: {ratio} of {unit} is out of reach: the closest channel "

@@ -18,7 +18,7 @@ from .common import log_data, ratio_arg, run_cli, save_and_measure
 def run(params: Params, ratio: str, prepared_dir: Path = PREPARED, teacher_dir: Path = TEACHER) -> dict:
     prepared = load_prepared(prepared_dir)
     teacher, teacher_meta = load_model(teacher_dir / MODEL_FILE)
-    result = prune(teacher, float(ratio), params.prune.unit, params.prune.criterion)
+    result = prune(teacher, float(ratio), params.prune.unit, params.prune.criterion, seed=params.seed)
     macs_before, params_before = count_macs_params(teacher)
     macs_after, params_after = count_macs_params(result.model)
     lineage = {"teacher_run_id": teacher_meta["mlflow_run_id"],
