@@ -1,4 +1,6 @@
+import numpy as np
 import pandas as pd
+import pytest
 
 from prunekd.report import aliases
 from prunekd.runs import summary
@@ -39,3 +41,39 @@ def test_runs_summary_averages_over_seeds():
     assert table.loc["kd", "n"] == 2 and table.loc["kd", "top1"] == 91.0
     assert round(table.loc["kd", "top1_std"], 6) == round(2 ** 0.5, 6)
     assert table.loc["kd", "latency_ms"] == 2.0 and table.loc["ft", "MMACs"] == 2.0
+
+
+def seeds_table(ft, kd, ratio=0.5):
+    rows = [(0.0, "teacher", None, 92.0, 1000, 0.0)]
+    rows += [(ratio, "ft", s, v, 500, 50.0) for s, v in enumerate(ft)]
+    rows += [(ratio, "kd", s, v, 500, 50.0) for s, v in enumerate(kd)]
+    return results(rows)
+
+
+def test_paired_difference_matches_a_hand_computed_interval():
+    from prunekd.report import paired_difference
+
+    # differences 1, 2, 3: mean 2, sd 1, t(0.975, 2) = 4.302653 -> half width 4.302653 / sqrt(3) = 2.484138
+    row = paired_difference(seeds_table([90.0, 90.0, 90.0], [91.0, 92.0, 93.0])).iloc[0]
+    assert row["n"] == 3 and row["diff"] == 2.0
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx((2 - 2.484138, 2 + 2.484138), abs=1e-5)
+    assert not row["excludes_zero"]
+    # differences 1.0, 1.2, 0.8, 1.0: sd 0.163299, t(0.975, 3) = 3.182446 -> half width 0.259845
+    row = paired_difference(seeds_table([90.0, 89.0, 91.0, 90.5], [91.0, 90.2, 91.8, 91.5])).iloc[0]
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx((1 - 0.259845, 1 + 0.259845), abs=1e-5)
+    assert row["excludes_zero"]
+
+
+def test_paired_difference_pairs_by_seed_not_by_position():
+    from prunekd.report import paired_difference
+
+    df = seeds_table([90.0, 80.0], [91.0, 81.0]).iloc[[0, 2, 1, 4, 3]]  # rows shuffled
+    row = paired_difference(df).iloc[0]
+    assert row["diff"] == 1.0 and row["ci_low"] == row["ci_high"] == 1.0
+
+
+def test_paired_difference_with_one_seed_has_no_interval():
+    from prunekd.report import paired_difference
+
+    row = paired_difference(seeds_table([90.0], [91.0])).iloc[0]
+    assert row["n"] == 1 and row["diff"] == 1.0 and np.isnan(row["ci_low"]) and not row["excludes_zero"]

@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from scipy import stats  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from .io import read_json  # noqa: E402
@@ -46,6 +47,25 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
     summary = grouped["top1"].agg(top1_mean="mean", top1_std="std", n="count")
     costs = grouped[["top1_pruned", *COST_COLUMNS, "params_reduction_pct", "size_mb_reduction_pct"]].mean()
     return summary.join(costs).reset_index()
+
+
+def paired_difference(results: pd.DataFrame, a: str = "kd", b: str = "ft", level: float = 0.95) -> pd.DataFrame:
+    """Per ratio: mean of top-1(a) - top-1(b) over the seeds run in both modes, with its
+    ``level`` confidence interval from a paired t-test (n - 1 degrees of freedom).
+
+    Pairing by seed removes what two runs of one seed share (the same batch order). With one
+    seed there is no interval (NaN) and the difference cannot be called significant.
+    """
+    runs = results[results["mode"].isin([a, b])]
+    wide = runs.pivot_table(index=["ratio", "seed"], columns="mode", values="top1")
+    rows = []
+    for ratio, pairs in wide.groupby(level="ratio"):
+        diff = (pairs[a] - pairs[b]).dropna() if {a, b} <= set(pairs.columns) else pd.Series(dtype=float)
+        n, mean = len(diff), diff.mean()
+        half = stats.t.ppf((1 + level) / 2, n - 1) * diff.std(ddof=1) / np.sqrt(n) if n >= 2 else np.nan
+        rows.append({"ratio": ratio, "n": n, "diff": mean, "ci_low": mean - half, "ci_high": mean + half,
+                     "excludes_zero": bool(n >= 2 and (mean - half > 0 or mean + half < 0))})
+    return pd.DataFrame(rows, columns=["ratio", "n", "diff", "ci_low", "ci_high", "excludes_zero"])
 
 
 def aliases(results: pd.DataFrame) -> dict[str, int]:
@@ -128,6 +148,9 @@ def markdown(results: pd.DataFrame, summary: pd.DataFrame, figure: str) -> str:
         f"{teacher['macs'] / 1e6:.2f} MMACs, {teacher['size_mb']:.2f} MB, {teacher['latency_ms']:.3f} ms/image (CPU, batch 1).",
         "", "## Accuracy: plain retraining (ft) vs knowledge distillation (kd)", "",
         fmt_table(ft_vs_kd(summary)), "",
+        "## KD minus FT, paired over seeds (95 % confidence interval, paired t)", "",
+        fmt_table(paired_difference(results).rename(columns={"diff": "kd - ft"})), "",
+        "With n = 1 (one seed) there is no interval: set `retrain.seeds` to several seeds.", "",
         "## Cost per ratio and mode (mean over seeds)", "", fmt_table(cost_table), "",
         "## Against the study", "", study_comparison(summary), "",
         f"![accuracy vs ratio]({figure})", ""])
