@@ -44,7 +44,7 @@ def test_config_choices_match_the_registries():
     assert set(config.DATASETS) == set(data.DATASETS)
     assert set(config.ARCHS) == set(models.MODELS)
     assert set(config.CRITERIA) == set(prune.CRITERIA)
-    assert set(config.MODES) == set(retrain.LOSSES)
+    assert set(config.MODES) == set(retrain.MODES)
 
 
 def test_cli_rejects_bad_params_cleanly_and_writes_nothing(tmp_path, default_params):

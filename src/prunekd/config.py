@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 DATASETS = ("fashion_mnist", "mnist", "cifar10", "cifar100", "digits")
 ARCHS = ("mobilenet_v1", "lenet5", "alexnet")
 CRITERIA = ("l1", "l2", "random", "bn_scale", "fpgm")
-MODES = ("ft", "kd")
+MODES = ("ft", "kd", "scratch", "scratch_kd")
 UNITS = ("channels", "params", "macs")
 
 
@@ -96,6 +96,8 @@ class Params(Section):
     retrain: RetrainConfig
     ft: FtConfig = FtConfig()
     kd: KdConfig = KdConfig()
+    scratch: FtConfig = FtConfig()  # the pruned architecture from random init, cross-entropy
+    scratch_kd: KdConfig = KdConfig()  # ... with distillation
     measure: MeasureConfig = MeasureConfig()
 
 

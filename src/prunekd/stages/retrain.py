@@ -1,9 +1,16 @@
-"""retrain@<ratio>-<mode>-<seed>: recover a pruned model's accuracy; modes differ only in the loss."""
+"""retrain@<ratio>-<mode>-<seed>: recover a pruned model's accuracy.
+
+Modes differ in the loss (cross-entropy or distillation from the teacher) and in the start:
+the pruned weights (``ft``, ``kd``) or the pruned architecture re-initialised (``scratch``,
+``scratch_kd``: "Rethinking the Value of Network Pruning"'s fair baseline, same epoch budget).
+Each mode reads its own params section, named after it.
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -12,10 +19,10 @@ from ..checkpoint import resumable
 from ..config import Params
 from ..data import load_prepared
 from ..distill import cross_entropy_loss, distillation_loss
-from ..models import load_model
+from ..models import build_model, load_model
 from ..paths import MODEL_FILE, PREPARED, TEACHER, pruned_dir, retrained_dir
 from ..tracking import stage_run
-from ..train import LossFn, device, fit
+from ..train import LossFn, device, fit, seed_everything
 from .common import log_data, ratio_arg, normalization, run_cli, save_and_measure, schedule
 
 
@@ -24,22 +31,45 @@ def _teacher(teacher_file: Path):
     return model.to(device()).to(memory_format=torch.channels_last)
 
 
-# mode -> loss, given the params and where the teacher is
-LOSSES: dict[str, Callable[[Params, Path], LossFn]] = {
-    "ft": lambda params, teacher_file: cross_entropy_loss(params.ft.label_smoothing),
-    "kd": lambda params, teacher_file: distillation_loss(_teacher(teacher_file), params.kd.temperature,
-                                                         params.kd.alpha),
+def _cross_entropy(section, teacher_file: Path) -> LossFn:
+    return cross_entropy_loss(section.label_smoothing)
+
+
+def _distillation(section, teacher_file: Path) -> LossFn:
+    return distillation_loss(_teacher(teacher_file), section.temperature, section.alpha)
+
+
+@dataclass(frozen=True)
+class Mode:
+    loss: Callable[[object, Path], LossFn]  # (the mode's params section, teacher file) -> loss
+    from_scratch: bool  # re-initialise the pruned architecture instead of keeping its weights
+
+
+MODES: dict[str, Mode] = {
+    "ft": Mode(_cross_entropy, from_scratch=False),
+    "kd": Mode(_distillation, from_scratch=False),
+    "scratch": Mode(_cross_entropy, from_scratch=True),
+    "scratch_kd": Mode(_distillation, from_scratch=True),
 }
+
+
+def starting_model(pruned: torch.nn.Module, mode: str, seed: int) -> torch.nn.Module:
+    """The pruned model, or for a from-scratch mode the same architecture freshly initialised by ``seed``."""
+    if not MODES[mode].from_scratch:
+        return pruned
+    seed_everything(seed)
+    return build_model(**pruned.spec())
 
 
 def run(params: Params, ratio: str, mode: str, seed: int,
         prepared_dir: Path = PREPARED, teacher_dir: Path = TEACHER) -> dict:
-    if mode not in LOSSES:
-        raise ValueError(f"unknown mode {mode!r}; known: {', '.join(LOSSES)}")
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; known: {', '.join(MODES)}")
     prepared = load_prepared(prepared_dir)
     model, lineage = load_model(pruned_dir(ratio) / MODEL_FILE)
     lineage = {k: v for k, v in lineage.items() if k != "mlflow_run_id"}
-    loss = LOSSES[mode](params, teacher_dir / MODEL_FILE)
+    model = starting_model(model, mode, seed)
+    loss = MODES[mode].loss(getattr(params, mode), teacher_dir / MODEL_FILE)
     name = f"retrain@{ratio}-{mode}-{seed}"
     loss_identity = (mode, getattr(params, mode), teacher_dir / MODEL_FILE)  # what decides the loss
     with (stage_run(name, params, lineage | {"ratio": ratio, "mode": mode, "seed": str(seed)}) as run,
@@ -55,7 +85,8 @@ def run(params: Params, ratio: str, mode: str, seed: int,
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ratio", required=True, type=ratio_arg, help="a ratio from prune.ratios")
-    p.add_argument("--mode", required=True, choices=sorted(LOSSES), help="ft: cross-entropy; kd: distillation")
+    p.add_argument("--mode", required=True, choices=list(MODES),
+                   help="ft: cross-entropy; kd: distillation; scratch, scratch_kd: the same from random init")
     p.add_argument("--seed", required=True, type=int, help="a seed from retrain.seeds")
 
 
