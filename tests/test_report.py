@@ -77,3 +77,11 @@ def test_paired_difference_with_one_seed_has_no_interval():
 
     row = paired_difference(seeds_table([90.0], [91.0])).iloc[0]
     assert row["n"] == 1 and row["diff"] == 1.0 and np.isnan(row["ci_low"]) and not row["excludes_zero"]
+
+
+def test_pareto_front_keeps_only_undominated_points():
+    from prunekd.report import pareto_front
+
+    cost = pd.Series([4.0, 1.0, 2.0, 3.0, 2.5])
+    acc = pd.Series([92.0, 88.0, 87.0, 91.0, 90.0])  # (2, 87) is beaten by (1, 88)
+    assert list(pareto_front(cost, acc)) == [1, 4, 3, 0]

@@ -106,6 +106,40 @@ def plot_accuracy(summary: pd.DataFrame, teacher_top1: float, path: Path) -> Non
     plt.close(fig)
 
 
+def pareto_front(cost: pd.Series, accuracy: pd.Series) -> pd.Index:
+    """Rows no other row beats on both axes (lower cost and higher accuracy), by rising cost."""
+    order = cost.sort_values(kind="stable").index
+    front, best = [], -np.inf
+    for i in order:
+        if accuracy[i] > best:
+            front.append(i)
+            best = accuracy[i]
+    return pd.Index(front)
+
+
+def plot_pareto(summary: pd.DataFrame, teacher: pd.Series, path: Path) -> None:
+    """Accuracy against MACs and against CPU latency: every (ratio, mode), the teacher, the front."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=120, sharey=True)
+    for ax, col, label in ((axes[0], "macs", "MMACs per image"), (axes[1], "latency_ms", "CPU latency (ms, batch 1)")):
+        scale = 1e6 if col == "macs" else 1.0
+        for mode, rows in summary.groupby("mode"):
+            ax.errorbar(rows[col] / scale, rows["top1_mean"], yerr=rows["top1_std"].fillna(0), fmt="o",
+                        capsize=3, label=mode)
+        points = pd.concat([summary[[col, "top1_mean"]],
+                            pd.DataFrame({col: [teacher[col]], "top1_mean": [teacher["top1"]]})], ignore_index=True)
+        front = points.loc[pareto_front(points[col], points["top1_mean"])]
+        ax.step(front[col] / scale, front["top1_mean"], where="post", color="grey", linewidth=1, label="Pareto front")
+        ax.plot(teacher[col] / scale, teacher["top1"], "k*", markersize=10, label="teacher")
+        ax.set(xlabel=label)
+    axes[0].set(ylabel="test top-1 (%)")
+    axes[1].legend(fontsize=8)
+    fig.suptitle("Accuracy against cost")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def fmt_table(df: pd.DataFrame) -> str:
     return df.to_markdown(index=False, floatfmt=".2f")
 
@@ -136,7 +170,19 @@ def study_comparison(summary: pd.DataFrame) -> str:
     return fmt_table(pd.DataFrame(rows))
 
 
-def markdown(results: pd.DataFrame, summary: pd.DataFrame, figure: str) -> str:
+def paired_section(results: pd.DataFrame) -> list[str]:
+    """The KD-minus-FT table, where both modes ran."""
+    paired = paired_difference(results)
+    if not (paired["n"] > 0).any():
+        return []
+    lines = ["## KD minus FT, paired over seeds (95 % confidence interval, paired t)", "",
+             fmt_table(paired.rename(columns={"diff": "kd - ft"})), ""]
+    if (paired["n"] < 2).all():
+        lines += ["With one seed there is no interval: list several in `retrain.seeds`.", ""]
+    return lines
+
+
+def markdown(results: pd.DataFrame, summary: pd.DataFrame, figure: str, pareto: str | None = None) -> str:
     teacher = results[results["mode"] == "teacher"].iloc[0]
     cost_table = summary[["ratio", "mode", "top1_mean", "top1_std", "n", *COST_COLUMNS,
                           "params_reduction_pct"]].copy()
@@ -148,9 +194,8 @@ def markdown(results: pd.DataFrame, summary: pd.DataFrame, figure: str) -> str:
         f"{teacher['macs'] / 1e6:.2f} MMACs, {teacher['size_mb']:.2f} MB, {teacher['latency_ms']:.3f} ms/image (CPU, batch 1).",
         "", "## Accuracy: plain retraining (ft) vs knowledge distillation (kd)", "",
         fmt_table(ft_vs_kd(summary)), "",
-        "## KD minus FT, paired over seeds (95 % confidence interval, paired t)", "",
-        fmt_table(paired_difference(results).rename(columns={"diff": "kd - ft"})), "",
-        "With n = 1 (one seed) there is no interval: set `retrain.seeds` to several seeds.", "",
+        *paired_section(results),
         "## Cost per ratio and mode (mean over seeds)", "", fmt_table(cost_table), "",
         "## Against the study", "", study_comparison(summary), "",
-        f"![accuracy vs ratio]({figure})", ""])
+        f"![accuracy vs ratio]({figure})", "",
+        *([f"![accuracy against MACs and latency]({pareto})", ""] if pareto else [])])

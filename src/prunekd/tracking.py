@@ -173,8 +173,10 @@ class StageRun:
 
     def log_dataset(self, folder: Path, manifest: dict, digest: str, context: str) -> None:
         """The prepared data as a run input: name, manifest hash and where it lives."""
-        dataset = MetaDataset(resolve_dataset_source(str(Path(folder).resolve())), name=manifest["dataset"],
-                              digest=digest[:36])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "can be interpreted in multiple ways": a local folder either way
+            source = resolve_dataset_source(str(Path(folder).resolve()))
+        dataset = MetaDataset(source, name=manifest["dataset"], digest=digest[:36])
         mlflow.log_input(dataset, context=context, tags={"sizes": str(manifest["sizes"])})
 
     def log_model(self, model: nn.Module, model_file: Path) -> None:

@@ -14,11 +14,12 @@ import pandas as pd
 from ..config import Params
 from ..models import read_meta
 from ..paths import MODEL_FILE, REPORTS, TEACHER, pruned_dir, ratio_key, retrained_dir
-from ..report import aliases, collect, markdown, plot_accuracy, summarize
+from ..report import aliases, collect, markdown, plot_accuracy, plot_pareto, summarize
 from ..tracking import StageRun, adopt, register, stage_run
 from .common import run_cli
 
 FIGURE = "figures/accuracy_vs_ratio.png"
+PARETO = "figures/pareto.png"
 
 
 def model_file(row: pd.Series) -> Path:
@@ -59,9 +60,10 @@ def run(params: Params, out: Path = REPORTS) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     teacher_top1 = float(results.loc[results["mode"] == "teacher", "top1"].iloc[0])
     plot_accuracy(summary, teacher_top1, out / FIGURE)
+    plot_pareto(summary, results[results["mode"] == "teacher"].iloc[0], out / PARETO)
     results.to_csv(out / "results.csv", index=False)
     summary.to_csv(out / "summary.csv", index=False)
-    (out / "report.md").write_text(markdown(results, summary, FIGURE))
+    (out / "report.md").write_text(markdown(results, summary, FIGURE, PARETO))
     with stage_run("report", params) as run:
         for name in ("results.csv", "summary.csv", "report.md", "figures"):
             run.log_artifact(out / name, "report")
