@@ -39,6 +39,14 @@ class Spec:
         return {"arch": self.arch, "num_classes": self.num_classes,
                 "input_shape": list(self.input_shape), "width": self.width, "channels": self.channels()}
 
+    def prunable(self) -> list[nn.Module]:
+        """The layers whose filters (output channels) pruning may remove, input to output."""
+        raise NotImplementedError
+
+    def channels(self) -> list[int]:
+        """Filters of each prunable layer: with the spec, what rebuilds a pruned model's shape."""
+        return [m.out_channels if isinstance(m, nn.Conv2d) else m.out_features for m in self.prunable()]
+
 
 class MobileNetV1(nn.Module, Spec):
     arch = "mobilenet_v1"
@@ -65,8 +73,9 @@ class MobileNetV1(nn.Module, Spec):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(cin, num_classes)
 
-    def channels(self) -> list[int]:
-        return [self.stem[0].out_channels] + [b[1][0].out_channels for b in self.features]
+    def prunable(self) -> list[nn.Module]:
+        # The stem and pointwise convs; each depthwise conv follows its input's channels.
+        return [self.stem[0]] + [b[1][0] for b in self.features]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(self.stem(x))  # (N, C, 2, 2) for 28-32 px inputs
@@ -93,9 +102,8 @@ class LeNet5(nn.Module, Spec):
                                   nn.Linear(f1, f2), nn.ReLU(inplace=True))
         self.classifier = nn.Linear(f2, num_classes)
 
-    def channels(self) -> list[int]:
-        return [self.features[0].out_channels, self.features[3].out_channels,
-                self.head[1].out_features, self.head[3].out_features]
+    def prunable(self) -> list[nn.Module]:
+        return [self.features[0], self.features[3], self.head[1], self.head[3]]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.head(self.features(x)))
@@ -126,9 +134,8 @@ class AlexNet(nn.Module, Spec):
                                   nn.Dropout(0.5), nn.Linear(f1, f2), nn.ReLU(inplace=True))
         self.classifier = nn.Linear(f2, num_classes)
 
-    def channels(self) -> list[int]:
-        convs = [m.out_channels for m in self.features.modules() if isinstance(m, nn.Conv2d)]
-        return convs + [self.head[2].out_features, self.head[5].out_features]
+    def prunable(self) -> list[nn.Module]:
+        return [m for m in self.features.modules() if isinstance(m, nn.Conv2d)] + [self.head[2], self.head[5]]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.head(self.features(x)))

@@ -96,15 +96,19 @@ def example_input(model: nn.Module) -> torch.Tensor:
     return torch.zeros(1, *model.input_shape)
 
 
+def _require_batchnorm(model: nn.Module, criterion: str) -> None:
+    if criterion == "bn_scale" and not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        raise PruneTargetError(f"prune.criterion: bn_scale ranks filters by BatchNorm scale, and "
+                               f"{getattr(model, 'arch', type(model).__name__)} has no BatchNorm layers")
+
+
 def prune_channels(model: nn.Module, channel_ratio: float, criterion: str, seed: int = 0) -> nn.Module:
     """A pruned copy of ``model``: ``channel_ratio`` of every prunable layer's filters removed.
 
     The classifier keeps its outputs (one per class): it is never pruned. ``seed`` fixes the
     ``random`` criterion's ranking (the others are deterministic).
     """
-    if criterion == "bn_scale" and not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
-        raise PruneTargetError(f"prune.criterion: bn_scale ranks filters by BatchNorm scale, and "
-                               f"{getattr(model, 'arch', type(model).__name__)} has no BatchNorm layers")
+    _require_batchnorm(model, criterion)
     pruned = copy.deepcopy(model).cpu().eval()
     if channel_ratio <= 0:
         return pruned
@@ -116,6 +120,32 @@ def prune_channels(model: nn.Module, channel_ratio: float, criterion: str, seed:
     return pruned
 
 
+def prune_layers(model: nn.Module, layer_ratios: list[float], criterion: str, seed: int = 0) -> nn.Module:
+    """A pruned copy of ``model`` with ``layer_ratios[i]`` of the i-th prunable layer's filters removed.
+
+    Each layer loses its lowest-ranked filters, ranked on the unpruned model (so one layer's
+    cut does not change another's ranking); a layer keeps int(c * (1 - ratio)) >= 1 filters.
+    """
+    if len(layer_ratios) != len(model.prunable()):
+        raise ValueError(f"{len(layer_ratios)} ratios for {len(model.prunable())} prunable layers")
+    _require_batchnorm(model, criterion)
+    pruned = copy.deepcopy(model).cpu().eval()
+    graph = tp.DependencyGraph().build_dependency(pruned, example_inputs=example_input(pruned))
+    importance, plans = CRITERIA[criterion](), []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for layer, ratio, n in zip(pruned.prunable(), layer_ratios, pruned.channels()):
+            remove = n - max(1, int(n * (1 - ratio)))
+            if remove <= 0:
+                continue
+            fn = tp.prune_conv_out_channels if isinstance(layer, nn.Conv2d) else tp.prune_linear_out_channels
+            scores = importance(graph.get_pruning_group(layer, fn, idxs=list(range(n))))
+            plans.append((layer, fn, torch.argsort(scores, stable=True)[:remove].tolist()))
+    for layer, fn, idxs in plans:
+        graph.get_pruning_group(layer, fn, idxs=idxs).prune()
+    return pruned
+
+
 def reduction(model: nn.Module, pruned: nn.Module, unit: str) -> float:
     """Fraction of ``unit`` removed: channels (of prunable layers), params or MACs."""
     if unit == "channels":
@@ -124,12 +154,12 @@ def reduction(model: nn.Module, pruned: nn.Module, unit: str) -> float:
     return 1 - count_macs_params(pruned)[index] / count_macs_params(model)[index]
 
 
-def predicted_shape(model: nn.Module, channel_ratio: float) -> nn.Module:
-    """An untrained model of the shape ``prune_channels`` will produce, built in milliseconds.
-
-    Torch-Pruning keeps int(c * (1 - ratio)) of the c filters of each layer.
+def predicted_shape(model: nn.Module, channel_ratio: float | list[float]) -> nn.Module:
+    """An untrained model of the shape ``prune_channels`` (one ratio) or ``prune_layers`` (one
+    per layer) will produce, built in milliseconds: each layer keeps int(c * (1 - ratio)) filters.
     """
-    kept = [int(c * (1 - channel_ratio)) for c in model.channels()]
+    ratios = channel_ratio if isinstance(channel_ratio, list) else [channel_ratio] * len(model.channels())
+    kept = [max(1, int(c * (1 - r))) for c, r in zip(model.channels(), ratios)]
     return build_model(**(model.spec() | {"channels": kept}))
 
 
