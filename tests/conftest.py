@@ -45,9 +45,11 @@ BIN = Path(sys.executable).parent
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    """This process's environment without MLflow settings, our bin folder first on PATH, plus ``extra``."""
+    """This process's environment without MLflow settings, our bin folder first on PATH, this
+    checkout's src first on PYTHONPATH (so subprocesses run the code under test), plus ``extra``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    return env | {"PATH": f"{BIN}{os.pathsep}{env['PATH']}"} | extra
+    pythonpath = os.pathsep.join(p for p in (str(ROOT / "src"), env.get("PYTHONPATH")) if p)
+    return env | {"PATH": f"{BIN}{os.pathsep}{env['PATH']}", "PYTHONPATH": pythonpath} | extra
 
 
 def dvc(repo: Path, *args: str, env: dict[str, str] | None = None) -> str:

@@ -107,18 +107,22 @@ def _describe(err: dict) -> str:
         return f"{key}: unknown key (check its spelling)"
     if err["type"] == "missing":
         return f"{key}: required key is missing"
-    return f"{key}: {err['msg']} (got {err.get('input')!r})"
+    msg = err["msg"].removeprefix("Value error, ").replace("Input should", "should")
+    if err["type"] == "literal_error":
+        return f"{key}: unknown value {err.get('input')!r}; {msg}"
+    if err["type"] == "value_error":  # our own validators name the value already
+        return f"{key}: {msg}"
+    return f"{key}: {msg} (got {err.get('input')!r})"
 
 
 def parse_params(raw: object, source: str = "params.yaml") -> Params:
-    """Validate a parsed params mapping; raise ConfigError naming every bad key."""
+    """Validate a parsed params mapping; raise ConfigError naming every bad key, on one line."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:
-        lines = "\n  ".join(_describe(e) for e in exc.errors())
-        raise ConfigError(f"{source}: invalid params\n  {lines}") from None
+        raise ConfigError(f"{source}: " + "; ".join(_describe(e) for e in exc.errors())) from None
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
@@ -129,7 +133,9 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError(f"{path}: not valid YAML ({where}{getattr(exc, 'problem', None) or exc})") from None
     return parse_params(raw, str(path))
 
 

@@ -9,6 +9,10 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import os
+import shutil
+import socket
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -35,8 +39,31 @@ FASHION_FILES = {
 }
 
 
+# A download that stalls this long (seconds, per connect or read) counts as failed: without a
+# timeout, urllib waits forever on a network that drops packets instead of refusing them.
+DOWNLOAD_TIMEOUT_S = 30.0
+
+
 class DataError(RuntimeError):
     """Data that is missing, corrupt or unreachable; the message names the file."""
+
+
+@contextmanager
+def download_timeout(seconds: float | None = None) -> Iterator[None]:
+    """Bound every socket operation of the downloads inside the block (torchvision sets none)."""
+    before = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds or DOWNLOAD_TIMEOUT_S)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(before)
+
+
+def _reason(exc: Exception) -> str:
+    """An exception as one short line: torchvision's download errors list every mirror tried,
+    one line each, and the last line holds the cause (``<urlopen error timed out>``)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1][:200] if lines else type(exc).__name__
 
 
 @dataclass(frozen=True)
@@ -94,16 +121,18 @@ def _download_fashion_mnist(folder: Path) -> None:
     from torchvision.datasets import FashionMNIST
 
     try:
-        FashionMNIST(str(folder.parent / "_torchvision"), download=True)
+        with download_timeout():
+            FashionMNIST(str(folder.parent / "_torchvision"), download=True)
     except Exception as exc:  # any network failure: say what to do instead
         raise DataError(
             f"Fashion-MNIST not found in {folder}, nor in {SYSTEM_FASHION_MNIST}, and the download "
-            f"failed ({type(exc).__name__}). Install the Debian package 'dataset-fashion-mnist' or "
+            f"failed ({_reason(exc)}). Install the Debian package 'dataset-fashion-mnist' or "
             f"copy the four *-ubyte.gz files into {folder}") from None
     src = folder.parent / "_torchvision" / "FashionMNIST" / "raw"
     folder.mkdir(parents=True, exist_ok=True)
-    for name, _, _ in FASHION_FILES.values():
-        (folder / name).write_bytes((src / name).read_bytes())
+    for name, _, _ in FASHION_FILES.values():  # each file whole or not at all
+        shutil.copyfile(src / name, folder / f"{name}.tmp")
+        os.replace(folder / f"{name}.tmp", folder / name)
 
 
 def load_fashion_mnist(raw_dir: Path) -> RawDataset:
@@ -146,17 +175,32 @@ def _torchvision_loader(cls_name: str, hflip: bool) -> Callable[[Path], RawDatas
         import torchvision.datasets as tvd
 
         cls, root = getattr(tvd, cls_name), raw_dir / cls_name.lower()
+        if not any(p.is_file() for p in root.rglob("*")):  # none yet (an empty folder counts as none)
+            _tv_download(cls, root)
         try:
             sets = [cls(str(root), train=t, download=False) for t in (True, False)]
-        except RuntimeError:
-            try:
-                sets = [cls(str(root), train=t, download=True) for t in (True, False)]
-            except Exception as exc:
-                raise DataError(f"{cls_name}: no local copy in {root} and the download failed "
-                                f"({type(exc).__name__}); place torchvision's files there") from None
+        except Exception as exc:  # incomplete or damaged files
+            raise DataError(f"{root}: no usable {cls_name} copy ({_reason(exc)}); delete the folder to "
+                            f"download it again, or place torchvision's {cls_name} files there") from None
         return RawDataset(*(_tv_split(s) for s in sets), tuple(sets[0].classes), str(root),
                           {"torchvision": cls_name}, hflip)
     return load
+
+
+def _tv_download(cls, root: Path) -> None:
+    """Download a torchvision dataset into ``root``, whole or not at all, failing fast offline."""
+    tmp = root.with_name(root.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        with download_timeout():
+            for train in (True, False):
+                cls(str(tmp), train=train, download=True)
+    except Exception as exc:  # offline, refused, timed out, bad checksum: one message
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise DataError(f"{cls.__name__}: no local copy in {root} and the download failed ({_reason(exc)}); "
+                        f"connect to the network, or place torchvision's {cls.__name__} files there") from None
+    shutil.rmtree(root, ignore_errors=True)
+    os.replace(tmp, root)
 
 
 def _tv_split(ds) -> Split:
@@ -196,18 +240,35 @@ def save_split(split: Split, path: Path) -> None:
     torch.save({"x": split.x, "y": split.y}, path)
 
 
-def load_split(path: Path) -> Split:
+def split_md5(split: Split) -> str:
+    return md5(split.x.numpy().tobytes() + split.y.numpy().tobytes())
+
+
+def load_split(path: Path, expected_md5: str | None = None) -> Split:
+    """A prepared split, refused unless it is whole and matches the manifest's checksum."""
     if not path.is_file():
         raise DataError(f"{path}: prepared split not found; run the prepare stage first")
-    blob = torch.load(path, weights_only=True)
-    return Split(blob["x"], blob["y"])
+    try:
+        blob = torch.load(path, weights_only=True)
+        split = Split(blob["x"], blob["y"])
+    except Exception:  # truncated, not a torch file, wrong contents
+        raise DataError(f"{path}: unreadable prepared split (truncated, or not written by the prepare stage); "
+                        "run the prepare stage again (dvc repro -f prepare)") from None
+    if expected_md5 is not None and split_md5(split) != expected_md5:
+        raise DataError(f"{path}: corrupt: does not match the checksum in manifest.json; "
+                        "run the prepare stage again (dvc repro -f prepare)")
+    return split
 
 
 def load_manifest(prepared: Path) -> dict:
     path = prepared / "manifest.json"
     if not path.is_file():
         raise DataError(f"{path}: manifest not found; run the prepare stage first")
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text())
+    except ValueError as exc:
+        raise DataError(f"{path}: not valid JSON ({exc}); run the prepare stage again "
+                        "(dvc repro -f prepare)") from None
 
 
 @dataclass(frozen=True)
@@ -228,7 +289,8 @@ class Prepared:
 
 def load_prepared(prepared: Path) -> Prepared:
     manifest = load_manifest(prepared)
-    splits = [load_split(prepared / f"{name}.pt") for name in SPLITS]
+    checksums = manifest.get("split_md5", {})
+    splits = [load_split(prepared / f"{name}.pt", checksums.get(name)) for name in SPLITS]
     return Prepared(*splits, manifest)
 
 

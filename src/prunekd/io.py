@@ -24,13 +24,19 @@ def read_json(path: Path) -> dict:
 
 
 @contextmanager
-def atomic_dir(path: Path) -> Iterator[Path]:
-    """Yield a scratch folder that replaces ``path`` only if the block succeeds."""
+def atomic_dir(path: Path, keep: tuple[str, ...] = ()) -> Iterator[Path]:
+    """Yield a scratch folder ``<path>.tmp`` that replaces ``path`` only if the block succeeds.
+
+    Files named in ``keep`` that the block did not write are carried over from the old folder.
+    """
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
         yield tmp
+        for name in keep:
+            if (path / name).is_file() and not (tmp / name).exists():
+                shutil.copy2(path / name, tmp / name)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

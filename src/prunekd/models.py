@@ -7,7 +7,10 @@ state_dict and loads with ``torch.load(weights_only=True)``: no pickled classes.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import pickle
 from pathlib import Path
 from typing import Callable
 
@@ -155,12 +158,24 @@ def build_model(arch: str, num_classes: int, input_shape, width: float = 1.0,
     return MODELS[arch](num_classes, tuple(input_shape), width, channels)
 
 
+def content_digest(spec: dict, state: dict[str, torch.Tensor], meta: dict) -> str:
+    """SHA-256 of a model file's contents: torch's zip format has no checksum of its own, so a
+    flipped byte inside a tensor would otherwise load silently."""
+    h = hashlib.sha256(json.dumps([spec, meta], sort_keys=True, default=str).encode())
+    for key, tensor in state.items():
+        h.update(key.encode())
+        h.update(tensor.reshape(-1).view(torch.uint8).numpy())  # the exact bytes, whatever the dtype
+    return h.hexdigest()
+
+
 def save_model(model: nn.Module, path: Path, meta: dict | None = None) -> None:
-    """Write spec + state_dict atomically (a killed save never leaves a partial file)."""
+    """Write spec + state_dict + a digest atomically (a killed save never leaves a partial file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    torch.save({"spec": model.spec(), "state_dict": state, "meta": meta or {}}, tmp)
+    spec, meta = model.spec(), meta or {}
+    torch.save({"spec": spec, "state_dict": state, "meta": meta,
+                "sha256": content_digest(spec, state, meta)}, tmp)
     os.replace(tmp, path)
 
 
@@ -169,15 +184,38 @@ def read_meta(path: Path) -> dict:
     return load_model(path)[1]
 
 
+# What torch.load raises for a cut-short file or one holding pickled objects (refused unread).
+_UNREADABLE = (pickle.UnpicklingError, EOFError, OSError)
+
+
+def _unreadable(path: Path, exc: Exception) -> ModelFileError:
+    if isinstance(exc, _UNREADABLE) or "PytorchStreamReader" in str(exc):
+        why = "truncated, or not a file torch.save wrote with tensors and plain data only"
+    else:
+        why = f"{type(exc).__name__}: {' '.join(str(exc).split())[:160] or 'no detail'}"
+    return ModelFileError(f"{path}: not a prunekd model file or corrupt ({why}); "
+                          "make it again by rerunning the stage that writes it")
+
+
+def _load_verified(path: Path) -> dict:
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    digest = blob.get("sha256")  # files written before digests were stored have none
+    if digest is not None and digest != content_digest(blob["spec"], blob["state_dict"], blob.get("meta", {})):
+        raise ModelFileError(f"{path}: corrupt: its contents do not match the SHA-256 stored in it; "
+                             "make it again by rerunning the stage that writes it")
+    return blob
+
+
 def load_model(path: Path) -> tuple[nn.Module, dict]:
     """Rebuild a model saved by ``save_model``; returns (model in eval mode, meta)."""
     if not Path(path).is_file():
         raise ModelFileError(f"{path}: model file not found; run the stage that makes it first")
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
+        blob = _load_verified(path)
         model = build_model(**blob["spec"])
         model.load_state_dict(blob["state_dict"])
+    except ModelFileError:
+        raise
     except Exception as exc:  # unpickling refusal, truncation, wrong keys: one message
-        raise ModelFileError(f"{path}: not a prunekd model file or corrupt ({type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0][:200]})") from None
+        raise _unreadable(path, exc) from None
     return model.eval(), blob.get("meta", {})

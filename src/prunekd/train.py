@@ -101,14 +101,15 @@ def train_epoch(model, split, norm, sched, loss_fn, opt, lr_sched, gen, desc) ->
     loss_sum, correct, seen = 0.0, 0, 0
     bar = tqdm(batches(split, sched.batch_size, gen), total=steps, desc=desc, leave=False,
                file=sys.stderr, mininterval=1.0, disable=None)
-    for xb, yb in bar:
+    for step, (xb, yb) in enumerate(bar, 1):
         if sched.translate or sched.hflip:
             xb = augment(xb, sched.translate, sched.hflip, gen)
         x, y = to_device(normalize(xb, norm.mean, norm.std), dev), yb.to(dev)
         logits = model(x)
         loss = loss_fn(logits, x, y)
-        if not torch.isfinite(loss):
-            raise DivergenceError(f"loss became {loss.item()} in {desc}; lower the learning rate")
+        if not torch.isfinite(loss):  # stop at once: every later step would be wasted
+            raise DivergenceError(f"{desc}: the loss became {loss.item()} at step {step}/{steps}, so training "
+                                  f"diverged; lower the learning rate (lr {sched.lr:g})")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

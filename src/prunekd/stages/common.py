@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 from typing import Callable
 
 from ..config import ConfigError, Params, TrainConfig, load_params
 from ..data import DataError, Prepared
-from ..io import write_json
+from ..io import atomic_dir, write_json
 from ..measure import cost
 from ..models import ModelFileError, save_model
 from ..paths import METRICS_FILE, MODEL_FILE
@@ -20,6 +21,8 @@ from ..train import DivergenceError, Normalization, Schedule, evaluate
 # Failures a user can fix; they get one line, not a traceback.
 USER_ERRORS = (ConfigError, DataError, ModelFileError, PruneTargetError, DivergenceError, FileNotFoundError,
                TrackingError)
+# Files DVC keeps beside a stage's outputs (git tracks them): carried over when outputs are replaced.
+DVC_FILES = (".gitignore",)
 
 
 def schedule(cfg: TrainConfig, manifest: dict) -> Schedule:
@@ -61,7 +64,8 @@ def run_cli(stage: str, argv: list[str] | None, body: Callable[[argparse.Namespa
         check_reachable()  # before any data is read or any epoch trained
         body(args, params)
     except USER_ERRORS as exc:
-        print(f"prunekd {stage}: error: {exc}", file=sys.stderr)
+        message = " ".join(line.strip() for line in str(exc).splitlines())
+        print(f"prunekd {stage}: error: {message}", file=sys.stderr)
         return 2
     return 0
 
@@ -74,20 +78,34 @@ def manifest_tag(manifest: dict) -> dict[str, str]:
 
 def log_data(run: StageRun, prepared: Prepared, folder: Path, context: str) -> None:
     """Record the prepared data as the run's input (MLflow's dataset lineage)."""
-    run.log_dataset(folder, prepared.manifest, manifest_tag(prepared.manifest)["data_manifest_md5"], context)
+    with warnings.catch_warnings():  # MLflow's "source can be interpreted in multiple ways": noise
+        warnings.simplefilter("ignore", UserWarning)
+        run.log_dataset(folder, prepared.manifest, manifest_tag(prepared.manifest)["data_manifest_md5"], context)
+
+
+def clear_outputs(out_dir: Path) -> None:
+    """Remove a previous run's model.pt and metrics.json, as ``dvc repro`` does before it runs a
+    stage: from here on ``out_dir`` holds either nothing or this run's complete outputs."""
+    for name in (MODEL_FILE, METRICS_FILE):
+        (out_dir / name).unlink(missing_ok=True)
 
 
 def save_and_measure(model, out_dir: Path, prepared: Prepared, params: Params, run: StageRun,
                      meta: dict, extra: dict | None = None, log_model: bool = True) -> dict:
-    """Save ``model`` with its lineage, measure it on the test split, log and write metrics.json."""
-    model_file = out_dir / MODEL_FILE
-    save_model(model, model_file, meta | {"mlflow_run_id": run.run_id})
-    m = params.measure
-    metrics = {"top1": evaluate(model, prepared.test, normalization(prepared.manifest))["top1"]}
-    metrics |= cost(model, model_file, m.threads, m.warmup, m.repeats) | (extra or {})
-    run.log_metrics({("test_top1" if k == "top1" else k): v for k, v in metrics.items()})
-    if log_model:
-        run.log_model(model, model_file)
-    write_json(out_dir / METRICS_FILE, metrics)
+    """Save ``model`` with its lineage, measure it on the test split, log and write metrics.json.
+
+    Both files are made in ``<out_dir>.tmp`` (ignored by git and DVC), which replaces ``out_dir``
+    only once everything here has succeeded: a failed or killed stage leaves no output behind.
+    """
+    with atomic_dir(out_dir, keep=DVC_FILES) as tmp:
+        model_file = tmp / MODEL_FILE
+        save_model(model, model_file, meta | {"mlflow_run_id": run.run_id})
+        m = params.measure
+        metrics = {"top1": evaluate(model, prepared.test, normalization(prepared.manifest))["top1"]}
+        metrics |= cost(model, model_file, m.threads, m.warmup, m.repeats) | (extra or {})
+        run.log_metrics({("test_top1" if k == "top1" else k): v for k, v in metrics.items()})
+        if log_model:
+            run.log_model(model, model_file)
+        write_json(tmp / METRICS_FILE, metrics)
     print(f"{out_dir}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
     return metrics

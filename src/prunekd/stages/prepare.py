@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import torch
 
 from ..config import Params
-from ..data import DATASETS, SPLITS, Split, md5, save_split, split_train_val
+from ..data import DATASETS, SPLITS, Split, save_split, split_md5, split_train_val
 from ..io import atomic_dir
 from ..paths import PREPARED, RAW
 from ..tracking import stage_run
@@ -34,7 +35,7 @@ def build_manifest(params: Params, raw, splits: dict[str, Split]) -> dict:
         "val_fraction": params.data.val_fraction, "train_subset": params.data.train_subset,
         "mean": mean, "std": std,
         "mirror_ok": raw.hflip,
-        "split_md5": {k: md5(v.x.numpy().tobytes() + v.y.numpy().tobytes()) for k, v in splits.items()},
+        "split_md5": {k: split_md5(v) for k, v in splits.items()},
     }
 
 
@@ -44,12 +45,13 @@ def run(params: Params, out: Path = PREPARED, raw_dir: Path = RAW) -> dict:
     train, val = split_train_val(raw.train, params.data.val_fraction, params.seed, params.data.train_subset)
     splits = {"train": train, "val": val, "test": raw.test}
     manifest = build_manifest(params, raw, splits)
-    with stage_run("prepare", params, {"data_manifest_md5": manifest_hash(manifest)}) as run:
-        with atomic_dir(out) as tmp:
-            for name in SPLITS:
-                save_split(splits[name], tmp / f"{name}.pt")
-            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        run.log_artifact(out / "manifest.json", "data")
+    shutil.rmtree(out, ignore_errors=True)  # the data is good: from here a failure leaves no stale splits
+    with (stage_run("prepare", params, {"data_manifest_md5": manifest_hash(manifest)}) as run,
+          atomic_dir(out) as tmp):  # swapped in last, once everything else succeeded
+        for name in SPLITS:
+            save_split(splits[name], tmp / f"{name}.pt")
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        run.log_artifact(tmp / "manifest.json", "data")
         run.log_metrics({f"n_{k}": v for k, v in manifest["sizes"].items()})
     print(f"prepared {params.data.dataset}: " + ", ".join(f"{k} {v}" for k, v in manifest["sizes"].items()))
     return manifest["sizes"]

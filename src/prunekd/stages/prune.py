@@ -12,12 +12,13 @@ from ..models import load_model
 from ..paths import MODEL_FILE, PREPARED, TEACHER, pruned_dir
 from ..prune import prune
 from ..tracking import stage_run
-from .common import log_data, ratio_arg, run_cli, save_and_measure
+from .common import clear_outputs, log_data, ratio_arg, run_cli, save_and_measure
 
 
 def run(params: Params, ratio: str, prepared_dir: Path = PREPARED, teacher_dir: Path = TEACHER) -> dict:
     prepared = load_prepared(prepared_dir)
     teacher, teacher_meta = load_model(teacher_dir / MODEL_FILE)
+    clear_outputs(pruned_dir(ratio))  # the inputs are good: from here a failure leaves no stale outputs
     result = prune(teacher, float(ratio), params.prune.unit, params.prune.criterion, seed=params.seed)
     macs_before, params_before = count_macs_params(teacher)
     macs_after, params_after = count_macs_params(result.model)

@@ -23,7 +23,7 @@ from ..models import build_model, load_model
 from ..paths import MODEL_FILE, PREPARED, TEACHER, pruned_dir, retrained_dir
 from ..tracking import stage_run
 from ..train import LossFn, device, fit, seed_everything
-from .common import log_data, ratio_arg, normalization, run_cli, save_and_measure, schedule
+from .common import clear_outputs, log_data, ratio_arg, normalization, run_cli, save_and_measure, schedule
 
 
 def _teacher(teacher_file: Path):
@@ -70,6 +70,7 @@ def run(params: Params, ratio: str, mode: str, seed: int,
     lineage = {k: v for k, v in lineage.items() if k != "mlflow_run_id"}
     model = starting_model(model, mode, seed)
     loss = MODES[mode].loss(getattr(params, mode), teacher_dir / MODEL_FILE)
+    clear_outputs(retrained_dir(ratio, mode, seed))  # the inputs are good: from here a failure leaves no stale outputs
     name = f"retrain@{ratio}-{mode}-{seed}"
     loss_identity = (mode, getattr(params, mode), teacher_dir / MODEL_FILE)  # what decides the loss
     with (stage_run(name, params, lineage | {"ratio": ratio, "mode": mode, "seed": str(seed)}) as run,

@@ -12,7 +12,7 @@ from ..models import build_model
 from ..paths import PREPARED, TEACHER
 from ..tracking import stage_run
 from ..train import fit, seed_everything
-from .common import log_data, manifest_tag, normalization, run_cli, save_and_measure, schedule
+from .common import clear_outputs, log_data, manifest_tag, normalization, run_cli, save_and_measure, schedule
 
 
 def run(params: Params, prepared_dir: Path = PREPARED, out_dir: Path = TEACHER) -> dict:
@@ -20,6 +20,7 @@ def run(params: Params, prepared_dir: Path = PREPARED, out_dir: Path = TEACHER) 
     seed_everything(params.seed)  # the initial weights come from the seed too
     model = build_model(params.model.arch, prepared.num_classes, prepared.input_shape, params.model.width)
     tags = manifest_tag(prepared.manifest)
+    clear_outputs(out_dir)  # the inputs are good: from here a failure leaves no stale outputs
     with (stage_run("teacher", params, tags | {"arch": params.model.arch}) as run,
           resumable("teacher", params.teacher, params.model) as checkpoint):
         log_data(run, prepared, prepared_dir, "training")

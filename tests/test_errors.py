@@ -1,0 +1,380 @@
+"""Bad input gets one clear line naming the cause and exit code 2, with no traceback and no
+output written; a failed or killed stage leaves no output. The real CLI runs as a subprocess in
+a temporary copy of the repo, on scikit-learn's bundled digits (seconds per stage)."""
+
+import gzip
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from prunekd import data
+from prunekd.config import parse_params
+from prunekd.data import DataError, load_digits_dataset, split_train_val
+from prunekd.models import build_model, load_model
+from prunekd.stages.common import save_and_measure
+
+from .conftest import BIN, clean_env, copy_repo, set_params
+
+e2e = pytest.mark.e2e
+SYSTEM_FASHION = Path("/usr/share/datasets/fashion-mnist")
+OUTPUTS = ("data/prepared", "models", "reports")
+
+
+def digits_params(params: dict) -> dict:
+    params["data"].update(dataset="digits", train_subset=None)
+    params["model"].update(arch="lenet5", width=0.25)
+    params["teacher"].update(epochs=2, batch_size=64, lr=0.05)
+    params["retrain"].update(epochs=1, batch_size=64, lr=0.01)
+    params["prune"]["ratios"] = [0.3]
+    params["measure"].update(warmup=1, repeats=3)
+    return params
+
+
+def prunekd(repo: Path, *args: str, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "prunekd"), *args], cwd=repo, env=clean_env(**env),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory) -> Path:
+    """A repo copy with prepared digits and a trained teacher (the inputs of the later stages)."""
+    repo = copy_repo(tmp_path_factory.mktemp("errors"))
+    set_params(repo, digits_params)
+    for stage in ("prepare", "teacher"):
+        proc = prunekd(repo, stage)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    shutil.copytree(repo, repo.with_name("backup"), symlinks=True)
+    return repo
+
+
+@pytest.fixture
+def repo(pristine) -> Path:
+    """The module's repo, put back as it was after each test (a test may damage its inputs)."""
+    yield pristine
+    backup = pristine.with_name("backup")
+    for name in (*OUTPUTS, "data/raw", ".prunekd"):
+        shutil.rmtree(pristine / name, ignore_errors=True)
+        if (backup / name).exists():
+            shutil.copytree(backup / name, pristine / name, symlinks=True)
+
+
+def snapshot(repo: Path) -> dict[str, tuple[int, int]]:
+    """Every file under the stages' output folders (and any *.tmp), with size and mtime."""
+    files = [p for folder in OUTPUTS for p in (repo / folder).rglob("*") if p.is_file()]
+    files += [p for p in repo.rglob("*.tmp") if ".git" not in p.parts]
+    return {str(p.relative_to(repo)): (p.stat().st_size, p.stat().st_mtime_ns) for p in files}
+
+
+def bad_params(repo: Path, change) -> str:
+    """A params file like the repo's with ``change`` applied; its name, for ``--params``."""
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    change(params)
+    (repo / "bad.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return "bad.yaml"
+
+
+def error_line(proc: subprocess.CompletedProcess, stage: str, only_line: bool = True) -> str:
+    """The one error line a user error prints; exit code 2, no traceback."""
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    lines = proc.stderr.strip().splitlines()
+    errors = [line for line in lines if line.startswith(f"prunekd {stage}: error: ")]
+    assert len(errors) == 1 and lines[-1] == errors[0], proc.stderr[-3000:]
+    if only_line:  # failed before any work: nothing else on stderr
+        assert lines == errors, proc.stderr[-3000:]
+    return errors[0]
+
+
+def fails_cleanly(repo: Path, stage: str, *args: str, names: tuple[str, ...], only_line: bool = True,
+                  **env: str) -> str:
+    before = snapshot(repo)
+    line = error_line(prunekd(repo, stage, *args, **env), stage, only_line)
+    for name in names:
+        assert name in line, line
+    assert snapshot(repo) == before
+    return line
+
+
+# ---- params.yaml ---------------------------------------------------------------------------
+
+@e2e
+def test_unknown_top_level_key(repo):
+    params = bad_params(repo, lambda p: p.update(sed=1))
+    line = fails_cleanly(repo, "check", "--params", params, names=("sed", "unknown key"))
+    assert line == "prunekd check: error: bad.yaml: sed: unknown key (check its spelling)"
+
+
+@e2e
+@pytest.mark.parametrize("stage, args", [("check", ()), ("retrain", ("--ratio", "0.3", "--mode", "ft", "--seed", "0"))])
+def test_misspelled_key_inside_a_section(repo, stage, args):
+    # retrain ft does not read kd at all, and still refuses the typo
+    params = bad_params(repo, lambda p: p["kd"].update(temprature=p["kd"].pop("temperature")))
+    line = fails_cleanly(repo, stage, *args, "--params", params, names=("kd.temprature", "unknown key"))
+    assert line.endswith("bad.yaml: kd.temprature: unknown key (check its spelling)")
+
+
+@e2e
+def test_wrong_type(repo):
+    params = bad_params(repo, lambda p: p["teacher"].update(epochs="ten"))
+    fails_cleanly(repo, "teacher", "--params", params, names=("teacher.epochs", "integer", "'ten'"))
+
+
+@e2e
+@pytest.mark.parametrize("stage, args, section, change, names", [
+    ("retrain", ("--ratio", "0.3", "--mode", "ft", "--seed", "0"), "retrain", {"lr": -1},
+     ("retrain.lr", "greater than 0", "-1")),
+    ("prune", ("--ratio", "0.3"), "prune", {"ratios": [1.5]}, ("prune.ratios", "(0, 1)", "1.5")),
+    ("teacher", (), "kd", {"alpha": 1.5}, ("kd.alpha", "1.5")),
+])
+def test_out_of_range_value(repo, stage, args, section, change, names):
+    params = bad_params(repo, lambda p: p[section].update(change))
+    fails_cleanly(repo, stage, *args, "--params", params, names=names)
+
+
+@e2e
+@pytest.mark.parametrize("stage, args, section, key, value", [
+    ("prepare", (), "data", "dataset", "emnist"),
+    ("teacher", (), "model", "arch", "resnet"),
+    ("prune", ("--ratio", "0.3"), "prune", "criterion", "l2"),
+    ("retrain", ("--ratio", "0.3", "--mode", "ft", "--seed", "0"), "retrain", "modes", ["ft", "xx"]),
+])
+def test_unknown_choice(repo, stage, args, section, key, value):
+    params = bad_params(repo, lambda p: p[section].update({key: value}))
+    line = fails_cleanly(repo, stage, *args, "--params", params, names=(f"{section}.{key}", "unknown value"))
+    assert repr(value if isinstance(value, str) else value[-1]) in line
+
+
+@e2e
+@pytest.mark.parametrize("args, message", [
+    (("retrain", "--ratio", "0.3", "--mode", "xx", "--seed", "0"), "argument --mode: invalid choice: 'xx'"),
+    (("prune", "--ratio", "1.5"), "argument --ratio: '1.5' is not between 0 and 1"),
+])
+def test_bad_command_line_option(repo, args, message):
+    before = snapshot(repo)
+    proc = prunekd(repo, *args)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert lines[0].startswith(f"usage: prunekd {args[0]}") and len(lines) <= 3, proc.stderr
+    assert lines[-1].startswith(f"prunekd {args[0]}: error: {message}"), proc.stderr
+    assert snapshot(repo) == before
+
+
+# ---- data ----------------------------------------------------------------------------------
+
+def fashion_copy(repo: Path, damage) -> str:
+    """The system Fashion-MNIST copied into data/raw (first in the lookup order), one file damaged."""
+    if not SYSTEM_FASHION.is_dir():
+        pytest.skip(f"needs the real Fashion-MNIST in {SYSTEM_FASHION} (Debian package dataset-fashion-mnist)")
+    raw = repo / "data/raw/fashion_mnist"
+    shutil.copytree(SYSTEM_FASHION, raw)
+    damage(raw / "t10k-labels-idx1-ubyte.gz")
+    return bad_params(repo, lambda p: p["data"].update(dataset="fashion_mnist", train_subset=1000))
+
+
+def truncate(path: Path) -> None:
+    blob = path.read_bytes()
+    path.unlink()  # a fresh file: the copy may share storage with the system one
+    path.write_bytes(blob[: len(blob) // 2])
+
+
+def alter_one_label(path: Path) -> None:
+    payload = bytearray(gzip.decompress(path.read_bytes()))
+    payload[100] = (payload[100] + 1) % 10  # still a valid gzip, one label changed
+    path.unlink()
+    path.write_bytes(gzip.compress(bytes(payload)))
+
+
+@e2e
+def test_truncated_dataset_file(repo):
+    params = fashion_copy(repo, truncate)
+    line = fails_cleanly(repo, "prepare", "--params", params,
+                         names=("data/raw/fashion_mnist/t10k-labels-idx1-ubyte.gz", "not a readable gzip"))
+    assert "delete it and prepare again" in line
+
+
+@e2e
+def test_corrupted_dataset_file(repo):
+    params = fashion_copy(repo, alter_one_label)
+    fails_cleanly(repo, "prepare", "--params", params,
+                  names=("data/raw/fashion_mnist/t10k-labels-idx1-ubyte.gz", "checksum mismatch"))
+
+
+@e2e
+@pytest.mark.parametrize("damage, names", [
+    (truncate, ("unreadable prepared split",)),
+    (lambda path: torch.save({"x": torch.zeros(3, 1, 8, 8, dtype=torch.uint8), "y": torch.zeros(3, dtype=torch.int64)},
+                             path), ("corrupt", "checksum in manifest.json")),
+])
+def test_damaged_prepared_split(repo, damage, names):
+    damage(repo / "data/prepared/train.pt")
+    fails_cleanly(repo, "teacher", names=("data/prepared/train.pt", "dvc repro -f prepare", *names))
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # nothing listens there once closed: connections are refused
+
+
+def offline(proxy: str) -> dict[str, str]:
+    """Environment in which every download goes through ``proxy`` (a dead one: no network)."""
+    return {"http_proxy": proxy, "https_proxy": proxy, "HTTP_PROXY": proxy, "HTTPS_PROXY": proxy,
+            "no_proxy": "", "NO_PROXY": ""}
+
+
+@e2e
+def test_no_local_data_and_no_network(repo):
+    params = bad_params(repo, lambda p: p["data"].update(dataset="mnist"))
+    start = time.monotonic()
+    line = fails_cleanly(repo, "prepare", "--params", params, only_line=False,  # torchvision prints its attempts
+                         names=("MNIST", "no local copy in data/raw/mnist", "download failed"),
+                         **offline(f"http://127.0.0.1:{closed_port()}"))
+    assert time.monotonic() - start < 60, line
+    assert not (repo / "data/raw/mnist").exists()
+
+
+def test_a_stalled_download_fails_within_the_timeout(tmp_path, monkeypatch):
+    """A network that accepts connections and never answers: urllib alone would wait forever."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    held = []
+    threading.Thread(target=lambda: held.extend(server.accept() for _ in range(4)), daemon=True).start()
+    for key, value in offline(f"http://127.0.0.1:{server.getsockname()[1]}").items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(urllib.request, "_opener", None)  # rebuilt, so that it reads the proxy settings
+    monkeypatch.setattr(data, "DOWNLOAD_TIMEOUT_S", 1.0)
+    start = time.monotonic()
+    with pytest.raises(DataError, match="no local copy in .*mnist and the download failed"):
+        data.DATASETS["mnist"](tmp_path)
+    assert time.monotonic() - start < 30
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no partial download left behind
+    server.close()
+
+
+# ---- model files ---------------------------------------------------------------------------
+
+def flip_a_weight(path: Path) -> None:
+    blob = bytearray(path.read_bytes())
+    model, _ = load_model(path)
+    weight = next(iter(model.state_dict().values())).numpy().tobytes()
+    at = bytes(blob).index(weight[:16])  # inside the first tensor's stored bytes
+    blob[at] ^= 0xFF
+    path.write_bytes(bytes(blob))
+
+
+@e2e
+def test_missing_model_file(repo):
+    fails_cleanly(repo, "retrain", "--ratio", "0.4", "--mode", "ft", "--seed", "0",
+                  names=("models/pruned/0.4/model.pt", "model file not found"))
+
+
+@e2e
+@pytest.mark.parametrize("damage, names", [
+    (truncate, ("not a prunekd model file or corrupt", "truncated")),
+    (flip_a_weight, ("corrupt", "SHA-256")),
+    (lambda path: path.write_text("not a model\n"), ("not a prunekd model file or corrupt",)),
+])
+def test_corrupted_model_file(repo, damage, names):
+    damage(repo / "models/teacher/model.pt")
+    fails_cleanly(repo, "prune", "--ratio", "0.3", names=("models/teacher/model.pt", *names))
+
+
+# ---- training ------------------------------------------------------------------------------
+
+@e2e
+def test_diverging_run_stops_at_once_naming_the_epoch(repo):
+    params = bad_params(repo, lambda p: p["teacher"].update(lr=1e6))
+    proc = prunekd(repo, "teacher", "--params", params)
+    line = error_line(proc, "teacher", only_line=False)
+    assert "teacher epoch 1/2: the loss became nan at step" in line and "lower the learning rate (lr 1e+06)" in line
+    assert "epoch 2/2" not in proc.stderr  # stopped at once
+    # the earlier teacher's outputs were cleared before training: none is left to be mistaken for this run's
+    assert not any((repo / "models/teacher").glob("*")) and not (repo / "models/teacher.tmp").exists()
+
+
+# ---- atomic outputs ------------------------------------------------------------------------
+
+class FakeRun:
+    run_id = "0" * 32
+
+    def __init__(self, fail: bool):
+        self.fail = fail
+
+    def log_metrics(self, metrics):
+        pass
+
+    def log_model(self, model, model_file):
+        if self.fail:
+            raise RuntimeError("artifact store unavailable")
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_outputs_appear_whole_or_not_at_all(tmp_path, default_params, fail):
+    """A failure after the model is saved (here: logging it) leaves no model.pt or metrics.json."""
+    raw = load_digits_dataset(tmp_path)
+    train, val = split_train_val(raw.train, 0.1, seed=0)
+    prepared = data.Prepared(train, val, raw.test, {"mean": [0.3], "std": [0.3], "classes": raw.classes})
+    model = build_model("lenet5", 10, (1, 8, 8), 0.25)
+    params = parse_params(digits_params(default_params))
+    out = tmp_path / "models" / "teacher"
+    out.mkdir(parents=True)
+    (out / ".gitignore").write_text("/model.pt\n")  # DVC's, tracked by git: kept
+    if fail:
+        with pytest.raises(RuntimeError, match="artifact store"):
+            save_and_measure(model, out, prepared, params, FakeRun(fail), meta={})
+        assert sorted(p.name for p in out.iterdir()) == [".gitignore"]
+    else:
+        metrics = save_and_measure(model, out, prepared, params, FakeRun(fail), meta={})
+        assert sorted(p.name for p in out.iterdir()) == [".gitignore", "metrics.json", "model.pt"]
+        assert metrics["params"] > 0
+    assert sorted(p.name for p in out.parent.iterdir()) == ["teacher"]  # no teacher.tmp
+
+
+def start_then_kill(repo: Path, args: list[str], ready: Path, timeout: float = 300) -> None:
+    """Run ``prunekd *args``, SIGKILL it as soon as ``ready`` exists."""
+    with open(repo / "killed.log", "w") as log:
+        proc = subprocess.Popen([str(BIN / "prunekd"), *args], cwd=repo, env=clean_env(), stdout=log, stderr=log)
+        deadline = time.monotonic() + timeout
+        while not ready.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait() == -signal.SIGKILL, (repo / "killed.log").read_text()[-2000:]
+
+
+@e2e
+def test_killed_mid_training_leaves_no_output(repo):
+    params = bad_params(repo, lambda p: p["teacher"].update(epochs=200))
+    assert (repo / "models/teacher/model.pt").is_file()  # an earlier run's outputs
+    start_then_kill(repo, ["teacher", "--params", params], repo / ".prunekd/checkpoints/teacher/checkpoint.pt")
+    assert sorted(p.name for p in (repo / "models").glob("teacher*/*")) == []
+
+
+@e2e
+def test_killed_while_measuring_leaves_no_output_and_dvc_ignores_the_scratch_folder(repo):
+    # latency repeats make the window between saving the model and swapping it in seconds long
+    params = bad_params(repo, lambda p: p["measure"].update(repeats=200_000))
+    scratch = repo / "models/pruned/0.3.tmp"
+    start_then_kill(repo, ["prune", "--ratio", "0.3", "--params", params], scratch / "model.pt")
+    assert (scratch / "model.pt").is_file()  # killed after saving, before the swap
+    assert not (repo / "models/pruned/0.3").exists()
+    # the scratch folder sits inside report's dependency models/pruned: DVC and git must not see it
+    ignored = subprocess.run([str(BIN / "dvc"), "check-ignore", "models/pruned/0.3.tmp"], cwd=repo,
+                             env=clean_env(), capture_output=True, text=True)
+    assert ignored.returncode == 0 and "0.3.tmp" in ignored.stdout, ignored.stdout + ignored.stderr
+    status = subprocess.run(["git", "status", "--porcelain", "--ignored=no"], cwd=repo, capture_output=True, text=True)
+    assert ".tmp" not in status.stdout
+    # the next run starts over and replaces the leftovers
+    proc = prunekd(repo, "prune", "--ratio", "0.3")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(p.name for p in (repo / "models/pruned").iterdir()) == ["0.3"]
+    assert sorted(p.name for p in (repo / "models/pruned/0.3").iterdir()) == ["metrics.json", "model.pt"]
