@@ -6,6 +6,8 @@ registers the retrained models (and the teacher) under ``prunekd-<dataset>-<arch
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -54,22 +56,35 @@ def record_sweep(run: StageRun, params: Params, results: pd.DataFrame) -> dict[s
     return chosen
 
 
+OUTPUTS = ("results.csv", "summary.csv", "report.md", "figures")
+
+
 def run(params: Params, out: Path = REPORTS) -> dict:
     results = collect(params.prune.ratios, params.retrain.modes, params.retrain.seeds)
     summary = summarize(results)
-    out.mkdir(parents=True, exist_ok=True)
-    teacher_top1 = float(results.loc[results["mode"] == "teacher", "top1"].iloc[0])
-    plot_accuracy(summary, teacher_top1, out / FIGURE)
-    plot_pareto(summary, results[results["mode"] == "teacher"].iloc[0], out / PARETO)
-    results.to_csv(out / "results.csv", index=False)
-    summary.to_csv(out / "summary.csv", index=False)
-    (out / "report.md").write_text(markdown(results, summary, FIGURE, PARETO))
-    with stage_run("report", params) as run:
-        for name in ("results.csv", "summary.csv", "report.md", "figures"):
-            run.log_artifact(out / name, "report")
-        record_sweep(run, params, results)
+    teacher = results[results["mode"] == "teacher"].iloc[0]
+    for name in OUTPUTS:  # the inputs are good: from here a failure leaves no stale outputs
+        shutil.rmtree(out / name, ignore_errors=True) if (out / name).is_dir() else (out / name).unlink(missing_ok=True)
+    # Built in a scratch folder (ignored by DVC and git), moved in only once MLflow has it all too.
+    tmp = out / ".report.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        plot_accuracy(summary, float(teacher["top1"]), tmp / FIGURE)
+        plot_pareto(summary, teacher, tmp / PARETO)
+        results.to_csv(tmp / "results.csv", index=False)
+        summary.to_csv(tmp / "summary.csv", index=False)
+        (tmp / "report.md").write_text(markdown(results, summary, FIGURE, PARETO))
+        with stage_run("report", params) as run:
+            for name in OUTPUTS:
+                run.log_artifact(tmp / name, "report")
+            record_sweep(run, params, results)
+        for name in OUTPUTS:
+            os.replace(tmp / name, out / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     print((out / "report.md").read_text())
-    return {"runs": len(results) - 1, "teacher_top1": teacher_top1}
+    return {"runs": len(results) - 1, "teacher_top1": float(teacher["top1"])}
 
 
 def main(argv: list[str] | None = None) -> int:
