@@ -27,7 +27,7 @@ def repo(tmp_path_factory):
 
 def test_first_repro_runs_every_stage(repo):
     repo, output = repo
-    assert ran(output) == {"check", "prepare", "teacher", "prune@0.3", "prune@0.5", "report",
+    assert ran(output) == {"check", "prepare", "teacher", "sensitivity", "prune@0.3", "prune@0.5", "report",
                            *(f"retrain@{r}-{m}-0" for r in ("0.3", "0.5") for m in ("ft", "kd"))}
 
 
@@ -49,7 +49,7 @@ def test_results_table_has_the_teacher_and_every_run(repo):
 def test_mlflow_has_one_run_per_stage_with_lineage(repo, tmp_path):
     repo, _ = repo
     by_stage = {r.data.tags["dvc_stage"]: r for r in runs(repo)}
-    assert len(by_stage) == 9 and all(r.info.status == "FINISHED" for r in by_stage.values())
+    assert len(by_stage) == 10 and all(r.info.status == "FINISHED" for r in by_stage.values())
     teacher, prune, kd = by_stage["teacher"], by_stage["prune@0.3"], by_stage["retrain@0.3-kd-0"]
     assert kd.data.tags["teacher_run_id"] == teacher.info.run_id
     assert kd.data.tags["prune_run_id"] == prune.info.run_id
@@ -125,3 +125,22 @@ def test_same_params_same_metrics(repo, stage, path):
     assert after["top1"] == before["top1"]
     again = torch.load(path / "model.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(weights[k], again[k]) for k in weights)
+
+
+def test_sensitivity_curves_and_the_schedule_they_imply(repo):
+    repo, _ = repo
+    curves = pd.read_csv(repo / "reports/sensitivity/curves.csv")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    layers = curves["layer"].nunique()
+    assert layers == 14 and len(curves) == layers * (len(params["prune"]["sensitivity_ratios"]) + 1)
+    assert (repo / "reports/sensitivity/sensitivity.png").is_file()
+    # The sensitivity schedule meets the same size target as the uniform one, with another plan:
+    # a drop cap at the median layer's drop at 0.2 caps the more sensitive half of the layers.
+    uniform = torch.load(repo / "models/pruned/0.3/model.pt", weights_only=True)["spec"]["channels"]
+    cap = float(curves.loc[curves["ratio"] == 0.2, "drop"].median())
+    set_params(repo, lambda p: p["prune"].update(schedule="sensitivity", sensitivity_max_drop=cap))
+    assert ran(dvc(repo, "repro", "--single-item", "prune@0.3")) == {"prune@0.3"}
+    scheduled = yaml.safe_load((repo / "models/pruned/0.3/metrics.json").read_text())
+    assert scheduled["reduction"] == pytest.approx(0.3, abs=0.01)
+    channels = torch.load(repo / "models/pruned/0.3/model.pt", weights_only=True)["spec"]["channels"]
+    assert channels != uniform

@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-STAGES = ("check", "prepare", "teacher", "prune", "retrain", "report")
+STAGES = ("check", "prepare", "teacher", "sensitivity", "prune", "retrain", "report")
 COMMANDS = {"runs": "prunekd.runs"} | {stage: f"prunekd.stages.{stage}" for stage in STAGES}
 
 

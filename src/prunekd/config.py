@@ -13,6 +13,7 @@ ARCHS = ("mobilenet_v1", "lenet5", "alexnet")
 CRITERIA = ("l1", "l2", "random", "bn_scale", "fpgm")
 MODES = ("ft", "kd", "scratch", "scratch_kd")
 UNITS = ("channels", "params", "macs")
+SCHEDULES = ("uniform", "sensitivity")
 
 
 class ConfigError(ValueError):
@@ -48,8 +49,11 @@ class PruneConfig(Section):
     ratios: list[float] = Field(min_length=1)
     unit: Literal[UNITS] = "params"
     criterion: Literal[CRITERIA] = "l1"
+    schedule: Literal[SCHEDULES] = "uniform"
+    sensitivity_ratios: list[float] = Field([0.2, 0.4, 0.6, 0.8, 0.9], min_length=1)
+    sensitivity_max_drop: float = Field(5.0, ge=0)  # points of validation top-1, before retraining
 
-    @field_validator("ratios")
+    @field_validator("ratios", "sensitivity_ratios")
     @classmethod
     def _ratios_in_open_unit_interval(cls, ratios: list[float]) -> list[float]:
         for r in ratios:

@@ -11,6 +11,8 @@ TEACHER = Path("models/teacher")
 PRUNED = Path("models/pruned")
 RETRAINED = Path("models/retrained")
 REPORTS = Path("reports")
+SENSITIVITY = Path("reports/sensitivity")
+CURVES_FILE = "curves.csv"
 MODEL_FILE = "model.pt"
 METRICS_FILE = "metrics.json"
 

@@ -1,32 +1,56 @@
-"""prune@<ratio>: remove the lowest-ranked filters of the teacher; no retraining yet."""
+"""prune@<ratio>: remove the lowest-ranked filters of the teacher; no retraining yet.
+
+``prune.schedule: uniform`` removes the same fraction of filters from every layer;
+``sensitivity`` gives each layer its own fraction from the sensitivity curves (sensitive
+layers keep more), so that the model shrinks by the same target.
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+import pandas as pd
+
 from ..config import Params
 from ..data import load_prepared
 from ..measure import count_macs_params
 from ..models import load_model
-from ..paths import MODEL_FILE, PREPARED, TEACHER, pruned_dir
-from ..prune import prune
+from .. import sensitivity
+from ..paths import CURVES_FILE, MODEL_FILE, PREPARED, SENSITIVITY, TEACHER, pruned_dir
+from ..prune import PruneResult, prune, prune_layers, reduction
 from ..tracking import stage_run
 from .common import clear_outputs, log_data, ratio_arg, run_cli, save_and_measure
+
+
+def pruned_by_schedule(teacher, ratio: float, params: Params) -> PruneResult:
+    p = params.prune
+    if p.schedule == "uniform":
+        return prune(teacher, ratio, p.unit, p.criterion, seed=params.seed)
+    curves_file = SENSITIVITY / CURVES_FILE
+    if not curves_file.is_file():
+        raise FileNotFoundError(f"{curves_file}: not found; run the sensitivity stage first")
+    layer_ratios, achieved, common = sensitivity.schedule(teacher, pd.read_csv(curves_file), ratio, p.unit,
+                                                          p.sensitivity_max_drop)
+    print(f"sensitivity schedule: common ratio {common:.3f}, capped where a layer alone loses more than "
+          f"{p.sensitivity_max_drop:g} points: {[round(r, 3) for r in layer_ratios]}")
+    model = prune_layers(teacher, layer_ratios, p.criterion, params.seed)
+    return PruneResult(model, sum(layer_ratios) / len(layer_ratios), reduction(teacher, model, p.unit))
 
 
 def run(params: Params, ratio: str, prepared_dir: Path = PREPARED, teacher_dir: Path = TEACHER) -> dict:
     prepared = load_prepared(prepared_dir)
     teacher, teacher_meta = load_model(teacher_dir / MODEL_FILE)
     clear_outputs(pruned_dir(ratio))  # the inputs are good: from here a failure leaves no stale outputs
-    result = prune(teacher, float(ratio), params.prune.unit, params.prune.criterion, seed=params.seed)
+    result = pruned_by_schedule(teacher, float(ratio), params)
     macs_before, params_before = count_macs_params(teacher)
     macs_after, params_after = count_macs_params(result.model)
     lineage = {"teacher_run_id": teacher_meta["mlflow_run_id"],
                "data_manifest_md5": teacher_meta["data_manifest_md5"], "dataset": teacher_meta["dataset"]}
     with stage_run(f"prune@{ratio}", params, lineage | {"ratio": ratio}) as run:
         run.log_params({"ratio": ratio, "unit": params.prune.unit, "criterion": params.prune.criterion,
-                        "channel_ratio": result.channel_ratio})
+                        "schedule": params.prune.schedule, "channel_ratio": result.channel_ratio,
+                        "layer_channels": str(result.model.channels())})
         log_data(run, prepared, prepared_dir, "evaluation")
         extra = {"channel_ratio": result.channel_ratio, "reduction": result.reduction,
                  "params_before": params_before, "params_after": params_after,

@@ -1,0 +1,74 @@
+"""Sensitivity analysis: per-layer curves and the schedule derived from them."""
+
+import pandas as pd
+import pytest
+import torch
+
+from prunekd.models import build_model
+from prunekd.prune import PruneTargetError, prune_layers, reduction
+from prunekd.sensitivity import curves, schedule, tolerated_ratio
+
+RATIOS = [0.25, 0.5, 0.75]
+
+
+def lenet():
+    torch.manual_seed(0)
+    return build_model("lenet5", 10, (1, 28, 28))  # prunable: conv 6, conv 16, fc 120, fc 84
+
+
+def channels_left(model) -> float:  # a deterministic stand-in for accuracy
+    return float(sum(model.channels()))
+
+
+def test_curves_have_one_row_per_layer_and_ratio_and_prune_only_that_layer():
+    model = lenet()
+    table = curves(model, RATIOS, "l1", channels_left)
+    assert len(table) == 4 * (len(RATIOS) + 1)
+    assert list(table["layer"].unique()) == ["features.0", "features.3", "head.1", "head.3"]
+    for _, row in table.iterrows():
+        assert row["kept"] == max(1, int(row["channels"] * (1 - row["ratio"])))
+        assert row["drop"] == row["channels"] - row["kept"]  # only this layer lost filters
+
+
+def test_prune_layers_changes_only_the_layers_asked():
+    model = lenet()
+    pruned = prune_layers(model, [0.0, 0.5, 0.0, 0.25], "l1")
+    assert pruned.channels() == [6, 8, 120, 63]
+    assert pruned(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_tolerated_ratio_interpolates_up_to_the_budget():
+    curve = pd.DataFrame({"ratio": [0.0, 0.25, 0.5, 0.75], "drop": [0.0, 1.0, 3.0, 10.0]})
+    assert tolerated_ratio(curve, 1.0) == 0.25
+    assert tolerated_ratio(curve, 2.0) == pytest.approx(0.375)
+    assert tolerated_ratio(curve, 20.0) == 0.75
+    assert tolerated_ratio(curve, 0.0) == 0.0
+
+
+def crafted_curves(model) -> pd.DataFrame:
+    """Layer 0 is very sensitive, layer 2 (fc 120) not at all, the others in between."""
+    slopes = [100.0, 10.0, 0.0, 5.0]  # drop per unit ratio
+    rows = []
+    for i, (c, slope) in enumerate(zip(model.channels(), slopes)):
+        for r in [0.0, 0.2, 0.4, 0.6, 0.8, 0.9]:
+            rows.append({"layer": f"l{i}", "index": i, "channels": c, "ratio": r, "kept": int(c * (1 - r)),
+                         "val_top1": 90 - slope * r, "drop": slope * r})
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("target", [0.3, 0.5])
+def test_schedule_meets_its_size_target_and_spares_sensitive_layers(target):
+    model = lenet()
+    ratios, achieved, common = schedule(model, crafted_curves(model), target, "params", max_drop=3.0)
+    assert achieved == pytest.approx(target, abs=0.01)
+    # drop 3 points at most: layer 0 (100/unit) stops at 0.03, layer 1 (10/unit) at 0.3
+    assert ratios[0] == pytest.approx(0.03) and ratios[1] == pytest.approx(min(0.3, common))
+    assert ratios[2] == ratios[3] == common > ratios[0]
+    pruned = prune_layers(model, ratios, "l1")
+    assert reduction(model, pruned, "params") == pytest.approx(achieved)
+
+
+def test_schedule_beyond_the_grid_is_a_clear_error():
+    model = lenet()
+    with pytest.raises(PruneTargetError, match="sensitivity_max_drop"):
+        schedule(model, crafted_curves(model), 0.97, "params", max_drop=3.0)
