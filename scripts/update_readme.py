@@ -16,7 +16,7 @@ BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 def results_section() -> str:
     timing = json.loads((ROOT / "reports/repro_time.json").read_text())
     report = (ROOT / "reports/report.md").read_text()
-    body = report.split("\n", 1)[1].replace("](figures/", "](reports/figures/").replace("\n## ", "\n### ")
+    body = report.split("\n", 1)[1].replace("](figures/", "](reports/figures/").replace("](sensitivity/", "](reports/sensitivity/").replace("\n## ", "\n### ")
     return (f"`dvc repro` with the default params, from nothing, took **{timing['wall_s'] / 60:.1f} min** "
             f"on {timing['cpus']} CPU cores ({timing['processor']}, torch {timing['torch']}, "
             f"CUDA {'on' if timing['cuda'] else 'off'}).\n{body.rstrip()}\n")

@@ -182,7 +182,19 @@ def paired_section(results: pd.DataFrame) -> list[str]:
     return lines
 
 
-def markdown(results: pd.DataFrame, summary: pd.DataFrame, figure: str, pareto: str | None = None) -> str:
+def sensitivity_section(table: pd.DataFrame | None, figure: str) -> list[str]:
+    """Per layer, the validation top-1 lost when that layer alone is pruned (no retraining)."""
+    if table is None or table.empty:
+        return []
+    drops = table[table["ratio"] > 0].pivot(index=["index", "layer", "channels"], columns="ratio", values="drop")
+    drops.columns = [f"-{100 * r:g} %" for r in drops.columns]
+    return ["## Sensitivity: each layer pruned alone, no retraining", "",
+            "Validation top-1 lost (points) when only that layer loses the given share of its filters.", "",
+            fmt_table(drops.reset_index().drop(columns="index")), "", f"![sensitivity]({figure})", ""]
+
+
+def markdown(results: pd.DataFrame, summary: pd.DataFrame, figure: str, pareto: str | None = None,
+             sensitivity: pd.DataFrame | None = None, sensitivity_figure: str = "") -> str:
     teacher = results[results["mode"] == "teacher"].iloc[0]
     cost_table = summary[["ratio", "mode", "top1_mean", "top1_std", "n", *COST_COLUMNS,
                           "params_reduction_pct"]].copy()
@@ -198,4 +210,5 @@ def markdown(results: pd.DataFrame, summary: pd.DataFrame, figure: str, pareto: 
         "## Cost per ratio and mode (mean over seeds)", "", fmt_table(cost_table), "",
         "## Against the study", "", study_comparison(summary), "",
         f"![accuracy vs ratio]({figure})", "",
-        *([f"![accuracy against MACs and latency]({pareto})", ""] if pareto else [])])
+        *([f"![accuracy against MACs and latency]({pareto})", ""] if pareto else []),
+        *sensitivity_section(sensitivity, sensitivity_figure)])

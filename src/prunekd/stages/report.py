@@ -15,7 +15,7 @@ import pandas as pd
 
 from ..config import Params
 from ..models import read_meta
-from ..paths import MODEL_FILE, REPORTS, TEACHER, pruned_dir, ratio_key, retrained_dir
+from ..paths import CURVES_FILE, MODEL_FILE, REPORTS, SENSITIVITY, TEACHER, pruned_dir, ratio_key, retrained_dir
 from ..report import aliases, collect, markdown, plot_accuracy, plot_pareto, summarize
 from ..tracking import StageRun, adopt, register, stage_run
 from .common import run_cli
@@ -74,7 +74,10 @@ def run(params: Params, out: Path = REPORTS) -> dict:
         plot_pareto(summary, teacher, tmp / PARETO)
         results.to_csv(tmp / "results.csv", index=False)
         summary.to_csv(tmp / "summary.csv", index=False)
-        (tmp / "report.md").write_text(markdown(results, summary, FIGURE, PARETO))
+        curves_file = SENSITIVITY / CURVES_FILE
+        curves = pd.read_csv(curves_file) if curves_file.is_file() else None
+        (tmp / "report.md").write_text(markdown(results, summary, FIGURE, PARETO, curves,
+                                                "sensitivity/sensitivity.png"))
         with stage_run("report", params) as run:
             for name in OUTPUTS:
                 run.log_artifact(tmp / name, "report")
