@@ -144,7 +144,7 @@ def test_out_of_range_value(repo, stage, args, section, change, names):
 @pytest.mark.parametrize("stage, args, section, key, value", [
     ("prepare", (), "data", "dataset", "emnist"),
     ("teacher", (), "model", "arch", "resnet"),
-    ("prune", ("--ratio", "0.3"), "prune", "criterion", "l2"),
+    ("prune", ("--ratio", "0.3"), "prune", "criterion", "l3"),
     ("retrain", ("--ratio", "0.3", "--mode", "ft", "--seed", "0"), "retrain", "modes", ["ft", "xx"]),
 ])
 def test_unknown_choice(repo, stage, args, section, key, value):
