@@ -97,9 +97,16 @@ def example_input(model: nn.Module) -> torch.Tensor:
 
 
 def _require_batchnorm(model: nn.Module, criterion: str) -> None:
-    if criterion == "bn_scale" and not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
-        raise PruneTargetError(f"prune.criterion: bn_scale ranks filters by BatchNorm scale, and "
-                               f"{getattr(model, 'arch', type(model).__name__)} has no BatchNorm layers")
+    """bn_scale ranks a layer's filters by the BatchNorm after it: every prunable layer needs one."""
+    if criterion != "bn_scale":
+        return
+    without = [name for name, m in model.named_modules()
+               if any(m is layer for layer in model.prunable()) and not isinstance(m, nn.Conv2d)]
+    if without or not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        raise PruneTargetError(
+            f"prune.criterion: bn_scale ranks filters by the BatchNorm after them, and "
+            f"{getattr(model, 'arch', type(model).__name__)}'s prunable layers "
+            f"{', '.join(without) or '(all)'} have none; use l1, l2, fpgm or random")
 
 
 def prune_channels(model: nn.Module, channel_ratio: float, criterion: str, seed: int = 0) -> nn.Module:
