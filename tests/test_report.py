@@ -85,3 +85,16 @@ def test_pareto_front_keeps_only_undominated_points():
     cost = pd.Series([4.0, 1.0, 2.0, 3.0, 2.5])
     acc = pd.Series([92.0, 88.0, 87.0, 91.0, 90.0])  # (2, 87) is beaten by (1, 88)
     assert list(pareto_front(cost, acc)) == [1, 4, 3, 0]
+
+
+def test_paired_differences_cover_every_comparison_whose_modes_ran():
+    from prunekd.report import paired_differences
+
+    rows = seeds_table([90.0, 91.0], [91.0, 92.5]).values.tolist()
+    rows += [[0.5, "scratch", s, v, 500, 50.0] for s, v in enumerate([85.0, 86.0])]
+    df = results(rows)
+    table = paired_differences(df)
+    assert list(table["comparison"]) == ["kd - ft", "ft - scratch"]  # no scratch_kd runs: two questions
+    assert table.set_index("comparison").loc["ft - scratch", "diff"] == 5.0
+    assert table.set_index("comparison").loc["kd - ft", "diff"] == 1.25
+    assert paired_differences(results([(0.0, "teacher", None, 92.0, 1000, 0.0)])).empty
