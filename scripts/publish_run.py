@@ -1,0 +1,49 @@
+"""Keep a run's results beside the code: copy reports/ into docs/runs/<name>/.
+
+    python scripts/publish_run.py all-modes "dvc exp run -S 'retrain.modes=[ft,kd,scratch,scratch_kd]'"
+
+For runs other than the default one (whose results stay in reports/, tracked by DVC): after
+`dvc exp run -S ...`, this keeps its report, tables, figures and params under git, with the
+command that made them, and `python scripts/update_readme.py` fills README blocks
+``<!-- run:<name>:begin -->`` ... ``<!-- run:<name>:end -->`` from them.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def publish(name: str, command: str) -> Path:
+    reports, out = ROOT / "reports", ROOT / "docs" / "runs" / name
+    missing = [p for p in ("report.md", "results.csv", "summary.csv", "figures") if not (reports / p).exists()]
+    if missing:
+        sys.exit(f"publish_run: reports/{missing[0]} not found: run `dvc repro` (or `dvc exp run`) first")
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(reports / "figures", tmp / "figures")
+    for file in ("report.md", "results.csv", "summary.csv"):
+        shutil.copy2(reports / file, tmp / file)
+    if (reports / "sensitivity").exists():
+        shutil.copytree(reports / "sensitivity", tmp / "sensitivity")
+    shutil.copy2(ROOT / "params.yaml", tmp / "params.yaml")
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                            text=True).stdout.strip()
+    (tmp / "run.json").write_text(json.dumps(
+        {"command": command, "commit": commit, "published": datetime.now(timezone.utc).isoformat(timespec="seconds")},
+        indent=2) + "\n")
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return out
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        sys.exit(__doc__.strip().splitlines()[2].strip().join(["usage: ", ""]))
+    print(f"published to {publish(sys.argv[1], sys.argv[2]).relative_to(ROOT)}")
