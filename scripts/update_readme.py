@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 RUN_BLOCK = re.compile(r"(<!-- run:([\w.-]+):begin -->).*?(<!-- run:\2:end -->)", re.DOTALL)
 # Of a published run's report, the sections the README shows (the rest is one link away).
-RUN_SECTIONS = ("## Accuracy per ratio and mode", "## Paired differences")
+RUN_SECTIONS = ("## Accuracy per ratio and mode", "## Paired differences", "## Compared")
 
 
 def demote(markdown: str) -> str:

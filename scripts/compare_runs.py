@@ -1,0 +1,83 @@
+"""Compare published runs that differ in how they prune (criterion, schedule): one table.
+
+    python scripts/compare_runs.py criteria crit-l1 crit-l2 crit-fpgm crit-bn_scale crit-random sched-sensitivity
+
+Reads docs/runs/<name>/{results.csv,params.yaml} (scripts/publish_run.py) and writes
+docs/runs/<out>/report.md: per run, ratio and mode, top-1 before and after retraining (mean,
+std, n over seeds), and each run minus the first, paired by seed with a 95 % t interval;
+`python scripts/update_readme.py` copies it into a README block <!-- run:<out>:begin -->.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from prunekd.report import fmt_table, paired_difference
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNS = ROOT / "docs" / "runs"
+
+
+def label(name: str) -> str:
+    params = yaml.safe_load((RUNS / name / "params.yaml").read_text())["prune"]
+    return f"{params['criterion']}, {params['schedule']}"
+
+
+def load(names: list[str]) -> pd.DataFrame:
+    """Every run's retrain rows, with the run's label standing in for the mode it compares."""
+    frames = []
+    for name in names:
+        if not (RUNS / name / "results.csv").exists():
+            sys.exit(f"compare_runs: docs/runs/{name}/results.csv not found: publish that run first")
+        df = pd.read_csv(RUNS / name / "results.csv")
+        frames.append(df[df["mode"] != "teacher"].assign(run=label(name)))
+    labels = [frame["run"].iloc[0] for frame in frames]
+    if len(set(labels)) < len(labels):
+        sys.exit(f"compare_runs: runs share a criterion and schedule ({', '.join(labels)}); "
+                 "compare runs that differ in one of them")
+    return pd.concat(frames, ignore_index=True)
+
+
+def compare(names: list[str]) -> str:
+    runs = load(names)
+    runs = runs[runs.groupby(["ratio", "mode"])["run"].transform("nunique") == len(names)]  # shared cells only
+    table = (runs.groupby(["ratio", "mode", "run"], sort=False)
+             .agg(params_removed_pct=("params_reduction_pct", "mean"), top1_pruned=("top1_pruned", "mean"),
+                  top1=("top1", "mean"), top1_std=("top1", "std"), n=("top1", "count"))
+             .reset_index().sort_values(["ratio", "mode"], kind="stable"))
+    first = label(names[0])
+    diffs = []
+    for mode, rows in runs.groupby("mode"):
+        for other in dict.fromkeys(rows["run"]):
+            if other != first:
+                paired = paired_difference(rows.assign(mode=rows["run"]), other, first)
+                diffs.append(paired.assign(mode=mode, comparison=f"({other}) - ({first})"))
+    diff_table = pd.concat(diffs, ignore_index=True)[["comparison", "mode", "ratio", "n", "diff", "ci_low",
+                                                      "ci_high", "excludes_zero"]] if diffs else pd.DataFrame()
+    return "\n".join(["# Pruning criteria and schedules compared", "",
+                      "## Compared: top-1 % per criterion and schedule (mean over seeds)", "",
+                      "`top1_pruned`: before retraining; `top1`: after.", "", fmt_table(table), "",
+                      f"## Compared: each minus ({first}), paired over seeds (95 % CI, paired t)", "",
+                      fmt_table(diff_table), ""])
+
+
+def main(out: str, names: list[str]) -> None:
+    folder = RUNS / out
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "report.md").write_text(compare(names))
+    commits = {json.loads((RUNS / n / "run.json").read_text())["commit"] for n in names}
+    command = " ".join(["python scripts/compare_runs.py", out, *names])
+    (folder / "run.json").write_text(json.dumps({"command": command, "commit": ", ".join(sorted(commits)),
+                                                 "runs": names}, indent=2) + "\n")
+    print(f"wrote {(folder / 'report.md').relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 4:
+        sys.exit(__doc__.strip().splitlines()[2].strip().join(["usage: ", ""]))
+    main(sys.argv[1], sys.argv[2:])

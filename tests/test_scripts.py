@@ -1,0 +1,59 @@
+"""The scripts that publish runs and compare them (docs/runs/, README blocks)."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def published(runs: Path, name: str, criterion: str, top1_by_seed: dict[int, float]) -> None:
+    folder = runs / name
+    folder.mkdir(parents=True)
+    rows = [{"ratio": 0.0, "mode": "teacher", "seed": None, "top1": 92.0, "top1_pruned": None,
+             "params_reduction_pct": 0.0}]
+    rows += [{"ratio": 0.5, "mode": "ft", "seed": s, "top1": v, "top1_pruned": 50.0, "params_reduction_pct": 50.0}
+             for s, v in top1_by_seed.items()]
+    pd.DataFrame(rows).to_csv(folder / "results.csv", index=False)
+    (folder / "params.yaml").write_text(yaml.safe_dump({"prune": {"criterion": criterion, "schedule": "uniform"}}))
+    (folder / "run.json").write_text(json.dumps({"command": f"dvc exp run -S prune.criterion={criterion}",
+                                                 "commit": "abc1234"}))
+
+
+def test_compare_pairs_runs_by_seed_and_the_readme_block_shows_it(tmp_path, monkeypatch):
+    compare_runs, update_readme = script("compare_runs"), script("update_readme")
+    runs = tmp_path / "docs" / "runs"
+    published(runs, "l1", "l1", {0: 90.0, 1: 91.0, 2: 89.0})
+    published(runs, "random", "random", {2: 88.5, 0: 89.0, 1: 90.0})  # seed order differs on purpose
+    monkeypatch.setattr(compare_runs, "RUNS", runs)
+    monkeypatch.setattr(compare_runs, "ROOT", tmp_path)
+    compare_runs.main("criteria", ["l1", "random"])
+    report = (runs / "criteria" / "report.md").read_text()
+    diff_row = next(line for line in report.splitlines() if line.startswith("| (random, uniform) - (l1, uniform)"))
+    cells = [c.strip() for c in diff_row.strip("|").split("|")]
+    assert cells[4] == "-0.83"  # differences -1, -1, -0.5, paired by seed
+    monkeypatch.setattr(update_readme, "ROOT", tmp_path)
+    section = update_readme.run_section("criteria")
+    assert "compare_runs.py criteria l1 random" in section and diff_row in section
+    assert "### Compared" in section  # demoted under the README's own heading
+
+
+def test_compare_refuses_runs_it_cannot_tell_apart(tmp_path, monkeypatch):
+    compare_runs = script("compare_runs")
+    runs = tmp_path / "runs"
+    published(runs, "a", "l1", {0: 90.0})
+    published(runs, "b", "l1", {0: 91.0})
+    monkeypatch.setattr(compare_runs, "RUNS", runs)
+    with pytest.raises(SystemExit, match="share a criterion and schedule"):
+        compare_runs.compare(["a", "b"])
