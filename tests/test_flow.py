@@ -93,9 +93,17 @@ def test_sweep_on_a_dask_local_cluster(flows, tmp_path_factory):
 
     repo = tiny_repo(tmp_path_factory, "dask")
     set_params(repo, lambda p: p["prune"].update(ratios=[0.4]))
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
-        run = flows.configured(workers=2, dask_address=cluster.scheduler_address)
-        states = run(root=str(repo), workers=2, distributed=True)
+    environ = dict(os.environ)
+    try:
+        with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+            run = flows.configured(workers=2, dask_address=cluster.scheduler_address)
+            states = run(root=str(repo), workers=2, distributed=True)
+    finally:
+        # Dask's nanny sets OMP_NUM_THREADS=1 (and MKL's, OpenBLAS's) in this process's environment
+        # and leaves it there: every later stage would run on one thread, and stop being bit-identical
+        # with runs made earlier in the session (the shared tiny repro's, say).
+        os.environ.clear()
+        os.environ.update(environ)
     assert set(states.values()) == {"Completed"}
     results = pd.read_csv(repo / "reports/results.csv")
     assert set(zip(results["ratio"], results["mode"])) == {(0.0, "teacher"), (0.4, "ft"), (0.4, "kd")}
