@@ -3,8 +3,10 @@ import re
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
@@ -74,3 +76,24 @@ def runs(repo: Path) -> list:
     client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("prunekd")
     return client.search_runs([experiment.experiment_id], max_results=1000)
+
+
+@dataclass(frozen=True)
+class TinyRepro:
+    repo: Path             # the repo, as the tests using it have left it
+    output: str            # the first `dvc repro`'s output
+    results: pd.DataFrame  # reports/results.csv as the first `dvc repro` wrote it
+
+
+@pytest.fixture(scope="session")
+def tiny_repro(tmp_path_factory) -> TinyRepro:
+    """A repo copy with tiny params after its first `dvc repro`, logged to its own SQLite store.
+
+    The full tiny pipeline takes minutes, so it runs once per session. test_pipeline goes on to
+    change this repo; any other user reads only ``output`` and ``results``, which stay as the
+    first repro left them whichever module runs first.
+    """
+    repo = copy_repo(tmp_path_factory.mktemp("prunekd"))
+    set_params(repo, tiny_params)
+    output = dvc(repo, "repro")
+    return TinyRepro(repo, output, pd.read_csv(repo / "reports" / "results.csv"))

@@ -12,17 +12,15 @@ import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
-from .conftest import BIN, clean_env, copy_repo, dvc, ran, runs, set_params, tiny_params
+from .conftest import BIN, clean_env, dvc, ran, runs, set_params
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory):
-    repo = copy_repo(tmp_path_factory.mktemp("prunekd"))
-    set_params(repo, tiny_params)
-    first = dvc(repo, "repro")
-    return repo, first
+def repo(tiny_repro):
+    """The session's tiny repo after its first repro (test_flow reads that repro's results only)."""
+    return tiny_repro.repo, tiny_repro.output
 
 
 def test_first_repro_runs_every_stage(repo):
