@@ -35,10 +35,10 @@ def run_section(name: str) -> str:
     folder = ROOT / "docs" / "runs" / name
     run = json.loads((folder / "run.json").read_text())
     report = (folder / "report.md").read_text()
-    sections = ["\n" + s.strip() for s in re.split(r"\n(?=## )", report) if s.startswith(RUN_SECTIONS)]
+    sections = [s.strip() for s in re.split(r"\n(?=## )", report) if s.startswith(RUN_SECTIONS)]
     link = f"docs/runs/{name}/report.md"
-    return (f"From `{run['command']}` at commit {run['commit']} ([full report]({link})).\n"
-            + demote("".join(sections)) + "\n")
+    return demote(f"From `{run['command']}` at commit {run['commit']} ([full report]({link})).\n\n"
+                  + "\n\n".join(sections) + "\n")
 
 
 def main() -> None:
