@@ -4,7 +4,7 @@
 
 - training throughput of prunekd's loop vs a bare PyTorch loop (same model, batch, threads);
 - MobileNet v1 pruned at channel ratios 0.25 / 0.5 / 0.75: CPU latency speedup vs MACs ratio,
-  at batch 1 and batch 64, and where the time goes (BatchNorm, fixed per-pass cost, rounding);
+  at batch 1 and batch 64, and where the time goes (BatchNorm, the fixed cost of a pass);
 - time to prune MobileNet v1 and to search a params target;
 - `dvc repro` and the Prefect flow with nothing to do, in this repository (reproduce it first:
   otherwise they run the whole pipeline).
