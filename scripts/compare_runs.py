@@ -1,6 +1,6 @@
 """Compare published runs that differ in how they prune (criterion, schedule): one table.
 
-    python scripts/compare_runs.py criteria crit-l1 crit-l2 crit-fpgm crit-bn_scale crit-random sched-sensitivity
+    python scripts/compare_runs.py criteria crit-l1 crit-random crit-fpgm sched-sensitivity
 
 Reads docs/runs/<name>/{results.csv,params.yaml} (scripts/publish_run.py) and writes
 docs/runs/<out>/report.md: per run, ratio and mode, top-1 before and after retraining (mean,
@@ -79,5 +79,5 @@ def main(out: str, names: list[str]) -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) < 4:
-        sys.exit(__doc__.strip().splitlines()[2].strip().join(["usage: ", ""]))
+        sys.exit(f"usage: {__doc__.splitlines()[2].strip()}")
     main(sys.argv[1], sys.argv[2:])

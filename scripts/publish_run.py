@@ -45,5 +45,5 @@ def publish(name: str, command: str) -> Path:
 
 if __name__ == "__main__":
     if len(sys.argv) != 3:
-        sys.exit(__doc__.strip().splitlines()[2].strip().join(["usage: ", ""]))
+        sys.exit(f"usage: {__doc__.splitlines()[2].strip()}")
     print(f"published to {publish(sys.argv[1], sys.argv[2]).relative_to(ROOT)}")
