@@ -4,7 +4,7 @@ import sys
 import pytest
 import yaml
 
-from prunekd import config, data, models, prune
+from prunekd import config, data, latency, models, prune
 from prunekd.config import ConfigError, parse_params
 from prunekd.stages import retrain
 
@@ -32,6 +32,10 @@ def test_default_params_are_valid(default_params):
     (lambda p: p["retrain"].update(modes=["ft", "magic"]), "retrain.modes"),
     (lambda p: p["kd"].update(alpha=1.5), "kd.alpha"),
     (lambda p: p["retrain"].update(seeds=[0, 0]), "retrain.seeds"),
+    (lambda p: p["prune"].update(round_to=0), "prune.round_to"),
+    (lambda p: p["measure"].update(runtimes=["onnxruntime", "tensorrt"]), "measure.runtimes"),
+    (lambda p: p["measure"].update(runtimes=[]), "measure.runtimes"),
+    (lambda p: p["measure"].update(batch_sizes=[1, 0]), "measure.batch_sizes"),
 ])
 def test_bad_params_name_the_key(default_params, mutate, key):
     mutate(default_params)
@@ -41,6 +45,7 @@ def test_bad_params_name_the_key(default_params, mutate, key):
 
 
 def test_config_choices_match_the_registries():
+    assert set(config.RUNTIMES) == set(latency.RUNTIMES)
     assert set(config.DATASETS) == set(data.DATASETS)
     assert set(config.ARCHS) == set(models.MODELS)
     assert set(config.CRITERIA) == set(prune.CRITERIA)
@@ -55,6 +60,17 @@ def test_cli_rejects_bad_params_cleanly_and_writes_nothing(tmp_path, default_par
     assert proc.returncode == 2
     assert "kd.temprature: unknown key" in proc.stderr
     assert "Traceback" not in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+def test_an_unknown_runtime_stops_the_latency_stage_in_one_line(tmp_path, default_params):
+    default_params["measure"]["runtimes"] = ["onnxruntime", "tensorrt"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(default_params))
+    proc = subprocess.run([sys.executable, "-m", "prunekd.cli", "latency"], cwd=tmp_path,
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith("prunekd latency: error: params.yaml: measure.runtimes") and "'tensorrt'" in line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
 
 

@@ -17,7 +17,6 @@ import torch
 import yaml
 
 from prunekd import data
-from prunekd.config import parse_params
 from prunekd.data import DataError, load_digits_dataset, split_train_val
 from prunekd.models import build_model, load_model
 from prunekd.stages.common import save_and_measure
@@ -313,7 +312,8 @@ class FakeRun:
     def log_metrics(self, metrics):
         pass
 
-    def log_model(self, model, model_file):
+    def log_model(self, model, model_file, onnx_file):
+        assert onnx_file.is_file()
         if self.fail:
             raise RuntimeError("artifact store unavailable")
 
@@ -325,17 +325,16 @@ def test_outputs_appear_whole_or_not_at_all(tmp_path, default_params, fail):
     train, val = split_train_val(raw.train, 0.1, seed=0)
     prepared = data.Prepared(train, val, raw.test, {"mean": [0.3], "std": [0.3], "classes": raw.classes})
     model = build_model("lenet5", 10, (1, 8, 8), 0.25)
-    params = parse_params(digits_params(default_params))
     out = tmp_path / "models" / "teacher"
     out.mkdir(parents=True)
     (out / ".gitignore").write_text("/model.pt\n")  # DVC's, tracked by git: kept
     if fail:
         with pytest.raises(RuntimeError, match="artifact store"):
-            save_and_measure(model, out, prepared, params, FakeRun(fail), meta={})
+            save_and_measure(model, out, prepared, FakeRun(fail), meta={})
         assert sorted(p.name for p in out.iterdir()) == [".gitignore"]
     else:
-        metrics = save_and_measure(model, out, prepared, params, FakeRun(fail), meta={})
-        assert sorted(p.name for p in out.iterdir()) == [".gitignore", "metrics.json", "model.pt"]
+        metrics = save_and_measure(model, out, prepared, FakeRun(fail), meta={})
+        assert sorted(p.name for p in out.iterdir()) == [".gitignore", "metrics.json", "model.onnx", "model.pt"]
         assert metrics["params"] > 0
     assert sorted(p.name for p in out.parent.iterdir()) == ["teacher"]  # no teacher.tmp
 
@@ -361,10 +360,10 @@ def test_killed_mid_training_leaves_no_output(repo):
 
 @e2e
 def test_killed_while_measuring_leaves_no_output_and_dvc_ignores_the_scratch_folder(repo):
-    # latency repeats make the window between saving the model and swapping it in seconds long
-    params = bad_params(repo, lambda p: p["measure"].update(repeats=200_000))
+    # evaluating on the test split and logging to MLflow keep the window between saving the model
+    # and swapping it in about a second long
     scratch = repo / "models/pruned/0.3.tmp"
-    start_then_kill(repo, ["prune", "--ratio", "0.3", "--params", params], scratch / "model.pt")
+    start_then_kill(repo, ["prune", "--ratio", "0.3"], scratch / "model.pt")
     assert (scratch / "model.pt").is_file()  # killed after saving, before the swap
     assert not (repo / "models/pruned/0.3").exists()
     # the scratch folder sits inside report's dependency models/pruned: DVC and git must not see it
@@ -377,4 +376,4 @@ def test_killed_while_measuring_leaves_no_output_and_dvc_ignores_the_scratch_fol
     proc = prunekd(repo, "prune", "--ratio", "0.3")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert sorted(p.name for p in (repo / "models/pruned").iterdir()) == ["0.3"]
-    assert sorted(p.name for p in (repo / "models/pruned/0.3").iterdir()) == ["metrics.json", "model.pt"]
+    assert sorted(p.name for p in (repo / "models/pruned/0.3").iterdir()) == ["metrics.json", "model.onnx", "model.pt"]

@@ -1,10 +1,13 @@
-"""The deploy form that latency is measured on computes what the trained model computes."""
+"""The deploy form that latency is measured on computes what the trained model computes, and
+the latency table times every architecture on every runtime."""
 
 import pytest
 import torch
 from torch import nn
 
-from prunekd.measure import cpu_latencies_ms, fold_batchnorm
+from prunekd.export import export_onnx
+from prunekd.latency import LATENCY_COLUMNS, Architecture, latency_table
+from prunekd.measure import count_macs_params, fold_batchnorm
 from prunekd.models import build_model
 from prunekd.prune import prune_channels
 
@@ -44,10 +47,20 @@ def test_folding_leaves_the_model_itself_alone_and_models_without_batchnorm_as_t
         assert torch.equal(fold_batchnorm(lenet)(x), lenet(x))
 
 
-def test_latencies_one_figure_per_model_and_the_models_untouched():
+def test_latency_table_times_every_architecture_on_every_runtime_and_batch(tmp_path):
     base = trained_like("mobilenet_v1")
     pruned = prune_channels(base, 0.75, "l1")
-    figures = cpu_latencies_ms([base, pruned], threads=1, warmup=1, repeats=3, batch_size=2)
-    assert len(figures) == 2 and all(ms > 0 for ms in figures)
+    archs = [Architecture(r, m, export_onnx(m, tmp_path / f"{r}.onnx")) for r, m in ((0.0, base), (0.75, pruned))]
+    rows = latency_table(archs, ["onnxruntime", "torch"], [1, 3], threads=1, warmup=1, repeats=4, rounds=2)
+    assert [(r["runtime"], r["batch"], r["ratio"]) for r in rows] == [
+        (rt, b, ratio) for rt in ("onnxruntime", "torch") for b in (1, 3) for ratio in (0.0, 0.75)]
+    assert all(set(r) == set(LATENCY_COLUMNS) for r in rows)
+    macs_ratio = count_macs_params(base)[0] / count_macs_params(pruned)[0]
+    for teacher, other in zip(rows[::2], rows[1::2]):
+        assert teacher["speedup"] == 1.0 and teacher["macs_ratio"] == 1.0
+        assert other["speedup"] == pytest.approx(teacher["median_ms"] / other["median_ms"])
+        assert other["macs_ratio"] == pytest.approx(macs_ratio)
+        assert 0 < other["p25_ms"] <= other["median_ms"] <= other["p75_ms"]
+        assert other["ms_per_image"] == pytest.approx(other["median_ms"] / other["batch"])
     assert not any(isinstance(m, nn.Identity) for m in base.modules())  # the fold worked on a copy
     assert base.stem[0].weight.is_contiguous()  # and so did channels_last

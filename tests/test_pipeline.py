@@ -25,7 +25,7 @@ def repo(tiny_repro):
 
 def test_first_repro_runs_every_stage(repo):
     repo, output = repo
-    assert ran(output) == {"check", "prepare", "teacher", "sensitivity", "prune@0.3", "prune@0.5", "report",
+    assert ran(output) == {"check", "prepare", "teacher", "sensitivity", "prune@0.3", "prune@0.5", "latency", "report",
                            *(f"retrain@{r}-{m}-0" for r in ("0.3", "0.5") for m in ("ft", "kd"))}
 
 
@@ -47,7 +47,7 @@ def test_results_table_has_the_teacher_and_every_run(repo):
 def test_mlflow_has_one_run_per_stage_with_lineage(repo, tmp_path):
     repo, _ = repo
     by_stage = {r.data.tags["dvc_stage"]: r for r in runs(repo)}
-    assert len(by_stage) == 10 and all(r.info.status == "FINISHED" for r in by_stage.values())
+    assert len(by_stage) == 11 and all(r.info.status == "FINISHED" for r in by_stage.values())
     teacher, prune, kd = by_stage["teacher"], by_stage["prune@0.3"], by_stage["retrain@0.3-kd-0"]
     assert kd.data.tags["teacher_run_id"] == teacher.info.run_id
     assert kd.data.tags["prune_run_id"] == prune.info.run_id
@@ -102,10 +102,32 @@ def test_kd_temperature_reruns_only_kd_stages_and_the_report(repo):
     assert ran(dvc(repo, "repro")) == {"check", "retrain@0.3-kd-0", "retrain@0.5-kd-0", "report"}
 
 
+def test_latency_times_each_architecture_once_per_runtime_and_batch(repo):
+    repo, _ = repo
+    latency = pd.read_csv(repo / "reports" / "latency.csv")
+    assert list(zip(latency["runtime"], latency["batch"], latency["ratio"])) == [
+        (rt, b, r) for rt in ("onnxruntime", "torch") for b in (1, 64) for r in (0.0, 0.3, 0.5)]
+    assert (latency[latency["ratio"] == 0]["speedup"] == 1).all()
+    results = pd.read_csv(repo / "reports" / "results.csv")
+    headline = latency[(latency["runtime"] == "onnxruntime") & (latency["batch"] == 1)].set_index("ratio")
+    # every model of a ratio shares its architecture's one figure
+    assert (results["latency_ms"] == results["ratio"].map(headline["median_ms"])).all()
+    for ratio in (0.3, 0.5):
+        assert (repo / f"models/pruned/{ratio}/model.onnx").is_file()
+    assert "latency per architecture" in (repo / "reports/report.md").read_text().lower()
+
+
+def test_measure_reruns_only_latency_and_the_report(repo):
+    repo, _ = repo
+    set_params(repo, lambda p: p["measure"].update(repeats=4))
+    assert ran(dvc(repo, "repro")) == {"check", "latency", "report"}
+
+
 def test_changing_ratios_adds_and_drops_only_those_branches(repo):
     repo, _ = repo
     set_params(repo, lambda p: p["prune"].update(ratios=[0.3, 0.6]))
-    assert ran(dvc(repo, "repro")) == {"check", "prune@0.6", "retrain@0.6-ft-0", "retrain@0.6-kd-0", "report"}
+    assert ran(dvc(repo, "repro")) == {"check", "prune@0.6", "retrain@0.6-ft-0", "retrain@0.6-kd-0", "latency",
+                                       "report"}
     results = pd.read_csv(repo / "reports" / "results.csv")
     assert set(results["ratio"]) == {0.0, 0.3, 0.6}
 

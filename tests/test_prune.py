@@ -6,7 +6,7 @@ import torch
 
 from prunekd.measure import count_macs_params
 from prunekd.models import MobileNetV1, build_model, load_model, save_model
-from prunekd.prune import CRITERIA, PruneTargetError, prune, prune_channels, reduction
+from prunekd.prune import CRITERIA, PruneTargetError, kept_filters, prune, prune_channels, prune_layers, reduction
 
 
 def crafted_lenet() -> torch.nn.Module:
@@ -57,6 +57,27 @@ def test_unit_targets_are_met_within_one_point(unit, target):
     result = prune(model, target, unit, "l1")
     assert abs(reduction(model, result.model, unit) - target) <= 0.01
     assert result.reduction == pytest.approx(reduction(model, result.model, unit))
+
+
+@pytest.mark.parametrize("round_to", [8, 16])
+@pytest.mark.parametrize("unit, target", [("params", 0.26), ("params", 0.5), ("params", 0.75), ("macs", 0.5)])
+def test_rounded_layers_keep_multiples_and_still_meet_the_target(unit, target, round_to):
+    model = build_model("mobilenet_v1", 10, (1, 28, 28), 0.5)
+    result = prune(model, target, unit, "l1", round_to=round_to)
+    assert all(c % round_to == 0 for c in result.model.channels()), result.model.channels()
+    assert abs(reduction(model, result.model, unit) - target) <= 0.01
+    assert result.model.channels() != prune(model, target, unit, "l1").model.channels()
+
+
+def test_rounding_keeps_the_lowest_ranked_filters_out_and_never_grows_a_layer():
+    assert [kept_filters(64, 0.5, r) for r in (1, 8, 16)] == [32, 32, 32]
+    assert [kept_filters(64, 0.35, r) for r in (1, 8, 16)] == [41, 40, 48]  # the nearest multiple
+    assert kept_filters(64, 0.3, 8) == 48  # 44: halfway rounds up
+    assert kept_filters(6, 0.5, 8) == 6 and kept_filters(64, 0.99, 16) == 16  # at most c, at least one step
+    model = crafted_lenet()
+    pruned = prune_layers(model, [0.5, 0, 0, 0], "l1", round_to=2)  # 6 filters keep 3 -> 4 (nearest even)
+    kept = pruned.features[0].weight.abs().sum(dim=(1, 2, 3)) / (5 * 5)
+    assert sorted(kept.tolist()) == pytest.approx([0.3, 3.0, 4.0, 5.0])
 
 
 def test_unreachable_target_is_a_clear_error():

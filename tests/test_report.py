@@ -36,11 +36,11 @@ def test_aliases_with_only_the_teacher():
 def test_runs_summary_averages_over_seeds():
     runs = pd.DataFrame({"ratio": [0.5, 0.5, 0.5], "mode": ["kd", "kd", "ft"], "seed": [0, 1, 0],
                          "test_top1": [90.0, 92.0, 89.0], "params": [10, 10, 10], "macs": [2e6] * 3,
-                         "size_mb": [1.0] * 3, "latency_ms": [1.0, 3.0, 2.0]})
+                         "size_mb": [1.0] * 3, "ms onnxruntime b1": [1.0, 3.0, 2.0]})
     table = summary(runs).set_index("mode")
     assert table.loc["kd", "n"] == 2 and table.loc["kd", "top1"] == 91.0
     assert round(table.loc["kd", "top1_std"], 6) == round(2 ** 0.5, 6)
-    assert table.loc["kd", "latency_ms"] == 2.0 and table.loc["ft", "MMACs"] == 2.0
+    assert table.loc["kd", "ms onnxruntime b1"] == 2.0 and table.loc["ft", "MMACs"] == 2.0
 
 
 def seeds_table(ft, kd, ratio=0.5):

@@ -52,6 +52,7 @@ class PruneConfig(Section):
     schedule: Literal[SCHEDULES] = "uniform"
     sensitivity_ratios: list[float] = Field([0.2, 0.4, 0.6, 0.8, 0.9], min_length=1)
     sensitivity_max_drop: float = Field(5.0, ge=0)  # points of validation top-1, before retraining
+    round_to: int = Field(1, ge=1, le=64)  # every pruned layer keeps a multiple of this many filters
 
     @field_validator("ratios", "sensitivity_ratios")
     @classmethod
@@ -85,10 +86,30 @@ class KdConfig(Section):
     alpha: float = Field(0.9, ge=0, le=1)
 
 
+RUNTIMES = ("onnxruntime", "torch")
+
+
 class MeasureConfig(Section):
-    threads: int = Field(1, ge=1)
+    runtimes: list[Literal[RUNTIMES]] = Field(["onnxruntime", "torch"], min_length=1)
+    batch_sizes: list[int] = Field([1, 64], min_length=1)
+    threads: int = Field(1, ge=1, le=256)
     warmup: int = Field(10, ge=0)
-    repeats: int = Field(50, ge=1)
+    repeats: int = Field(300, ge=1)
+    rounds: int = Field(10, ge=1)  # the architectures take turns, this many times
+
+    @field_validator("runtimes", "batch_sizes")
+    @classmethod
+    def _distinct(cls, items: list) -> list:
+        if len(set(items)) != len(items):
+            raise ValueError(f"entries must be distinct, got {items}")
+        return items
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _positive(cls, sizes: list[int]) -> list[int]:
+        if any(not 1 <= b <= 4096 for b in sizes):
+            raise ValueError(f"every batch size must lie in 1..4096, got {sizes}")
+        return sizes
 
 
 class Params(Section):

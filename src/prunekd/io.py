@@ -42,3 +42,17 @@ def atomic_dir(path: Path, keep: tuple[str, ...] = ()) -> Iterator[Path]:
         raise
     shutil.rmtree(path, ignore_errors=True)
     os.replace(tmp, path)
+
+
+@contextmanager
+def atomic_file(path: Path) -> Iterator[Path]:
+    """Yield ``<path's folder>/.<name>.tmp/<name>`` to write; it replaces ``path`` only if the block
+    succeeds (same name in the scratch folder, so what the block logs of it is named right)."""
+    scratch = path.parent / f".{path.name}.tmp"
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    try:
+        yield scratch / path.name
+        os.replace(scratch / path.name, path)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

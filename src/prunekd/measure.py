@@ -1,10 +1,8 @@
-"""What a model costs and how well it does: accuracy, params, MACs, file size, CPU latency."""
+"""What a model costs: params, MACs, file size; and its deploy form (BatchNorm folded)."""
 
 from __future__ import annotations
 
 import copy
-import statistics
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -70,41 +68,7 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     return model
 
 
-@torch.inference_mode()
-def cpu_latencies_ms(models: list[nn.Module], threads: int = 1, warmup: int = 10, repeats: int = 50,
-                     batch_size: int = 1, rounds: int = 5) -> list[float]:
-    """Median wall time (ms) of one forward pass of each model's deploy form on the CPU.
-
-    Fixed thread count; BatchNorm folded; channels_last. The models take turns (``rounds`` rounds
-    of ``repeats / rounds`` passes each, after ``warmup`` passes each), so a burst of machine
-    noise hits every model alike and ratios between them stay fair.
-    """
-    deployed = [fold_batchnorm(m).cpu().to(memory_format=torch.channels_last) for m in models]
-    inputs = [torch.randn(batch_size, *m.input_shape).contiguous(memory_format=torch.channels_last)
-              for m in models]
-    times: list[list[float]] = [[] for _ in models]
-    rounds = max(1, min(rounds, repeats))
-    with torch_threads(threads):
-        for model, x in zip(deployed, inputs):
-            for _ in range(warmup):
-                model(x)
-        for r in range(rounds):
-            for model, x, t in zip(deployed, inputs, times):
-                for _ in range(repeats // rounds + (r < repeats % rounds)):
-                    start = time.perf_counter()
-                    model(x)
-                    t.append(time.perf_counter() - start)
-    return [1000 * statistics.median(t) for t in times]
-
-
-def cpu_latency_ms(model: nn.Module, threads: int = 1, warmup: int = 10, repeats: int = 50,
-                   batch_size: int = 1) -> float:
-    """Median wall time (ms) of one forward pass of ``model``'s deploy form (see cpu_latencies_ms)."""
-    return cpu_latencies_ms([model], threads, warmup, repeats, batch_size)[0]
-
-
-def cost(model: nn.Module, path: Path, threads: int, warmup: int, repeats: int) -> dict[str, float]:
-    """Size and speed of a saved model: params, MACs, file size (MB), latency at batch 1 (ms)."""
+def cost(model: nn.Module, path: Path) -> dict[str, float]:
+    """Size of a saved model: params, MACs, file size (MB). Latency is the latency stage's."""
     macs, _ = count_macs_params(model)
-    return {"params": trainable_params(model), "macs": macs, "size_mb": file_size_mb(path),
-            "latency_ms": cpu_latency_ms(model, threads, warmup, repeats)}
+    return {"params": trainable_params(model), "macs": macs, "size_mb": file_size_mb(path)}

@@ -168,7 +168,7 @@ def content_digest(spec: dict, state: dict[str, torch.Tensor], meta: dict) -> st
     return h.hexdigest()
 
 
-def save_model(model: nn.Module, path: Path, meta: dict | None = None) -> None:
+def save_model(model: nn.Module, path: Path, meta: dict | None = None) -> Path:
     """Write spec + state_dict + a digest atomically (a killed save never leaves a partial file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -177,6 +177,7 @@ def save_model(model: nn.Module, path: Path, meta: dict | None = None) -> None:
     torch.save({"spec": spec, "state_dict": state, "meta": meta,
                 "sha256": content_digest(spec, state, meta)}, tmp)
     os.replace(tmp, path)
+    return path
 
 
 def read_meta(path: Path) -> dict:

@@ -13,7 +13,9 @@ RETRAINED = Path("models/retrained")
 REPORTS = Path("reports")
 SENSITIVITY = Path("reports/sensitivity")
 CURVES_FILE = "curves.csv"
+LATENCY = Path("reports/latency.csv")
 MODEL_FILE = "model.pt"
+ONNX_FILE = "model.onnx"  # the deploy form: BatchNorm folded
 METRICS_FILE = "metrics.json"
 
 

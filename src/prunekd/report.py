@@ -21,8 +21,31 @@ STUDY = {"size_reduction_pct": 26.08, "ft": 63.65, "kd": 65.37}
 COST_COLUMNS = ["params", "macs", "size_mb", "latency_ms"]
 
 
-def collect(ratios: list[float], modes: list[str], seeds: list[int]) -> pd.DataFrame:
-    """One row for the teacher, then one per retrain run: accuracy, cost, reduction vs teacher."""
+def read_latency(path: Path, ratios: list[float]) -> pd.DataFrame:
+    """The latency stage's table, checked to cover the teacher and every ratio."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found; run the latency stage first")
+    table = pd.read_csv(path)
+    missing = sorted({0.0, *ratios} - set(table["ratio"]))
+    if missing:
+        raise FileNotFoundError(f"{path}: no figures for ratio(s) {missing}; rerun the latency stage")
+    return table
+
+
+def primary(latency: pd.DataFrame) -> pd.DataFrame:
+    """The headline figure per ratio: the first runtime of ``measure.runtimes`` at the first batch size."""
+    first = latency.iloc[0]
+    return latency[(latency["runtime"] == first["runtime"]) & (latency["batch"] == first["batch"])]
+
+
+def latency_label(latency: pd.DataFrame) -> str:
+    first = latency.iloc[0]
+    return f"{first['runtime']}, batch {first['batch']}"
+
+
+def collect(ratios: list[float], modes: list[str], seeds: list[int], latency: pd.DataFrame) -> pd.DataFrame:
+    """One row for the teacher, then one per retrain run: accuracy, cost, reduction vs teacher.
+    ``latency_ms`` is the architecture's headline latency (``primary``): one figure per ratio."""
     teacher = read_json(TEACHER / METRICS_FILE)
     rows = [{"ratio": 0.0, "mode": "teacher", "seed": None, **teacher}]
     for ratio in ratios:
@@ -34,6 +57,7 @@ def collect(ratios: list[float], modes: list[str], seeds: list[int]) -> pd.DataF
                 rows.append({"ratio": ratio, "mode": mode, "seed": seed, **metrics,
                              "top1_pruned": pruned["top1"], "channel_ratio": pruned["channel_ratio"]})
     df = pd.DataFrame(rows)
+    df["latency_ms"] = df["ratio"].map(primary(latency).set_index("ratio")["median_ms"])
     for col in ("params", "macs", "size_mb"):
         df[f"{col}_reduction_pct"] = 100 * (1 - df[col] / teacher[col])
     return df[["ratio", "mode", "seed", "top1", "top1_pruned", "channel_ratio", *COST_COLUMNS,
@@ -117,10 +141,11 @@ def pareto_front(cost: pd.Series, accuracy: pd.Series) -> pd.Index:
     return pd.Index(front)
 
 
-def plot_pareto(summary: pd.DataFrame, teacher: pd.Series, path: Path) -> None:
+def plot_pareto(summary: pd.DataFrame, teacher: pd.Series, path: Path, latency_axis: str = "batch 1") -> None:
     """Accuracy against MACs and against CPU latency: every (ratio, mode), the teacher, the front."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=120, sharey=True)
-    for ax, col, label in ((axes[0], "macs", "MMACs per image"), (axes[1], "latency_ms", "CPU latency (ms, batch 1)")):
+    for ax, col, label in ((axes[0], "macs", "MMACs per image"),
+                           (axes[1], "latency_ms", f"CPU latency (ms, {latency_axis})")):
         scale = 1e6 if col == "macs" else 1.0
         for mode, rows in summary.groupby("mode"):
             ax.errorbar(rows[col] / scale, rows["top1_mean"], yerr=rows["top1_std"].fillna(0), fmt="o",
@@ -138,6 +163,40 @@ def plot_pareto(summary: pd.DataFrame, teacher: pd.Series, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     plt.close(fig)
+
+
+def plot_latency(latency: pd.DataFrame, path: Path) -> None:
+    """Speedup over the teacher against the MACs ratio, one line per runtime and batch size; the
+    diagonal is a speedup equal to the MACs saved."""
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    for (runtime, batch), rows in latency.groupby(["runtime", "batch"], sort=False):
+        rows = rows.sort_values("macs_ratio")
+        ax.plot(rows["macs_ratio"], rows["speedup"], marker="o", label=f"{runtime}, batch {batch}")
+    top = float(latency["macs_ratio"].max())
+    ax.plot([1, top], [1, top], ":", color="grey", label="speedup = MACs ratio")
+    ax.set(xlabel="MACs ratio (teacher / pruned)", ylabel="speedup over the teacher",
+           title="Does pruning pay off in time?")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def latency_section(latency: pd.DataFrame, figure: str) -> list[str]:
+    """Per architecture: the MACs ratio, then per runtime and batch the median time and the speedup."""
+    wide = latency.assign(cell=lambda d: d["runtime"] + " b" + d["batch"].astype(str))
+    cells = {}
+    for cell, rows in wide.groupby("cell", sort=False):
+        rows = rows.set_index("ratio")
+        cells[f"{cell} ms"] = rows["median_ms"]
+        cells[f"{cell} speedup"] = rows["speedup"]
+    table = pd.DataFrame({"MACs ratio": latency.drop_duplicates("ratio").set_index("ratio")["macs_ratio"], **cells})
+    return ["## Latency per architecture (CPU, median ms of one pass; speedup over the teacher)", "",
+            "Each ratio is one network, timed once for all its retrained models: the exported deploy form "
+            "(BatchNorm folded) on each runtime, every architecture timed in turns in one process "
+            "(`reports/latency.csv` also has the 25th and 75th percentiles).", "",
+            fmt_table(table.reset_index()), "", f"![latency]({figure})", ""]
 
 
 def fmt_table(df: pd.DataFrame) -> str:
@@ -212,8 +271,9 @@ def sensitivity_section(table: pd.DataFrame | None, figure: str) -> list[str]:
             fmt_table(drops.reset_index().drop(columns="index")), "", f"![sensitivity]({figure})", ""]
 
 
-def markdown(results: pd.DataFrame, summary: pd.DataFrame, figure: str, pareto: str | None = None,
-             sensitivity: pd.DataFrame | None = None, sensitivity_figure: str = "") -> str:
+def markdown(results: pd.DataFrame, summary: pd.DataFrame, figure: str, latency: pd.DataFrame,
+             latency_figure: str, pareto: str | None = None, sensitivity: pd.DataFrame | None = None,
+             sensitivity_figure: str = "") -> str:
     teacher = results[results["mode"] == "teacher"].iloc[0]
     cost_table = summary[["ratio", "mode", "top1_mean", "top1_std", "n", *COST_COLUMNS,
                           "params_reduction_pct"]].copy()
@@ -222,11 +282,14 @@ def markdown(results: pd.DataFrame, summary: pd.DataFrame, figure: str, pareto: 
     return "\n".join([
         "# prunekd report", "",
         f"Teacher: top-1 **{teacher['top1']:.2f} %**, {int(teacher['params']):,} params, "
-        f"{teacher['macs'] / 1e6:.2f} MMACs, {teacher['size_mb']:.2f} MB, {teacher['latency_ms']:.3f} ms/image (CPU, batch 1).",
+        f"{teacher['macs'] / 1e6:.2f} MMACs, {teacher['size_mb']:.2f} MB, {teacher['latency_ms']:.3f} ms "
+        f"({latency_label(latency)}, CPU).",
         "", "## Accuracy per ratio and mode (test top-1 %, mean over seeds)", "",
         fmt_table(ft_vs_kd(summary)), "",
         *paired_section(results),
-        "## Cost per ratio and mode (mean over seeds)", "", fmt_table(cost_table), "",
+        f"## Cost per ratio and mode (mean over seeds; latency_ms: {latency_label(latency)})", "",
+        fmt_table(cost_table), "",
+        *latency_section(latency, latency_figure),
         "## Against the study", "", study_comparison(summary), "",
         f"![accuracy vs ratio]({figure})", "",
         *([f"![accuracy against MACs and latency]({pareto})", ""] if pareto else []),

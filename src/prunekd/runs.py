@@ -19,7 +19,7 @@ def summary(runs: pd.DataFrame) -> pd.DataFrame:
     """Per (ratio, mode): n, top-1 mean and std over seeds, and mean cost."""
     grouped = runs.groupby(["ratio", "mode"], sort=True)
     table = grouped["test_top1"].agg(n="count", top1="mean", top1_std="std")
-    costs = grouped[["params", "macs", "size_mb", "latency_ms"]].mean()
+    costs = grouped[["params", "macs", "size_mb", *[c for c in runs.columns if c.startswith("ms ")]]].mean()
     costs["macs"] = costs["macs"] / 1e6
     return table.join(costs.rename(columns={"macs": "MMACs"})).reset_index()
 

@@ -38,6 +38,8 @@ from .config import Params, flatten
 EXPERIMENT = "prunekd"
 MODEL_ARTIFACT = "model"  # the logged model's name in each run
 MODEL_URI_TAG = "prunekd.model_uri"
+ONNX_ARTIFACT = "onnx"  # the deploy form's logged model
+ONNX_URI_TAG = "prunekd.onnx_model_uri"
 
 
 log = logging.getLogger(__name__)
@@ -179,8 +181,11 @@ class StageRun:
         dataset = MetaDataset(source, name=manifest["dataset"], digest=digest[:36])
         mlflow.log_input(dataset, context=context, tags={"sizes": str(manifest["sizes"])})
 
-    def log_model(self, model: nn.Module, model_file: Path) -> None:
-        """The model in MLflow's PyTorch flavour, with prunekd's own pickle-free file inside it."""
+    def log_model(self, model: nn.Module, model_file: Path, onnx_file: Path) -> None:
+        """The model twice: in MLflow's PyTorch flavour, with prunekd's own pickle-free file inside
+        it, and its deploy form in MLflow's ONNX flavour (what an ONNX runtime serves)."""
+        import onnx
+
         model = model.cpu().eval()
         # Two images, not one: torch.export would otherwise fix the batch dimension at 1.
         example = torch.zeros(2, *model.input_shape).numpy()
@@ -190,7 +195,26 @@ class StageRun:
             info = mlflow.pytorch.log_model(model, name=MODEL_ARTIFACT, input_example=example,
                                             extra_files=[str(model_file)],
                                             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
-        mlflow.set_tag(MODEL_URI_TAG, info.model_uri)  # what the report stage registers
+            deploy = mlflow.onnx.log_model(onnx.load(str(onnx_file)), name=ONNX_ARTIFACT, input_example=example,
+                                           save_as_external_data=False,
+                                           pip_requirements=[f"onnxruntime=={_version('onnxruntime')}"])
+        mlflow.set_tags({MODEL_URI_TAG: info.model_uri, ONNX_URI_TAG: deploy.model_uri})  # what report registers
+
+    def log_metrics_to(self, run_id: str, metrics: dict[str, float]) -> bool:
+        """Add ``metrics`` to another run (a model's own); False if that run is not in this store."""
+        try:
+            client = _client()
+            for key, value in metrics.items():
+                client.log_metric(run_id, key, float(value))
+        except mlflow.exceptions.MlflowException:
+            return False
+        return True
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import version
+
+    return version(package)
 
 
 @contextmanager
@@ -226,11 +250,14 @@ def adopt(parent_run_id: str, run_ids: list[str]) -> list[str]:
     return missing
 
 
-def register(name: str, versions: dict[str, dict[str, str]], aliases: dict[str, str]) -> dict[str, str]:
+def register(name: str, versions: dict[str, dict[str, str]], aliases: dict[str, str],
+             onnx: bool = False) -> dict[str, str]:
     """Register each run's logged model under ``name`` (once per run) and point ``aliases`` at them.
 
-    ``versions``: run id -> version tags; ``aliases``: alias -> run id. Returns run id -> version.
+    ``versions``: run id -> version tags; ``aliases``: alias -> run id; ``onnx``: the deploy form
+    (ONNX flavour) instead of the PyTorch one. Returns run id -> version.
     """
+    tag, artifact = (ONNX_URI_TAG, ONNX_ARTIFACT) if onnx else (MODEL_URI_TAG, MODEL_ARTIFACT)
     client, registered = _client(), {}
     try:
         client.get_registered_model(name)
@@ -244,7 +271,7 @@ def register(name: str, versions: dict[str, dict[str, str]], aliases: dict[str, 
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                uri = client.get_run(run_id).data.tags.get(MODEL_URI_TAG, f"runs:/{run_id}/{MODEL_ARTIFACT}")
+                uri = client.get_run(run_id).data.tags.get(tag, f"runs:/{run_id}/{artifact}")
                 version = mlflow.register_model(uri, name, tags=tags)
         except mlflow.exceptions.MlflowException as exc:
             log.warning("run %s: model not registered (%s)", run_id, str(exc).splitlines()[0])
@@ -272,9 +299,22 @@ def sweep_runs(sweep: str = "latest", experiment: str | None = None) -> pd.DataF
     if sweep != "all":
         query += f" and tags.mlflow.parentRunId = '{sweep}'"
     found = client.search_runs([exp.experiment_id], query, max_results=10_000)
+    latency = {pid: _latency_of(client, pid) for pid in {r.data.tags.get("prune_run_id") for r in found} if pid}
     rows = [{"run_id": r.info.run_id, "ratio": float(r.data.tags["ratio"]), "mode": r.data.tags["mode"],
              "seed": int(r.data.tags["seed"]), "git_commit": r.data.tags.get("git_commit", ""),
-             **{k: r.data.metrics.get(k) for k in ("test_top1", "params", "macs", "size_mb", "latency_ms")}}
+             **{k: r.data.metrics.get(k) for k in ("test_top1", "params", "macs", "size_mb")},
+             **latency.get(r.data.tags.get("prune_run_id"), {})}
             for r in found if {"ratio", "mode", "seed"} <= r.data.tags.keys()]
-    return pd.DataFrame(rows, columns=["run_id", "ratio", "mode", "seed", "git_commit", "test_top1", "params",
-                                       "macs", "size_mb", "latency_ms"])
+    columns = ["run_id", "ratio", "mode", "seed", "git_commit", "test_top1", "params", "macs", "size_mb"]
+    return pd.DataFrame(rows, columns=columns + sorted({k for row in rows for k in row} - set(columns)))
+
+
+def _latency_of(client: MlflowClient, prune_run_id: str) -> dict[str, float]:
+    """The latency stage's figures for a pruned architecture, logged on its prune run
+    (``median_ms_<runtime>_b<batch>``), as ``ms <runtime> b<batch>``."""
+    try:
+        metrics = client.get_run(prune_run_id).data.metrics
+    except mlflow.exceptions.MlflowException:  # logged to another store
+        return {}
+    return {"ms " + k.removeprefix("median_ms_").replace("_b", " b"): v
+            for k, v in metrics.items() if k.startswith("median_ms_")}

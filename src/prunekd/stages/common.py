@@ -11,16 +11,17 @@ from typing import Callable
 from ..config import ConfigError, Params, TrainConfig, load_params
 from ..data import DataError, Prepared
 from ..io import atomic_dir, write_json
+from ..export import ExportError, export_onnx
 from ..measure import cost
 from ..models import ModelFileError, save_model
-from ..paths import METRICS_FILE, MODEL_FILE
+from ..paths import METRICS_FILE, MODEL_FILE, ONNX_FILE
 from ..prune import PruneTargetError
 from ..tracking import StageRun, TrackingError, check_reachable
 from ..train import DivergenceError, Normalization, Schedule, evaluate
 
 # Failures a user can fix; they get one line, not a traceback.
 USER_ERRORS = (ConfigError, DataError, ModelFileError, PruneTargetError, DivergenceError, FileNotFoundError,
-               TrackingError)
+               TrackingError, ExportError)
 # Files DVC keeps beside a stage's outputs (git tracks them): carried over when outputs are replaced.
 DVC_FILES = (".gitignore",)
 
@@ -84,28 +85,27 @@ def log_data(run: StageRun, prepared: Prepared, folder: Path, context: str) -> N
 
 
 def clear_outputs(out_dir: Path) -> None:
-    """Remove a previous run's model.pt and metrics.json, as ``dvc repro`` does before it runs a
-    stage: from here on ``out_dir`` holds either nothing or this run's complete outputs."""
-    for name in (MODEL_FILE, METRICS_FILE):
+    """Remove a previous run's model.pt, model.onnx and metrics.json, as ``dvc repro`` does before it
+    runs a stage: from here on ``out_dir`` holds either nothing or this run's complete outputs."""
+    for name in (MODEL_FILE, ONNX_FILE, METRICS_FILE):
         (out_dir / name).unlink(missing_ok=True)
 
 
-def save_and_measure(model, out_dir: Path, prepared: Prepared, params: Params, run: StageRun,
-                     meta: dict, extra: dict | None = None, log_model: bool = True) -> dict:
-    """Save ``model`` with its lineage, measure it on the test split, log and write metrics.json.
+def save_and_measure(model, out_dir: Path, prepared: Prepared, run: StageRun, meta: dict,
+                     extra: dict | None = None) -> dict:
+    """Save ``model`` with its lineage and its deploy form (ONNX), measure its accuracy on the test
+    split and its size, log both forms and the metrics to MLflow, and write metrics.json.
 
-    Both files are made in ``<out_dir>.tmp`` (ignored by git and DVC), which replaces ``out_dir``
+    The files are made in ``<out_dir>.tmp`` (ignored by git and DVC), which replaces ``out_dir``
     only once everything here has succeeded: a failed or killed stage leaves no output behind.
     """
     with atomic_dir(out_dir, keep=DVC_FILES) as tmp:
-        model_file = tmp / MODEL_FILE
-        save_model(model, model_file, meta | {"mlflow_run_id": run.run_id})
-        m = params.measure
+        model_file = save_model(model, tmp / MODEL_FILE, meta | {"mlflow_run_id": run.run_id})
+        onnx_file = export_onnx(model, tmp / ONNX_FILE, out_dir / MODEL_FILE)
         metrics = {"top1": evaluate(model, prepared.test, normalization(prepared.manifest))["top1"]}
-        metrics |= cost(model, model_file, m.threads, m.warmup, m.repeats) | (extra or {})
+        metrics |= cost(model, model_file) | (extra or {})
         run.log_metrics({("test_top1" if k == "top1" else k): v for k, v in metrics.items()})
-        if log_model:
-            run.log_model(model, model_file)
+        run.log_model(model, model_file, onnx_file)
         write_json(tmp / METRICS_FILE, metrics)
     print(f"{out_dir}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
     return metrics

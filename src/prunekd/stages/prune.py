@@ -26,15 +26,15 @@ from .common import clear_outputs, log_data, ratio_arg, run_cli, save_and_measur
 def pruned_by_schedule(teacher, ratio: float, params: Params) -> PruneResult:
     p = params.prune
     if p.schedule == "uniform":
-        return prune(teacher, ratio, p.unit, p.criterion, seed=params.seed)
+        return prune(teacher, ratio, p.unit, p.criterion, seed=params.seed, round_to=p.round_to)
     curves_file = SENSITIVITY / CURVES_FILE
     if not curves_file.is_file():
         raise FileNotFoundError(f"{curves_file}: not found; run the sensitivity stage first")
     layer_ratios, achieved, common = sensitivity.schedule(teacher, pd.read_csv(curves_file), ratio, p.unit,
-                                                          p.sensitivity_max_drop)
+                                                          p.sensitivity_max_drop, round_to=p.round_to)
     print(f"sensitivity schedule: common ratio {common:.3f}, capped where a layer alone loses more than "
           f"{p.sensitivity_max_drop:g} points: {[round(r, 3) for r in layer_ratios]}")
-    model = prune_layers(teacher, layer_ratios, p.criterion, params.seed)
+    model = prune_layers(teacher, layer_ratios, p.criterion, params.seed, p.round_to)
     return PruneResult(model, sum(layer_ratios) / len(layer_ratios), reduction(teacher, model, p.unit))
 
 
@@ -49,13 +49,14 @@ def run(params: Params, ratio: str, prepared_dir: Path = PREPARED, teacher_dir: 
                "data_manifest_md5": teacher_meta["data_manifest_md5"], "dataset": teacher_meta["dataset"]}
     with stage_run(f"prune@{ratio}", params, lineage | {"ratio": ratio}) as run:
         run.log_params({"ratio": ratio, "unit": params.prune.unit, "criterion": params.prune.criterion,
-                        "schedule": params.prune.schedule, "channel_ratio": result.channel_ratio,
+                        "schedule": params.prune.schedule, "round_to": params.prune.round_to,
+                        "channel_ratio": result.channel_ratio,
                         "layer_channels": str(result.model.channels())})
         log_data(run, prepared, prepared_dir, "evaluation")
         extra = {"channel_ratio": result.channel_ratio, "reduction": result.reduction,
                  "params_before": params_before, "params_after": params_after,
                  "macs_before": macs_before, "macs_after": macs_after}
-        return save_and_measure(result.model, pruned_dir(ratio), prepared, params, run,
+        return save_and_measure(result.model, pruned_dir(ratio), prepared, run,
                                 meta=lineage | {"prune_run_id": run.run_id}, extra=extra)
 
 

@@ -15,13 +15,15 @@ import pandas as pd
 
 from ..config import Params
 from ..models import read_meta
-from ..paths import CURVES_FILE, MODEL_FILE, REPORTS, SENSITIVITY, TEACHER, pruned_dir, ratio_key, retrained_dir
-from ..report import aliases, collect, markdown, plot_accuracy, plot_pareto, summarize
+from ..paths import CURVES_FILE, LATENCY, MODEL_FILE, REPORTS, SENSITIVITY, TEACHER, pruned_dir, ratio_key, retrained_dir
+from ..report import (aliases, collect, latency_label, markdown, plot_accuracy, plot_latency, plot_pareto,
+                      read_latency, summarize)
 from ..tracking import StageRun, adopt, register, stage_run
 from .common import run_cli
 
 FIGURE = "figures/accuracy_vs_ratio.png"
 PARETO = "figures/pareto.png"
+LATENCY_FIGURE = "figures/latency.png"
 
 
 def model_file(row: pd.Series) -> Path:
@@ -49,18 +51,21 @@ def record_sweep(run: StageRun, params: Params, results: pd.DataFrame) -> dict[s
                 for run_id, (_, row) in zip(run_ids, results.iterrows()) if run_id and run_id not in missing}
     name = registered_name(metas[0].get("dataset", "data"), params.model.arch)
     wanted = {alias: run_ids[i] for alias, i in aliases(results).items()}
-    registered = register(name, versions, wanted)
-    chosen = {alias: registered[run_id] for alias, run_id in wanted.items() if run_id in registered}
-    run.set_tags({"registered_model": name})
-    print(f"registered {name}: " + ", ".join(f"@{a} v{v}" for a, v in chosen.items()))
+    chosen = {}
+    for registered_as, onnx in ((name, False), (f"{name}-onnx", True)):  # the deploy form beside it
+        registered = register(registered_as, versions, wanted, onnx=onnx)
+        chosen = {alias: registered[run_id] for alias, run_id in wanted.items() if run_id in registered}
+        print(f"registered {registered_as}: " + ", ".join(f"@{a} v{v}" for a, v in chosen.items()))
+    run.set_tags({"registered_model": name, "registered_onnx_model": f"{name}-onnx"})
     return chosen
 
 
 OUTPUTS = ("results.csv", "summary.csv", "report.md", "figures")
 
 
-def run(params: Params, out: Path = REPORTS) -> dict:
-    results = collect(params.prune.ratios, params.retrain.modes, params.retrain.seeds)
+def run(params: Params, out: Path = REPORTS, latency_file: Path = LATENCY) -> dict:
+    latency = read_latency(latency_file, params.prune.ratios)
+    results = collect(params.prune.ratios, params.retrain.modes, params.retrain.seeds, latency)
     summary = summarize(results)
     teacher = results[results["mode"] == "teacher"].iloc[0]
     for name in OUTPUTS:  # the inputs are good: from here a failure leaves no stale outputs
@@ -71,16 +76,20 @@ def run(params: Params, out: Path = REPORTS) -> dict:
     tmp.mkdir(parents=True)
     try:
         plot_accuracy(summary, float(teacher["top1"]), tmp / FIGURE)
-        plot_pareto(summary, teacher, tmp / PARETO)
+        plot_pareto(summary, teacher, tmp / PARETO, latency_label(latency))
+        plot_latency(latency, tmp / LATENCY_FIGURE)
         results.to_csv(tmp / "results.csv", index=False)
         summary.to_csv(tmp / "summary.csv", index=False)
         curves_file = SENSITIVITY / CURVES_FILE
         curves = pd.read_csv(curves_file) if curves_file.is_file() else None
-        (tmp / "report.md").write_text(markdown(results, summary, FIGURE, PARETO, curves,
-                                                "sensitivity/sensitivity.png"))
+        (tmp / "report.md").write_text(markdown(results, summary, FIGURE, latency, LATENCY_FIGURE, PARETO,
+                                                curves, "sensitivity/sensitivity.png"))
         with stage_run("report", params) as run:
             for name in OUTPUTS:
                 run.log_artifact(tmp / name, "report")
+            run.log_artifact(latency_file, "report")
+            run.log_metrics({f"{c}_{r.runtime}_b{r.batch}_ratio_{r.ratio:g}": getattr(r, c)
+                             for r in latency.itertuples() for c in ("median_ms", "speedup")})
             record_sweep(run, params, results)
         for name in OUTPUTS:
             os.replace(tmp / name, out / name)

@@ -81,7 +81,7 @@ def run(params: Params, ratio: str, mode: str, seed: int,
         fit(model, prepared.train, prepared.val, normalization(prepared.manifest), schedule(params.retrain, prepared.manifest),
             loss, seed, run.log_epoch, name=name, checkpoint=checkpoint)
         run.set_tags(checkpoint.tags())
-        return save_and_measure(model, retrained_dir(ratio, mode, seed), prepared, params, run, meta=lineage)
+        return save_and_measure(model, retrained_dir(ratio, mode, seed), prepared, run, meta=lineage)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -27,7 +27,7 @@ def run(params: Params, prepared_dir: Path = PREPARED, out_dir: Path = TEACHER) 
         fit(model, prepared.train, prepared.val, normalization(prepared.manifest), schedule(params.teacher, prepared.manifest),
             cross_entropy_loss(), params.seed, run.log_epoch, name="teacher", checkpoint=checkpoint)
         run.set_tags(checkpoint.tags())
-        return save_and_measure(model, out_dir, prepared, params, run, meta=tags)
+        return save_and_measure(model, out_dir, prepared, run, meta=tags)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,113 @@
+"""CPU latency of a model's deploy form on each runtime, every architecture timed in turns."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from .measure import count_macs_params, fold_batchnorm, torch_threads
+
+# A runner is one forward pass on a fixed input, ready to be timed.
+Runner = Callable[[], object]
+
+
+def _torch_runner(model: nn.Module, onnx_file: Path, x: np.ndarray, threads: int) -> Runner:
+    """Eager PyTorch on the deploy form: BatchNorm folded, channels_last, inference mode."""
+    deployed = fold_batchnorm(model).cpu().to(memory_format=torch.channels_last)
+    inp = torch.from_numpy(x).contiguous(memory_format=torch.channels_last)
+
+    def run() -> object:
+        with torch.inference_mode():
+            return deployed(inp)
+    return run
+
+
+def onnx_session(onnx_file: Path, threads: int = 1):
+    """An ONNX Runtime CPU session with a fixed thread count and every graph optimisation."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.log_severity_level = 3  # errors only
+    return ort.InferenceSession(str(onnx_file), options, providers=["CPUExecutionProvider"])
+
+
+def _onnxruntime_runner(model: nn.Module, onnx_file: Path, x: np.ndarray, threads: int) -> Runner:
+    """The exported file (BatchNorm already folded) on ONNX Runtime's CPU provider."""
+    session = onnx_session(onnx_file, threads)
+    feed = {session.get_inputs()[0].name: x}
+    return lambda: session.run(None, feed)
+
+
+# runtime name -> (model, its ONNX file, input batch, threads) -> runner
+RUNTIMES: dict[str, Callable[[nn.Module, Path, np.ndarray, int], Runner]] = {
+    "onnxruntime": _onnxruntime_runner,
+    "torch": _torch_runner,
+}
+
+
+def times_in_turns(runners: list[Runner], warmup: int, repeats: int, rounds: int = 10) -> list[np.ndarray]:
+    """Wall times (ms) of ``repeats`` calls of each runner, after ``warmup`` calls each.
+
+    The runners take turns, ``rounds`` rounds of ``repeats / rounds`` calls each, so a burst of
+    machine noise hits every runner alike and the ratios between them stay fair.
+    """
+    for run in runners:
+        for _ in range(warmup):
+            run()
+    times: list[list[float]] = [[] for _ in runners]
+    rounds = max(1, min(rounds, repeats))
+    for r in range(rounds):
+        for run, t in zip(runners, times):
+            for _ in range(repeats // rounds + (r < repeats % rounds)):
+                start = time.perf_counter()
+                run()
+                t.append(time.perf_counter() - start)
+    return [1000 * np.asarray(t) for t in times]
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """One network to time: its label in the table (the prune ratio; 0 for the teacher)."""
+    ratio: float
+    model: nn.Module
+    onnx_file: Path
+
+
+LATENCY_COLUMNS = ["ratio", "runtime", "batch", "median_ms", "p25_ms", "p75_ms", "ms_per_image",
+                   "speedup", "macs_ratio"]
+
+
+def latency_table(archs: list[Architecture], runtimes: list[str], batch_sizes: list[int], threads: int = 1,
+                  warmup: int = 10, repeats: int = 300, rounds: int = 10, seed: int = 0) -> list[dict]:
+    """Latency of every architecture on every runtime at every batch size, on the CPU.
+
+    For each (runtime, batch) the architectures are timed in turns in this process with
+    ``threads`` threads. ``speedup`` and ``macs_ratio`` are the first architecture's (the
+    teacher's) time and MACs over this one's: pruning pays off as far as the one follows the other.
+    """
+    macs = [count_macs_params(a.model)[0] for a in archs]
+    rng = np.random.default_rng(seed)
+    rows = []
+    with torch_threads(threads):
+        for runtime in runtimes:
+            for batch in batch_sizes:
+                runners = [RUNTIMES[runtime](a.model, a.onnx_file,
+                                             rng.standard_normal((batch, *a.model.input_shape), dtype=np.float32),
+                                             threads) for a in archs]
+                times = times_in_turns(runners, warmup, repeats, rounds)
+                base = float(np.median(times[0]))
+                for arch, t, m in zip(archs, times, macs):
+                    median = float(np.median(t))
+                    rows.append({"ratio": arch.ratio, "runtime": runtime, "batch": batch, "median_ms": median,
+                                 "p25_ms": float(np.percentile(t, 25)), "p75_ms": float(np.percentile(t, 75)),
+                                 "ms_per_image": median / batch, "speedup": base / median,
+                                 "macs_ratio": macs[0] / m})
+    return rows

@@ -1,0 +1,70 @@
+"""latency: time the teacher and every pruned architecture on each runtime and batch size.
+
+Models of one ratio are one network (the retrained ones differ in weights only), so each ratio
+is timed once: its exported deploy form (``model.onnx``) on ONNX Runtime, and the same form in
+eager PyTorch, all in this one process, in turns, with ``measure.threads`` threads. Changing
+``measure.*`` reruns this stage and the report, never a training stage.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from ..config import Params
+from ..io import atomic_file
+from ..latency import LATENCY_COLUMNS, Architecture, latency_table
+from ..models import load_model
+from ..paths import LATENCY, MODEL_FILE, ONNX_FILE, TEACHER, pruned_dir, ratio_key
+from ..tracking import stage_run
+from .common import run_cli
+
+
+def architectures(params: Params, teacher_dir: Path = TEACHER) -> tuple[list[Architecture], list[dict]]:
+    """The teacher (ratio 0), then each pruned model, with its ONNX file; and each one's lineage."""
+    folders = [(0.0, teacher_dir)] + [(r, pruned_dir(ratio_key(r))) for r in params.prune.ratios]
+    archs, metas = [], []
+    for ratio, folder in folders:
+        onnx_file = folder / ONNX_FILE
+        if not onnx_file.is_file():
+            raise FileNotFoundError(f"{onnx_file}: not found; rerun the stage that writes {folder / MODEL_FILE}")
+        model, meta = load_model(folder / MODEL_FILE)
+        archs.append(Architecture(ratio, model, onnx_file))
+        metas.append(meta)
+    return archs, metas
+
+
+def metric_name(row: dict, column: str) -> str:
+    return f"{column}_{row['runtime']}_b{row['batch']}"
+
+
+def run(params: Params, teacher_dir: Path = TEACHER, out: Path = LATENCY) -> dict:
+    archs, metas = architectures(params, teacher_dir)
+    out.unlink(missing_ok=True)  # the inputs are good: from here a failure leaves no stale output
+    m = params.measure
+    with stage_run("latency", params, {"teacher_run_id": metas[0].get("mlflow_run_id", "")}) as run:
+        print(f"latency: {len(archs)} architectures x {m.runtimes} x batch {m.batch_sizes}, "
+              f"{m.threads} thread(s), median of {m.repeats} passes in {m.rounds} rounds")
+        rows = latency_table(archs, m.runtimes, m.batch_sizes, m.threads, m.warmup, m.repeats, m.rounds, params.seed)
+        table = pd.DataFrame(rows, columns=LATENCY_COLUMNS)
+        # Each architecture's own MLflow run (the prune run; the teacher's) gets its figures.
+        for arch, meta in zip(archs, metas):
+            figures = {metric_name(r, col): r[col] for r in rows if r["ratio"] == arch.ratio
+                       for col in ("median_ms", "speedup")}
+            run.log_metrics({f"{k}_ratio_{arch.ratio:g}": v for k, v in figures.items()})
+            if meta.get("mlflow_run_id"):
+                run.log_metrics_to(meta["mlflow_run_id"], figures)
+        with atomic_file(out) as tmp:
+            table.to_csv(tmp, index=False, float_format="%.6g")
+            run.log_artifact(tmp, "latency")
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    return {"rows": len(table)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli("latency", argv, lambda args, params: run(params), doc=__doc__)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
