@@ -334,7 +334,8 @@ def test_outputs_appear_whole_or_not_at_all(tmp_path, default_params, fail):
         assert sorted(p.name for p in out.iterdir()) == [".gitignore"]
     else:
         metrics = save_and_measure(model, out, prepared, FakeRun(fail), meta={})
-        assert sorted(p.name for p in out.iterdir()) == [".gitignore", "metrics.json", "model.onnx", "model.pt"]
+        assert sorted(p.name for p in out.iterdir()) == [".gitignore", "metrics.json", "model.onnx", "model.pt",
+                                                    "predictions.npy"]
         assert metrics["params"] > 0
     assert sorted(p.name for p in out.parent.iterdir()) == ["teacher"]  # no teacher.tmp
 
@@ -376,4 +377,5 @@ def test_killed_while_measuring_leaves_no_output_and_dvc_ignores_the_scratch_fol
     proc = prunekd(repo, "prune", "--ratio", "0.3")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert sorted(p.name for p in (repo / "models/pruned").iterdir()) == ["0.3"]
-    assert sorted(p.name for p in (repo / "models/pruned/0.3").iterdir()) == ["metrics.json", "model.onnx", "model.pt"]
+    assert sorted(p.name for p in (repo / "models/pruned/0.3").iterdir()) == ["metrics.json", "model.onnx", "model.pt",
+                                                                          "predictions.npy"]

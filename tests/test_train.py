@@ -30,3 +30,36 @@ def test_same_seed_same_weights():
     a, _, _ = train_digits(seed=0)
     b, _, _ = train_digits(seed=0)
     assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def trained_mobilenet_on_digits():
+    ds = load_digits_dataset(None)
+    train, val = split_train_val(ds.train, 0.2, seed=0)
+    torch.manual_seed(0)
+    model = build_model("mobilenet_v1", 10, (1, 8, 8), 0.25)
+    fit(model, train, val, NORM, Schedule(epochs=3, batch_size=32, lr=0.05), cross_entropy_loss(), 0)
+    return model, train, ds.test
+
+
+def test_recalibration_changes_only_batchnorm_statistics_and_is_deterministic():
+    from prunekd.prune import prune_channels
+    from prunekd.train import recalibrate_batchnorm
+
+    model, train, test = trained_mobilenet_on_digits()
+    pruned = prune_channels(model, 0.5, "l1")
+    before = {k: v.clone() for k, v in pruned.state_dict().items()}
+    again = prune_channels(model, 0.5, "l1")
+    recalibrate_batchnorm(pruned, train, NORM, 4, seed=1, batch_size=64)
+    recalibrate_batchnorm(again, train, NORM, 4, seed=1, batch_size=64)
+    after = pruned.state_dict()
+    stats = {k for k in after if k.endswith(("running_mean", "running_var", "num_batches_tracked"))}
+    assert all(not torch.equal(before[k], after[k]) for k in stats if not k.endswith("tracked"))  # all re-estimated
+    assert all(torch.equal(before[k], after[k]) for k in after if k not in stats)  # weights untouched
+    assert all(torch.equal(after[k], v) for k, v in again.state_dict().items())  # same seed, same statistics
+    assert not pruned.training and all(m.momentum == 0.1 for m in pruned.modules()
+                                       if isinstance(m, torch.nn.BatchNorm2d))
+    # the statistics are those of the images forwarded: each channel's mean over them
+    first = pruned.stem[1].running_mean
+    assert torch.isfinite(first).all() and first.abs().sum() > 0
+    assert recalibrate_batchnorm(again, train, NORM, 0) is again  # 0 batches: off
+    assert all(torch.equal(after[k], v) for k, v in again.state_dict().items())

@@ -53,6 +53,7 @@ class PruneConfig(Section):
     sensitivity_ratios: list[float] = Field([0.2, 0.4, 0.6, 0.8, 0.9], min_length=1)
     sensitivity_max_drop: float = Field(5.0, ge=0)  # points of validation top-1, before retraining
     round_to: int = Field(1, ge=1, le=64)  # every pruned layer keeps a multiple of this many filters
+    bn_recalibration_batches: int = Field(10, ge=0)  # after pruning: BatchNorm statistics from this many batches
 
     @field_validator("ratios", "sensitivity_ratios")
     @classmethod
@@ -68,6 +69,7 @@ class PruneConfig(Section):
 class RetrainConfig(TrainConfig):
     modes: list[Literal[MODES]] = Field(["ft", "kd"], min_length=1)
     seeds: list[int] = Field([0], min_length=1)
+    train_subset: int | None = Field(None, ge=10)  # the student sees only the first n training images
 
     @field_validator("modes", "seeds")
     @classmethod

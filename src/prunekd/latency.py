@@ -111,3 +111,8 @@ def latency_table(archs: list[Architecture], runtimes: list[str], batch_sizes: l
                                  "ms_per_image": median / batch, "speedup": base / median,
                                  "macs_ratio": macs[0] / m})
     return rows
+
+
+def latency_metrics(row: dict) -> dict[str, float]:
+    """One latency row as MLflow metrics: ``median_ms_<runtime>_b<batch>``, ``speedup_<runtime>_b<batch>``."""
+    return {f"{col}_{row['runtime']}_b{row['batch']}": float(row[col]) for col in ("median_ms", "speedup")}

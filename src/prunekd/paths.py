@@ -16,6 +16,7 @@ CURVES_FILE = "curves.csv"
 LATENCY = Path("reports/latency.csv")
 MODEL_FILE = "model.pt"
 ONNX_FILE = "model.onnx"  # the deploy form: BatchNorm folded
+PREDICTIONS_FILE = "predictions.npy"  # the predicted class of each test image, in order
 METRICS_FILE = "metrics.json"
 
 

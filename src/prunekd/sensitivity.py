@@ -26,9 +26,10 @@ def layer_names(model: nn.Module) -> list[str]:
 
 
 def curves(model: nn.Module, ratios: list[float], criterion: str, accuracy: Callable[[nn.Module], float],
-           seed: int = 0) -> pd.DataFrame:
-    """One row per (prunable layer, ratio): accuracy with only that layer pruned, and the drop
-    from the unpruned model's (ratio 0 rows included, with drop 0)."""
+           seed: int = 0, after_pruning: Callable[[nn.Module], nn.Module] = lambda m: m) -> pd.DataFrame:
+    """One row per (prunable layer, ratio): accuracy with only that layer pruned (and then
+    ``after_pruning``, e.g. BatchNorm recalibration), and the drop from the unpruned model's
+    (ratio 0 rows included, with drop 0)."""
     base = accuracy(model)
     names, channels = layer_names(model), model.channels()
     rows = [(name, i, c, 0.0, c, base, 0.0) for i, (name, c) in enumerate(zip(names, channels))]
@@ -36,7 +37,7 @@ def curves(model: nn.Module, ratios: list[float], criterion: str, accuracy: Call
     for i, ratio in tqdm(todo, desc="sensitivity", leave=False, disable=None, mininterval=1.0):
         layer_ratios = [0.0] * len(names)
         layer_ratios[i] = ratio
-        pruned = prune_layers(model, layer_ratios, criterion, seed)
+        pruned = after_pruning(prune_layers(model, layer_ratios, criterion, seed))
         top1 = accuracy(pruned)
         rows.append((names[i], i, channels[i], ratio, pruned.channels()[i], top1, base - top1))
     return pd.DataFrame(rows, columns=COLUMNS).sort_values(["index", "ratio"], ignore_index=True)

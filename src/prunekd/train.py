@@ -94,6 +94,49 @@ def evaluate(model: nn.Module, split: Split, norm: Normalization, batch_size: in
     return {"top1": 100.0 * correct / len(split), "loss": loss_sum / len(split)}
 
 
+@torch.no_grad()
+def predictions(model: nn.Module, split: Split, norm: Normalization, batch_size: int = 1000) -> torch.Tensor:
+    """The predicted class of every image of a split, in order (uint8 on the CPU)."""
+    model.eval()
+    dev = next(model.parameters()).device
+    return torch.cat([model(to_device(normalize(xb, norm.mean, norm.std), dev)).argmax(1).to(torch.uint8).cpu()
+                      for xb, _ in batches(split, batch_size)])
+
+
+RECALIBRATION_BATCH = 128  # images per batch of BatchNorm recalibration
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, split: Split, norm: Normalization, n_batches: int,
+                          seed: int = 0, batch_size: int = RECALIBRATION_BATCH) -> nn.Module:
+    """Re-estimate every BatchNorm's running mean and variance, in place, from ``n_batches`` batches
+    of ``split`` (drawn by ``seed``, no augmentation) forwarded with only the BatchNorms in train
+    mode and no gradients; weights and every other buffer are untouched (EagleEye's adaptive
+    BatchNorm, 2020). After pruning, the statistics the teacher learned describe activations that
+    no longer occur, and a pruned network judged with them is near chance whatever it kept.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if n_batches <= 0 or not norms:
+        return model
+    order = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))[:n_batches * batch_size]
+    dev = next(model.parameters()).device
+    momenta = [m.momentum for m in norms]
+    model.eval()
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a plain average over the batches, not a moving one
+        m.train()
+    try:
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            model(to_device(normalize(split.x[idx], norm.mean, norm.std), dev))
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        model.eval()
+    return model
+
+
 def train_epoch(model, split, norm, sched, loss_fn, opt, lr_sched, gen, desc) -> dict[str, float]:
     model.train()
     dev = next(model.parameters()).device

@@ -8,16 +8,18 @@ import warnings
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from ..config import ConfigError, Params, TrainConfig, load_params
 from ..data import DataError, Prepared
 from ..io import atomic_dir, write_json
 from ..export import ExportError, export_onnx
 from ..measure import cost
 from ..models import ModelFileError, save_model
-from ..paths import METRICS_FILE, MODEL_FILE, ONNX_FILE
+from ..paths import METRICS_FILE, MODEL_FILE, ONNX_FILE, PREDICTIONS_FILE
 from ..prune import PruneTargetError
 from ..tracking import StageRun, TrackingError, check_reachable
-from ..train import DivergenceError, Normalization, Schedule, evaluate
+from ..train import DivergenceError, Normalization, Schedule, predictions
 
 # Failures a user can fix; they get one line, not a traceback.
 USER_ERRORS = (ConfigError, DataError, ModelFileError, PruneTargetError, DivergenceError, FileNotFoundError,
@@ -85,16 +87,17 @@ def log_data(run: StageRun, prepared: Prepared, folder: Path, context: str) -> N
 
 
 def clear_outputs(out_dir: Path) -> None:
-    """Remove a previous run's model.pt, model.onnx and metrics.json, as ``dvc repro`` does before it
-    runs a stage: from here on ``out_dir`` holds either nothing or this run's complete outputs."""
-    for name in (MODEL_FILE, ONNX_FILE, METRICS_FILE):
+    """Remove a previous run's outputs, as ``dvc repro`` does before it runs a stage: from here
+    on ``out_dir`` holds either nothing or this run's complete outputs."""
+    for name in (MODEL_FILE, ONNX_FILE, PREDICTIONS_FILE, METRICS_FILE):
         (out_dir / name).unlink(missing_ok=True)
 
 
 def save_and_measure(model, out_dir: Path, prepared: Prepared, run: StageRun, meta: dict,
                      extra: dict | None = None) -> dict:
     """Save ``model`` with its lineage and its deploy form (ONNX), measure its accuracy on the test
-    split and its size, log both forms and the metrics to MLflow, and write metrics.json.
+    split (keeping each image's predicted class, for the report's statistics) and its size, log
+    both forms and the metrics to MLflow, and write metrics.json.
 
     The files are made in ``<out_dir>.tmp`` (ignored by git and DVC), which replaces ``out_dir``
     only once everything here has succeeded: a failed or killed stage leaves no output behind.
@@ -102,7 +105,9 @@ def save_and_measure(model, out_dir: Path, prepared: Prepared, run: StageRun, me
     with atomic_dir(out_dir, keep=DVC_FILES) as tmp:
         model_file = save_model(model, tmp / MODEL_FILE, meta | {"mlflow_run_id": run.run_id})
         onnx_file = export_onnx(model, tmp / ONNX_FILE, out_dir / MODEL_FILE)
-        metrics = {"top1": evaluate(model, prepared.test, normalization(prepared.manifest))["top1"]}
+        predicted = predictions(model, prepared.test, normalization(prepared.manifest))
+        np.save(tmp / PREDICTIONS_FILE, predicted.numpy(), allow_pickle=False)
+        metrics = {"top1": 100.0 * int((predicted.long() == prepared.test.y).sum()) / len(prepared.test)}
         metrics |= cost(model, model_file) | (extra or {})
         run.log_metrics({("test_top1" if k == "top1" else k): v for k, v in metrics.items()})
         run.log_model(model, model_file, onnx_file)

@@ -14,7 +14,7 @@ import pandas as pd
 
 from ..config import Params
 from ..io import atomic_file
-from ..latency import LATENCY_COLUMNS, Architecture, latency_table
+from ..latency import LATENCY_COLUMNS, Architecture, latency_metrics, latency_table
 from ..models import load_model
 from ..paths import LATENCY, MODEL_FILE, ONNX_FILE, TEACHER, pruned_dir, ratio_key
 from ..tracking import stage_run
@@ -35,10 +35,6 @@ def architectures(params: Params, teacher_dir: Path = TEACHER) -> tuple[list[Arc
     return archs, metas
 
 
-def metric_name(row: dict, column: str) -> str:
-    return f"{column}_{row['runtime']}_b{row['batch']}"
-
-
 def run(params: Params, teacher_dir: Path = TEACHER, out: Path = LATENCY) -> dict:
     archs, metas = architectures(params, teacher_dir)
     out.unlink(missing_ok=True)  # the inputs are good: from here a failure leaves no stale output
@@ -50,8 +46,7 @@ def run(params: Params, teacher_dir: Path = TEACHER, out: Path = LATENCY) -> dic
         table = pd.DataFrame(rows, columns=LATENCY_COLUMNS)
         # Each architecture's own MLflow run (the prune run; the teacher's) gets its figures.
         for arch, meta in zip(archs, metas):
-            figures = {metric_name(r, col): r[col] for r in rows if r["ratio"] == arch.ratio
-                       for col in ("median_ms", "speedup")}
+            figures = {k: v for r in rows if r["ratio"] == arch.ratio for k, v in latency_metrics(r).items()}
             run.log_metrics({f"{k}_ratio_{arch.ratio:g}": v for k, v in figures.items()})
             if meta.get("mlflow_run_id"):
                 run.log_metrics_to(meta["mlflow_run_id"], figures)

@@ -20,7 +20,8 @@ from .. import sensitivity
 from ..paths import CURVES_FILE, MODEL_FILE, PREPARED, SENSITIVITY, TEACHER, pruned_dir
 from ..prune import PruneResult, prune, prune_layers, reduction
 from ..tracking import stage_run
-from .common import clear_outputs, log_data, ratio_arg, run_cli, save_and_measure
+from ..train import recalibrate_batchnorm
+from .common import clear_outputs, log_data, normalization, ratio_arg, run_cli, save_and_measure
 
 
 def pruned_by_schedule(teacher, ratio: float, params: Params) -> PruneResult:
@@ -43,6 +44,9 @@ def run(params: Params, ratio: str, prepared_dir: Path = PREPARED, teacher_dir: 
     teacher, teacher_meta = load_model(teacher_dir / MODEL_FILE)
     clear_outputs(pruned_dir(ratio))  # the inputs are good: from here a failure leaves no stale outputs
     result = pruned_by_schedule(teacher, float(ratio), params)
+    # Stale BatchNorm statistics would make "before retraining" mean "near chance" (README).
+    recalibrate_batchnorm(result.model, prepared.train, normalization(prepared.manifest),
+                          params.prune.bn_recalibration_batches, params.seed)
     macs_before, params_before = count_macs_params(teacher)
     macs_after, params_after = count_macs_params(result.model)
     lineage = {"teacher_run_id": teacher_meta["mlflow_run_id"],
@@ -50,6 +54,7 @@ def run(params: Params, ratio: str, prepared_dir: Path = PREPARED, teacher_dir: 
     with stage_run(f"prune@{ratio}", params, lineage | {"ratio": ratio}) as run:
         run.log_params({"ratio": ratio, "unit": params.prune.unit, "criterion": params.prune.criterion,
                         "schedule": params.prune.schedule, "round_to": params.prune.round_to,
+                        "bn_recalibration_batches": params.prune.bn_recalibration_batches,
                         "channel_ratio": result.channel_ratio,
                         "layer_channels": str(result.model.channels())})
         log_data(run, prepared, prepared_dir, "evaluation")

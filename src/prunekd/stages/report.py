@@ -18,6 +18,7 @@ from ..models import read_meta
 from ..paths import CURVES_FILE, LATENCY, MODEL_FILE, REPORTS, SENSITIVITY, TEACHER, pruned_dir, ratio_key, retrained_dir
 from ..report import (aliases, collect, latency_label, markdown, plot_accuracy, plot_latency, plot_pareto,
                       read_latency, summarize)
+from ..latency import latency_metrics
 from ..tracking import StageRun, adopt, register, stage_run
 from .common import run_cli
 
@@ -88,8 +89,8 @@ def run(params: Params, out: Path = REPORTS, latency_file: Path = LATENCY) -> di
             for name in OUTPUTS:
                 run.log_artifact(tmp / name, "report")
             run.log_artifact(latency_file, "report")
-            run.log_metrics({f"{c}_{r.runtime}_b{r.batch}_ratio_{r.ratio:g}": getattr(r, c)
-                             for r in latency.itertuples() for c in ("median_ms", "speedup")})
+            run.log_metrics({f"{k}_ratio_{r['ratio']:g}": v for r in latency.to_dict("records")
+                             for k, v in latency_metrics(r).items()})
             record_sweep(run, params, results)
         for name in OUTPUTS:
             os.replace(tmp / name, out / name)

@@ -16,8 +16,8 @@ from typing import Callable
 import torch
 
 from ..checkpoint import resumable
-from ..config import Params
-from ..data import load_prepared
+from ..config import ConfigError, Params
+from ..data import Split, load_prepared
 from ..distill import cross_entropy_loss, distillation_loss
 from ..models import build_model, load_model
 from ..paths import MODEL_FILE, PREPARED, TEACHER, pruned_dir, retrained_dir
@@ -61,11 +61,24 @@ def starting_model(pruned: torch.nn.Module, mode: str, seed: int) -> torch.nn.Mo
     return build_model(**pruned.spec())
 
 
+def student_data(train: Split, subset: int | None) -> Split:
+    """The images the student retrains on: all of the training split, or its first ``subset``
+    (the split is already a seeded shuffle): the teacher saw all of them, the student fewer
+    (Hinton et al.'s limited-data case, where distillation has the most to give)."""
+    if subset is None:
+        return train
+    if subset > len(train):
+        raise ConfigError(f"params.yaml: retrain.train_subset: {subset} is more than the {len(train)} images "
+                          "of the training split; use at most that many, or null for all")
+    return Split(train.x[:subset], train.y[:subset])
+
+
 def run(params: Params, ratio: str, mode: str, seed: int,
         prepared_dir: Path = PREPARED, teacher_dir: Path = TEACHER) -> dict:
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; known: {', '.join(MODES)}")
     prepared = load_prepared(prepared_dir)
+    train = student_data(prepared.train, params.retrain.train_subset)
     model, lineage = load_model(pruned_dir(ratio) / MODEL_FILE)
     lineage = {k: v for k, v in lineage.items() if k != "mlflow_run_id"}
     model = starting_model(model, mode, seed)
@@ -78,7 +91,7 @@ def run(params: Params, ratio: str, mode: str, seed: int,
         run.log_params({"ratio": ratio, "mode": mode, "retrain_seed": seed, "unit": params.prune.unit,
                         "criterion": params.prune.criterion})
         log_data(run, prepared, prepared_dir, "training")
-        fit(model, prepared.train, prepared.val, normalization(prepared.manifest), schedule(params.retrain, prepared.manifest),
+        fit(model, train, prepared.val, normalization(prepared.manifest), schedule(params.retrain, prepared.manifest),
             loss, seed, run.log_epoch, name=name, checkpoint=checkpoint)
         run.set_tags(checkpoint.tags())
         return save_and_measure(model, retrained_dir(ratio, mode, seed), prepared, run, meta=lineage)

@@ -12,7 +12,7 @@ from ..models import load_model
 from ..paths import CURVES_FILE, MODEL_FILE, PREPARED, SENSITIVITY, TEACHER
 from ..sensitivity import curves, plot
 from ..tracking import stage_run
-from ..train import evaluate
+from ..train import evaluate, recalibrate_batchnorm
 from .common import log_data, normalization, run_cli
 
 FIGURE = "sensitivity.png"
@@ -26,8 +26,10 @@ def run(params: Params, prepared_dir: Path = PREPARED, teacher_dir: Path = TEACH
                "dataset": meta["dataset"]}
     with stage_run("sensitivity", params, lineage) as run:
         log_data(run, prepared, prepared_dir, "evaluation")
+        batches = params.prune.bn_recalibration_batches
         table = curves(teacher, params.prune.sensitivity_ratios, params.prune.criterion,
-                       lambda model: evaluate(model, prepared.val, norm)["top1"], params.seed)
+                       lambda model: evaluate(model, prepared.val, norm)["top1"], params.seed,
+                       lambda model: recalibrate_batchnorm(model, prepared.train, norm, batches, params.seed))
         with atomic_dir(out) as tmp:
             table.to_csv(tmp / CURVES_FILE, index=False, float_format="%.6g")
             plot(table, tmp / FIGURE)
