@@ -25,7 +25,8 @@ RUNS = ROOT / "docs" / "runs"
 
 def label(name: str) -> str:
     params = yaml.safe_load((RUNS / name / "params.yaml").read_text())["prune"]
-    return f"{params['criterion']}, {params['schedule']}"
+    unit = "" if params.get("unit", "params") == "params" else f", equal {params['unit']}"
+    return f"{params['criterion']}, {params['schedule']}{unit}"
 
 
 def load(names: list[str]) -> pd.DataFrame:
@@ -47,9 +48,11 @@ def compare(names: list[str]) -> str:
     runs = load(names)
     runs = runs[runs.groupby(["ratio", "mode"])["run"].transform("nunique") == len(names)]  # shared cells only
     table = (runs.groupby(["ratio", "mode", "run"], sort=False)
-             .agg(params_removed_pct=("params_reduction_pct", "mean"), top1_pruned=("top1_pruned", "mean"),
+             .agg(params_removed_pct=("params_reduction_pct", "mean"), MMACs=("macs", "mean"),
+                  latency_ms=("latency_ms", "mean"), top1_pruned=("top1_pruned", "mean"),
                   top1=("top1", "mean"), top1_std=("top1", "std"), n=("top1", "count"))
              .reset_index().sort_values(["ratio", "mode"], kind="stable"))
+    table["MMACs"] = table["MMACs"] / 1e6
     first = label(names[0])
     diffs = []
     for mode, rows in runs.groupby("mode"):
@@ -61,7 +64,10 @@ def compare(names: list[str]) -> str:
                                                       "ci_high", "excludes_zero"]] if diffs else pd.DataFrame()
     return "\n".join(["# Pruning criteria and schedules compared", "",
                       "## Compared: top-1 % per criterion and schedule (mean over seeds)", "",
-                      "`top1_pruned`: before retraining; `top1`: after.", "", fmt_table(table), "",
+                      "`top1_pruned`: before retraining; `top1`: after. Cost beside accuracy: a schedule that "
+                      "keeps the same parameters may keep more MACs; `latency_ms` as each run measured it "
+                      "(runs published before the latency stage timed each model in eager PyTorch, a noisy "
+                      "figure).", "", fmt_table(table), "",
                       f"## Compared: each minus ({first}), paired over seeds (95 % CI, paired t)", "",
                       fmt_table(diff_table), ""])
 

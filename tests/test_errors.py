@@ -133,6 +133,9 @@ def test_wrong_type(repo):
      ("retrain.lr", "greater than 0", "-1")),
     ("prune", ("--ratio", "0.3"), "prune", {"ratios": [1.5]}, ("prune.ratios", "(0, 1)", "1.5")),
     ("teacher", (), "kd", {"alpha": 1.5}, ("kd.alpha", "1.5")),
+    ("prune", ("--ratio", "0.3"), "prune", {"bn_recalibration_batches": -1}, ("prune.bn_recalibration_batches", "-1")),
+    ("retrain", ("--ratio", "0.3", "--mode", "kd", "--seed", "0"), "retrain", {"train_subset": 100_000},
+     ("retrain.train_subset", "100000 is more than the", "images of the training split")),
 ])
 def test_out_of_range_value(repo, stage, args, section, change, names):
     params = bad_params(repo, lambda p: p[section].update(change))

@@ -123,6 +123,16 @@ def test_measure_reruns_only_latency_and_the_report(repo):
     assert ran(dvc(repo, "repro")) == {"check", "latency", "report"}
 
 
+def test_a_student_subset_reruns_only_the_retrains_and_the_report(repo):
+    repo, _ = repo
+    teacher = (repo / "models/teacher/model.pt").read_bytes()
+    set_params(repo, lambda p: p["retrain"].update(train_subset=300))
+    assert ran(dvc(repo, "repro")) == {"check", "report", *(f"retrain@{r}-{m}-0" for r in ("0.3", "0.5")
+                                                             for m in ("ft", "kd"))}
+    assert (repo / "models/teacher/model.pt").read_bytes() == teacher  # the teacher saw every image
+    assert "students retrained on 300 training images" in (repo / "reports/report.md").read_text()
+
+
 def test_changing_ratios_adds_and_drops_only_those_branches(repo):
     repo, _ = repo
     set_params(repo, lambda p: p["prune"].update(ratios=[0.3, 0.6]))

@@ -21,10 +21,11 @@ def script(name: str):
 def published(runs: Path, name: str, criterion: str, top1_by_seed: dict[int, float]) -> None:
     folder = runs / name
     folder.mkdir(parents=True)
+    cost = {"macs": 2e6, "latency_ms": 0.1}
     rows = [{"ratio": 0.0, "mode": "teacher", "seed": None, "top1": 92.0, "top1_pruned": None,
-             "params_reduction_pct": 0.0}]
-    rows += [{"ratio": 0.5, "mode": "ft", "seed": s, "top1": v, "top1_pruned": 50.0, "params_reduction_pct": 50.0}
-             for s, v in top1_by_seed.items()]
+             "params_reduction_pct": 0.0, "macs": 4e6, "latency_ms": 0.2}]
+    rows += [{"ratio": 0.5, "mode": "ft", "seed": s, "top1": v, "top1_pruned": 50.0, "params_reduction_pct": 50.0,
+              **cost} for s, v in top1_by_seed.items()]
     pd.DataFrame(rows).to_csv(folder / "results.csv", index=False)
     (folder / "params.yaml").write_text(yaml.safe_dump({"prune": {"criterion": criterion, "schedule": "uniform"}}))
     (folder / "run.json").write_text(json.dumps({"command": f"dvc exp run -S prune.criterion={criterion}",

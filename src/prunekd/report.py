@@ -9,11 +9,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from scipy import stats  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from .io import read_json  # noqa: E402
-from .paths import METRICS_FILE, TEACHER, pruned_dir, ratio_key, retrained_dir  # noqa: E402
+from .stats import Pooled, bootstrap, paired_t, pooled  # noqa: E402
+from .paths import METRICS_FILE, PREDICTIONS_FILE, TEACHER, pruned_dir, ratio_key, retrained_dir  # noqa: E402
 
 # The study this project reproduces: MobileNet at a 26.08 % model-size reduction.
 STUDY = {"size_reduction_pct": 26.08, "ft": 63.65, "kd": 65.37}
@@ -64,6 +64,22 @@ def collect(ratios: list[float], modes: list[str], seeds: list[int], latency: pd
                "params_reduction_pct", "macs_reduction_pct", "size_mb_reduction_pct"]]
 
 
+def collect_correct(results: pd.DataFrame, labels: np.ndarray) -> "Correct":
+    """Per retrain run of ``results``: whether each test image was classified right, from the
+    predictions the run kept (``predictions.npy``)."""
+    correct = {}
+    for _, row in results[results["mode"] != "teacher"].iterrows():
+        path = retrained_dir(ratio_key(row["ratio"]), row["mode"], int(row["seed"])) / PREDICTIONS_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: not found; rerun its retrain stage")
+        predicted = np.load(path, allow_pickle=False)
+        if predicted.shape != labels.shape:
+            raise FileNotFoundError(f"{path}: {predicted.shape[0]} predictions for {labels.shape[0]} test images; "
+                                    "rerun its retrain stage")
+        correct[row["ratio"], row["mode"], int(row["seed"])] = predicted == labels
+    return correct
+
+
 def summarize(results: pd.DataFrame) -> pd.DataFrame:
     """Mean, std and n of top-1 over seeds, and mean cost, per (ratio, mode)."""
     runs = results[results["mode"] != "teacher"]
@@ -73,23 +89,46 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
     return summary.join(costs).reset_index()
 
 
-def paired_difference(results: pd.DataFrame, a: str = "kd", b: str = "ft", level: float = 0.95) -> pd.DataFrame:
-    """Per ratio: mean of top-1(a) - top-1(b) over the seeds run in both modes, with its
-    ``level`` confidence interval from a paired t-test (n - 1 degrees of freedom).
+# (ratio, mode, seed) -> whether each test image was classified right, in test-set order
+Correct = dict[tuple[float, str, int], np.ndarray]
 
-    Pairing by seed removes what two runs of one seed share (the same batch order). With one
-    seed there is no interval (NaN) and the difference cannot be called significant.
-    """
+PAIRED_COLUMNS = ["ratio", "n", "diff", "ci_low", "ci_high", "excludes_zero", "boot_low", "boot_high"]
+
+
+def seed_pairs(results: pd.DataFrame, a: str, b: str) -> dict[float, pd.Series]:
+    """Per ratio: top-1(a) - top-1(b) for each seed run in both modes."""
     runs = results[results["mode"].isin([a, b])]
     wide = runs.pivot_table(index=["ratio", "seed"], columns="mode", values="top1")
+    return {ratio: (pairs[a] - pairs[b]).dropna() if {a, b} <= set(pairs.columns) else pd.Series(dtype=float)
+            for ratio, pairs in wide.groupby(level="ratio")}
+
+
+def paired_difference(results: pd.DataFrame, a: str = "kd", b: str = "ft", level: float = 0.95,
+                      correct: Correct | None = None) -> pd.DataFrame:
+    """Per ratio: mean of top-1(a) - top-1(b) over the seeds run in both modes, with its
+    ``level`` confidence interval from a paired t-test (n - 1 degrees of freedom), and with
+    ``correct`` (per-image results) a bootstrap interval over seeds and test images too.
+
+    Pairing by seed removes what two runs of one seed share (the same batch order). With one
+    seed there is no t interval (NaN) and the difference cannot be called significant.
+    """
     rows = []
-    for ratio, pairs in wide.groupby(level="ratio"):
-        diff = (pairs[a] - pairs[b]).dropna() if {a, b} <= set(pairs.columns) else pd.Series(dtype=float)
-        n, mean = len(diff), diff.mean()
-        half = stats.t.ppf((1 + level) / 2, n - 1) * diff.std(ddof=1) / np.sqrt(n) if n >= 2 else np.nan
-        rows.append({"ratio": ratio, "n": n, "diff": mean, "ci_low": mean - half, "ci_high": mean + half,
-                     "excludes_zero": bool(n >= 2 and (mean - half > 0 or mean + half < 0))})
-    return pd.DataFrame(rows, columns=["ratio", "n", "diff", "ci_low", "ci_high", "excludes_zero"])
+    for ratio, diff in seed_pairs(results, a, b).items():
+        t = paired_t(diff.to_numpy(), level)
+        row = {"ratio": ratio, "n": len(diff), "diff": t.diff, "ci_low": t.low, "ci_high": t.high,
+               "excludes_zero": t.excludes_zero, "boot_low": np.nan, "boot_high": np.nan}
+        seeds = [s for _, s in diff.index]
+        if correct is not None and seeds and all((ratio, m, s) in correct for m in (a, b) for s in seeds):
+            per_image = np.stack([correct[ratio, a, s].astype(float) - correct[ratio, b, s] for s in seeds])
+            boot = bootstrap(per_image, level)
+            row |= {"boot_low": boot.low, "boot_high": boot.high}
+        rows.append(row)
+    return pd.DataFrame(rows, columns=PAIRED_COLUMNS)
+
+
+def pooled_difference(results: pd.DataFrame, a: str = "kd", b: str = "ft", level: float = 0.95) -> Pooled:
+    """top-1(a) - top-1(b) pooled across the ratios (``stats.pooled``)."""
+    return pooled([d.to_numpy() for d in seed_pairs(results, a, b).values()], level)
 
 
 def aliases(results: pd.DataFrame) -> dict[str, int]:
@@ -236,28 +275,131 @@ COMPARISONS = [("kd", "ft", "distillation vs plain fine-tuning"),
                ("scratch_kd", "scratch", "distillation, from random init")]
 
 
-def paired_differences(results: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
+def paired_differences(results: pd.DataFrame, level: float = 0.95, correct: Correct | None = None) -> pd.DataFrame:
     """``paired_difference`` for every pair of COMPARISONS whose two modes both ran."""
     modes = set(results["mode"])
-    tables = [paired_difference(results, a, b, level).assign(comparison=f"{a} - {b}", meaning=meaning)
+    tables = [paired_difference(results, a, b, level, correct).assign(comparison=f"{a} - {b}", meaning=meaning)
               for a, b, meaning in COMPARISONS if {a, b} <= modes]
+    columns = ["comparison", "meaning", *PAIRED_COLUMNS]
     if not tables:
-        return pd.DataFrame(columns=["comparison", "meaning", "ratio", "n", "diff", "ci_low", "ci_high",
-                                     "excludes_zero"])
-    both = pd.concat(tables, ignore_index=True)
-    return both[["comparison", "meaning", "ratio", "n", "diff", "ci_low", "ci_high", "excludes_zero"]]
+        return pd.DataFrame(columns=columns)
+    return pd.concat(tables, ignore_index=True)[columns]
 
 
-def paired_section(results: pd.DataFrame) -> list[str]:
+def pooled_differences(results: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
+    """``pooled_difference`` for every comparison whose two modes both ran."""
+    modes, rows = set(results["mode"]), []
+    for a, b, meaning in COMPARISONS:
+        if {a, b} <= modes:
+            p = pooled_difference(results, a, b, level)
+            rows.append({"comparison": f"{a} - {b}", "ratios": results.loc[results["mode"] == a, "ratio"].nunique(),
+                         "df": p.df, "diff": p.diff, "ci_low": p.low, "ci_high": p.high, "p_value": p.p_value})
+    return pd.DataFrame(rows, columns=["comparison", "ratios", "df", "diff", "ci_low", "ci_high", "p_value"])
+
+
+def verdict(diff: float, low: float, high: float, n: int) -> str:
+    """How an interval reads: a difference with its interval, or no detectable one at this n."""
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return f"{diff:+.2f} points (one seed: no interval)"
+    if low > 0 or high < 0:
+        return f"{diff:+.2f} points [95 % CI {low:+.2f}, {high:+.2f}]"
+    return f"no detectable difference at n = {n} ({diff:+.2f} points, 95 % CI {low:+.2f} to {high:+.2f})"
+
+
+def paired_section(results: pd.DataFrame, correct: Correct | None = None) -> list[str]:
     """Mode-minus-mode differences (KD - FT first), where both modes ran, paired by seed."""
-    paired = paired_differences(results)
+    paired = paired_differences(results, correct=correct)
     if not (paired["n"] > 0).any():
         return []
-    lines = ["## Paired differences over seeds (top-1 points, 95 % confidence interval, paired t)", "",
-             fmt_table(paired), ""]
+    lines = ["## Paired differences over seeds (top-1 points, 95 % confidence intervals)", "",
+             "`ci_*`: paired t over seeds; `boot_*`: bootstrap over seeds and test images (2,000 draws), "
+             "which also covers the test set's sampling. Both cover retraining seeds only: one teacher, "
+             "one split.", "", fmt_table(paired), ""]
     if (paired["n"] < 2).all():
-        lines += ["With one seed there is no interval: list several in `retrain.seeds`.", ""]
-    return lines
+        return lines + ["With one seed there is no interval: list several in `retrain.seeds`.", ""]
+    pooled_table = pooled_differences(results)
+    return lines + ["Pooled across ratios (each ratio's mean weighted alike; t with the pooled within-ratio "
+                    "variance):", "", pooled_table.to_markdown(index=False, floatfmt=".3g"), ""]
+
+
+def gap_closed(summary: pd.DataFrame, teacher_top1: float) -> pd.Series:
+    """Per ratio: the share of the teacher - FT gap that KD closes, (KD - FT) / (teacher - FT)."""
+    wide = summary.pivot(index="ratio", columns="mode", values="top1_mean")
+    return (wide["kd"] - wide["ft"]) / (teacher_top1 - wide["ft"])
+
+
+CHANCE_MARGIN = 5.0  # points above chance under which a model has learnt next to nothing
+
+
+def warnings_section(results: pd.DataFrame, num_classes: int) -> list[str]:
+    """A warning when the teacher or a retrained model is within a few points of chance: pruning
+    and distilling such a model answers nothing."""
+    chance = 100 / num_classes
+    weak = results[results["top1"] < chance + CHANCE_MARGIN]
+    if weak.empty:
+        return []
+    names = ", ".join(("teacher" if r["mode"] == "teacher" else f"{r['ratio']:g}-{r['mode']}-{int(r['seed'])}")
+                      + f" ({r['top1']:.1f} %)" for _, r in weak.head(6).iterrows())
+    return [f"> **Warning:** {len(weak)} model(s) within {CHANCE_MARGIN:g} points of chance ({chance:.0f} %): "
+            f"{names}{' ...' if len(weak) > 6 else ''}. This run is too short or too small to say anything about "
+            "pruning or distillation; train longer (`teacher.epochs`, `retrain.epochs`) or on more data.", ""]
+
+
+def regime(params: dict) -> str:
+    """The setting the answer holds in, from the params that decide it."""
+    subset = params.get("train_subset")
+    data = f"{subset:,} training images" if subset else "the full training split"
+    return (f"students retrained on {data} for {params['epochs']} epoch(s) at lr {params['lr']:g}, "
+            f"{params['n_seeds']} seed(s) per ratio; one teacher, one split")
+
+
+def answer_section(results: pd.DataFrame, summary: pd.DataFrame, params: dict,
+                   correct: Correct | None = None) -> list[str]:
+    """The study's question answered in a few lines: KD - FT per ratio with its interval, pooled,
+    and the share of the teacher - FT gap distillation closes."""
+    modes = set(results["mode"])
+    if not {"kd", "ft"} <= modes:
+        return []
+    teacher_top1 = float(results.loc[results["mode"] == "teacher", "top1"].iloc[0])
+    paired = paired_difference(results, "kd", "ft", correct=correct).set_index("ratio")
+    removed = summary.drop_duplicates("ratio").set_index("ratio")["params_reduction_pct"]
+    gaps = gap_closed(summary, teacher_top1)
+    lines = [f"- {removed[r]:.0f} % of params removed: KD − FT {verdict(row['diff'], row['ci_low'], row['ci_high'], int(row['n']))}; "
+             f"teacher − FT gap {teacher_top1 - summary[(summary['ratio'] == r) & (summary['mode'] == 'ft')]['top1_mean'].iloc[0]:.2f} points, "
+             f"of which KD closes {100 * gaps[r]:.0f} %"
+             for r, row in paired.iterrows()]
+    pool = pooled_difference(results, "kd", "ft")
+    pooled_line = (f"Pooled across the {len(paired)} ratios: KD − FT "
+                   f"{verdict(pool.diff, pool.low, pool.high, int(paired['n'].sum()))}, p = {pool.p_value:.2g}."
+                   if np.isfinite(pool.low) else "")
+    return ["## The answer: does distillation help the pruned network?", "",
+            f"In this regime ({regime(params)}):", "", *lines, "", *([pooled_line, ""] if pooled_line else [])]
+
+
+def kd_gain_figure(results: pd.DataFrame, summary: pd.DataFrame, path: Path) -> None:
+    """KD - FT against params removed, in points, with 95 % t interval bars and a zero line."""
+    paired = paired_difference(results, "kd", "ft").set_index("ratio")
+    removed = summary.drop_duplicates("ratio").set_index("ratio")["params_reduction_pct"].loc[paired.index]
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    err = np.vstack([paired["diff"] - paired["ci_low"], paired["ci_high"] - paired["diff"]])
+    ax.errorbar(removed, paired["diff"], yerr=np.nan_to_num(err), fmt="o-", capsize=4, label="KD − FT (95 % CI)")
+    ax.axhline(0, color="black", linewidth=1)
+    ax.set(xlabel="parameters removed (%)", ylabel="KD − FT (top-1 points)",
+           title="What distillation adds to plain retraining")
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+STUDY_CAVEATS = [
+    "The study's numbers are a single run each; its abstract does not name the dataset, so its "
+    "63–65 % top-1 is on a harder task with more room between teacher and student than here.",
+    "Its \"26.08 %\" size reduction does not match its own 14.4 → 11.3 MB (21.5 %); prunekd's row is "
+    "the ratio closest to 26.08 % of file size removed.",
+    "Compare the direction and size of KD − FT, not the accuracies: they are on different data.",
+]
 
 
 def sensitivity_section(table: pd.DataFrame | None, figure: str) -> list[str]:
@@ -273,7 +415,8 @@ def sensitivity_section(table: pd.DataFrame | None, figure: str) -> list[str]:
 
 def markdown(results: pd.DataFrame, summary: pd.DataFrame, figure: str, latency: pd.DataFrame,
              latency_figure: str, pareto: str | None = None, sensitivity: pd.DataFrame | None = None,
-             sensitivity_figure: str = "") -> str:
+             sensitivity_figure: str = "", correct: Correct | None = None, regime_params: dict | None = None,
+             num_classes: int = 10, kd_figure: str | None = None) -> str:
     teacher = results[results["mode"] == "teacher"].iloc[0]
     cost_table = summary[["ratio", "mode", "top1_mean", "top1_std", "n", *COST_COLUMNS,
                           "params_reduction_pct"]].copy()
@@ -281,16 +424,20 @@ def markdown(results: pd.DataFrame, summary: pd.DataFrame, figure: str, latency:
     cost_table = cost_table.rename(columns={"macs": "MMACs", "top1_mean": "top1", "top1_std": "top1 std"})
     return "\n".join([
         "# prunekd report", "",
+        *warnings_section(results, num_classes),
+        *(answer_section(results, summary, regime_params, correct) if regime_params else []),
+        *([f"![KD minus FT]({kd_figure})", ""] if kd_figure and {"kd", "ft"} <= set(results["mode"]) else []),
         f"Teacher: top-1 **{teacher['top1']:.2f} %**, {int(teacher['params']):,} params, "
         f"{teacher['macs'] / 1e6:.2f} MMACs, {teacher['size_mb']:.2f} MB, {teacher['latency_ms']:.3f} ms "
         f"({latency_label(latency)}, CPU).",
         "", "## Accuracy per ratio and mode (test top-1 %, mean over seeds)", "",
         fmt_table(ft_vs_kd(summary)), "",
-        *paired_section(results),
+        *paired_section(results, correct),
         f"## Cost per ratio and mode (mean over seeds; latency_ms: {latency_label(latency)})", "",
         fmt_table(cost_table), "",
         *latency_section(latency, latency_figure),
         "## Against the study", "", study_comparison(summary), "",
+        *[f"- {caveat}" for caveat in STUDY_CAVEATS], "",
         f"![accuracy vs ratio]({figure})", "",
         *([f"![accuracy against MACs and latency]({pareto})", ""] if pareto else []),
         *sensitivity_section(sensitivity, sensitivity_figure)])

@@ -30,6 +30,7 @@ import pandas as pd
 import torch
 from mlflow.data.dataset_source_registry import resolve_dataset_source
 from mlflow.data.meta_dataset import MetaDataset
+from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 from torch import nn
 
@@ -195,8 +196,12 @@ class StageRun:
             info = mlflow.pytorch.log_model(model, name=MODEL_ARTIFACT, input_example=example,
                                             extra_files=[str(model_file)],
                                             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
-            deploy = mlflow.onnx.log_model(onnx.load(str(onnx_file)), name=ONNX_ARTIFACT, input_example=example,
-                                           save_as_external_data=False,
+            # The signature given, not inferred: inferring it loads the model back (a download,
+            # a progress bar) only to run the example through it.
+            with torch.no_grad():
+                signature = infer_signature(example, model(torch.from_numpy(example)).numpy())
+            deploy = mlflow.onnx.log_model(onnx.load(str(onnx_file)), name=ONNX_ARTIFACT, signature=signature,
+                                           save_as_external_data=False, onnx_execution_providers=["CPUExecutionProvider"],
                                            pip_requirements=[f"onnxruntime=={_version('onnxruntime')}"])
         mlflow.set_tags({MODEL_URI_TAG: info.model_uri, ONNX_URI_TAG: deploy.model_uri})  # what report registers
 

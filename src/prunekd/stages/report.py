@@ -15,9 +15,10 @@ import pandas as pd
 
 from ..config import Params
 from ..models import read_meta
-from ..paths import CURVES_FILE, LATENCY, MODEL_FILE, REPORTS, SENSITIVITY, TEACHER, pruned_dir, ratio_key, retrained_dir
-from ..report import (aliases, collect, latency_label, markdown, plot_accuracy, plot_latency, plot_pareto,
-                      read_latency, summarize)
+from ..paths import CURVES_FILE, LATENCY, MODEL_FILE, PREPARED, REPORTS, SENSITIVITY, TEACHER, pruned_dir, ratio_key, retrained_dir
+from ..data import load_prepared
+from ..report import (aliases, collect, collect_correct, kd_gain_figure, latency_label, markdown, plot_accuracy,
+                      plot_latency, plot_pareto, read_latency, summarize)
 from ..latency import latency_metrics
 from ..tracking import StageRun, adopt, register, stage_run
 from .common import run_cli
@@ -25,6 +26,7 @@ from .common import run_cli
 FIGURE = "figures/accuracy_vs_ratio.png"
 PARETO = "figures/pareto.png"
 LATENCY_FIGURE = "figures/latency.png"
+KD_FIGURE = "figures/kd_minus_ft.png"
 
 
 def model_file(row: pd.Series) -> Path:
@@ -64,9 +66,13 @@ def record_sweep(run: StageRun, params: Params, results: pd.DataFrame) -> dict[s
 OUTPUTS = ("results.csv", "summary.csv", "report.md", "figures")
 
 
-def run(params: Params, out: Path = REPORTS, latency_file: Path = LATENCY) -> dict:
+def run(params: Params, out: Path = REPORTS, latency_file: Path = LATENCY, prepared_dir: Path = PREPARED) -> dict:
     latency = read_latency(latency_file, params.prune.ratios)
     results = collect(params.prune.ratios, params.retrain.modes, params.retrain.seeds, latency)
+    prepared = load_prepared(prepared_dir)
+    correct = collect_correct(results, prepared.test.y.numpy())
+    r = params.retrain
+    regime = {"train_subset": r.train_subset, "epochs": r.epochs, "lr": r.lr, "n_seeds": len(r.seeds)}
     summary = summarize(results)
     teacher = results[results["mode"] == "teacher"].iloc[0]
     for name in OUTPUTS:  # the inputs are good: from here a failure leaves no stale outputs
@@ -79,12 +85,15 @@ def run(params: Params, out: Path = REPORTS, latency_file: Path = LATENCY) -> di
         plot_accuracy(summary, float(teacher["top1"]), tmp / FIGURE)
         plot_pareto(summary, teacher, tmp / PARETO, latency_label(latency))
         plot_latency(latency, tmp / LATENCY_FIGURE)
+        if {"kd", "ft"} <= set(params.retrain.modes):
+            kd_gain_figure(results, summary, tmp / KD_FIGURE)
         results.to_csv(tmp / "results.csv", index=False)
         summary.to_csv(tmp / "summary.csv", index=False)
         curves_file = SENSITIVITY / CURVES_FILE
         curves = pd.read_csv(curves_file) if curves_file.is_file() else None
         (tmp / "report.md").write_text(markdown(results, summary, FIGURE, latency, LATENCY_FIGURE, PARETO,
-                                                curves, "sensitivity/sensitivity.png"))
+                                                curves, "sensitivity/sensitivity.png", correct, regime,
+                                                prepared.num_classes, KD_FIGURE))
         with stage_run("report", params) as run:
             for name in OUTPUTS:
                 run.log_artifact(tmp / name, "report")

@@ -68,7 +68,7 @@ def student_data(train: Split, subset: int | None) -> Split:
     if subset is None:
         return train
     if subset > len(train):
-        raise ConfigError(f"params.yaml: retrain.train_subset: {subset} is more than the {len(train)} images "
+        raise ConfigError(f"retrain.train_subset: {subset} is more than the {len(train)} images "
                           "of the training split; use at most that many, or null for all")
     return Split(train.x[:subset], train.y[:subset])
 

@@ -1,0 +1,61 @@
+"""The statistics behind the report's answer, each checked against a hand computation."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from prunekd.stats import bootstrap, paired_t, pooled
+
+from .test_report import results, seeds_table
+
+
+def test_bootstrap_over_images_matches_its_exact_distribution():
+    # One seed, two images: a right on the first only. A draw of 2 images holds the first one
+    # 0, 1 or 2 times (probabilities 1/4, 1/2, 1/4): the mean difference is 0, 50 or 100 points,
+    # so the 2.5th and 97.5th percentiles are 0 and 100.
+    est = bootstrap(np.array([[1.0, 0.0]]), draws=4000, seed=1)
+    assert est.diff == 50.0 and (est.low, est.high) == (0.0, 100.0)
+    # ... and the share of each outcome is as computed
+    rng_draws = [bootstrap(np.array([[1.0, 0.0]]), level=0.0, draws=4000, seed=s).low for s in range(3)]
+    assert all(d == 50.0 for d in rng_draws)  # the median draw is 50 points
+
+
+def test_bootstrap_over_seeds_spans_the_seeds_and_nothing_else_when_images_agree():
+    # Two seeds: every image +1 under seed 0 (100 points), none under seed 1 (0 points). Images
+    # within a seed agree, so only the seed draw matters: {both 0, mixed, both 1} -> 0, 50, 100.
+    per_image = np.vstack([np.ones(50), np.zeros(50)])
+    est = bootstrap(per_image, draws=4000, seed=0)
+    assert est.diff == 50.0 and (est.low, est.high) == (0.0, 100.0)
+    assert bootstrap(np.ones((3, 20)), draws=200).low == 100.0  # no spread, no width
+
+
+def test_pooled_estimate_matches_a_hand_computation():
+    # ratio A: 1, 2, 3 (mean 2, SS 2); ratio B: 0, 1, 2 (mean 1, SS 2). Pooled mean (2 + 1) / 2 = 1.5;
+    # variance (2 + 2) / 4 = 1; se = sqrt(1 * (1/3 + 1/3)) / 2 = 0.408248; t = 3.674235 on 4 df:
+    # p = 0.021312, half width t(0.975, 4) * se = 2.776445 * 0.408248 = 1.133479.
+    p = pooled([np.array([1.0, 2.0, 3.0]), np.array([0.0, 1.0, 2.0])])
+    assert p.diff == 1.5 and p.df == 4
+    assert p.p_value == pytest.approx(0.021312, abs=1e-6)
+    assert (p.low, p.high) == pytest.approx((1.5 - 1.133479, 1.5 + 1.133479), abs=2e-6)
+    assert np.isnan(pooled([np.array([1.0]), np.array([2.0])]).p_value)  # one seed each: no spread to pool
+
+
+def test_paired_t_is_the_reports_interval():
+    est = paired_t(np.array([1.0, 2.0, 3.0]))
+    assert (est.low, est.high) == pytest.approx((2 - 2.484138, 2 + 2.484138), abs=1e-5)
+    assert not est.excludes_zero
+
+
+def test_report_bootstraps_the_kd_minus_ft_difference_from_per_image_results():
+    from prunekd.report import paired_difference, pooled_differences
+
+    df = seeds_table([50.0, 50.0], [75.0, 75.0])  # two seeds at ratio 0.5
+    images = 4
+    correct = {(0.5, "ft", s): np.array([1, 1, 0, 0], bool) for s in (0, 1)}
+    correct |= {(0.5, "kd", s): np.array([1, 1, 1, 0], bool) for s in (0, 1)}
+    row = paired_difference(df, correct=correct).iloc[0]
+    assert row["diff"] == 25.0 and row["ci_low"] == row["ci_high"] == 25.0  # the seeds agree exactly
+    # the image draw: 4 images, one of them +1 -> k/4 for k ~ Binomial(4, 1/4): 0 .. 75 points
+    assert row["boot_low"] == 0.0 and 50.0 <= row["boot_high"] <= 75.0 and images == 4
+    pooled_row = pooled_differences(df).iloc[0]
+    assert pooled_row["comparison"] == "kd - ft" and pooled_row["diff"] == 25.0
