@@ -71,6 +71,20 @@ def dvc_stages(root: Path) -> list[Stage]:
         return [Stage(s.name, s.cmd, tuple(d.name for d in graph.successors(s))) for s in order if s.cmd]
 
 
+TIMED_ALONE = ("latency",)  # stages that measure time: nothing else may run beside them
+
+
+def timed_alone(stages: list[Stage]) -> list[Stage]:
+    """``stages`` reordered so that each stage of TIMED_ALONE comes after every stage that does not
+    depend on it (still a dependency order): then it can wait for all of them."""
+    downstream = set(TIMED_ALONE)
+    for stage in stages:  # dependency order: a stage's upstream is classified before it
+        if set(stage.upstream) & downstream:
+            downstream.add(stage.name)
+    first = [s for s in stages if s.name not in downstream]
+    return first + [s for s in stages if s.name in downstream]
+
+
 def with_bin_on_path(env: dict[str, str]) -> dict[str, str]:
     """``env`` with this interpreter's bin folder first on PATH (where `dvc` and `prunekd` live)."""
     return env | {"PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}"}
@@ -164,8 +178,10 @@ def experiment(root: str = str(ROOT), workers: int = 1, retries: int = 1,
     with tracking_server(root_path, needed=workers > 1 or distributed) as env:
         env = env | {"PRUNEKD_FLOW_RUN_ID": str(flow_run.get_id() or "")}
         futures = {}
-        for stage in stages:
-            waits = [futures[name] for name in stage.upstream]
+        for stage in timed_alone(stages):
+            # A timing stage waits for every stage before it too: a training run beside it would
+            # slow the models it times.
+            waits = list(futures.values()) if stage.name in TIMED_ALONE else [futures[n] for n in stage.upstream]
             futures[stage.name] = runner.submit(stage, str(root_path), threads, env, wait_for=waits)
         for future in futures.values():
             future.wait()

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 RUN_BLOCK = re.compile(r"(<!-- run:([\w.-]+):begin -->).*?(<!-- run:\2:end -->)", re.DOTALL)
 # Of a published run's report, the sections the README shows (the rest is one link away).
-RUN_SECTIONS = ("## Accuracy per ratio and mode", "## Paired differences", "## Compared")
+RUN_SECTIONS = ("## The answer", "## Accuracy per ratio and mode", "## Paired differences", "## Compared")
 
 
 def demote(markdown: str) -> str:
@@ -35,6 +35,7 @@ def run_section(name: str) -> str:
     folder = ROOT / "docs" / "runs" / name
     run = json.loads((folder / "run.json").read_text())
     report = (folder / "report.md").read_text()
+    report = report.replace("](figures/", f"](docs/runs/{name}/figures/")
     sections = [s.strip() for s in re.split(r"\n(?=## )", report) if s.startswith(RUN_SECTIONS)]
     link = f"docs/runs/{name}/report.md"
     return demote(f"From `{run['command']}` at commit {run['commit']} ([full report]({link})).\n\n"

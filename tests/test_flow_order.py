@@ -1,0 +1,15 @@
+"""The flow's stage order: a timing stage runs with nothing beside it."""
+
+from .test_flow import load_flow_module
+
+
+def test_the_latency_stage_comes_after_every_stage_that_does_not_depend_on_it():
+    flow = load_flow_module()
+    Stage = flow.Stage
+    stages = [Stage("prepare", "", ()), Stage("teacher", "", ("prepare",)), Stage("prune@0.5", "", ("teacher",)),
+              Stage("latency", "", ("teacher", "prune@0.5")), Stage("retrain@0.5-kd-0", "", ("prune@0.5",)),
+              Stage("report", "", ("latency", "retrain@0.5-kd-0"))]
+    order = [s.name for s in flow.timed_alone(stages)]
+    assert order == ["prepare", "teacher", "prune@0.5", "retrain@0.5-kd-0", "latency", "report"]
+    position = {name: i for i, name in enumerate(order)}
+    assert all(position[u] < position[s.name] for s in stages for u in s.upstream)  # still a dependency order
