@@ -98,3 +98,42 @@ def test_paired_differences_cover_every_comparison_whose_modes_ran():
     assert table.set_index("comparison").loc["ft - scratch", "diff"] == 5.0
     assert table.set_index("comparison").loc["kd - ft", "diff"] == 1.25
     assert paired_differences(results([(0.0, "teacher", None, 92.0, 1000, 0.0)])).empty
+
+
+def answer_inputs():
+    from prunekd.report import summarize
+
+    rows = [(0.0, "teacher", None, 92.0, 1000, 0.0)]
+    rows += [(0.25, "ft", s, v, 750, 25.0) for s, v in enumerate([90.0, 90.0, 90.0])]
+    rows += [(0.25, "kd", s, v, 750, 25.0) for s, v in enumerate([91.0, 92.0, 93.0])]  # +1, +2, +3
+    rows += [(0.5, "ft", s, v, 500, 50.0) for s, v in enumerate([88.0, 88.0, 88.0])]
+    rows += [(0.5, "kd", s, v, 500, 50.0) for s, v in enumerate([89.0, 89.2, 88.8])]  # +1, +1.2, +0.8
+    df = results(rows).assign(top1_pruned=50.0, size_mb_reduction_pct=lambda d: d["params_reduction_pct"])
+    for col in ("macs", "size_mb", "latency_ms"):
+        df[col] = 1.0
+    return df, summarize(df)
+
+
+def test_the_answer_states_each_interval_the_wins_and_the_gap_closed():
+    from prunekd.report import answer_section
+
+    df, summary = answer_inputs()
+    text = "\n".join(answer_section(df, summary, {"train_subset": 1000, "epochs": 30, "lr": 0.02, "n_seeds": 3}))
+    assert "students retrained on 1,000 training images for 30 epoch(s)" in text
+    # ratio 0.25: +2 points, t interval -0.48 to 4.48 spans zero; teacher - FT gap 2, KD closes all of it
+    assert ("KD − FT: no detectable difference at n = 3 (+2.00 points, 95 % CI -0.48 to +4.48); "
+            "KD ahead in 3 of 3 seed pairs; the teacher − FT gap is 2.00 points and KD closes 100 % of it") in text
+    # ratio 0.5: +1, sd 0.2 -> half width 4.302653 * 0.2 / sqrt(3) = 0.50; gap 4, a quarter closed
+    assert "KD − FT: +1.00 points [95 % CI +0.50, +1.50]" in text and "KD closes 25 % of it" in text
+    # pooled: (2 + 1) / 2; variance (2 + 0.08) / 4, se 0.2944, t(4) -> half width 0.82, p = 0.007
+    assert "Pooled across the 2 ratios: KD − FT: +1.50 points [95 % CI +0.68, +2.32], p = 0.007." in text
+
+
+def test_a_model_near_chance_is_flagged_at_the_top():
+    from prunekd.report import warnings_section
+
+    df, _ = answer_inputs()
+    assert warnings_section(df, 10) == []
+    df.loc[0, "top1"] = 11.0  # the teacher learnt nothing
+    [warning, _] = warnings_section(df, 10)
+    assert "within 5 points of chance (10 %)" in warning and "teacher (11.0 %)" in warning

@@ -322,10 +322,11 @@ def paired_section(results: pd.DataFrame, correct: Correct | None = None) -> lis
                     "variance):", "", pooled_table.to_markdown(index=False, floatfmt=".3g"), ""]
 
 
-def gap_closed(summary: pd.DataFrame, teacher_top1: float) -> pd.Series:
-    """Per ratio: the share of the teacher - FT gap that KD closes, (KD - FT) / (teacher - FT)."""
+def teacher_gap(summary: pd.DataFrame, teacher_top1: float) -> pd.DataFrame:
+    """Per ratio: the teacher - FT gap (points) and the share of it KD closes, (KD - FT) / (teacher - FT)."""
     wide = summary.pivot(index="ratio", columns="mode", values="top1_mean")
-    return (wide["kd"] - wide["ft"]) / (teacher_top1 - wide["ft"])
+    gap = teacher_top1 - wide["ft"]
+    return pd.DataFrame({"gap": gap, "closed": (wide["kd"] - wide["ft"]) / gap})
 
 
 CHANCE_MARGIN = 5.0  # points above chance under which a model has learnt next to nothing
@@ -355,25 +356,29 @@ def regime(params: dict) -> str:
 
 def answer_section(results: pd.DataFrame, summary: pd.DataFrame, params: dict,
                    correct: Correct | None = None) -> list[str]:
-    """The study's question answered in a few lines: KD - FT per ratio with its interval, pooled,
-    and the share of the teacher - FT gap distillation closes."""
-    modes = set(results["mode"])
-    if not {"kd", "ft"} <= modes:
+    """The study's question answered in a few lines: KD - FT per ratio with its intervals, how many
+    seed pairs KD wins, the share of the teacher - FT gap it closes, and the pooled estimate."""
+    if not {"kd", "ft"} <= set(results["mode"]):
         return []
     teacher_top1 = float(results.loc[results["mode"] == "teacher", "top1"].iloc[0])
     paired = paired_difference(results, "kd", "ft", correct=correct).set_index("ratio")
+    wins = {ratio: int((d > 0).sum()) for ratio, d in seed_pairs(results, "kd", "ft").items()}
     removed = summary.drop_duplicates("ratio").set_index("ratio")["params_reduction_pct"]
-    gaps = gap_closed(summary, teacher_top1)
-    lines = [f"- {removed[r]:.0f} % of params removed: KD − FT {verdict(row['diff'], row['ci_low'], row['ci_high'], int(row['n']))}; "
-             f"teacher − FT gap {teacher_top1 - summary[(summary['ratio'] == r) & (summary['mode'] == 'ft')]['top1_mean'].iloc[0]:.2f} points, "
-             f"of which KD closes {100 * gaps[r]:.0f} %"
-             for r, row in paired.iterrows()]
+    gaps = teacher_gap(summary, teacher_top1)
+    lines = []
+    for ratio, row in paired.iterrows():
+        boot = (f"; bootstrap over seeds and images {row['boot_low']:+.2f} to {row['boot_high']:+.2f}"
+                if np.isfinite(row["boot_low"]) else "")
+        lines.append(f"- **{removed[ratio]:.0f} % of params removed** (ratio {ratio:g}): KD − FT: "
+                     f"{verdict(row['diff'], row['ci_low'], row['ci_high'], int(row['n']))}{boot}; KD ahead in "
+                     f"{wins[ratio]} of {int(row['n'])} seed pairs; the teacher − FT gap is "
+                     f"{gaps.loc[ratio, 'gap']:.2f} points and KD closes {100 * gaps.loc[ratio, 'closed']:.0f} % of it.")
     pool = pooled_difference(results, "kd", "ft")
-    pooled_line = (f"Pooled across the {len(paired)} ratios: KD − FT "
-                   f"{verdict(pool.diff, pool.low, pool.high, int(paired['n'].sum()))}, p = {pool.p_value:.2g}."
-                   if np.isfinite(pool.low) else "")
+    if np.isfinite(pool.low):
+        lines += ["", f"Pooled across the {len(paired)} ratios: KD − FT: "
+                      f"{verdict(pool.diff, pool.low, pool.high, int(paired['n'].sum()))}, p = {pool.p_value:.2g}."]
     return ["## The answer: does distillation help the pruned network?", "",
-            f"In this regime ({regime(params)}):", "", *lines, "", *([pooled_line, ""] if pooled_line else [])]
+            f"In this regime ({regime(params)}):", "", *lines, ""]
 
 
 def kd_gain_figure(results: pd.DataFrame, summary: pd.DataFrame, path: Path) -> None:
