@@ -228,10 +228,10 @@ def latency_section(latency: pd.DataFrame, figure: str) -> list[str]:
     cells = {}
     for cell, rows in wide.groupby("cell", sort=False):
         rows = rows.set_index("ratio")
-        cells[f"{cell} ms"] = rows["median_ms"]
+        cells[f"{cell} µs"] = 1000 * rows["median_ms"]
         cells[f"{cell} speedup"] = rows["speedup"]
     table = pd.DataFrame({"MACs ratio": latency.drop_duplicates("ratio").set_index("ratio")["macs_ratio"], **cells})
-    return ["## Latency per architecture (CPU, median ms of one pass; speedup over the teacher)", "",
+    return ["## Latency per architecture (CPU, median µs of one pass; speedup over the teacher)", "",
             "Each ratio is one network, timed once for all its retrained models: the exported deploy form "
             "(BatchNorm folded) on each runtime, every architecture timed in turns in one process "
             "(`reports/latency.csv` also has the 25th and 75th percentiles).", "",
@@ -426,19 +426,21 @@ def markdown(results: pd.DataFrame, summary: pd.DataFrame, figure: str, latency:
     cost_table = summary[["ratio", "mode", "top1_mean", "top1_std", "n", *COST_COLUMNS,
                           "params_reduction_pct"]].copy()
     cost_table["macs"] = cost_table["macs"] / 1e6
-    cost_table = cost_table.rename(columns={"macs": "MMACs", "top1_mean": "top1", "top1_std": "top1 std"})
+    cost_table["latency_ms"] = 1000 * cost_table["latency_ms"]  # µs: two decimals of a millisecond say little
+    cost_table = cost_table.rename(columns={"macs": "MMACs", "top1_mean": "top1", "top1_std": "top1 std",
+                                            "latency_ms": "latency µs"})
     return "\n".join([
         "# prunekd report", "",
         *warnings_section(results, num_classes),
         *(answer_section(results, summary, regime_params, correct) if regime_params else []),
         *([f"![KD minus FT]({kd_figure})", ""] if kd_figure and {"kd", "ft"} <= set(results["mode"]) else []),
         f"Teacher: top-1 **{teacher['top1']:.2f} %**, {int(teacher['params']):,} params, "
-        f"{teacher['macs'] / 1e6:.2f} MMACs, {teacher['size_mb']:.2f} MB, {teacher['latency_ms']:.3f} ms "
+        f"{teacher['macs'] / 1e6:.2f} MMACs, {teacher['size_mb']:.2f} MB, {1000 * teacher['latency_ms']:.1f} µs "
         f"({latency_label(latency)}, CPU).",
         "", "## Accuracy per ratio and mode (test top-1 %, mean over seeds)", "",
         fmt_table(ft_vs_kd(summary)), "",
         *paired_section(results, correct),
-        f"## Cost per ratio and mode (mean over seeds; latency_ms: {latency_label(latency)})", "",
+        f"## Cost per ratio and mode (mean over seeds; latency: {latency_label(latency)})", "",
         fmt_table(cost_table), "",
         *latency_section(latency, latency_figure),
         "## Against the study", "", study_comparison(summary), "",
