@@ -26,7 +26,8 @@ def tiny_params(params: dict) -> dict:
     params["teacher"].update(epochs=2, batch_size=64, lr=0.05)
     params["retrain"].update(epochs=1, batch_size=64, lr=0.01, modes=["ft", "kd"], seeds=[0])
     params["prune"]["ratios"] = [0.3, 0.5]
-    params["measure"].update(warmup=1, repeats=3)
+    params["prune"]["bn_recalibration_batches"] = 2
+    params["measure"].update(warmup=1, repeats=3, batch_sizes=[1, 8])
     return params
 
 

@@ -33,7 +33,7 @@ def digits_params(params: dict) -> dict:
     params["model"].update(arch="lenet5", width=0.25)
     params["teacher"].update(epochs=2, batch_size=64, lr=0.05)
     params["retrain"].update(epochs=1, batch_size=64, lr=0.01)
-    params["prune"]["ratios"] = [0.3]
+    params["prune"].update(ratios=[0.3], round_to=1)  # LeNet's layers are smaller than a rounding step
     params["measure"].update(warmup=1, repeats=3)
     return params
 

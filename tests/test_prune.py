@@ -6,7 +6,8 @@ import torch
 
 from prunekd.measure import count_macs_params
 from prunekd.models import MobileNetV1, build_model, load_model, save_model
-from prunekd.prune import CRITERIA, PruneTargetError, kept_filters, prune, prune_channels, prune_layers, reduction
+from prunekd.prune import (CRITERIA, PruneTargetError, kept_filters, prune, prune_channels, prune_to_widths, reduction,
+                           round_widths)
 
 
 def crafted_lenet() -> torch.nn.Module:
@@ -69,15 +70,36 @@ def test_rounded_layers_keep_multiples_and_still_meet_the_target(unit, target, r
     assert result.model.channels() != prune(model, target, unit, "l1").model.channels()
 
 
-def test_rounding_keeps_the_lowest_ranked_filters_out_and_never_grows_a_layer():
-    assert [kept_filters(64, 0.5, r) for r in (1, 8, 16)] == [32, 32, 32]
-    assert [kept_filters(64, 0.35, r) for r in (1, 8, 16)] == [41, 40, 48]  # the nearest multiple
-    assert kept_filters(64, 0.3, 8) == 48  # 44: halfway rounds up
-    assert kept_filters(6, 0.5, 8) == 6 and kept_filters(64, 0.99, 16) == 16  # at most c, at least one step
-    model = crafted_lenet()
-    pruned = prune_layers(model, [0.5, 0, 0, 0], "l1", round_to=2)  # 6 filters keep 3 -> 4 (nearest even)
+@pytest.mark.parametrize("arch, width", [("mobilenet_v1", 0.25), ("alexnet", 0.5)])
+@pytest.mark.parametrize("target", [0.3, 0.5, 0.75])
+def test_rounding_reaches_the_targets_of_small_models_too(arch, width, target):
+    model = build_model(arch, 10, (1, 8, 8), width)
+    result = prune(model, target, "params", "l1", round_to=16)
+    assert abs(result.reduction - target) <= 0.01
+
+
+def test_rounding_stays_within_two_steps_of_the_plan_and_spares_layers_too_small_to_round():
+    model = build_model("mobilenet_v1", 10, (1, 28, 28), 0.25)  # stem 8, then 16, 32, ... filters
+    plan = [0.3] * len(model.prunable())
+    widths = round_widths(model, plan, 16, 0.5, "params")
+    assert widths[0] == 8 and widths[1] == 16  # no more filters than one step: kept whole
+    for c, w in zip(model.channels(), widths):
+        assert (w % 16 == 0 or w == c) and 16 <= w or w == c
+        assert abs(w - c * 0.7) < 32
+    assert round_widths(model, plan, 1, 0.5, "params") == [kept_filters(c, 0.3) for c in model.channels()]
+
+
+def test_rounded_pruning_removes_the_lowest_ranked_filters():
+    model = crafted_lenet()  # conv1: 6 filters, 1, 3, 5 weakest
+    pruned = prune_to_widths(model, [4, 16, 120, 84], "l1")
     kept = pruned.features[0].weight.abs().sum(dim=(1, 2, 3)) / (5 * 5)
     assert sorted(kept.tolist()) == pytest.approx([0.3, 3.0, 4.0, 5.0])
+
+
+def test_a_target_rounding_cannot_reach_says_which_param_to_change():
+    model = build_model("lenet5", 10, (1, 28, 28), 0.25)  # 2, 4, 30, 21 filters: smaller than one step
+    with pytest.raises(PruneTargetError, match="prune.round_to"):
+        prune(model, 0.3, "params", "l1", round_to=16)
 
 
 def test_unreachable_target_is_a_clear_error():

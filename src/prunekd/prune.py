@@ -109,51 +109,91 @@ def _require_batchnorm(model: nn.Module, criterion: str) -> None:
             f"{', '.join(without) or '(all)'} have none; use l1, l2, fpgm or random")
 
 
-def kept_filters(channels: int, ratio: float, round_to: int = 1) -> int:
-    """Filters a layer of ``channels`` keeps when ``ratio`` of them go: int(c * (1 - ratio)), at
-    least one. With ``round_to`` > 1, the nearest multiple of it instead (at least ``round_to``,
-    at most ``channels``): vectorised kernels run whole multiples of 4, 8 or 16 channels at a time,
-    and a remainder costs nearly a full extra step.
-    """
-    n = max(1, int(channels * (1 - ratio)))
-    if round_to > 1:
-        n = min(channels, max(round_to, round_to * int(n / round_to + 0.5)))  # halfway: up
-    return n
+def kept_filters(channels: int, ratio: float) -> int:
+    """Filters a layer of ``channels`` keeps when ``ratio`` of them go: int(c * (1 - ratio)), at least one."""
+    return max(1, int(channels * (1 - ratio)))
 
 
 def prune_channels(model: nn.Module, channel_ratio: float, criterion: str, seed: int = 0,
                    round_to: int = 1) -> nn.Module:
     """A pruned copy of ``model``: ``channel_ratio`` of every prunable layer's filters removed
-    (each layer keeps ``kept_filters``). The classifier is never pruned."""
-    return prune_layers(model, [channel_ratio] * len(model.prunable()), criterion, seed, round_to)
+    (``round_widths`` when ``round_to`` > 1). The classifier is never pruned."""
+    ratios = [channel_ratio] * len(model.prunable())
+    return prune_to_widths(model, round_widths(model, ratios, round_to, channel_ratio, "channels"), criterion, seed)
 
 
-def prune_layers(model: nn.Module, layer_ratios: list[float], criterion: str, seed: int = 0,
-                 round_to: int = 1) -> nn.Module:
-    """A pruned copy of ``model`` with ``layer_ratios[i]`` of the i-th prunable layer's filters removed.
-
-    Each layer loses its lowest-ranked filters, ranked on the unpruned model (so one layer's
-    cut does not change another's ranking) and keeps ``kept_filters(c, ratio, round_to)``.
-    ``seed`` fixes the ``random`` criterion's ranking (the others are deterministic).
-    """
+def prune_layers(model: nn.Module, layer_ratios: list[float], criterion: str, seed: int = 0) -> nn.Module:
+    """A pruned copy of ``model`` with ``layer_ratios[i]`` of the i-th prunable layer's filters
+    removed: each layer keeps ``kept_filters(c, ratio)``."""
     if len(layer_ratios) != len(model.prunable()):
         raise ValueError(f"{len(layer_ratios)} ratios for {len(model.prunable())} prunable layers")
+    return prune_to_widths(model, [kept_filters(c, r) for c, r in zip(model.channels(), layer_ratios)],
+                           criterion, seed)
+
+
+def prune_to_widths(model: nn.Module, widths: list[int], criterion: str, seed: int = 0) -> nn.Module:
+    """A pruned copy of ``model`` whose i-th prunable layer keeps ``widths[i]`` filters.
+
+    Each layer loses its lowest-ranked filters, ranked on the unpruned model (so one layer's
+    cut does not change another's ranking). ``seed`` fixes the ``random`` criterion's ranking
+    (the others are deterministic).
+    """
     _require_batchnorm(model, criterion)
     pruned = copy.deepcopy(model).cpu().eval()
     graph = tp.DependencyGraph().build_dependency(pruned, example_inputs=example_input(pruned))
     importance, plans = CRITERIA[criterion](), []
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        for layer, ratio, n in zip(pruned.prunable(), layer_ratios, pruned.channels()):
-            remove = n - kept_filters(n, ratio, round_to)
-            if remove <= 0:
+        for layer, keep, n in zip(pruned.prunable(), widths, pruned.channels()):
+            if keep >= n:
                 continue
             fn = tp.prune_conv_out_channels if isinstance(layer, nn.Conv2d) else tp.prune_linear_out_channels
             scores = importance(graph.get_pruning_group(layer, fn, idxs=list(range(n))))
-            plans.append((layer, fn, torch.argsort(scores, stable=True)[:remove].tolist()))
+            plans.append((layer, fn, torch.argsort(scores, stable=True)[:n - keep].tolist()))
     for layer, fn, idxs in plans:
         graph.get_pruning_group(layer, fn, idxs=idxs).prune()
     return pruned
+
+
+def shaped(model: nn.Module, widths: list[int]) -> nn.Module:
+    """An untrained model of ``model``'s architecture with these layer widths, built in milliseconds."""
+    return build_model(**(model.spec() | {"channels": list(widths)}))
+
+
+def round_widths(model: nn.Module, layer_ratios: list[float], round_to: int, target: float, unit: str) -> list[int]:
+    """Layer widths for a plan of per-layer ratios, each a multiple of ``round_to`` filters,
+    removing as close to ``target`` of ``unit`` as such widths can.
+
+    Vectorised CPU kernels (ONNX Runtime's among them) process 8 or 16 channels at a time: a layer
+    of 219 filters falls off that path and can run slower than the unpruned one of 256. Each layer
+    starts at the multiple nearest its planned width (a layer with no more than ``round_to``
+    filters keeps them all; none drops below ``round_to``); then, one step at a time, the single
+    layer move of one multiple that brings the reduction closest to ``target`` is taken, as long as
+    it helps and the layer stays less than two steps from its plan. Small layers that cannot shrink
+    are so made up for by the others, and the plan's shape is kept.
+    """
+    channels = model.channels()
+    if round_to <= 1:
+        return [kept_filters(c, r) for c, r in zip(channels, layer_ratios)]
+    planned = [c * (1 - r) for c, r in zip(channels, layer_ratios)]
+    lowest = [min(c, round_to) for c in channels]
+
+    def clip(i: int, width: int) -> int:
+        return max(lowest[i], min(channels[i], width))
+
+    def gap(widths: list[int]) -> float:
+        return abs(reduction(model, shaped(model, widths), unit) - target)
+
+    widths = [clip(i, round_to * round(k / round_to)) for i, k in enumerate(planned)]
+    best = gap(widths)
+    while True:
+        moves = {(i, clip(i, widths[i] + step)) for i in range(len(widths)) for step in (-round_to, round_to)}
+        moves = [(i, w) for i, w in moves if w != widths[i] and abs(w - planned[i]) < 2 * round_to]
+        scored = sorted((gap(widths[:i] + [w] + widths[i + 1:]), i, w) for i, w in moves)
+        if not scored or scored[0][0] >= best:
+            return widths
+        best, i, w = scored[0]
+        widths[i] = w
 
 
 def reduction(model: nn.Module, pruned: nn.Module, unit: str) -> float:
@@ -164,22 +204,20 @@ def reduction(model: nn.Module, pruned: nn.Module, unit: str) -> float:
     return 1 - count_macs_params(pruned)[index] / count_macs_params(model)[index]
 
 
-def predicted_shape(model: nn.Module, channel_ratio: float | list[float], round_to: int = 1) -> nn.Module:
-    """An untrained model of the shape ``prune_channels`` (one ratio) or ``prune_layers`` (one
-    per layer) will produce, built in milliseconds: each layer keeps ``kept_filters``.
-    """
+def predicted_shape(model: nn.Module, channel_ratio: float | list[float]) -> nn.Module:
+    """An untrained model of the shape ``prune_layers`` will produce for one ratio for every layer
+    or one per layer (each layer keeps ``kept_filters``)."""
     ratios = channel_ratio if isinstance(channel_ratio, list) else [channel_ratio] * len(model.channels())
-    kept = [kept_filters(c, r, round_to) for c, r in zip(model.channels(), ratios)]
-    return build_model(**(model.spec() | {"channels": kept}))
+    return shaped(model, [kept_filters(c, r) for c, r in zip(model.channels(), ratios)])
 
 
 def search_channel_ratio(model: nn.Module, target: float, unit: str, tolerance: float,
-                         max_steps: int = 20, round_to: int = 1) -> tuple[float, float]:
+                         max_steps: int = 20) -> tuple[float, float]:
     """Bisect the per-layer channel ratio whose pruned shape removes ``target`` of ``unit``."""
     lo, hi, best = 0.0, 1 - 1 / min(model.channels()), (0.0, 0.0)  # hi: every layer keeps a filter
     for _ in range(max_steps):
         mid = (lo + hi) / 2
-        achieved = reduction(model, predicted_shape(model, mid, round_to), unit)
+        achieved = reduction(model, predicted_shape(model, mid), unit)
         if abs(achieved - target) < abs(best[1] - target):
             best = (mid, achieved)
         if abs(achieved - target) <= tolerance / 4:
@@ -194,15 +232,24 @@ def prune(model: nn.Module, ratio: float, unit: str, criterion: str, tolerance: 
 
     ``channels`` applies the ratio per layer directly; ``params`` and ``macs`` search the
     per-layer channel ratio so that the whole model shrinks by ``ratio`` within ``tolerance``
-    (parameters fall roughly as 1 - (1 - p)^2 in the channel ratio p).
+    (parameters fall roughly as 1 - (1 - p)^2 in the channel ratio p). With ``round_to`` > 1
+    the widths are then rounded to multiples of it (``round_widths``), still toward ``ratio``.
     """
     if criterion not in CRITERIA:
         raise ValueError(f"unknown criterion {criterion!r}; known: {', '.join(CRITERIA)}")
-    channel_ratio = (ratio if unit == "channels"
-                     else search_channel_ratio(model, ratio, unit, tolerance, round_to=round_to)[0])
-    pruned = prune_channels(model, channel_ratio, criterion, seed, round_to)
+    channel_ratio = ratio if unit == "channels" else search_channel_ratio(model, ratio, unit, tolerance)[0]
+    widths = round_widths(model, [channel_ratio] * len(model.prunable()), round_to, ratio, unit)
+    pruned = prune_to_widths(model, widths, criterion, seed)
+    return PruneResult(pruned, channel_ratio, checked_reduction(model, pruned, ratio, unit, tolerance, round_to))
+
+
+def checked_reduction(model: nn.Module, pruned: nn.Module, target: float, unit: str, tolerance: float,
+                      round_to: int) -> float:
+    """The reduction ``pruned`` reached; a PruneTargetError if it misses ``target`` by more than ``tolerance``."""
     achieved = reduction(model, pruned, unit)
-    if unit != "channels" and abs(achieved - ratio) > tolerance:
-        raise PruneTargetError(f"prune.ratios: {ratio} of {unit} is out of reach: the closest channel "
-                               f"ratio {channel_ratio:.3f} removes {achieved:.3f}")
-    return PruneResult(pruned, channel_ratio, achieved)
+    if unit != "channels" and abs(achieved - target) > tolerance:
+        hint = (f"; layers rounded to multiples of {round_to} filters (prune.round_to) move in coarse steps "
+                "on a model this small: a smaller prune.round_to gives finer ones" if round_to > 1 else "")
+        raise PruneTargetError(f"prune.ratios: {target} of {unit} is out of reach: the closest plan removes "
+                               f"{achieved:.3f}{hint}")
+    return achieved

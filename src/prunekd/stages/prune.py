@@ -18,7 +18,7 @@ from ..measure import count_macs_params
 from ..models import load_model
 from .. import sensitivity
 from ..paths import CURVES_FILE, MODEL_FILE, PREPARED, SENSITIVITY, TEACHER, pruned_dir
-from ..prune import PruneResult, prune, prune_layers, reduction
+from ..prune import PruneResult, checked_reduction, prune, prune_to_widths, round_widths
 from ..tracking import stage_run
 from ..train import recalibrate_batchnorm
 from .common import clear_outputs, log_data, normalization, ratio_arg, run_cli, save_and_measure
@@ -32,11 +32,13 @@ def pruned_by_schedule(teacher, ratio: float, params: Params) -> PruneResult:
     if not curves_file.is_file():
         raise FileNotFoundError(f"{curves_file}: not found; run the sensitivity stage first")
     layer_ratios, achieved, common = sensitivity.schedule(teacher, pd.read_csv(curves_file), ratio, p.unit,
-                                                          p.sensitivity_max_drop, round_to=p.round_to)
+                                                          p.sensitivity_max_drop)
     print(f"sensitivity schedule: common ratio {common:.3f}, capped where a layer alone loses more than "
           f"{p.sensitivity_max_drop:g} points: {[round(r, 3) for r in layer_ratios]}")
-    model = prune_layers(teacher, layer_ratios, p.criterion, params.seed, p.round_to)
-    return PruneResult(model, sum(layer_ratios) / len(layer_ratios), reduction(teacher, model, p.unit))
+    widths = round_widths(teacher, layer_ratios, p.round_to, ratio, p.unit)
+    model = prune_to_widths(teacher, widths, p.criterion, params.seed)
+    return PruneResult(model, sum(layer_ratios) / len(layer_ratios),
+                       checked_reduction(teacher, model, ratio, p.unit, 0.01, p.round_to))
 
 
 def run(params: Params, ratio: str, prepared_dir: Path = PREPARED, teacher_dir: Path = TEACHER) -> dict:
