@@ -164,6 +164,11 @@ def test_runs_command_prints_the_sweep_from_the_server(team):
     summary = subprocess.run([str(BIN / "prunekd"), "runs"], capture_output=True, text=True, env=env,
                              cwd=team["base"])
     assert summary.returncode == 0 and "4 retrain runs" in summary.stdout, summary.stderr
+    # each architecture's latency, read from its prune run, as the latency stage measured it
+    latency = pd.read_csv(team["alice"] / "reports" / "latency.csv")
+    headline = latency[(latency["runtime"] == "onnxruntime") & (latency["batch"] == 1) & (latency["ratio"] == 0.3)]
+    row = next(l for l in summary.stdout.splitlines() if l.startswith("|    0.30 | ft"))
+    assert "ms onnxruntime b1" in summary.stdout and f"{headline['median_ms'].iloc[0]:.2f}" in row
 
 
 def test_teammate_pulls_everything_and_reproduces_nothing(team, tmp_path):
