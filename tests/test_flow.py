@@ -50,7 +50,7 @@ def flow_repo(flows, tmp_path_factory):
 
 def test_flow_runs_every_stage_and_leaves_dvc_clean(flow_repo):
     repo, states = flow_repo
-    assert set(states.values()) == {"Completed"} and len(states) == 11
+    assert set(states.values()) == {"Completed"} and len(states) == 12
     assert "up to date" in dvc(repo, "status").lower()
     assert ran(dvc(repo, "repro")) == set()
 
@@ -109,7 +109,7 @@ def test_sweep_on_a_dask_local_cluster(flows, tmp_path_factory):
     assert set(zip(results["ratio"], results["mode"])) == {(0.0, "teacher"), (0.4, "ft"), (0.4, "kd")}
     # two stages at a time logged through one MLflow server: no run lost to a locked database
     logged = runs(repo)
-    assert len(logged) == 7 and all(r.info.status == "FINISHED" for r in logged)
+    assert len(logged) == 8 and all(r.info.status == "FINISHED" for r in logged)
     assert len({r.data.tags["prefect_flow_run_id"] for r in logged}) == 1
     assert ran(dvc(repo, "repro")) == set()
 

@@ -30,6 +30,20 @@ def test_curves_have_one_row_per_layer_and_ratio_and_prune_only_that_layer():
         assert row["drop"] == row["channels"] - row["kept"]  # only this layer lost filters
 
 
+def test_the_unpruned_model_gets_the_same_treatment_as_the_pruned_ones():
+    model, treated = lenet(), []
+
+    def recalibrate(m):  # a stand-in for BatchNorm recalibration: +1 "point" to whatever it touches
+        treated.append(m)
+        m.bonus = 1.0
+        return m
+    table = curves(model, RATIOS, "l1", lambda m: channels_left(m) + getattr(m, "bonus", 0.0),
+                   after_pruning=recalibrate)
+    assert len(treated) == 1 + 4 * len(RATIOS) and treated[0] is not model  # the base, on a copy
+    assert not hasattr(model, "bonus")
+    assert (table["drop"] == table["channels"] - table["kept"]).all()  # the treatment cancels out
+
+
 def test_prune_layers_changes_only_the_layers_asked():
     model = lenet()
     pruned = prune_layers(model, [0.0, 0.5, 0.0, 0.25], "l1")

@@ -8,6 +8,7 @@ that the whole model shrinks by the same target as a uniform schedule.
 
 from __future__ import annotations
 
+import copy
 from typing import Callable
 
 import numpy as np
@@ -29,8 +30,11 @@ def curves(model: nn.Module, ratios: list[float], criterion: str, accuracy: Call
            seed: int = 0, after_pruning: Callable[[nn.Module], nn.Module] = lambda m: m) -> pd.DataFrame:
     """One row per (prunable layer, ratio): accuracy with only that layer pruned (and then
     ``after_pruning``, e.g. BatchNorm recalibration), and the drop from the unpruned model's
-    (ratio 0 rows included, with drop 0)."""
-    base = accuracy(model)
+    (ratio 0 rows included, with drop 0). The unpruned model goes through ``after_pruning`` too
+    (on a copy), so that a drop measures the pruning alone: a teacher whose running statistics
+    lag its weights would otherwise make every recalibrated variant look better than it.
+    """
+    base = accuracy(after_pruning(copy.deepcopy(model)))
     names, channels = layer_names(model), model.channels()
     rows = [(name, i, c, 0.0, c, base, 0.0) for i, (name, c) in enumerate(zip(names, channels))]
     todo = [(i, r) for i in range(len(names)) for r in sorted(ratios)]
