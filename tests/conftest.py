@@ -31,6 +31,17 @@ def tiny_params(params: dict) -> dict:
     return params
 
 
+def digits_params(params: dict) -> dict:
+    """LeNet-5 on scikit-learn's bundled digits: seconds per stage."""
+    params["data"].update(dataset="digits", train_subset=None)
+    params["model"].update(arch="lenet5", width=0.25)
+    params["teacher"].update(epochs=2, batch_size=64, lr=0.05)
+    params["retrain"].update(epochs=1, batch_size=64, lr=0.01)
+    params["prune"].update(ratios=[0.3], round_to=1)  # LeNet's layers are smaller than a rounding step
+    params["measure"].update(warmup=1, repeats=3)
+    return params
+
+
 def copy_repo(dest: Path) -> Path:
     """The project's tracked files, copied into a fresh git repository at ``dest``."""
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT,

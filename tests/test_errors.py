@@ -2,6 +2,7 @@
 output written; a failed or killed stage leaves no output. The real CLI runs as a subprocess in
 a temporary copy of the repo, on scikit-learn's bundled digits (seconds per stage)."""
 
+import json
 import gzip
 import shutil
 import signal
@@ -21,21 +22,11 @@ from prunekd.data import DataError, load_digits_dataset, split_train_val
 from prunekd.models import build_model, load_model
 from prunekd.stages.common import save_and_measure
 
-from .conftest import BIN, clean_env, copy_repo, set_params
+from .conftest import BIN, clean_env, copy_repo, digits_params, set_params
 
 e2e = pytest.mark.e2e
 SYSTEM_FASHION = Path("/usr/share/datasets/fashion-mnist")
 OUTPUTS = ("data/prepared", "models", "reports")
-
-
-def digits_params(params: dict) -> dict:
-    params["data"].update(dataset="digits", train_subset=None)
-    params["model"].update(arch="lenet5", width=0.25)
-    params["teacher"].update(epochs=2, batch_size=64, lr=0.05)
-    params["retrain"].update(epochs=1, batch_size=64, lr=0.01)
-    params["prune"].update(ratios=[0.3], round_to=1)  # LeNet's layers are smaller than a rounding step
-    params["measure"].update(warmup=1, repeats=3)
-    return params
 
 
 def prunekd(repo: Path, *args: str, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
@@ -308,6 +299,7 @@ def test_diverging_run_stops_at_once_naming_the_epoch(repo):
 
 class FakeRun:
     run_id = "0" * 32
+    epochs = []
 
     def __init__(self, fail: bool):
         self.fail = fail
@@ -315,7 +307,7 @@ class FakeRun:
     def log_metrics(self, metrics):
         pass
 
-    def log_model(self, model, model_file, onnx_file):
+    def log_model(self, model, model_file, onnx_file, lineage_file):
         assert onnx_file.is_file()
         if self.fail:
             raise RuntimeError("artifact store unavailable")
@@ -337,8 +329,9 @@ def test_outputs_appear_whole_or_not_at_all(tmp_path, default_params, fail):
         assert sorted(p.name for p in out.iterdir()) == [".gitignore"]
     else:
         metrics = save_and_measure(model, out, prepared, FakeRun(fail), meta={})
-        assert sorted(p.name for p in out.iterdir()) == [".gitignore", "metrics.json", "model.onnx", "model.pt",
-                                                    "predictions.npy"]
+        assert sorted(p.name for p in out.iterdir()) == [".gitignore", "lineage.json", "metrics.json", "model.onnx",
+                                                    "model.pt", "predictions.npy"]
+        assert json.loads((out / "lineage.json").read_text()) == {"mlflow_run_id": FakeRun.run_id}
         assert metrics["params"] > 0
     assert sorted(p.name for p in out.parent.iterdir()) == ["teacher"]  # no teacher.tmp
 

@@ -88,7 +88,8 @@ print(json.dumps({
     "best_run": best.run_id, "best_run_top1": best_run.data.metrics["test_top1"],
     "best_run_stage": best_run.data.tags["prunekd.stage"],
     "exported_top1": exported_top1, "own_top1": evaluate(own, prepared.test, norm)["top1"],
-    "own_run_id": meta["mlflow_run_id"],
+    "own_run_id": json.loads(Path(f"{folder}/extra_files/lineage.json").read_text())["mlflow_run_id"],
+    "own_meta": meta,
     "aliases": sorted(client.get_registered_model(model_name).aliases),
 }))
 '''

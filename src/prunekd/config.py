@@ -175,3 +175,27 @@ def flatten(params: Params) -> dict[str, object]:
         else:
             out[key] = value
     return out
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """``raw`` (a parsed params file) with ``section.key=value`` overrides applied, as
+    ``dvc exp run -S`` applies them (the value read as YAML), and validated; a copy."""
+    import copy
+
+    out = copy.deepcopy(raw)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r}: expected section.key=value, e.g. kd.temperature=2")
+        *sections, leaf = key.strip().split(".")
+        node = out
+        for section in sections:
+            if not isinstance(node.get(section), dict):
+                raise ConfigError(f"override {item!r}: {section!r} is not a section of params.yaml")
+            node = node[section]
+        try:
+            node[leaf] = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise ConfigError(f"override {item!r}: the value is not valid YAML") from None
+    parse_params(out, "overrides")
+    return out

@@ -9,6 +9,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from .paths import LINEAGE_FILE
+
 
 def write_json(path: Path, data: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -21,6 +23,17 @@ def read_json(path: Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not found; run the stage that makes it first")
     return json.loads(path.read_text())
+
+
+def read_lineage(model_file: Path) -> dict[str, str]:
+    """The run ids kept beside ``model_file`` (``lineage.json``): ``mlflow_run_id`` of the run that
+    made it, and its parents'. Empty where none is kept (a model pulled from a DVC remote, say)."""
+    path = Path(model_file).with_name(LINEAGE_FILE)
+    try:
+        lineage = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: v for k, v in lineage.items() if isinstance(v, str)} if isinstance(lineage, dict) else {}
 
 
 @contextmanager

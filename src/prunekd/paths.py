@@ -18,6 +18,10 @@ MODEL_FILE = "model.pt"
 ONNX_FILE = "model.onnx"  # the deploy form: BatchNorm folded
 PREDICTIONS_FILE = "predictions.npy"  # the predicted class of each test image, in order
 METRICS_FILE = "metrics.json"
+HISTORY_FILE = "history.csv"  # a trained model's metrics after each epoch
+# Beside a model file: the MLflow run ids of the run that made it and of its parents. Kept out of
+# the model file (whose bytes depend on the model alone) and out of DVC (.dvcignore): lineage.
+LINEAGE_FILE = "lineage.json"
 
 
 def pruned_dir(ratio: str) -> Path:

@@ -64,6 +64,38 @@ def collect(ratios: list[float], modes: list[str], seeds: list[int], latency: pd
                "params_reduction_pct", "macs_reduction_pct", "size_mb_reduction_pct"]]
 
 
+def pct(ratio: float) -> str:
+    """A ratio as a key suffix: 0.26 -> '26', 0.125 -> '12.5'."""
+    return f"{100 * ratio:g}"
+
+
+def flat_metrics(results: pd.DataFrame, summary: pd.DataFrame) -> dict[str, float]:
+    """The study's answer as one flat dict (``reports/metrics.json``, what ``dvc exp show`` lists):
+    teacher top-1; per ratio, params removed, mean top-1 per mode, and KD - FT with the half-width
+    of its 95 % paired t interval (NaN with one seed)."""
+    teacher = results[results["mode"] == "teacher"].iloc[0]
+    flat = {"teacher_top1": float(teacher["top1"])}
+    for ratio, rows in summary.groupby("ratio", sort=True):
+        flat[f"params_removed_{pct(ratio)}"] = float(rows["params_reduction_pct"].mean())
+        for _, row in rows.iterrows():
+            flat[f"top1_{row['mode']}_{pct(ratio)}"] = float(row["top1_mean"])
+    if {"kd", "ft"} <= set(results["mode"]):
+        for _, row in paired_difference(results).iterrows():
+            flat[f"kd_minus_ft_{pct(row['ratio'])}"] = float(row["diff"])
+            flat[f"kd_minus_ft_{pct(row['ratio'])}_ci95"] = float(row["ci_high"] - row["diff"])
+    return flat
+
+
+def accuracy_table(summary: pd.DataFrame, teacher_top1: float) -> pd.DataFrame:
+    """Mean top-1 against % of params removed, one column per mode, the teacher at 0 %
+    (``reports/plots/accuracy.csv``: one series per mode in ``dvc plots``)."""
+    wide = summary.pivot_table(index="params_reduction_pct", columns="mode", values="top1_mean")
+    wide.columns.name = None
+    teacher = pd.DataFrame({mode: [teacher_top1] for mode in wide.columns}, index=[0.0])
+    table = pd.concat([teacher, wide]).rename_axis("params_removed_pct").reset_index()
+    return table.round(4)
+
+
 def collect_correct(results: pd.DataFrame, labels: np.ndarray) -> "Correct":
     """Per retrain run of ``results``: whether each test image was classified right, from the
     predictions the run kept (``predictions.npy``)."""

@@ -14,8 +14,8 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 from torch import nn
-from tqdm import tqdm
 
+from .progress import progress
 from .prune import PruneTargetError, predicted_shape, prune_layers, reduction
 
 COLUMNS = ["layer", "index", "channels", "ratio", "kept", "val_top1", "drop"]
@@ -38,7 +38,7 @@ def curves(model: nn.Module, ratios: list[float], criterion: str, accuracy: Call
     names, channels = layer_names(model), model.channels()
     rows = [(name, i, c, 0.0, c, base, 0.0) for i, (name, c) in enumerate(zip(names, channels))]
     todo = [(i, r) for i in range(len(names)) for r in sorted(ratios)]
-    for i, ratio in tqdm(todo, desc="sensitivity", leave=False, disable=None, mininterval=1.0):
+    for i, ratio in progress(todo, len(todo), "sensitivity"):
         layer_ratios = [0.0] * len(names)
         layer_ratios[i] = ratio
         pruned = after_pruning(prune_layers(model, layer_ratios, criterion, seed))

@@ -12,6 +12,7 @@ retrained models are registered under ``prunekd-<dataset>-<arch>`` with aliases.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import socket
@@ -35,6 +36,7 @@ from mlflow.tracking import MlflowClient
 from torch import nn
 
 from .config import Params, flatten
+from .io import read_lineage
 
 EXPERIMENT = "prunekd"
 MODEL_ARTIFACT = "model"  # the logged model's name in each run
@@ -50,8 +52,15 @@ class TrackingError(RuntimeError):
     """The MLflow tracking store cannot be used."""
 
 
+def project_root() -> Path:
+    """The repository whose tracking store stages log to: the working directory, or, in a DVC
+    experiment run in a temporary copy (``dvc exp run --temp``, ``--queue``), the repository it was
+    started from (DVC names it in ``DVC_ROOT``): the copy's own store would be thrown away."""
+    return Path(os.environ.get("DVC_ROOT") or Path.cwd()).resolve()
+
+
 def tracking_uri(root: Path | None = None) -> str:
-    root = (root or Path.cwd()).resolve()
+    root = (root or project_root()).resolve()
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow.db'}"
 
 
@@ -155,9 +164,11 @@ class StageRun:
 
     def __init__(self, run: mlflow.ActiveRun):
         self.run_id = run.info.run_id
+        self.epochs: list[dict[str, float]] = []  # what log_epoch logged, in order
 
     def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         mlflow.log_metrics(metrics, step=epoch)
+        self.epochs.append(dict(metrics))
 
     def log_metrics(self, metrics: dict[str, float]) -> None:
         mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
@@ -182,9 +193,9 @@ class StageRun:
         dataset = MetaDataset(source, name=manifest["dataset"], digest=digest[:36])
         mlflow.log_input(dataset, context=context, tags={"sizes": str(manifest["sizes"])})
 
-    def log_model(self, model: nn.Module, model_file: Path, onnx_file: Path) -> None:
-        """The model twice: in MLflow's PyTorch flavour, with prunekd's own pickle-free file inside
-        it, and its deploy form in MLflow's ONNX flavour (what an ONNX runtime serves)."""
+    def log_model(self, model: nn.Module, model_file: Path, onnx_file: Path, lineage_file: Path) -> None:
+        """The model twice: in MLflow's PyTorch flavour, with prunekd's own pickle-free file and its
+        lineage inside it, and its deploy form in MLflow's ONNX flavour (what an ONNX runtime serves)."""
         import onnx
 
         model = model.cpu().eval()
@@ -194,7 +205,7 @@ class StageRun:
             warnings.simplefilter("ignore")
             # MLflow 3 saves PyTorch models as torch.export programs ('pt2'): no pickle.
             info = mlflow.pytorch.log_model(model, name=MODEL_ARTIFACT, input_example=example,
-                                            extra_files=[str(model_file)],
+                                            extra_files=[str(model_file), str(lineage_file)],
                                             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
             # The signature given, not inferred: inferring it loads the model back (a download,
             # a progress bar) only to run the example through it.
@@ -203,7 +214,8 @@ class StageRun:
             deploy = mlflow.onnx.log_model(onnx.load(str(onnx_file)), name=ONNX_ARTIFACT, signature=signature,
                                            save_as_external_data=False, onnx_execution_providers=["CPUExecutionProvider"],
                                            pip_requirements=[f"onnxruntime=={_version('onnxruntime')}"])
-        mlflow.set_tags({MODEL_URI_TAG: info.model_uri, ONNX_URI_TAG: deploy.model_uri})  # what report registers
+        mlflow.set_tags({MODEL_URI_TAG: info.model_uri, ONNX_URI_TAG: deploy.model_uri,  # what report registers
+                         MODEL_MD5_TAG: file_md5(model_file)})
 
     def log_metrics_to(self, run_id: str, metrics: dict[str, float]) -> bool:
         """Add ``metrics`` to another run (a model's own); False if that run is not in this store."""
@@ -222,16 +234,28 @@ def _version(package: str) -> str:
     return version(package)
 
 
+# Tags a stage's run gets from its environment: the Prefect flow run that ran it (set by the flow),
+# and the DVC experiment it belongs to (set by `dvc exp run`).
+FLOW_RUN_ENV = "PRUNEKD_FLOW_RUN_ID"
+RUN_CONTEXT = {"prefect_flow_run_id": FLOW_RUN_ENV, "dvc_exp": "DVC_EXP_NAME"}
+
+
+def dvc_experiment() -> str | None:
+    """The DVC experiment this stage runs in (``dvc exp run`` names it), if any."""
+    return os.environ.get(RUN_CONTEXT["dvc_exp"]) or None
+
+
 @contextmanager
 def stage_run(stage: str, params: Params, tags: dict[str, str] | None = None) -> Iterator[StageRun]:
     """One MLflow run for one stage execution, tagged with the DVC stage and git commit."""
-    root = Path.cwd()
+    root = project_root()
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     mlflow.set_tracking_uri(tracking_uri(root))
     experiment_id = _experiment_id(root)
-    base_tags = {"dvc_stage": stage, "git_commit": git_commit(root), "prunekd.stage": stage.split("@")[0]}
-    if os.environ.get("PRUNEKD_FLOW_RUN_ID"):  # set by the Prefect flow for the stages it runs
-        base_tags["prefect_flow_run_id"] = os.environ["PRUNEKD_FLOW_RUN_ID"]
+    base_tags = {"dvc_stage": stage, "git_commit": git_commit(Path.cwd()), "prunekd.stage": stage.split("@")[0]}
+    for tag, variable in RUN_CONTEXT.items():
+        if os.environ.get(variable):
+            base_tags[tag] = os.environ[variable]
     with mlflow.start_run(experiment_id=experiment_id, run_name=stage, tags=base_tags | (tags or {})) as run:
         mlflow.log_params(flatten(params))
         yield StageRun(run)
@@ -239,6 +263,28 @@ def stage_run(stage: str, params: Params, tags: dict[str, str] | None = None) ->
 
 def _client() -> MlflowClient:
     return MlflowClient(tracking_uri())
+
+
+MODEL_MD5_TAG = "prunekd.model_md5"  # the md5 of the run's model.pt, as dvc.lock records it
+
+
+def file_md5(path: Path) -> str:
+    return hashlib.md5(Path(path).read_bytes()).hexdigest()
+
+
+def model_run_id(model_file: Path) -> str:
+    """The MLflow run that made ``model_file``: named in lineage.json beside it, else (a DVC
+    experiment's temporary copy, a model checked out from the DVC cache) the latest run in this
+    store tagged with the file's md5 (its bytes depend on the model alone). "" if none is found."""
+    run_id = read_lineage(model_file).get("mlflow_run_id", "")
+    if run_id or not Path(model_file).is_file():
+        return run_id
+    exp = _client().get_experiment_by_name(os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT))
+    if exp is None:
+        return ""
+    found = _client().search_runs([exp.experiment_id], f"tags.`{MODEL_MD5_TAG}` = '{file_md5(model_file)}'",
+                                  order_by=["attributes.start_time DESC"], max_results=1)
+    return found[0].info.run_id if found else ""
 
 
 def adopt(parent_run_id: str, run_ids: list[str]) -> list[str]:

@@ -11,10 +11,9 @@ from typing import Callable, Protocol
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
-
 from .checkpoint import Checkpoint
 from .data import Split, augment, batches, normalize
+from .progress import progress
 
 # loss(student_logits, normalized_inputs, targets) -> scalar; KD closes over its teacher.
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -142,8 +141,7 @@ def train_epoch(model, split, norm, sched, loss_fn, opt, lr_sched, gen, desc) ->
     dev = next(model.parameters()).device
     steps = math.ceil(len(split) / sched.batch_size)
     loss_sum, correct, seen = 0.0, 0, 0
-    bar = tqdm(batches(split, sched.batch_size, gen), total=steps, desc=desc, leave=False,
-               file=sys.stderr, mininterval=1.0, disable=None)
+    bar = progress(batches(split, sched.batch_size, gen), steps, desc)
     for step, (xb, yb) in enumerate(bar, 1):
         if sched.translate or sched.hflip:
             xb = augment(xb, sched.translate, sched.hflip, gen)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import pandas as pd
 
 from ..config import ConfigError, Params, TrainConfig, load_params
 from ..data import DataError, Prepared
@@ -16,7 +17,7 @@ from ..io import atomic_dir, write_json
 from ..export import ExportError, export_onnx
 from ..measure import cost
 from ..models import ModelFileError, save_model
-from ..paths import METRICS_FILE, MODEL_FILE, ONNX_FILE, PREDICTIONS_FILE
+from ..paths import HISTORY_FILE, LINEAGE_FILE, METRICS_FILE, MODEL_FILE, ONNX_FILE, PREDICTIONS_FILE
 from ..prune import PruneTargetError
 from ..tracking import StageRun, TrackingError, check_reachable
 from ..train import DivergenceError, Normalization, Schedule, predictions
@@ -89,28 +90,36 @@ def log_data(run: StageRun, prepared: Prepared, folder: Path, context: str) -> N
 def clear_outputs(out_dir: Path) -> None:
     """Remove a previous run's outputs, as ``dvc repro`` does before it runs a stage: from here
     on ``out_dir`` holds either nothing or this run's complete outputs."""
-    for name in (MODEL_FILE, ONNX_FILE, PREDICTIONS_FILE, METRICS_FILE):
+    for name in (MODEL_FILE, ONNX_FILE, PREDICTIONS_FILE, METRICS_FILE, HISTORY_FILE, LINEAGE_FILE):
         (out_dir / name).unlink(missing_ok=True)
 
 
 def save_and_measure(model, out_dir: Path, prepared: Prepared, run: StageRun, meta: dict,
-                     extra: dict | None = None) -> dict:
-    """Save ``model`` with its lineage and its deploy form (ONNX), measure its accuracy on the test
-    split (keeping each image's predicted class, for the report's statistics) and its size, log
-    both forms and the metrics to MLflow, and write metrics.json.
+                     lineage: dict[str, str] | None = None, extra: dict | None = None) -> dict:
+    """Save ``model`` with its deploy form (ONNX), measure its accuracy on the test split (keeping
+    each image's predicted class, for the report's statistics) and its size, log both forms and the
+    metrics to MLflow, and write metrics.json (and history.csv, the per-epoch metrics the run logged).
+
+    ``meta`` goes into the model file and must not depend on the run (the same weights give the same
+    bytes, so DVC sees no change where there is none); the run's id and ``lineage`` (its parents'
+    run ids) go into lineage.json beside it, which DVC ignores.
 
     The files are made in ``<out_dir>.tmp`` (ignored by git and DVC), which replaces ``out_dir``
     only once everything here has succeeded: a failed or killed stage leaves no output behind.
     """
     with atomic_dir(out_dir, keep=DVC_FILES) as tmp:
-        model_file = save_model(model, tmp / MODEL_FILE, meta | {"mlflow_run_id": run.run_id})
+        model_file = save_model(model, tmp / MODEL_FILE, meta)
+        write_json(tmp / LINEAGE_FILE, {"mlflow_run_id": run.run_id} | (lineage or {}))
         onnx_file = export_onnx(model, tmp / ONNX_FILE, out_dir / MODEL_FILE)
         predicted = predictions(model, prepared.test, normalization(prepared.manifest))
         np.save(tmp / PREDICTIONS_FILE, predicted.numpy(), allow_pickle=False)
         metrics = {"top1": 100.0 * int((predicted.long() == prepared.test.y).sum()) / len(prepared.test)}
         metrics |= cost(model, model_file) | (extra or {})
         run.log_metrics({("test_top1" if k == "top1" else k): v for k, v in metrics.items()})
-        run.log_model(model, model_file, onnx_file)
+        run.log_model(model, model_file, onnx_file, tmp / LINEAGE_FILE)
         write_json(tmp / METRICS_FILE, metrics)
+        if run.epochs:  # a trained model: its per-epoch metrics, a plot of its stage in dvc.yaml
+            pd.DataFrame(run.epochs).rename_axis("epoch").rename(lambda i: i + 1).reset_index().to_csv(
+                tmp / HISTORY_FILE, index=False, float_format="%.6g")
     print(f"{out_dir}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
     return metrics

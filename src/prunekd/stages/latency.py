@@ -17,39 +17,39 @@ from ..io import atomic_file
 from ..latency import LATENCY_COLUMNS, Architecture, latency_metrics, latency_table
 from ..models import load_model
 from ..paths import LATENCY, MODEL_FILE, ONNX_FILE, TEACHER, pruned_dir, ratio_key
-from ..tracking import stage_run
+from ..tracking import model_run_id, stage_run
 from .common import run_cli
 
 
-def architectures(params: Params, teacher_dir: Path = TEACHER) -> tuple[list[Architecture], list[dict]]:
-    """The teacher (ratio 0), then each pruned model, with its ONNX file; and each one's lineage."""
+def architectures(params: Params, teacher_dir: Path = TEACHER) -> tuple[list[Architecture], list[str]]:
+    """The teacher (ratio 0), then each pruned model, with its ONNX file; and the MLflow run that made each."""
     folders = [(0.0, teacher_dir)] + [(r, pruned_dir(ratio_key(r))) for r in params.prune.ratios]
-    archs, metas = [], []
+    archs, run_ids = [], []
     for ratio, folder in folders:
         onnx_file = folder / ONNX_FILE
         if not onnx_file.is_file():
             raise FileNotFoundError(f"{onnx_file}: not found; rerun the stage that writes {folder / MODEL_FILE}")
-        model, meta = load_model(folder / MODEL_FILE)
+        model, _ = load_model(folder / MODEL_FILE)
         archs.append(Architecture(ratio, model, onnx_file))
-        metas.append(meta)
-    return archs, metas
+        run_ids.append(model_run_id(folder / MODEL_FILE))
+    return archs, run_ids
 
 
 def run(params: Params, teacher_dir: Path = TEACHER, out: Path = LATENCY) -> dict:
-    archs, metas = architectures(params, teacher_dir)
+    archs, run_ids = architectures(params, teacher_dir)
     out.unlink(missing_ok=True)  # the inputs are good: from here a failure leaves no stale output
     m = params.measure
-    with stage_run("latency", params, {"teacher_run_id": metas[0].get("mlflow_run_id", "")}) as run:
+    with stage_run("latency", params, {"teacher_run_id": run_ids[0]}) as run:
         print(f"latency: {len(archs)} architectures x {m.runtimes} x batch {m.batch_sizes}, "
               f"{m.threads} thread(s), median of {m.repeats} passes in {m.rounds} rounds")
         rows = latency_table(archs, m.runtimes, m.batch_sizes, m.threads, m.warmup, m.repeats, m.rounds, params.seed)
         table = pd.DataFrame(rows, columns=LATENCY_COLUMNS)
         # Each architecture's own MLflow run (the prune run; the teacher's) gets its figures.
-        for arch, meta in zip(archs, metas):
+        for arch, run_id in zip(archs, run_ids):
             figures = {k: v for r in rows if r["ratio"] == arch.ratio for k, v in latency_metrics(r).items()}
             run.log_metrics({f"{k}_ratio_{arch.ratio:g}": v for k, v in figures.items()})
-            if meta.get("mlflow_run_id"):
-                run.log_metrics_to(meta["mlflow_run_id"], figures)
+            if run_id:
+                run.log_metrics_to(run_id, figures)
         with atomic_file(out) as tmp:
             table.to_csv(tmp, index=False, float_format="%.6g")
             run.log_artifact(tmp, "latency")

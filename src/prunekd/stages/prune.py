@@ -19,7 +19,7 @@ from ..models import load_model
 from .. import sensitivity
 from ..paths import CURVES_FILE, MODEL_FILE, PREPARED, SENSITIVITY, TEACHER, pruned_dir
 from ..prune import PruneResult, checked_reduction, prune, prune_to_widths, round_widths
-from ..tracking import stage_run
+from ..tracking import model_run_id, stage_run
 from ..train import recalibrate_batchnorm
 from .common import clear_outputs, log_data, normalization, ratio_arg, run_cli, save_and_measure
 
@@ -51,9 +51,9 @@ def run(params: Params, ratio: str, prepared_dir: Path = PREPARED, teacher_dir: 
                           params.prune.bn_recalibration_batches, params.seed)
     macs_before, params_before = count_macs_params(teacher)
     macs_after, params_after = count_macs_params(result.model)
-    lineage = {"teacher_run_id": teacher_meta["mlflow_run_id"],
-               "data_manifest_md5": teacher_meta["data_manifest_md5"], "dataset": teacher_meta["dataset"]}
-    with stage_run(f"prune@{ratio}", params, lineage | {"ratio": ratio}) as run:
+    data = {"data_manifest_md5": teacher_meta["data_manifest_md5"], "dataset": teacher_meta["dataset"]}
+    lineage = {"teacher_run_id": model_run_id(teacher_dir / MODEL_FILE)}
+    with stage_run(f"prune@{ratio}", params, data | lineage | {"ratio": ratio}) as run:
         run.log_params({"ratio": ratio, "unit": params.prune.unit, "criterion": params.prune.criterion,
                         "schedule": params.prune.schedule, "round_to": params.prune.round_to,
                         "bn_recalibration_batches": params.prune.bn_recalibration_batches,
@@ -64,7 +64,7 @@ def run(params: Params, ratio: str, prepared_dir: Path = PREPARED, teacher_dir: 
                  "params_before": params_before, "params_after": params_after,
                  "macs_before": macs_before, "macs_after": macs_after}
         return save_and_measure(result.model, pruned_dir(ratio), prepared, run,
-                                meta=lineage | {"prune_run_id": run.run_id}, extra=extra)
+                                meta=data, lineage=lineage, extra=extra)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

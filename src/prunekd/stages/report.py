@@ -14,13 +14,14 @@ from pathlib import Path
 import pandas as pd
 
 from ..config import Params
+from ..io import write_json
 from ..models import read_meta
 from ..paths import CURVES_FILE, LATENCY, MODEL_FILE, PREPARED, REPORTS, SENSITIVITY, TEACHER, pruned_dir, ratio_key, retrained_dir
 from ..data import load_prepared
-from ..report import (aliases, collect, collect_correct, kd_gain_figure, latency_label, markdown, plot_accuracy,
-                      plot_latency, plot_pareto, read_latency, summarize)
+from ..report import (accuracy_table, aliases, collect, collect_correct, flat_metrics, kd_gain_figure,
+                      latency_label, markdown, plot_accuracy, plot_latency, plot_pareto, read_latency, summarize)
 from ..latency import latency_metrics
-from ..tracking import StageRun, adopt, register, stage_run
+from ..tracking import StageRun, adopt, dvc_experiment, model_run_id, register, stage_run
 from .common import run_cli
 
 FIGURE = "figures/accuracy_vs_ratio.png"
@@ -41,19 +42,21 @@ def registered_name(dataset: str, arch: str) -> str:
 
 def record_sweep(run: StageRun, params: Params, results: pd.DataFrame) -> dict[str, str]:
     """Adopt the sweep's runs, register its models and set aliases; returns alias -> version."""
-    metas = [read_meta(model_file(row)) for _, row in results.iterrows()]
-    run_ids = [m.get("mlflow_run_id", "") for m in metas]
-    pruned = {read_meta(pruned_dir(ratio_key(r)) / MODEL_FILE).get("mlflow_run_id", "")
-              for r in params.prune.ratios}
+    run_ids = [model_run_id(model_file(row)) for _, row in results.iterrows()]
+    pruned = {model_run_id(pruned_dir(ratio_key(r)) / MODEL_FILE) for r in params.prune.ratios}
     missing = adopt(run.run_id, [r for r in [*run_ids, *sorted(pruned)] if r])
     if missing:
         print(f"report: {len(missing)} run(s) not in this tracking store (models made elsewhere): "
               f"{', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}", file=sys.stderr)
+    experiment = dvc_experiment()
     versions = {run_id: {"mode": row["mode"], "ratio": str(row["ratio"]), "seed": str(row["seed"]),
                          "test_top1": f"{row['top1']:.2f}", "params": str(int(row["params"]))}
+                        | ({"dvc_exp": experiment} if experiment else {})
                 for run_id, (_, row) in zip(run_ids, results.iterrows()) if run_id and run_id not in missing}
-    name = registered_name(metas[0].get("dataset", "data"), params.model.arch)
-    wanted = {alias: run_ids[i] for alias, i in aliases(results).items()}
+    name = registered_name(read_meta(TEACHER / MODEL_FILE).get("dataset", "data"), params.model.arch)
+    # A DVC experiment's models are registered as versions, but the aliases stay with the workspace's
+    # sweep: an experiment is a candidate until it is applied (`dvc exp apply`) and reproduced.
+    wanted = {} if experiment else {alias: run_ids[i] for alias, i in aliases(results).items()}
     chosen = {}
     for registered_as, onnx in ((name, False), (f"{name}-onnx", True)):  # the deploy form beside it
         registered = register(registered_as, versions, wanted, onnx=onnx)
@@ -63,7 +66,7 @@ def record_sweep(run: StageRun, params: Params, results: pd.DataFrame) -> dict[s
     return chosen
 
 
-OUTPUTS = ("results.csv", "summary.csv", "report.md", "figures")
+OUTPUTS = ("results.csv", "summary.csv", "report.md", "figures", "metrics.json", "plots")
 
 
 def run(params: Params, out: Path = REPORTS, latency_file: Path = LATENCY, prepared_dir: Path = PREPARED) -> dict:
@@ -89,6 +92,9 @@ def run(params: Params, out: Path = REPORTS, latency_file: Path = LATENCY, prepa
             kd_gain_figure(results, summary, tmp / KD_FIGURE)
         results.to_csv(tmp / "results.csv", index=False)
         summary.to_csv(tmp / "summary.csv", index=False)
+        write_json(tmp / "metrics.json", flat_metrics(results, summary))  # what `dvc exp show` lists
+        (tmp / "plots").mkdir()  # the table dvc.yaml's accuracy plot draws (dvc plots diff compares it)
+        accuracy_table(summary, float(teacher["top1"])).to_csv(tmp / "plots" / "accuracy.csv", index=False)
         curves_file = SENSITIVITY / CURVES_FILE
         curves = pd.read_csv(curves_file) if curves_file.is_file() else None
         (tmp / "report.md").write_text(markdown(results, summary, FIGURE, latency, LATENCY_FIGURE, PARETO,

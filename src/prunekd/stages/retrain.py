@@ -21,7 +21,7 @@ from ..data import Split, load_prepared
 from ..distill import cross_entropy_loss, distillation_loss
 from ..models import build_model, load_model
 from ..paths import MODEL_FILE, PREPARED, TEACHER, pruned_dir, retrained_dir
-from ..tracking import stage_run
+from ..tracking import model_run_id, stage_run
 from ..train import LossFn, device, fit, seed_everything
 from .common import clear_outputs, log_data, ratio_arg, normalization, run_cli, save_and_measure, schedule
 
@@ -79,14 +79,15 @@ def run(params: Params, ratio: str, mode: str, seed: int,
         raise ValueError(f"unknown mode {mode!r}; known: {', '.join(MODES)}")
     prepared = load_prepared(prepared_dir)
     train = student_data(prepared.train, params.retrain.train_subset)
-    model, lineage = load_model(pruned_dir(ratio) / MODEL_FILE)
-    lineage = {k: v for k, v in lineage.items() if k != "mlflow_run_id"}
+    model, data = load_model(pruned_dir(ratio) / MODEL_FILE)
+    lineage = {"teacher_run_id": model_run_id(teacher_dir / MODEL_FILE),
+               "prune_run_id": model_run_id(pruned_dir(ratio) / MODEL_FILE)}
     model = starting_model(model, mode, seed)
     loss = MODES[mode].loss(getattr(params, mode), teacher_dir / MODEL_FILE)
     clear_outputs(retrained_dir(ratio, mode, seed))  # the inputs are good: from here a failure leaves no stale outputs
     name = f"retrain@{ratio}-{mode}-{seed}"
     loss_identity = (mode, getattr(params, mode), teacher_dir / MODEL_FILE)  # what decides the loss
-    with (stage_run(name, params, lineage | {"ratio": ratio, "mode": mode, "seed": str(seed)}) as run,
+    with (stage_run(name, params, data | lineage | {"ratio": ratio, "mode": mode, "seed": str(seed)}) as run,
           resumable(name, *loss_identity) as checkpoint):
         run.log_params({"ratio": ratio, "mode": mode, "retrain_seed": seed, "unit": params.prune.unit,
                         "criterion": params.prune.criterion})
@@ -94,7 +95,7 @@ def run(params: Params, ratio: str, mode: str, seed: int,
         fit(model, train, prepared.val, normalization(prepared.manifest), schedule(params.retrain, prepared.manifest),
             loss, seed, run.log_epoch, name=name, checkpoint=checkpoint)
         run.set_tags(checkpoint.tags())
-        return save_and_measure(model, retrained_dir(ratio, mode, seed), prepared, run, meta=lineage)
+        return save_and_measure(model, retrained_dir(ratio, mode, seed), prepared, run, meta=data, lineage=lineage)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -11,7 +11,7 @@ from ..io import atomic_dir
 from ..models import load_model
 from ..paths import CURVES_FILE, MODEL_FILE, PREPARED, SENSITIVITY, TEACHER
 from ..sensitivity import curves, plot
-from ..tracking import stage_run
+from ..tracking import model_run_id, stage_run
 from ..train import evaluate, recalibrate_batchnorm
 from .common import log_data, normalization, run_cli
 
@@ -22,7 +22,7 @@ def run(params: Params, prepared_dir: Path = PREPARED, teacher_dir: Path = TEACH
     prepared = load_prepared(prepared_dir)
     teacher, meta = load_model(teacher_dir / MODEL_FILE)
     norm = normalization(prepared.manifest)
-    lineage = {"teacher_run_id": meta["mlflow_run_id"], "data_manifest_md5": meta["data_manifest_md5"],
+    lineage = {"teacher_run_id": model_run_id(teacher_dir / MODEL_FILE), "data_manifest_md5": meta["data_manifest_md5"],
                "dataset": meta["dataset"]}
     with stage_run("sensitivity", params, lineage) as run:
         log_data(run, prepared, prepared_dir, "evaluation")

@@ -1,0 +1,44 @@
+"""Progress and live output: what a user watching a log (or the Prefect UI) sees of a long stage."""
+
+import sys
+import time
+
+from prunekd.progress import EVERY_ENV, progress
+
+from .test_flow import load_flow_module
+
+
+def test_a_log_gets_a_plain_line_now_and_then(capsys, monkeypatch):
+    monkeypatch.setenv(EVERY_ENV, "0")  # every step, for the test; 30 s by default
+    bar = progress(range(4), 4, "teacher epoch 1/2")
+    for i in bar:
+        bar.set_postfix(loss=f"{i:.1f}")
+    assert capsys.readouterr().err.splitlines() == [
+        "teacher epoch 1/2: 1/4 (25 %), loss 0.0", "teacher epoch 1/2: 2/4 (50 %), loss 1.0",
+        "teacher epoch 1/2: 3/4 (75 %), loss 2.0"]
+
+
+def test_a_quick_loop_prints_nothing_by_default(capsys, monkeypatch):
+    monkeypatch.delenv(EVERY_ENV, raising=False)
+    assert list(progress(range(100), 100, "sensitivity")) == list(range(100))
+    assert capsys.readouterr().err == ""
+
+
+class Recorder:
+    def __init__(self):
+        self.lines: list[tuple[float, str]] = []
+
+    def info(self, line: str) -> None:
+        self.lines.append((time.monotonic(), line))
+
+
+def test_a_stage_output_is_logged_line_by_line_as_it_comes(tmp_path):
+    flows = load_flow_module()
+    log = Recorder()
+    script = ("import sys, time; print('epoch 1/2'); print('progress', file=sys.stderr); time.sleep(1.5); "
+              "print('epoch 2/2'); print('prunekd x: error: bad', file=sys.stderr); sys.exit(2)")
+    code, stderr = flows.streamed(f"{sys.executable} -c \"{script}\"", tmp_path, {}, log)
+    assert code == 2 and stderr == ["progress", "prunekd x: error: bad"]
+    times = dict((line, t) for t, line in log.lines)
+    assert set(times) == {"epoch 1/2", "progress", "epoch 2/2", "prunekd x: error: bad"}
+    assert times["epoch 2/2"] - times["epoch 1/2"] > 1.0  # logged while the stage ran, not at its end
