@@ -1,14 +1,22 @@
 """The prunekd experiment as a Prefect flow: the same DAG as ``dvc.yaml``, read from it.
 
-DVC stays the one skip-decider: each task asks ``dvc status`` whether its stage is stale,
-runs the stage's own ``cmd`` (the code ``dvc repro`` runs) only if it is, and records the
-result into ``dvc.lock`` with ``dvc commit``. So after ``dvc repro`` a flow run trains
-nothing, and after a flow run ``dvc repro`` has nothing to do.
+DVC stays the one skip-decider: the flow asks ``dvc status`` once which stages are stale; a
+task runs its stage's own ``cmd`` (the code ``dvc repro`` runs) only if it is, or if a stage
+upstream of it ran and DVC, asked again, says it is now; and records the result into
+``dvc.lock`` with ``dvc commit``. So after ``dvc repro`` a flow run trains nothing, and after a
+flow run ``dvc repro`` has nothing to do. A stage's output streams into its task run's log
+line by line while it runs.
 
     python flows/experiment.py                      # run once on params.yaml (ephemeral API)
     python flows/experiment.py --workers 2          # independent stages two at a time
     python flows/experiment.py --dask tcp://host:8786
     python flows/experiment.py serve --cron "0 2 * * *"
+    python flows/experiment.py -S kd.temperature=2 -S "retrain.seeds=[0,1,2,3,4]"
+
+With overrides (``-S``, or the ``overrides`` parameter of a run started from the Prefect UI or
+API) the run is a DVC experiment: ``dvc exp run --temp -S ...`` in a temporary copy, so the
+workspace's params.yaml is left as it was and the result shows in ``dvc exp show``; its MLflow
+runs are tagged ``dvc_exp`` with the experiment's name.
 """
 
 from __future__ import annotations
@@ -16,8 +24,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
+import threading
+from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +41,8 @@ from prefect.runtime import flow_run
 from prefect.states import Completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from prunekd.tracking import check_reachable, server
+from prunekd.config import ConfigError, apply_overrides
+from prunekd.tracking import FLOW_RUN_ENV, check_reachable, server
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -95,27 +108,55 @@ def dvc(root: Path, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True)
 
 
-def is_stale(root: Path, name: str) -> bool:
-    proc = dvc(root, "--wait-for-lock", "status", "--json", name)
+def stale_stages(root: Path, *names: str) -> set[str]:
+    """The stages (of ``names``, or all) that ``dvc status`` finds stale: one call, one graph walk."""
+    proc = dvc(root, "--wait-for-lock", "status", "--json", *names)
     if proc.returncode != 0:
-        raise RuntimeError(f"dvc status {name} failed: {proc.stderr.strip()}")
-    return bool(json.loads(proc.stdout or "{}"))
+        raise RuntimeError(f"dvc status {' '.join(names)} failed: {proc.stderr.strip()}")
+    return set(json.loads(proc.stdout or "{}"))
+
+
+def streamed(cmd: str, cwd: Path, env: dict[str, str], log) -> tuple[int, list[str]]:
+    """Run ``cmd``, sending each line of its stdout and stderr to ``log`` as it comes (the task run's
+    log in the Prefect UI); returns the exit code and the last lines of stderr."""
+    proc = subprocess.Popen(cmd, shell=True, cwd=cwd, env=env | {"PYTHONUNBUFFERED": "1"}, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=1)
+    tail: deque[str] = deque(maxlen=50)
+
+    def pump(stream, keep: deque | None) -> None:
+        for line in stream:
+            line = line.rstrip()
+            if line:
+                log.info(line)
+                if keep is not None:
+                    keep.append(line)
+
+    err = threading.Thread(target=pump, args=(proc.stderr, tail), daemon=True)
+    err.start()
+    pump(proc.stdout, None)
+    err.join()
+    return proc.wait(), list(tail)
 
 
 @task(name="stage", task_run_name="{stage.name}")
-def run_stage(stage: Stage, root: str, threads: int, env: dict[str, str]):
-    """Run one DVC stage if DVC says it is stale; record it into dvc.lock."""
+def run_stage(stage: Stage, root: str, threads: int, env: dict[str, str], stale: frozenset[str],
+              upstream: list) -> dict | Completed:
+    """Run one DVC stage if it was stale when the flow started, or if a stage upstream of it ran
+    and DVC now finds it stale; record it into dvc.lock. ``upstream``: those stages' results."""
     root_path = Path(root)
-    if not is_stale(root_path, stage.name):
+    upstream_ran = any(isinstance(r, dict) and r.get("ran") for r in upstream)
+    if stage.name not in stale and not (upstream_ran and stale_stages(root_path, stage.name)):
         return Completed(message=f"{stage.name} is up to date in dvc.lock", name="Cached")
-    get_run_logger().info("running %s: %s", stage.name, stage.cmd)
+    log = get_run_logger()
+    log.info("running %s: %s", stage.name, stage.cmd)
     child_env = with_bin_on_path(os.environ | env | {"OMP_NUM_THREADS": str(threads),
                                                      "MKL_NUM_THREADS": str(threads)})
-    proc = subprocess.run(stage.cmd, shell=True, cwd=root_path, env=child_env, capture_output=True, text=True)
-    if proc.returncode == USER_ERROR:
-        raise StageInputError(f"{stage.name}: {proc.stderr.strip()[-2000:]}")
-    if proc.returncode != 0:
-        raise RuntimeError(f"{stage.name} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+    code, stderr = streamed(stage.cmd, root_path, child_env, log)
+    if code == USER_ERROR:
+        errors = [line for line in stderr if ": error: " in line] or stderr[-1:]
+        raise StageInputError(f"{stage.name}: {errors[-1] if errors else 'exit 2'}")
+    if code != 0:
+        raise RuntimeError(f"{stage.name} failed (exit {code}):\n" + "\n".join(stderr[-30:]))
     commit = dvc(root_path, "--wait-for-lock", "commit", "--force", stage.name)
     if commit.returncode != 0:
         raise RuntimeError(f"dvc commit {stage.name} failed: {commit.stderr.strip()}")
@@ -137,6 +178,35 @@ def tracking_server(root: Path, needed: bool) -> Iterator[dict[str, str]]:
     else:
         with server(f"sqlite:///{root / 'mlflow.db'}", root / "mlartifacts", proxy=False) as uri:
             yield {"MLFLOW_TRACKING_URI": uri}
+
+
+def checked_overrides(root: Path, overrides: list[str]) -> list[str]:
+    """``overrides`` once they are known to give a valid params.yaml; else StageInputError naming it."""
+    import yaml
+
+    try:
+        apply_overrides(yaml.safe_load((root / "params.yaml").read_text()), overrides)
+    except ConfigError as exc:
+        raise StageInputError(str(exc)) from None
+    return overrides
+
+
+def experiment_name(flow_run_name: str | None) -> str:
+    """A DVC experiment name (a git ref name) from the flow run's name."""
+    return "prefect-" + re.sub(r"[^A-Za-z0-9_-]+", "-", flow_run_name or "run").strip("-")
+
+
+@task(name="dvc-experiment", task_run_name="dvc exp run {name}")
+def run_experiment(root: str, overrides: list[str], name: str, env: dict[str, str]) -> dict:
+    """The whole DAG as one DVC experiment with ``overrides``, its output streamed into the log."""
+    log = get_run_logger()
+    cmd = shlex.join([str(BIN / "dvc"), "exp", "run", "--temp", "--name", name,
+                      *(arg for item in overrides for arg in ("-S", item))])
+    log.info("running %s", cmd)
+    code, stderr = streamed(cmd, Path(root), with_bin_on_path(os.environ | env), log)
+    if code != 0:
+        raise RuntimeError(f"dvc exp run {name} failed (exit {code}):\n" + "\n".join(stderr[-30:]))
+    return {"experiment": name, "overrides": overrides}
 
 
 def publish_report(root: Path) -> None:
@@ -164,25 +234,35 @@ def task_runner(workers: int, dask_address: str | None):
 
 @flow(name="prunekd-experiment")
 def experiment(root: str = str(ROOT), workers: int = 1, retries: int = 1,
-               distributed: bool = False) -> dict[str, str]:
+               distributed: bool = False, overrides: list[str] | None = None) -> dict[str, str]:
     """Run every stale stage of dvc.yaml, independent stages concurrently; returns stage -> state.
 
     ``distributed``: the task runner is a Dask cluster, so stages may run concurrently even
     with one worker requested, and must share an MLflow server.
+    ``overrides``: ``section.key=value`` items; the run becomes a DVC experiment (module doc).
     """
     root_path = Path(root).resolve()
+    if overrides:
+        name = experiment_name(flow_run.get_name())
+        checked_overrides(root_path, overrides)
+        with tracking_server(root_path, needed=False) as env:
+            future = run_experiment.submit(str(root_path), overrides, name, env | {FLOW_RUN_ENV: str(flow_run.get_id() or "")})
+            future.result()  # raises if the experiment failed
+            return {name: future.state.name}
     threads = max(1, (os.cpu_count() or 1) // max(1, workers))
     stages = dvc_stages(root_path)
+    stale = frozenset(stale_stages(root_path))
     runner = run_stage.with_options(retries=retries, retry_delay_seconds=5,
                                     retry_condition_fn=retry_unless_input_error)
     with tracking_server(root_path, needed=workers > 1 or distributed) as env:
-        env = env | {"PRUNEKD_FLOW_RUN_ID": str(flow_run.get_id() or "")}
+        env = env | {FLOW_RUN_ENV: str(flow_run.get_id() or "")}
         futures = {}
         for stage in timed_alone(stages):
             # A timing stage waits for every stage before it too: a training run beside it would
             # slow the models it times.
             waits = list(futures.values()) if stage.name in TIMED_ALONE else [futures[n] for n in stage.upstream]
-            futures[stage.name] = runner.submit(stage, str(root_path), threads, env, wait_for=waits)
+            futures[stage.name] = runner.submit(stage, str(root_path), threads, env, stale,
+                                                [futures[n] for n in stage.upstream], wait_for=waits)
         for future in futures.values():
             future.wait()
     states = {name: future.state.name for name, future in futures.items()}
@@ -207,10 +287,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--dask", default=None, help=f"Dask scheduler address (or ${DASK_ENV})")
     p.add_argument("--cron", default="0 2 * * *", help="serve: cron schedule (default: 02:00 daily)")
     p.add_argument("--name", default="nightly", help="serve: deployment name")
+    p.add_argument("-S", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="a params.yaml override (repeatable): the run becomes a DVC experiment")
+    p.add_argument("--root", default=str(ROOT), help="the repository to run (default: this one)")
     args = p.parse_args(argv)
+    if args.workers < 1:
+        p.error(f"--workers: {args.workers} is not a number of stages to run at once (1 or more)")
     flow_ = configured(args.workers, args.dask)
-    params = {"root": str(ROOT), "workers": args.workers, "retries": args.retries,
-              "distributed": bool(args.dask or os.environ.get(DASK_ENV))}
+    params = {"root": str(Path(args.root).resolve()), "workers": args.workers, "retries": args.retries,
+              "distributed": bool(args.dask or os.environ.get(DASK_ENV)), "overrides": args.overrides}
     if args.command == "serve":
         flow_.serve(name=args.name, cron=args.cron, parameters=params)
     else:

@@ -79,6 +79,30 @@ def test_second_flow_run_trains_nothing(flows, flow_repo):
     assert len(runs(repo)) == before_runs and model_mtimes(repo) == before_files
 
 
+def test_stage_output_reaches_the_task_runs_log(flow_repo):
+    from prefect import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterTaskRunId, TaskRunFilter, TaskRunFilterName
+
+    with get_client(sync_client=True) as client:
+        teacher = client.read_task_runs(task_run_filter=TaskRunFilter(name=TaskRunFilterName(any_=["teacher"])))
+        logs = client.read_logs(LogFilter(task_run_id=LogFilterTaskRunId(any_=[t.id for t in teacher])))
+    lines = [log.message for log in logs]
+    assert any(line.startswith("teacher epoch 1/2: train_loss") for line in lines), lines[:20]
+    assert any(line.startswith("models/teacher: top1") for line in lines)
+
+
+def test_a_rerun_that_makes_the_same_model_leaves_downstream_cached(flows, flow_repo):
+    repo, _ = flow_repo
+    # A comment in the teacher stage's code: the stage is stale, its model the same bytes.
+    code = repo / "src/prunekd/stages/teacher.py"
+    code.write_text(code.read_text() + "\n# touched\n")
+    before = (repo / "models/teacher/model.pt").read_bytes()
+    states = flows.configured()(root=str(repo))
+    assert {n for n, s in states.items() if s != "Cached"} == {"teacher"}, states
+    assert (repo / "models/teacher/model.pt").read_bytes() == before
+    assert ran(dvc(repo, "repro")) == set()
+
+
 def test_after_a_param_change_flow_and_dvc_agree(flows, flow_repo):
     repo, _ = flow_repo
     set_params(repo, lambda p: p["kd"].update(temperature=2.0))

@@ -1,0 +1,137 @@
+"""DVC experiments the way DVC and Prefect users start them: `dvc exp run --queue` + `dvc queue
+start`, and a served Prefect deployment run with param overrides through a real `prefect server`.
+Both run in temporary copies of the repo, and must still log into the project's MLflow store."""
+
+import json
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from prunekd.tracking import free_port
+
+from .conftest import BIN, ROOT, clean_env, copy_repo, digits_params, dvc, runs, set_params
+
+pytestmark = pytest.mark.e2e
+MODEL = "prunekd-digits-lenet5"
+
+
+def git(repo: Path, *args: str) -> None:
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo, check=True,
+                   capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    """A digits repo, reproduced and committed: the baseline the experiments change."""
+    repo = copy_repo(tmp_path_factory.mktemp("exps"))
+    set_params(repo, lambda p: digits_params(p)["retrain"].update(seeds=[0]))
+    dvc(repo, "repro")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "baseline")
+    return repo
+
+
+def experiments(repo: Path) -> dict[str, dict]:
+    """Experiment name -> its flat metrics, from `dvc exp show --json`."""
+    proc = subprocess.run([str(BIN / "dvc"), "exp", "show", "--json"], cwd=repo, env=clean_env(),
+                          capture_output=True, text=True)
+    shown = json.loads(proc.stdout)
+    found = {}
+    for baseline in shown:
+        for exp in baseline.get("experiments") or []:
+            for rev in exp.get("revs", []):
+                data = rev.get("data") or {}
+                metrics = (data.get("metrics") or {}).get("reports/metrics.json", {}).get("data", {})
+                found[rev.get("name") or exp.get("name")] = metrics
+    return found
+
+
+def logged_in(repo: Path, experiment: str) -> dict[str, object]:
+    """The project's MLflow runs tagged with a DVC experiment, by stage."""
+    return {r.data.tags["dvc_stage"]: r for r in runs(repo) if r.data.tags.get("dvc_exp") == experiment}
+
+
+def test_a_queued_experiment_logs_into_the_projects_store(repo):
+    before = (repo / "params.yaml").read_text()
+    dvc(repo, "exp", "run", "--queue", "--name", "queued-t2", "-S", "kd.temperature=2")
+    dvc(repo, "queue", "start")
+    proc = subprocess.run([str(BIN / "dvc"), "queue", "logs", "--follow", "queued-t2"], cwd=repo,
+                          env=clean_env(), capture_output=True, text=True, timeout=600)
+    assert "queued-t2" in experiments(repo), proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert (repo / "params.yaml").read_text() == before
+    logged = logged_in(repo, "queued-t2")
+    assert set(logged) == {"retrain@0.3-kd-0", "report"}  # only what the change reruns
+    kd = logged["retrain@0.3-kd-0"]
+    assert kd.data.params["kd.temperature"] == "2.0"
+    # Lineage into the workspace's runs, although the copy had no lineage.json: found by the md5 tag.
+    workspace = {r.data.tags["dvc_stage"]: r.info.run_id for r in runs(repo) if "dvc_exp" not in r.data.tags}
+    assert kd.data.tags["teacher_run_id"] == workspace["teacher"]
+    assert kd.data.tags["prune_run_id"] == workspace["prune@0.3"]
+    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    children = client.search_runs([kd.info.experiment_id],
+                                  f"tags.mlflow.parentRunId = '{logged['report'].info.run_id}'")
+    assert {r.data.tags["dvc_stage"] for r in children} >= {"teacher", "prune@0.3", "retrain@0.3-ft-0",
+                                                            "retrain@0.3-kd-0"}
+    # Registered as candidates: versions tagged with the experiment, aliases left with the workspace.
+    versions = client.search_model_versions(f"name = '{MODEL}'")
+    assert kd.info.run_id in {v.run_id for v in versions if v.tags.get("dvc_exp") == "queued-t2"}
+    best = client.get_model_version_by_alias(MODEL, "best")
+    assert best.run_id in workspace.values()
+
+
+def wait_for(url: str, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5):
+                return
+        except (urllib.error.URLError, OSError):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{url} did not answer within {seconds:.0f} s") from None
+            time.sleep(1)
+
+
+@pytest.fixture(scope="module")
+def prefect_server(tmp_path_factory):
+    """A real `prefect server start` on 127.0.0.1, with its own database."""
+    home, port = tmp_path_factory.mktemp("prefect"), free_port()
+    env = clean_env(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false",
+                    PREFECT_API_URL=f"http://127.0.0.1:{port}/api")
+    proc = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(f"http://127.0.0.1:{port}/api/health", 120)
+        yield env
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_a_deployment_run_with_overrides_is_a_dvc_experiment(repo, prefect_server):
+    env = prefect_server
+    before = (repo / "params.yaml").read_text()
+    serve = subprocess.Popen([sys.executable, str(ROOT / "flows" / "experiment.py"), "serve", "--root", str(repo),
+                              "--name", "study"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True)
+    try:
+        wait_for(f"{env['PREFECT_API_URL']}/deployments/name/prunekd-experiment/study", 120)
+        proc = subprocess.run([str(BIN / "prefect"), "deployment", "run", "prunekd-experiment/study",
+                               "--param", 'overrides=["kd.alpha=0.5"]', "--flow-run-name", "alpha-half",
+                               "--watch", "--watch-timeout", "600"],
+                              env=env, capture_output=True, text=True, timeout=660)
+    finally:
+        serve.terminate()
+        serve.wait(timeout=30)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "Completed" in proc.stdout
+    assert "prefect-alpha-half" in experiments(repo)
+    assert (repo / "params.yaml").read_text() == before  # the workspace is left as it was
+    logged = logged_in(repo, "prefect-alpha-half")
+    assert logged["retrain@0.3-kd-0"].data.params["kd.alpha"] == "0.5"
+    assert len({r.data.tags.get("prefect_flow_run_id") for r in logged.values()}) == 1
