@@ -7,8 +7,14 @@ cd "$(dirname "$0")"
 
 if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
   sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
-  $sudo apt-get update -qq
-  $sudo apt-get install -y -qq dataset-fashion-mnist
+  if command -v apt-get >/dev/null && { [ -z "$sudo" ] || sudo -n true 2>/dev/null; }; then
+    $sudo apt-get update -qq
+    $sudo apt-get install -y -qq dataset-fashion-mnist
+  else
+    # Not fatal: `prunekd prepare` also reads data/raw/fashion_mnist/ or downloads the files.
+    echo "setup.sh: not installing the Debian package dataset-fashion-mnist (needs apt-get, and root or" \
+         "sudo without a password); prepare will read data/raw/fashion_mnist/ or download Fashion-MNIST" >&2
+  fi
 fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
