@@ -78,9 +78,22 @@ def test_second_repro_runs_nothing(repo):
 
 def test_metrics_and_plots_show(repo):
     repo, _ = repo
-    assert "models/teacher/metrics.json" in dvc(repo, "metrics", "show")
+    shown = dvc(repo, "metrics", "show")
+    assert "reports/metrics.json" in shown and "models/" not in shown  # one flat table, not one per model
+    flat = json.loads((repo / "reports/metrics.json").read_text())
+    results = pd.read_csv(repo / "reports/results.csv")
+    # one seed: KD - FT has no interval, so no kd_minus_ft_<r>_ci95
+    assert set(flat) == {"teacher_top1", *(f"{k}_{r}" for r in ("30", "50") for k in (
+        "params_removed", "top1_ft", "top1_kd", "kd_minus_ft"))}
+    mean = results[(results["ratio"] == 0.3) & (results["mode"] == "kd")]["top1"].mean()
+    assert flat["top1_kd_30"] == pytest.approx(mean)
+    accuracy = pd.read_csv(repo / "reports/plots/accuracy.csv")
+    assert list(accuracy.columns) == ["params_removed_pct", "ft", "kd"] and len(accuracy) == 3
+    history = pd.read_csv(repo / "models/retrained/0.3-kd-0/history.csv")
+    assert list(history["epoch"]) == [1] and "val_top1" in history.columns
     dvc(repo, "plots", "show", "--out", "plots_html")
-    assert (repo / "plots_html" / "index.html").is_file()
+    page = (repo / "plots_html" / "index.html").read_text()
+    assert "accuracy_vs_params_removed" in page and "models/retrained/0.3-kd-0/history.csv" in page
 
 
 @pytest.mark.parametrize("section, typo", [("kd", "temprature"), ("retrain", "epohcs"), (None, "sed")])

@@ -137,3 +137,28 @@ def test_a_model_near_chance_is_flagged_at_the_top():
     df.loc[0, "top1"] = 11.0  # the teacher learnt nothing
     [warning, _] = warnings_section(df, 10)
     assert "within 5 points of chance (10 %)" in warning and "teacher (11.0 %)" in warning
+
+
+def test_the_flat_metrics_carry_each_difference_with_its_interval():
+    from prunekd.report import accuracy_table, flat_metrics
+
+    df, summary = answer_inputs()
+    flat = flat_metrics(df, summary)
+    assert flat["teacher_top1"] == 92.0 and flat["params_removed_25"] == 25.0
+    assert (flat["top1_ft_25"], flat["top1_kd_25"], flat["kd_minus_ft_25"]) == pytest.approx((90.0, 92.0, 2.0))
+    # the same hand-computed half widths as the answer's: 2.484138 (+1, +2, +3), 0.496 (sd 0.2)
+    assert flat["kd_minus_ft_25_ci95"] == pytest.approx(2.484138, abs=1e-5)
+    assert flat["kd_minus_ft_50_ci95"] == pytest.approx(4.302653 * 0.2 / np.sqrt(3), abs=1e-5)
+    table = accuracy_table(summary, 92.0)
+    assert table.to_dict("list") == {"params_removed_pct": [0.0, 25.0, 50.0], "ft": [92.0, 90.0, 88.0],
+                                     "kd": [92.0, 92.0, 89.0]}
+
+
+def test_one_seed_gives_no_interval_and_no_nan_in_the_flat_metrics():
+    from prunekd.report import flat_metrics, summarize
+
+    df = results([(0.0, "teacher", None, 92.0, 1000, 0.0), (0.5, "ft", 0, 90.0, 500, 50.0),
+                  (0.5, "kd", 0, 91.0, 500, 50.0)]).assign(top1_pruned=50.0, size_mb_reduction_pct=50.0,
+                                                          macs=1.0, size_mb=1.0, latency_ms=1.0)
+    flat = flat_metrics(df, summarize(df))
+    assert flat["kd_minus_ft_50"] == 1.0 and "kd_minus_ft_50_ci95" not in flat
