@@ -13,11 +13,18 @@ import pytest
 
 from prunekd.tracking import free_port, server
 
-from .conftest import BIN, clean_env, copy_repo, dvc, ran, set_params, tiny_params
+from .conftest import BIN, clean_env, copy_repo, digits_params, dvc, ran, set_params
 
 pytestmark = pytest.mark.e2e
 
-MODEL = "prunekd-fashion_mnist-mobilenet_v1"
+MODEL = "prunekd-digits-lenet5"
+
+
+def team_params(params: dict) -> dict:
+    """Two ratios x {ft, kd} x one seed on digits: what a team shares, in seconds per stage."""
+    digits_params(params)["prune"]["ratios"] = [0.3, 0.5]
+    params["retrain"].update(modes=["ft", "kd"], seeds=[0])
+    return params
 
 
 def git(repo: Path, *args: str) -> str:
@@ -34,7 +41,7 @@ def team(tmp_path_factory):
         alice = base / "alice"
         alice.mkdir()
         copy_repo(alice)
-        set_params(alice, tiny_params)
+        set_params(alice, team_params)
         output = dvc(alice, "repro", env={"MLFLOW_TRACKING_URI": uri})
         dvc(alice, "remote", "modify", "--local", "team", "url", str(base / "remote"))
         git(alice, "add", "-A")
@@ -133,7 +140,7 @@ def test_second_client_follows_a_kd_run_to_its_teacher_and_data(team, second_cli
     from prunekd.stages.prepare import manifest_hash
 
     assert seen["kd_tags"]["data_manifest_md5"] == manifest_hash(manifest)
-    assert seen["kd_inputs"] == [["fashion_mnist", manifest_hash(manifest)]]
+    assert seen["kd_inputs"] == [["digits", manifest_hash(manifest)]]
     assert len(seen["kd_tags"]["git_commit"]) >= 40
     # One sweep: the report run is the parent of every run behind the report.
     assert seen["kd_tags"]["mlflow.parentRunId"] in seen["report_ids"]
