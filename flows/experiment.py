@@ -41,15 +41,14 @@ from prefect.runtime import flow_run
 from prefect.states import Completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from prunekd.config import ConfigError, apply_overrides
+from prunekd.config import ConfigError, apply_overrides, read_yaml
+from prunekd.stages.common import USER_ERROR
 from prunekd.tracking import FLOW_RUN_ENV, check_reachable, server
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 DASK_ENV = "PRUNEKD_DASK_ADDRESS"
 
-
-USER_ERROR = 2  # prunekd's exit code for bad params or inputs: retrying cannot help
 
 
 class StageInputError(RuntimeError):
@@ -182,10 +181,8 @@ def tracking_server(root: Path, needed: bool) -> Iterator[dict[str, str]]:
 
 def checked_overrides(root: Path, overrides: list[str]) -> list[str]:
     """``overrides`` once they are known to give a valid params.yaml; else StageInputError naming it."""
-    import yaml
-
     try:
-        apply_overrides(yaml.safe_load((root / "params.yaml").read_text()), overrides)
+        apply_overrides(read_yaml((root / "params.yaml").read_text(), "params.yaml"), overrides)
     except ConfigError as exc:
         raise StageInputError(str(exc)) from None
     return overrides

@@ -83,3 +83,26 @@ def test_missing_params_file(tmp_path):
 
 def test_repo_params_file_loads():
     assert config.load_params(ROOT / "params.yaml").model.arch == "mobilenet_v1"
+
+
+# prunekd reads params.yaml as DVC does (YAML 1.2, ruamel's safe loader): where PyYAML (1.1) would
+# read a value otherwise, or DVC would name a stage otherwise, the file is refused or read alike.
+@pytest.mark.parametrize("change, extra, key", [
+    (lambda p: None, "seed: 1\n", "seed"),                                 # DVC refuses duplicate keys
+    (lambda p: p["prune"].update(ratios=["0.50"]), "", "prune.ratios"),    # DVC would run prune@0.50
+    (lambda p: p["retrain"].update(seeds=["1"]), "", "retrain.seeds"),
+])
+def test_what_dvc_would_read_differently_is_refused(tmp_path, default_params, change, extra, key):
+    change(default_params)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(default_params) + extra)
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        config.load_params(path)
+
+
+def test_numbers_are_read_as_yaml_1_2_reads_them(tmp_path, default_params):
+    default_params["retrain"]["seeds"] = "[010, 0x1f]"  # placeholder, written raw below
+    text = yaml.safe_dump(default_params).replace("'[010, 0x1f]'", "[010, 0x1f]")
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    assert config.load_params(path).retrain.seeds == [10, 31]  # PyYAML: [8, 31]; DVC runs retrain@...-10

@@ -22,7 +22,7 @@ from prunekd.data import DataError, load_digits_dataset, split_train_val
 from prunekd.models import build_model, load_model
 from prunekd.stages.common import save_and_measure
 
-from .conftest import BIN, clean_env, copy_repo, digits_params, set_params
+from .conftest import BIN, clean_env, copy_repo, digits_params, runs, set_params
 
 e2e = pytest.mark.e2e
 SYSTEM_FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -373,5 +373,66 @@ def test_killed_while_measuring_leaves_no_output_and_dvc_ignores_the_scratch_fol
     proc = prunekd(repo, "prune", "--ratio", "0.3")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert sorted(p.name for p in (repo / "models/pruned").iterdir()) == ["0.3"]
-    assert sorted(p.name for p in (repo / "models/pruned/0.3").iterdir()) == ["metrics.json", "model.onnx", "model.pt",
-                                                                          "predictions.npy"]
+    assert sorted(p.name for p in (repo / "models/pruned/0.3").iterdir()) == ["lineage.json", "metrics.json",
+                                                                          "model.onnx", "model.pt", "predictions.npy"]
+
+
+# ---- interrupted and concurrent runs -----------------------------------------------------------
+
+@e2e
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_mid_training_ends_the_mlflow_run_as_killed_in_one_line(repo, sig):
+    params = bad_params(repo, lambda p: p["teacher"].update(epochs=200))
+    checkpoint = repo / ".prunekd/checkpoints/teacher/checkpoint.pt"
+    proc = subprocess.Popen([str(BIN / "prunekd"), "teacher", "--params", params], cwd=repo, env=clean_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not checkpoint.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + sig and "Traceback" not in stderr, stderr[-3000:]
+    assert stderr.strip().splitlines()[-1] == f"prunekd teacher: interrupted ({sig.name}); rerun it to resume"
+    assert checkpoint.is_file()  # kept, to resume from
+    killed = [r for r in runs(repo) if r.data.tags["dvc_stage"] == "teacher"]
+    assert [r.info.status for r in killed][:1] == ["KILLED"]  # the newest run
+
+
+def held(lock: Path) -> bool:
+    """Whether another process holds ``lock`` (an flock)."""
+    import fcntl
+
+    try:
+        with open(lock) as f:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except FileNotFoundError:
+        return False
+    except BlockingIOError:
+        return True
+    return False
+
+
+@e2e
+def test_a_second_run_of_a_running_stage_stops_and_leaves_the_first_alone(repo):
+    params = bad_params(repo, lambda p: p["teacher"].update(epochs=10))
+    first = subprocess.Popen([str(BIN / "prunekd"), "teacher", "--params", params], cwd=repo, env=clean_env(),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not held(repo / ".prunekd/locks/teacher.lock") and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    second = prunekd(repo, "teacher", "--params", params)
+    line = error_line(second, "teacher")
+    assert "another run of teacher is in progress" in line and f"pid {first.pid}" in line
+    _, stderr = first.communicate(timeout=300)
+    assert first.returncode == 0, stderr[-3000:]
+    assert {p.name for p in (repo / "models/teacher").iterdir()} >= {"model.pt", "model.onnx", "metrics.json"}
+
+
+def test_the_sensitivity_schedule_without_its_table_touches_no_output(repo):
+    params = bad_params(repo, lambda p: p["prune"].update(schedule="sensitivity"))
+    shutil.rmtree(repo / "reports/sensitivity", ignore_errors=True)
+    (repo / "models/pruned/0.3").mkdir(parents=True, exist_ok=True)
+    (repo / "models/pruned/0.3/model.pt").write_bytes(b"an earlier output")
+    proc = prunekd(repo, "prune", "--ratio", "0.3", "--params", params)
+    assert "curves.csv: not found" in error_line(proc, "prune")
+    assert (repo / "models/pruned/0.3/model.pt").read_bytes() == b"an earlier output"

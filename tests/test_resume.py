@@ -191,6 +191,8 @@ def test_teacher_killed_after_an_epoch_resumes_to_the_uninterrupted_result(tmp_p
     assert f"teacher: resuming from epoch {epoch}/3 (checkpoint .prunekd/checkpoints/teacher)" in output
     assert not (killed / ".prunekd/checkpoints/teacher").exists()
 
+    # the same bytes: the model file holds the model alone, not the run that made it
+    assert (killed / "models/teacher/model.pt").read_bytes() == (uninterrupted / "models/teacher/model.pt").read_bytes()
     a, b = (torch.load(repo / "models/teacher/model.pt", weights_only=True) for repo in (uninterrupted, killed))
     assert a["state_dict"].keys() == b["state_dict"].keys()
     assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])

@@ -5,7 +5,9 @@ every result from a real DVC remote without retraining."""
 import json
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pandas as pd
@@ -203,6 +205,52 @@ def test_unreachable_tracking_server_fails_fast_before_training(tmp_path):
     assert uri in proc.stderr and "unreachable" in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert not (repo / "models").exists()
+    assert took < 30, f"took {took:.0f} s to fail"
+
+
+class BrokenServer(BaseHTTPRequestHandler):
+    """A reverse proxy whose backend is down (502 to everything), or, with ``hang``, a server whose
+    health check answers but whose API never does."""
+
+    hang = False
+
+    def do_GET(self):
+        if self.hang and self.path.startswith("/health"):
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"OK")
+            return
+        if self.hang:
+            time.sleep(60)
+        self.send_response(502)
+        self.end_headers()
+
+    do_POST = do_GET
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("hang", [False, True], ids=["502", "api-hangs"])
+def test_a_tracking_server_that_answers_with_errors_fails_fast_and_touches_nothing(tmp_path, hang):
+    repo = copy_repo(tmp_path)
+    (repo / "models/pruned/0.3").mkdir(parents=True)
+    (repo / "models/pruned/0.3/model.pt").write_bytes(b"an earlier output")
+    handler = type("Handler", (BrokenServer,), {"hang": hang})
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    uri = f"http://127.0.0.1:{httpd.server_address[1]}"
+    try:
+        start = time.monotonic()
+        proc = subprocess.run([str(BIN / "prunekd"), "prune", "--ratio", "0.3"], cwd=repo, capture_output=True,
+                              text=True, env=clean_env(MLFLOW_TRACKING_URI=uri), timeout=120)
+        took = time.monotonic() - start
+    finally:
+        httpd.shutdown()
+    assert proc.returncode == 2 and uri in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert (repo / "models/pruned/0.3/model.pt").read_bytes() == b"an earlier output"
     assert took < 30, f"took {took:.0f} s to fail"
 
 

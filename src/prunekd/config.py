@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, ValidationError, field_validator
 
 DATASETS = ("fashion_mnist", "mnist", "cifar10", "cifar100", "digits")
 ARCHS = ("mobilenet_v1", "lenet5", "alexnet")
@@ -18,6 +17,25 @@ SCHEDULES = ("uniform", "sensitivity")
 
 class ConfigError(ValueError):
     """A params file that cannot be used; the message names the key at fault."""
+
+
+# Seeds as numpy takes them. Ratios and seeds must be written as numbers: DVC names each stage by
+# the value as written (prune@0.50 for '0.50'), and the folders must carry the same names.
+Seed = Annotated[StrictInt, Field(ge=0, lt=2**32)]
+Ratio = StrictFloat
+
+
+def read_yaml(text: str, source: str) -> object:
+    """Parse YAML as DVC parses params.yaml (YAML 1.2, ruamel's safe loader): ``010`` is ten, ``yes``
+    a string, and a duplicate key an error, where PyYAML's YAML 1.1 would read eight, true, the last."""
+    from ruamel.yaml import YAML, YAMLError
+
+    try:
+        return YAML(typ="safe").load(text)
+    except YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError(f"{source}: not valid YAML ({where}{getattr(exc, 'problem', None) or exc})") from None
 
 
 class Section(BaseModel):
@@ -46,11 +64,11 @@ class TrainConfig(Section):
 
 
 class PruneConfig(Section):
-    ratios: list[float] = Field(min_length=1)
+    ratios: list[Ratio] = Field(min_length=1)
     unit: Literal[UNITS] = "params"
     criterion: Literal[CRITERIA] = "l1"
     schedule: Literal[SCHEDULES] = "uniform"
-    sensitivity_ratios: list[float] = Field([0.2, 0.4, 0.6, 0.8, 0.9], min_length=1)
+    sensitivity_ratios: list[Ratio] = Field([0.2, 0.4, 0.6, 0.8, 0.9], min_length=1)
     sensitivity_max_drop: float = Field(5.0, ge=0)  # points of validation top-1, before retraining
     round_to: int = Field(1, ge=1, le=64)  # every pruned layer keeps a multiple of this many filters
     bn_recalibration_batches: int = Field(10, ge=0)  # after pruning: BatchNorm statistics from this many batches
@@ -68,7 +86,7 @@ class PruneConfig(Section):
 
 class RetrainConfig(TrainConfig):
     modes: list[Literal[MODES]] = Field(["ft", "kd"], min_length=1)
-    seeds: list[int] = Field([0], min_length=1)
+    seeds: list[Seed] = Field([0], min_length=1)
     train_subset: int | None = Field(None, ge=10)  # the student sees only the first n training images
 
     @field_validator("modes", "seeds")
@@ -115,7 +133,7 @@ class MeasureConfig(Section):
 
 
 class Params(Section):
-    seed: int = 0
+    seed: Seed = 0
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     teacher: TrainConfig
@@ -158,12 +176,10 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     if not path.is_file():
         raise ConfigError(f"{path}: params file not found")
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ConfigError(f"{path}: not valid YAML ({where}{getattr(exc, 'problem', None) or exc})") from None
-    return parse_params(raw, str(path))
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot be read ({getattr(exc, 'strerror', None) or exc.__class__.__name__})") from None
+    return parse_params(read_yaml(text, str(path)), str(path))
 
 
 def flatten(params: Params) -> dict[str, object]:
@@ -193,9 +209,6 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             if not isinstance(node.get(section), dict):
                 raise ConfigError(f"override {item!r}: {section!r} is not a section of params.yaml")
             node = node[section]
-        try:
-            node[leaf] = yaml.safe_load(text)
-        except yaml.YAMLError:
-            raise ConfigError(f"override {item!r}: the value is not valid YAML") from None
+        node[leaf] = read_yaml(text, f"override {item!r}")
     parse_params(out, "overrides")
     return out

@@ -4,12 +4,49 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 from .paths import LINEAGE_FILE
+
+
+class MissingInputError(FileNotFoundError):
+    """An input a stage reads is not there (run the stage that makes it): a user error, unlike
+    any other missing file, which is a fault of prunekd's own."""
+
+
+class StageBusyError(RuntimeError):
+    """Another run of the same stage holds its lock."""
+
+
+LOCKS = Path(".prunekd/locks")
+
+
+@contextmanager
+def exclusive(name: str, folder: Path = LOCKS) -> Iterator[None]:
+    """Hold the lock of stage ``name`` for the block: two runs of one stage (two flows, or a flow
+    and `dvc repro`, which does not see the flow's runs) would share a checkpoint and a scratch
+    folder, and destroy each other's outputs. The lock dies with its process, however it ends."""
+    import fcntl
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / (re.sub(r"[^A-Za-z0-9._-]", "_", name) + ".lock")
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            raise StageBusyError(f"another run of {name} is in progress (pid {holder}); wait for it to "
+                                 "finish, or stop it") from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        yield
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -21,7 +58,7 @@ def write_json(path: Path, data: dict) -> None:
 
 def read_json(path: Path) -> dict:
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: not found; run the stage that makes it first")
+        raise MissingInputError(f"{path}: not found; run the stage that makes it first")
     return json.loads(path.read_text())
 
 

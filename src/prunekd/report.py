@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .io import read_json  # noqa: E402
+from .io import MissingInputError, read_json  # noqa: E402
 from .stats import Pooled, bootstrap, paired_t, pooled  # noqa: E402
 from .paths import METRICS_FILE, PREDICTIONS_FILE, TEACHER, pruned_dir, ratio_key, retrained_dir  # noqa: E402
 
@@ -24,11 +24,11 @@ COST_COLUMNS = ["params", "macs", "size_mb", "latency_ms"]
 def read_latency(path: Path, ratios: list[float]) -> pd.DataFrame:
     """The latency stage's table, checked to cover the teacher and every ratio."""
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: not found; run the latency stage first")
+        raise MissingInputError(f"{path}: not found; run the latency stage first")
     table = pd.read_csv(path)
     missing = sorted({0.0, *ratios} - set(table["ratio"]))
     if missing:
-        raise FileNotFoundError(f"{path}: no figures for ratio(s) {missing}; rerun the latency stage")
+        raise MissingInputError(f"{path}: no figures for ratio(s) {missing}; rerun the latency stage")
     return table
 
 
@@ -103,10 +103,10 @@ def collect_correct(results: pd.DataFrame, labels: np.ndarray) -> "Correct":
     for _, row in results[results["mode"] != "teacher"].iterrows():
         path = retrained_dir(ratio_key(row["ratio"]), row["mode"], int(row["seed"])) / PREDICTIONS_FILE
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: not found; rerun its retrain stage")
+            raise MissingInputError(f"{path}: not found; rerun its retrain stage")
         predicted = np.load(path, allow_pickle=False)
         if predicted.shape != labels.shape:
-            raise FileNotFoundError(f"{path}: {predicted.shape[0]} predictions for {labels.shape[0]} test images; "
+            raise MissingInputError(f"{path}: {predicted.shape[0]} predictions for {labels.shape[0]} test images; "
                                     "rerun its retrain stage")
         correct[row["ratio"], row["mode"], int(row["seed"])] = predicted == labels
     return correct

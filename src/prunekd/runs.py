@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import pandas as pd
 
@@ -33,7 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--experiment", default=None, help="MLflow experiment (default: prunekd)")
     args = p.parse_args(argv)
     try:
-        check_reachable()
+        uri = check_reachable()
+        if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+            raise TrackingError(f"no tracking store at {uri}: run `dvc repro` here first, or set "
+                                "MLFLOW_TRACKING_URI to the team's server")
         runs = sweep_runs(args.sweep, args.experiment)
     except TrackingError as exc:
         print(f"prunekd runs: error: {exc}", file=sys.stderr)

@@ -13,6 +13,7 @@ retrained models are registered under ``prunekd-<dataset>-<arch>`` with aliases.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import socket
@@ -64,28 +65,67 @@ def tracking_uri(root: Path | None = None) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow.db'}"
 
 
+# MLflow's client retries a failing server for minutes (7 retries, exponential backoff, 120 s
+# timeouts); a stage that checked the server first gives it a bounded budget for the whole run.
+BOUNDED_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+
+
+def _auth_headers() -> dict[str, str]:
+    if os.environ.get("MLFLOW_TRACKING_TOKEN"):
+        return {"Authorization": f"Bearer {os.environ['MLFLOW_TRACKING_TOKEN']}"}
+    if os.environ.get("MLFLOW_TRACKING_USERNAME"):
+        import base64
+
+        pair = f"{os.environ['MLFLOW_TRACKING_USERNAME']}:{os.environ.get('MLFLOW_TRACKING_PASSWORD', '')}"
+        return {"Authorization": "Basic " + base64.b64encode(pair.encode()).decode()}
+    return {}
+
+
+def api_problem(uri: str, timeout: float) -> str | None:
+    """None if ``uri`` answers a real MLflow API call within ``timeout`` s; else what went wrong.
+    A health page is not enough: a proxy whose backend is down answers, and so may a hung server."""
+    url = f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/get-by-name?experiment_name={EXPERIMENT}"
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=_auth_headers()), timeout=timeout) as answer:
+            body = answer.read()
+    except urllib.error.HTTPError as exc:  # MLflow says "no such experiment" with 404 and its own JSON
+        body = exc.read() if exc.code == 404 else b""
+        if not body:
+            return f"HTTP {exc.code} {exc.reason}"
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        return str(getattr(exc, "reason", exc))
+    try:
+        json.loads(body)
+    except ValueError:
+        return "its answer is not MLflow's (not JSON)"
+    return None
+
+
 def check_reachable(uri: str | None = None, timeout: float = 5.0) -> str:
-    """Fail at once, with one clear line, if the tracking store cannot be reached.
+    """Fail at once, with one clear line, if the tracking store cannot be used.
 
     Called before any data is loaded or any epoch trained: MLflow's own client would retry
-    an unreachable server for minutes, after the training it was meant to record.
+    a failing server for minutes, after the training it was meant to record.
     """
     uri = uri or tracking_uri()
     if uri.startswith(("http://", "https://")):
-        try:
-            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout):
-                pass
-        except urllib.error.HTTPError:
-            pass  # the server answered (a proxy may not route /health): reachable
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            reason = getattr(exc, "reason", exc)
+        for key, value in BOUNDED_HTTP.items():
+            os.environ.setdefault(key, value)
+        problem = api_problem(uri, timeout)
+        if problem:
             raise TrackingError(
-                f"MLflow tracking server {uri} (MLFLOW_TRACKING_URI) is unreachable: {reason}. Start it "
-                "(README, 'Team tracking server') or unset MLFLOW_TRACKING_URI to log to ./mlflow.db") from None
+                f"MLflow tracking server {uri} (MLFLOW_TRACKING_URI) is unreachable: {problem}. Start it "
+                "(README, 'Team tracking server') or unset MLFLOW_TRACKING_URI to log to ./mlflow.db")
     elif uri.startswith("sqlite:///"):
         folder = Path(uri.removeprefix("sqlite:///")).parent
         if not folder.is_dir():
             raise TrackingError(f"MLflow tracking store {uri}: folder {folder} does not exist")
+        if not os.access(folder, os.W_OK):
+            raise TrackingError(f"MLflow tracking store {uri}: folder {folder} is not writable")
+    elif "://" in uri and not uri.startswith(("file://", "databricks")):
+        raise TrackingError(f"MLflow tracking store {uri} (MLFLOW_TRACKING_URI): unknown scheme; use "
+                            "http(s)://host:port or sqlite:////absolute/path.db")
     return uri
 
 
@@ -258,7 +298,11 @@ def stage_run(stage: str, params: Params, tags: dict[str, str] | None = None) ->
             base_tags[tag] = os.environ[variable]
     with mlflow.start_run(experiment_id=experiment_id, run_name=stage, tags=base_tags | (tags or {})) as run:
         mlflow.log_params(flatten(params))
-        yield StageRun(run)
+        try:
+            yield StageRun(run)
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (the CLI turns it into one)
+            mlflow.end_run("KILLED")
+            raise
 
 
 def _client() -> MlflowClient:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -13,7 +14,7 @@ import pandas as pd
 
 from ..config import ConfigError, Params, TrainConfig, load_params
 from ..data import DataError, Prepared
-from ..io import atomic_dir, write_json
+from ..io import MissingInputError, StageBusyError, atomic_dir, exclusive, write_json
 from ..export import ExportError, export_onnx
 from ..measure import cost
 from ..models import ModelFileError, save_model
@@ -22,9 +23,29 @@ from ..prune import PruneTargetError
 from ..tracking import StageRun, TrackingError, check_reachable
 from ..train import DivergenceError, Normalization, Schedule, predictions
 
+USER_ERROR = 2  # the exit code of a failure a user can fix (the flow does not retry it)
 # Failures a user can fix; they get one line, not a traceback.
-USER_ERRORS = (ConfigError, DataError, ModelFileError, PruneTargetError, DivergenceError, FileNotFoundError,
-               TrackingError, ExportError)
+USER_ERRORS = (ConfigError, DataError, ModelFileError, PruneTargetError, DivergenceError, MissingInputError,
+               TrackingError, ExportError, StageBusyError)
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM, made to unwind like Ctrl-C: outputs are not half-written, the checkpoint stays,
+    the MLflow run ends KILLED."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _interrupt(signum: int, frame) -> None:
+    raise Interrupted(signum)
+
+
+def stage_key(stage: str, args: argparse.Namespace) -> str:
+    """The stage's DVC name from its CLI arguments: ``retrain@0.3-kd-0``."""
+    items = [str(v) for k, v in vars(args).items() if k != "params"]
+    return f"{stage}@{'-'.join(items)}" if items else stage
 # Files DVC keeps beside a stage's outputs (git tracks them): carried over when outputs are replaced.
 DVC_FILES = (".gitignore",)
 
@@ -63,14 +84,20 @@ def run_cli(stage: str, argv: list[str] | None, body: Callable[[argparse.Namespa
     p = parser(stage, doc)
     add_arguments(p)
     args = p.parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         params = load_params(args.params)
         check_reachable()  # before any data is read or any epoch trained
-        body(args, params)
+        with exclusive(stage_key(stage, args)):
+            body(args, params)
     except USER_ERRORS as exc:
         message = " ".join(line.strip() for line in str(exc).splitlines())
         print(f"prunekd {stage}: error: {message}", file=sys.stderr)
-        return 2
+        return USER_ERROR
+    except KeyboardInterrupt as exc:
+        signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+        print(f"prunekd {stage}: interrupted ({signal.Signals(signum).name}); rerun it to resume", file=sys.stderr)
+        return 128 + signum
     return 0
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..config import Params
-from ..io import atomic_file
+from ..io import MissingInputError, atomic_file
 from ..latency import LATENCY_COLUMNS, Architecture, latency_metrics, latency_table
 from ..models import load_model
 from ..paths import LATENCY, MODEL_FILE, ONNX_FILE, TEACHER, pruned_dir, ratio_key
@@ -28,7 +28,7 @@ def architectures(params: Params, teacher_dir: Path = TEACHER) -> tuple[list[Arc
     for ratio, folder in folders:
         onnx_file = folder / ONNX_FILE
         if not onnx_file.is_file():
-            raise FileNotFoundError(f"{onnx_file}: not found; rerun the stage that writes {folder / MODEL_FILE}")
+            raise MissingInputError(f"{onnx_file}: not found; rerun the stage that writes {folder / MODEL_FILE}")
         model, _ = load_model(folder / MODEL_FILE)
         archs.append(Architecture(ratio, model, onnx_file))
         run_ids.append(model_run_id(folder / MODEL_FILE))

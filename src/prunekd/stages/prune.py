@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..config import Params
+from ..io import MissingInputError
 from ..data import load_prepared
 from ..measure import count_macs_params
 from ..models import load_model
@@ -24,15 +25,21 @@ from ..train import recalibrate_batchnorm
 from .common import clear_outputs, log_data, normalization, ratio_arg, run_cli, save_and_measure
 
 
-def pruned_by_schedule(teacher, ratio: float, params: Params) -> PruneResult:
+def sensitivity_curves(params: Params) -> pd.DataFrame | None:
+    """The sensitivity table, which the sensitivity schedule needs (and only it)."""
+    if params.prune.schedule != "sensitivity":
+        return None
+    curves_file = SENSITIVITY / CURVES_FILE
+    if not curves_file.is_file():
+        raise MissingInputError(f"{curves_file}: not found; run the sensitivity stage first")
+    return pd.read_csv(curves_file)
+
+
+def pruned_by_schedule(teacher, ratio: float, params: Params, curves: pd.DataFrame | None) -> PruneResult:
     p = params.prune
     if p.schedule == "uniform":
         return prune(teacher, ratio, p.unit, p.criterion, seed=params.seed, round_to=p.round_to)
-    curves_file = SENSITIVITY / CURVES_FILE
-    if not curves_file.is_file():
-        raise FileNotFoundError(f"{curves_file}: not found; run the sensitivity stage first")
-    layer_ratios, achieved, common = sensitivity.schedule(teacher, pd.read_csv(curves_file), ratio, p.unit,
-                                                          p.sensitivity_max_drop)
+    layer_ratios, achieved, common = sensitivity.schedule(teacher, curves, ratio, p.unit, p.sensitivity_max_drop)
     print(f"sensitivity schedule: common ratio {common:.3f}, capped where a layer alone loses more than "
           f"{p.sensitivity_max_drop:g} points: {[round(r, 3) for r in layer_ratios]}")
     widths = round_widths(teacher, layer_ratios, p.round_to, ratio, p.unit)
@@ -44,8 +51,9 @@ def pruned_by_schedule(teacher, ratio: float, params: Params) -> PruneResult:
 def run(params: Params, ratio: str, prepared_dir: Path = PREPARED, teacher_dir: Path = TEACHER) -> dict:
     prepared = load_prepared(prepared_dir)
     teacher, teacher_meta = load_model(teacher_dir / MODEL_FILE)
+    curves = sensitivity_curves(params)
     clear_outputs(pruned_dir(ratio))  # the inputs are good: from here a failure leaves no stale outputs
-    result = pruned_by_schedule(teacher, float(ratio), params)
+    result = pruned_by_schedule(teacher, float(ratio), params, curves)
     # Stale BatchNorm statistics would make "before retraining" mean "near chance" (README).
     recalibrate_batchnorm(result.model, prepared.train, normalization(prepared.manifest),
                           params.prune.bn_recalibration_batches, params.seed)
