@@ -276,6 +276,37 @@ def configured(workers: int = 1, dask_address: str | None = None):
     return experiment.with_options(task_runner=task_runner(workers, address))
 
 
+def unusable_service(args: argparse.Namespace, timeout: float = 5.0) -> str | None:
+    """Why the flow could not start with these arguments, in one line; None if it can. Prefect
+    and Dask would otherwise retry an address that does not answer for minutes, then fail in a
+    traceback."""
+    import socket
+    import urllib.error
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    if args.workers < 1:
+        return f"--workers: {args.workers} is not a number of stages to run at once (1 or more)"
+    if args.retries < 0:
+        return f"--retries: {args.retries} is not a number of retries (0 or more)"
+    if not (Path(args.root) / "dvc.yaml").is_file():
+        return f"--root: {args.root} has no dvc.yaml"
+    address = args.dask or os.environ.get(DASK_ENV)
+    if address:
+        where = urlsplit(address if "://" in address else f"tcp://{address}")
+        try:
+            socket.create_connection((where.hostname, where.port or 8786), timeout=timeout).close()
+        except (OSError, ValueError) as exc:
+            return f"Dask scheduler {address}: not reachable ({exc})"
+    api = os.environ.get("PREFECT_API_URL")
+    if api:
+        try:
+            urllib.request.urlopen(f"{api.rstrip('/')}/health", timeout=timeout).close()
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            return f"Prefect API {api} (PREFECT_API_URL): not reachable ({getattr(exc, 'reason', exc)})"
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("command", nargs="?", default="run", choices=["run", "serve"])
@@ -288,8 +319,10 @@ def main(argv: list[str] | None = None) -> None:
                    help="a params.yaml override (repeatable): the run becomes a DVC experiment")
     p.add_argument("--root", default=str(ROOT), help="the repository to run (default: this one)")
     args = p.parse_args(argv)
-    if args.workers < 1:
-        p.error(f"--workers: {args.workers} is not a number of stages to run at once (1 or more)")
+    problem = unusable_service(args)
+    if problem:
+        print(f"flows/experiment.py: error: {problem}", file=sys.stderr)
+        raise SystemExit(USER_ERROR)
     flow_ = configured(args.workers, args.dask)
     params = {"root": str(Path(args.root).resolve()), "workers": args.workers, "retries": args.retries,
               "distributed": bool(args.dask or os.environ.get(DASK_ENV)), "overrides": args.overrides}

@@ -42,3 +42,4 @@ def test_a_stage_output_is_logged_line_by_line_as_it_comes(tmp_path):
     times = dict((line, t) for t, line in log.lines)
     assert set(times) == {"epoch 1/2", "progress", "epoch 2/2", "prunekd x: error: bad"}
     assert times["epoch 2/2"] - times["epoch 1/2"] > 1.0  # logged while the stage ran, not at its end
+

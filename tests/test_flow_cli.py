@@ -1,0 +1,31 @@
+"""The flow's own command line: bad arguments and unreachable services get one line, in seconds."""
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from .conftest import ROOT
+
+
+def run_flow(*args: str, **env: str) -> subprocess.CompletedProcess:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")} | env
+    return subprocess.run([sys.executable, "flows/experiment.py", *args], cwd=ROOT, env=environ,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("args, env, says", [
+    (["--workers", "0"], {}, "--workers: 0 is not a number of stages"),
+    (["--dask", "tcp://127.0.0.1:9"], {}, "Dask scheduler tcp://127.0.0.1:9: not reachable"),
+    ([], {"PREFECT_API_URL": "http://127.0.0.1:9/api"}, "Prefect API http://127.0.0.1:9/api (PREFECT_API_URL): not reachable"),
+    (["--root", "/"], {}, "--root: / has no dvc.yaml"),
+])
+def test_the_flows_own_bad_arguments_get_one_line(args, env, says):
+    start = time.monotonic()
+    proc = run_flow(*args, **env)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"flows/experiment.py: error: {says}"), lines
+    assert time.monotonic() - start < 60
