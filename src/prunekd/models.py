@@ -314,11 +314,22 @@ def produces_channels(dep) -> bool:
             and not depthwise)
 
 
+def dependency_graph(model: nn.Module) -> tp.DependencyGraph:
+    """Torch-Pruning's graph of ``model``, traced in eval mode without touching the random state
+    (a traced dropout would shift the weights the next initialisation draws) or BatchNorm statistics."""
+    was_training = model.training
+    try:
+        with torch.random.fork_rng(devices=[]):
+            return tp.DependencyGraph().build_dependency(model.eval(), example_inputs=torch.zeros(1, *model.input_shape))
+    finally:
+        model.train(was_training)
+
+
 def channel_sets(model: nn.Module, head: nn.Module) -> list[list[nn.Module]]:
     """The layers producing each independently prunable set of channels (all but ``head``'s),
     input to output: a set tied together by an addition lists every layer that produces it."""
     order = {m: i for i, m in enumerate(model.modules())}
-    graph = tp.DependencyGraph().build_dependency(model, example_inputs=torch.zeros(1, *model.input_shape))
+    graph = dependency_graph(model)
     sets, seen = [], set()
     for group in graph.get_all_groups(ignored_layers=[head]):
         producers = sorted({dep.target.module for dep, _ in group if produces_channels(dep)}, key=order.get)
@@ -331,7 +342,7 @@ def channel_sets(model: nn.Module, head: nn.Module) -> list[list[nn.Module]]:
 def shrink(model: nn.Module, widths: list[int]) -> nn.Module:
     """``model`` with its i-th prunable layer cut to its first ``widths[i]`` filters (in place):
     the shape a spec describes, for the saved state_dict to fill."""
-    graph = tp.DependencyGraph().build_dependency(model, example_inputs=torch.zeros(1, *model.input_shape))
+    graph = dependency_graph(model)
     for layer, keep, n in zip(model.prunable(), widths, model.channels()):
         if keep < n:
             fn = tp.prune_conv_out_channels if isinstance(layer, nn.Conv2d) else tp.prune_linear_out_channels
