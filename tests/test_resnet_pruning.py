@@ -203,3 +203,21 @@ def test_from_scratch_modes_rebuild_a_pruned_torchvision_model_freshly_initialis
     assert not torch.equal(fresh.net.features[0][0].weight, pruned.net.features[0][0].weight)
     again = starting_model(pruned, "scratch", seed=1)
     assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), again.state_dict().values()))
+
+
+@pytest.mark.parametrize("arch, residual", [("resnet20", "inner"), ("torchvision/resnet18", "coupled")])
+def test_sensitivity_curves_and_schedule_work_on_residual_networks(arch, residual):
+    from prunekd.prune import prune_to_widths, round_widths
+    from prunekd.sensitivity import curves, schedule
+
+    model = seeded(arch, 0.5 if arch == "resnet20" else 0.25)
+    # accuracy stand-in: only the stem's filters matter (the one sensitive layer)
+    table = curves(model, [0.25, 0.5, 0.75], "l1", lambda m: 10.0 * m.channels()[0])
+    assert table["layer"].nunique() == len(model.prunable())
+    keep = kept_whole(model, residual)
+    ratios, achieved, _ = schedule(model, table, 0.3, "params", max_drop=0, keep=keep)
+    assert all(r == 0 for r, whole in zip(ratios, keep) if whole) and any(r > 0 for r in ratios)
+    pruned = prune_to_widths(model, round_widths(model, ratios, 1, 0.3, "params", keep), "l1")
+    assert pruned.channels()[0] == model.channels()[0]  # the sensitive stem is spared
+    assert all(a == b for a, b in additions(pruned))
+    assert abs(achieved - 0.3) <= 0.01
