@@ -16,9 +16,10 @@ import torch_pruning as tp
 from torch import nn
 
 from .measure import count_macs_params
-from .models import TorchvisionNet, build_model, produces_channels, shrink
+from .models import TorchvisionNet, build_model, dependency_graph, produces_channels, shrink
 
 RESIDUAL = ("coupled", "inner")
+
 
 class OwnFilterImportance(tp.importance.Importance):
     """Score a group's channels by the filters that produce them, as Li et al. rank them.
@@ -135,8 +136,8 @@ def kept_whole(model: nn.Module, residual: str = "coupled") -> list[bool]:
         raise ValueError(f"unknown residual mode {residual!r}; known: {', '.join(RESIDUAL)}")
     if residual == "coupled":
         return [False] * len(model.prunable())
-    model = copy.deepcopy(model).cpu().eval()
-    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_input(model))
+    model = copy.deepcopy(model).cpu()
+    graph = dependency_graph(model)
     return [len(OwnFilterImportance.producers(graph.get_pruning_group(layer, _out_channels(layer), idxs=[0]))) > 1
             for layer in model.prunable()]
 
@@ -274,8 +275,7 @@ def search_channel_ratio(model: nn.Module, target: float, unit: str, tolerance: 
     lo, hi, best = 0.0, 1 - 1 / min(model.channels()), (0.0, 0.0)  # hi: every layer keeps a filter
     for _ in range(max_steps):
         mid = (lo + hi) / 2
-        plan = _masked([mid] * len(model.channels()), keep) if keep and any(keep) else mid
-        achieved = reduction(model, predicted_shape(model, plan), unit)
+        achieved = reduction(model, predicted_shape(model, _masked([mid] * len(model.channels()), keep)), unit)
         if abs(achieved - target) < abs(best[1] - target):
             best = (mid, achieved)
         if abs(achieved - target) <= tolerance / 4:
