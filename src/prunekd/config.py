@@ -8,11 +8,16 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, ValidationError, field_validator
 
 DATASETS = ("fashion_mnist", "mnist", "cifar10", "cifar100", "digits")
-ARCHS = ("mobilenet_v1", "lenet5", "alexnet")
+ARCHS = ("mobilenet_v1", "lenet5", "alexnet", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "vgg16")
+# torchvision classification models, spelled "torchvision/<name>" (models.TORCHVISION adapts each)
+TORCHVISION_ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "wide_resnet50_2",
+                     "wide_resnet101_2", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large",
+                     "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn")
 CRITERIA = ("l1", "l2", "random", "bn_scale", "fpgm")
 MODES = ("ft", "kd", "scratch", "scratch_kd")
 UNITS = ("channels", "params", "macs")
 SCHEDULES = ("uniform", "sensitivity")
+RESIDUAL = ("coupled", "inner")
 
 
 class ConfigError(ValueError):
@@ -49,8 +54,16 @@ class DataConfig(Section):
 
 
 class ModelConfig(Section):
-    arch: Literal[ARCHS] = "mobilenet_v1"
+    arch: str = "mobilenet_v1"
     width: float = Field(0.5, gt=0, le=4)
+
+    @field_validator("arch")
+    @classmethod
+    def _known_arch(cls, arch: str) -> str:
+        if arch in ARCHS or (arch.startswith("torchvision/") and arch.removeprefix("torchvision/") in TORCHVISION_ARCHS):
+            return arch
+        raise ValueError(f"unknown value {arch!r}; should be " + ", ".join(repr(a) for a in ARCHS)
+                         + ", or 'torchvision/<name>' with <name> one of " + ", ".join(TORCHVISION_ARCHS))
 
 
 class TrainConfig(Section):
@@ -72,6 +85,7 @@ class PruneConfig(Section):
     sensitivity_max_drop: float = Field(5.0, ge=0)  # points of validation top-1, before retraining
     round_to: int = Field(1, ge=1, le=64)  # every pruned layer keeps a multiple of this many filters
     bn_recalibration_batches: int = Field(10, ge=0)  # after pruning: BatchNorm statistics from this many batches
+    residual: Literal[RESIDUAL] = "coupled"  # inner: channels tied by an addition are not pruned (Li et al.'s ResNets)
 
     @field_validator("ratios", "sensitivity_ratios")
     @classmethod

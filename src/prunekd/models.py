@@ -3,6 +3,12 @@
 Every model is rebuilt from a small spec (arch, input shape, classes, width, and the
 output width of each prunable layer), so a pruned model is saved as that spec plus its
 state_dict and loads with ``torch.load(weights_only=True)``: no pickled classes.
+
+A prunable layer stands for one set of channels that can be pruned on its own: where an
+addition ties several layers' outputs together (a residual stage), the set has one entry,
+held by the first layer that produces it. prunekd's own classes build any widths directly;
+a torchvision model is built unpruned and shrunk to the spec's widths through Torch-Pruning's
+dependency graph (keeping the first channels), which the saved state_dict then fills.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+import torch_pruning as tp
 from torch import nn
 
 # MobileNet v1 (Howard et al. 2017): (pointwise output channels, depthwise stride) per block.
@@ -28,6 +35,10 @@ class ModelFileError(RuntimeError):
 
 def scaled(channels: int, width: float) -> int:
     return max(1, int(round(channels * width)))
+
+
+def conv_bn(cin: int, cout: int, kernel: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, kernel, stride, kernel // 2, bias=False), nn.BatchNorm2d(cout))
 
 
 def conv_bn_relu(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1) -> nn.Sequential:
@@ -144,18 +155,277 @@ class AlexNet(nn.Module, Spec):
         return self.classifier(self.head(self.features(x)))
 
 
+class BasicBlock(nn.Module):
+    """He et al.'s CIFAR basic block: two 3x3 conv-BN, added to the shortcut, then ReLU."""
+
+    def __init__(self, cin: int, mid: int, cout: int, stride: int, projection: bool):
+        super().__init__()
+        self.body = nn.Sequential(conv_bn_relu(cin, mid, 3, stride), conv_bn(mid, cout, 3))
+        # Option B where the shape changes: a 1x1 conv + BN, whose filters prune like any other;
+        # option A's zero padding would tie half the channels to nothing.
+        self.shortcut = conv_bn(cin, cout, 1, stride) if projection else nn.Identity()
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.body(x) + self.shortcut(x))
+
+
+class CifarResNet(nn.Module, Spec):
+    """ResNet for 32 px inputs (He et al. 2016, sec. 4.2; Li et al. 2016's ResNet-56/110):
+    a 3x3 stem, then three stages of n basic blocks with 16, 32, 64 filters (depth 6n + 2),
+    global pooling and one linear classifier.
+
+    Prunable: the stem (it produces stage 1's channels, which every stage-1 block adds to),
+    each block's first conv, and the second conv of each stage's first block (it produces that
+    stage's channels, added to by the stage's blocks and the 1x1 shortcut), input to output.
+    """
+
+    arch, depth = "resnet56", 56
+    STAGES = (16, 32, 64)
+
+    def __init__(self, num_classes: int, input_shape: tuple[int, int, int], width: float = 1.0,
+                 channels: list[int] | None = None):
+        super().__init__()
+        self.num_classes, self.input_shape, self.width = num_classes, tuple(input_shape), width
+        n = (self.depth - 2) // 6
+        if channels is None:
+            stage = [scaled(c, width) for c in self.STAGES]
+            channels = [stage[0]] + [w for s, c in enumerate(stage) for j in range(n)
+                                     for w in ([c, c] if j == 0 and s > 0 else [c])]
+        widths = iter(channels)
+        cin = next(widths)
+        self.stem = conv_bn_relu(input_shape[0], cin, 3)
+        stages = []
+        for s in range(len(self.STAGES)):
+            blocks, cout = [], cin
+            for j in range(n):
+                mid = next(widths)
+                first = j == 0 and s > 0
+                cout = next(widths) if first else cout
+                blocks.append(BasicBlock(cin, mid, cout, 2 if first else 1, projection=first))
+                cin = cout
+            stages.append(nn.Sequential(*blocks))
+        self.stages = nn.Sequential(*stages)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(cin, num_classes)
+
+    def prunable(self) -> list[nn.Module]:
+        layers = [self.stem[0]]
+        for s, stage in enumerate(self.stages):
+            for j, block in enumerate(stage):
+                layers += [block.body[0][0]] + ([block.body[1][0]] if j == 0 and s > 0 else [])
+        return layers
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.pool(self.stages(self.stem(x))), 1))
+
+
+def cifar_resnet(depth: int) -> type[CifarResNet]:
+    if (depth - 2) % 6:
+        raise ValueError(f"a CIFAR ResNet has depth 6n + 2, not {depth}")
+    return type(f"ResNet{depth}", (CifarResNet,), {"arch": f"resnet{depth}", "depth": depth})
+
+
+class CifarVGG(nn.Module, Spec):
+    """VGG-16 with BatchNorm for CIFAR, as Li et al. 2016 prune it (Zagoruyko's cifar.torch):
+    13 3x3 conv-BN-ReLU layers in five pooled stages, then Linear(512, 512)-BN-ReLU and the
+    classifier. A max-pool that would take the grid below 1x1 (inputs under 32 px) is left out.
+
+    Prunable: the 13 convs. The classifier's hidden layer is kept whole, as Li et al. do.
+    """
+
+    arch = "vgg16"
+    CONFIG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
+    HIDDEN = 512
+
+    def __init__(self, num_classes: int, input_shape: tuple[int, int, int], width: float = 1.0,
+                 channels: list[int] | None = None):
+        super().__init__()
+        self.num_classes, self.input_shape, self.width = num_classes, tuple(input_shape), width
+        widths = iter(channels or [scaled(c, width) for c in self.CONFIG if c != "M"])
+        layers, cin, size = [], input_shape[0], input_shape[1]
+        for c in self.CONFIG:
+            if c != "M":
+                layers.append(conv_bn_relu(cin, cin := next(widths), 3))
+            elif size >= 2:
+                layers.append(nn.MaxPool2d(2))
+                size //= 2
+        self.features = nn.Sequential(*layers)
+        hidden = scaled(self.HIDDEN, width)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, hidden),
+                                  nn.BatchNorm1d(hidden), nn.ReLU(inplace=True))
+        self.classifier = nn.Linear(hidden, num_classes)
+
+    def prunable(self) -> list[nn.Module]:
+        return [m for m in self.features.modules() if isinstance(m, nn.Conv2d)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.head(self.features(x)))
+
+
+# ---- torchvision models by name ----------------------------------------------------------
+
+def _stem_conv(old: nn.Conv2d, in_ch: int) -> nn.Conv2d:
+    """A 3x3 stride-1 conv in place of an ImageNet stem (7x7 or 3x3, stride 2): at 28-32 px the
+    stem's downsampling would leave a 1x1 grid half-way through the network."""
+    return nn.Conv2d(in_ch, old.out_channels, 3, 1, 1, bias=old.bias is not None)
+
+
+def _adapt_resnet(net: nn.Module, input_shape: tuple[int, int, int]) -> None:
+    net.conv1 = _stem_conv(net.conv1, input_shape[0])  # 7x7 stride 2 -> 3x3 stride 1
+    net.maxpool = nn.Identity()  # and no max-pool: the CIFAR ResNet stem
+
+
+def _adapt_mobilenet(net: nn.Module, input_shape: tuple[int, int, int]) -> None:
+    net.features[0][0] = _stem_conv(net.features[0][0], input_shape[0])  # stride 2 -> 1
+
+
+def _adapt_vgg(net: nn.Module, input_shape: tuple[int, int, int]) -> None:
+    net.features[0] = nn.Conv2d(input_shape[0], net.features[0].out_channels, 3, padding=1)
+    size = input_shape[1]
+    for i, layer in enumerate(net.features):
+        if isinstance(layer, nn.MaxPool2d):
+            if size < 2:  # a pool past 1x1 (inputs under 32 px): left out
+                net.features[i] = nn.Identity()
+            size //= 2
+    # Global pooling to one 512-vector, not the 7x7 grid ImageNet's classifier reads (25088 inputs).
+    net.avgpool = nn.AdaptiveAvgPool2d(1)
+    last_conv = [m for m in net.features if isinstance(m, nn.Conv2d)][-1]
+    net.classifier[0] = nn.Linear(last_conv.out_channels, net.classifier[0].out_features)
+
+
+# torchvision name -> how it is adapted to 28-32 px inputs and the data's channel count
+TORCHVISION: dict[str, Callable[[nn.Module, tuple[int, int, int]], None]] = {
+    **{name: _adapt_resnet for name in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
+                                         "wide_resnet50_2", "wide_resnet101_2")},
+    **{name: _adapt_mobilenet for name in ("mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large")},
+    **{name: _adapt_vgg for name in ("vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn",
+                                      "vgg19", "vgg19_bn")},
+}
+TORCHVISION_PREFIX = "torchvision/"
+
+
+def produces_channels(dep) -> bool:
+    """Whether a dependency-graph item prunes the filters of a full (not depthwise) conv or a
+    linear layer: the layers whose weights make a channel, rather than pass it on."""
+    layer = dep.target.module
+    depthwise = isinstance(layer, nn.Conv2d) and layer.groups > 1 and layer.groups == layer.in_channels
+    return (dep.handler in (tp.pruner.function.prune_conv_out_channels, tp.pruner.function.prune_linear_out_channels)
+            and not depthwise)
+
+
+def dependency_graph(model: nn.Module) -> tp.DependencyGraph:
+    """Torch-Pruning's graph of ``model``, traced in eval mode without touching the random state
+    (a traced dropout would shift the weights the next initialisation draws) or BatchNorm statistics."""
+    was_training = model.training
+    try:
+        with torch.random.fork_rng(devices=[]):
+            return tp.DependencyGraph().build_dependency(model.eval(), example_inputs=torch.zeros(1, *model.input_shape))
+    finally:
+        model.train(was_training)
+
+
+def channel_sets(model: nn.Module, head: nn.Module) -> list[list[nn.Module]]:
+    """The layers producing each independently prunable set of channels (all but ``head``'s),
+    input to output: a set tied together by an addition lists every layer that produces it."""
+    order = {m: i for i, m in enumerate(model.modules())}
+    graph = dependency_graph(model)
+    sets, seen = [], set()
+    for group in graph.get_all_groups(ignored_layers=[head]):
+        producers = sorted({dep.target.module for dep, _ in group if produces_channels(dep)}, key=order.get)
+        if producers and producers[0] not in seen:
+            seen.add(producers[0])
+            sets.append(producers)
+    return sorted(sets, key=lambda s: order[s[0]])
+
+
+def shrink(model: nn.Module, widths: list[int]) -> nn.Module:
+    """``model`` with its i-th prunable layer cut to its first ``widths[i]`` filters (in place):
+    the shape a spec describes, for the saved state_dict to fill."""
+    graph = dependency_graph(model)
+    for layer, keep, n in zip(model.prunable(), widths, model.channels()):
+        if keep < n:
+            fn = tp.prune_conv_out_channels if isinstance(layer, nn.Conv2d) else tp.prune_linear_out_channels
+            graph.get_pruning_group(layer, fn, idxs=list(range(keep, n))).prune()
+    return model
+
+
+@torch.no_grad()
+def torchvision_init(model: nn.Module) -> None:
+    """torchvision's own initialisation of VGG and MobileNet (ResNet's too, but for its linear
+    layer: N(0, 0.01) here, PyTorch's default there), applied to the layers as shrunk."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0, 0.01)
+        elif isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm)):
+            m.reset_parameters()
+            continue
+        else:
+            continue
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+
+_PRUNABLE_NAMES: dict[tuple, list[str]] = {}
+
+
+class TorchvisionNet(nn.Module, Spec):
+    """A torchvision classification model (``weights=None``: trained from scratch, never
+    downloaded), adapted to small inputs (``TORCHVISION``), with every prunable set of channels
+    scaled by ``width`` or cut to ``channels``. Its layers live under ``net``."""
+
+    def __init__(self, name: str, num_classes: int, input_shape: tuple[int, int, int], width: float = 1.0,
+                 channels: list[int] | None = None):
+        super().__init__()
+        import torchvision
+
+        self.arch = TORCHVISION_PREFIX + name
+        self.num_classes, self.input_shape, self.width = num_classes, tuple(input_shape), width
+        with torch.device("meta"):  # no time spent initialising weights that are shrunk next
+            net = getattr(torchvision.models, name)(weights=None, num_classes=num_classes)
+            TORCHVISION[name](net, self.input_shape)
+        self.net = net.to_empty(device="cpu")
+        key = (name, num_classes, self.input_shape)
+        if key not in _PRUNABLE_NAMES:  # the dependency graph of one architecture, traced once per process
+            head = [m for m in self.net.modules() if isinstance(m, nn.Linear)][-1]
+            names = {m: n for n, m in self.named_modules()}
+            _PRUNABLE_NAMES[key] = [names[s[0]] for s in channel_sets(self, head)]
+        self.prunable_names = list(_PRUNABLE_NAMES[key])
+        shrink(self, channels or [scaled(c, width) for c in self.channels()])
+        torchvision_init(self)
+
+    def prunable(self) -> list[nn.Module]:
+        return [self.get_submodule(name) for name in self.prunable_names]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "mobilenet_v1": MobileNetV1,
     "lenet5": LeNet5,
     "alexnet": AlexNet,
+    **{f"resnet{depth}": cifar_resnet(depth) for depth in (20, 32, 44, 56, 110)},
+    "vgg16": CifarVGG,
 }
+
+
+def known_archs() -> str:
+    """The architecture names, as one line for error messages."""
+    return (", ".join(repr(a) for a in MODELS) + f", or '{TORCHVISION_PREFIX}<name>' with <name> one of "
+            + ", ".join(TORCHVISION))
 
 
 def build_model(arch: str, num_classes: int, input_shape, width: float = 1.0,
                 channels: list[int] | None = None) -> nn.Module:
-    if arch not in MODELS:
-        raise ValueError(f"unknown arch {arch!r}; known: {', '.join(MODELS)}")
-    return MODELS[arch](num_classes, tuple(input_shape), width, channels)
+    if arch in MODELS:
+        return MODELS[arch](num_classes, tuple(input_shape), width, channels)
+    name = arch.removeprefix(TORCHVISION_PREFIX)
+    if arch.startswith(TORCHVISION_PREFIX) and name in TORCHVISION:
+        return TorchvisionNet(name, num_classes, tuple(input_shape), width, channels)
+    raise ValueError(f"unknown arch {arch!r}; should be {known_archs()}")
 
 
 def content_digest(spec: dict, state: dict[str, torch.Tensor], meta: dict) -> str:

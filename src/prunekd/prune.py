@@ -1,7 +1,8 @@
 """Structured filter pruning through Torch-Pruning's dependency graph.
 
 Filters are physically removed (smaller tensors, fewer MACs); the dependency graph keeps
-depthwise/pointwise coupling, BatchNorm and the following layers' inputs consistent.
+depthwise/pointwise coupling, BatchNorm and the following layers' inputs consistent, and
+prunes the channels that an addition ties together (a residual stage) as one set.
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ import torch_pruning as tp
 from torch import nn
 
 from .measure import count_macs_params
-from .models import build_model
+from .models import TorchvisionNet, build_model, dependency_graph, produces_channels, shrink
+
+RESIDUAL = ("coupled", "inner")
+
 
 class OwnFilterImportance(tp.importance.Importance):
     """Score a group's channels by the filters that produce them, as Li et al. rank them.
@@ -25,27 +29,35 @@ class OwnFilterImportance(tp.importance.Importance):
     a pointwise conv). Its filters, and the BatchNorm right after it, are what the criteria score;
     the other layers of the group are left out of the score (no group-wide reduction), and there
     is no per-layer normalisation, so scores mean what their papers define.
+
+    Channels tied by an addition (a residual stage) have several producers: the convs whose
+    outputs are added, a projection shortcut among them. Each producer's filters are scored as
+    above, each producer's scores are divided by their mean over the set's channels (a 1x1
+    shortcut and a 3x3 conv have norms of different scale; this gives each producer an equal
+    say), and the normalised scores are summed. A channel goes when that sum is among the lowest.
+    With one producer the raw score is used, as before.
     """
 
     def __init__(self, score: Callable[[torch.Tensor], torch.Tensor], batchnorm: bool = False):
         self.score, self.batchnorm = score, batchnorm  # score: (channels, weights) -> (channels,)
 
     @staticmethod
-    def producer(group) -> int | None:
-        """Index of the group item that prunes the outputs of a full (not depthwise) conv or linear."""
-        for i, (dep, _) in enumerate(group):
-            layer = dep.target.module
-            depthwise = isinstance(layer, nn.Conv2d) and layer.groups > 1 and layer.groups == layer.in_channels
-            if (dep.handler in (tp.pruner.function.prune_conv_out_channels, tp.pruner.function.prune_linear_out_channels)
-                    and not depthwise):
-                return i
-        return None
+    def producers(group) -> list[int]:
+        """Indices of the group items that prune the outputs of a full (not depthwise) conv or linear."""
+        return [i for i, (dep, _) in enumerate(group) if produces_channels(dep)]
 
     @torch.no_grad()
     def __call__(self, group, **kwargs):
-        i = self.producer(group)
-        if i is None:
-            return None  # nothing in this group produces channels: it is not pruned
+        scores = [self.producer_scores(group, i) for i in self.producers(group)]
+        scores = [s for s in scores if s is not None]
+        if not scores:
+            return None  # nothing in this group produces channels (or has a BatchNorm to rank by)
+        if len(scores) == 1:
+            return scores[0]
+        return combine_producer_scores(scores)
+
+    def producer_scores(self, group, i: int) -> torch.Tensor | None:
+        """The scores of the i-th group item's filters, at the group's channel positions."""
         dep, idxs = group[i]
         layer = dep.target.module
         if self.batchnorm:
@@ -60,6 +72,12 @@ class OwnFilterImportance(tp.importance.Importance):
         out = torch.zeros(len(group[0].idxs))
         out.scatter_(0, torch.tensor(group[i].root_idxs), self.score(weights).float().cpu())
         return out
+
+
+def combine_producer_scores(scores: list[torch.Tensor]) -> torch.Tensor:
+    """One score per channel of a set several layers produce: each producer's scores divided by
+    their mean (a producer whose filters are all zero adds nothing), then summed."""
+    return sum(s / s.mean() if s.mean() > 0 else torch.zeros_like(s) for s in scores)
 
 
 def geometric_median_distance(w: torch.Tensor) -> torch.Tensor:
@@ -109,17 +127,43 @@ def _require_batchnorm(model: nn.Module, criterion: str) -> None:
             f"{', '.join(without) or '(all)'} have none; use l1, l2, fpgm or random")
 
 
+def kept_whole(model: nn.Module, residual: str = "coupled") -> list[bool]:
+    """Which prunable layers a plan leaves whole. ``coupled``: none (a set of channels tied by an
+    addition is pruned as one); ``inner``: every set that several layers produce (Li et al.'s
+    choice for ResNets: only the first conv of each residual block is pruned, and the block
+    outputs, the stem and the shortcuts keep all their filters)."""
+    if residual not in RESIDUAL:
+        raise ValueError(f"unknown residual mode {residual!r}; known: {', '.join(RESIDUAL)}")
+    if residual == "coupled":
+        return [False] * len(model.prunable())
+    model = copy.deepcopy(model).cpu()
+    graph = dependency_graph(model)
+    return [len(OwnFilterImportance.producers(graph.get_pruning_group(layer, _out_channels(layer), idxs=[0]))) > 1
+            for layer in model.prunable()]
+
+
+def _out_channels(layer: nn.Module) -> Callable:
+    return tp.prune_conv_out_channels if isinstance(layer, nn.Conv2d) else tp.prune_linear_out_channels
+
+
+def _masked(ratios: list[float], keep: list[bool] | None) -> list[float]:
+    return [0.0 if keep and keep[i] else r for i, r in enumerate(ratios)]
+
+
 def kept_filters(channels: int, ratio: float) -> int:
     """Filters a layer of ``channels`` keeps when ``ratio`` of them go: int(c * (1 - ratio)), at least one."""
     return max(1, int(channels * (1 - ratio)))
 
 
 def prune_channels(model: nn.Module, channel_ratio: float, criterion: str, seed: int = 0,
-                   round_to: int = 1) -> nn.Module:
+                   round_to: int = 1, residual: str = "coupled") -> nn.Module:
     """A pruned copy of ``model``: ``channel_ratio`` of every prunable layer's filters removed
-    (``round_widths`` when ``round_to`` > 1). The classifier is never pruned."""
-    ratios = [channel_ratio] * len(model.prunable())
-    return prune_to_widths(model, round_widths(model, ratios, round_to, channel_ratio, "channels"), criterion, seed)
+    (``round_widths`` when ``round_to`` > 1; layers ``kept_whole`` under ``residual`` excepted).
+    The classifier is never pruned."""
+    keep = kept_whole(model, residual)
+    ratios = _masked([channel_ratio] * len(model.prunable()), keep)
+    return prune_to_widths(model, round_widths(model, ratios, round_to, channel_ratio, "channels", keep),
+                           criterion, seed)
 
 
 def prune_layers(model: nn.Module, layer_ratios: list[float], criterion: str, seed: int = 0) -> nn.Module:
@@ -147,20 +191,32 @@ def prune_to_widths(model: nn.Module, widths: list[int], criterion: str, seed: i
         for layer, keep, n in zip(pruned.prunable(), widths, pruned.channels()):
             if keep >= n:
                 continue
-            fn = tp.prune_conv_out_channels if isinstance(layer, nn.Conv2d) else tp.prune_linear_out_channels
+            fn = _out_channels(layer)
             scores = importance(graph.get_pruning_group(layer, fn, idxs=list(range(n))))
+            if scores is None:
+                raise PruneTargetError(f"prune.criterion: {criterion} finds nothing to rank the filters of "
+                                       f"{_name(pruned, layer)} by (no BatchNorm after them); use l1, l2, fpgm or random")
             plans.append((layer, fn, torch.argsort(scores, stable=True)[:n - keep].tolist()))
     for layer, fn, idxs in plans:
         graph.get_pruning_group(layer, fn, idxs=idxs).prune()
     return pruned
 
 
+def _name(model: nn.Module, layer: nn.Module) -> str:
+    return next(name for name, m in model.named_modules() if m is layer)
+
+
 def shaped(model: nn.Module, widths: list[int]) -> nn.Module:
-    """An untrained model of ``model``'s architecture with these layer widths, built in milliseconds."""
+    """A model of ``model``'s architecture with these layer widths (weights meaningless), built in
+    milliseconds: from the spec, or for a model built by shrinking (torchvision's) that is at
+    least as wide, by shrinking a copy of it."""
+    if isinstance(model, TorchvisionNet) and all(w <= c for w, c in zip(widths, model.channels())):
+        return shrink(copy.deepcopy(model), list(widths))
     return build_model(**(model.spec() | {"channels": list(widths)}))
 
 
-def round_widths(model: nn.Module, layer_ratios: list[float], round_to: int, target: float, unit: str) -> list[int]:
+def round_widths(model: nn.Module, layer_ratios: list[float], round_to: int, target: float, unit: str,
+                 keep: list[bool] | None = None) -> list[int]:
     """Layer widths for a plan of per-layer ratios, each a multiple of ``round_to`` filters,
     removing as close to ``target`` of ``unit`` as such widths can.
 
@@ -170,13 +226,14 @@ def round_widths(model: nn.Module, layer_ratios: list[float], round_to: int, tar
     filters keeps them all; none drops below ``round_to``); then, one step at a time, the single
     layer move of one multiple that brings the reduction closest to ``target`` is taken, as long as
     it helps and the layer stays less than two steps from its plan. Small layers that cannot shrink
-    are so made up for by the others, and the plan's shape is kept.
+    are so made up for by the others, and the plan's shape is kept. Layers ``keep`` marks stay whole.
     """
     channels = model.channels()
+    layer_ratios = _masked(layer_ratios, keep)
     if round_to <= 1:
         return [kept_filters(c, r) for c, r in zip(channels, layer_ratios)]
     planned = [c * (1 - r) for c, r in zip(channels, layer_ratios)]
-    lowest = [min(c, round_to) for c in channels]
+    lowest = [c if keep and keep[i] else min(c, round_to) for i, c in enumerate(channels)]
 
     def clip(i: int, width: int) -> int:
         return max(lowest[i], min(channels[i], width))
@@ -212,12 +269,13 @@ def predicted_shape(model: nn.Module, channel_ratio: float | list[float]) -> nn.
 
 
 def search_channel_ratio(model: nn.Module, target: float, unit: str, tolerance: float,
-                         max_steps: int = 20) -> tuple[float, float]:
-    """Bisect the per-layer channel ratio whose pruned shape removes ``target`` of ``unit``."""
+                         max_steps: int = 20, keep: list[bool] | None = None) -> tuple[float, float]:
+    """Bisect the per-layer channel ratio whose pruned shape removes ``target`` of ``unit``
+    (layers ``keep`` marks stay whole)."""
     lo, hi, best = 0.0, 1 - 1 / min(model.channels()), (0.0, 0.0)  # hi: every layer keeps a filter
     for _ in range(max_steps):
         mid = (lo + hi) / 2
-        achieved = reduction(model, predicted_shape(model, mid), unit)
+        achieved = reduction(model, predicted_shape(model, _masked([mid] * len(model.channels()), keep)), unit)
         if abs(achieved - target) < abs(best[1] - target):
             best = (mid, achieved)
         if abs(achieved - target) <= tolerance / 4:
@@ -227,18 +285,21 @@ def search_channel_ratio(model: nn.Module, target: float, unit: str, tolerance: 
 
 
 def prune(model: nn.Module, ratio: float, unit: str, criterion: str, tolerance: float = 0.01,
-          seed: int = 0, round_to: int = 1) -> PruneResult:
+          seed: int = 0, round_to: int = 1, residual: str = "coupled") -> PruneResult:
     """Prune so that ``ratio`` of ``unit`` is removed.
 
     ``channels`` applies the ratio per layer directly; ``params`` and ``macs`` search the
     per-layer channel ratio so that the whole model shrinks by ``ratio`` within ``tolerance``
     (parameters fall roughly as 1 - (1 - p)^2 in the channel ratio p). With ``round_to`` > 1
     the widths are then rounded to multiples of it (``round_widths``), still toward ``ratio``.
+    ``residual``: which layers ``kept_whole`` leaves alone.
     """
     if criterion not in CRITERIA:
         raise ValueError(f"unknown criterion {criterion!r}; known: {', '.join(CRITERIA)}")
-    channel_ratio = ratio if unit == "channels" else search_channel_ratio(model, ratio, unit, tolerance)[0]
-    widths = round_widths(model, [channel_ratio] * len(model.prunable()), round_to, ratio, unit)
+    keep = kept_whole(model, residual)
+    channel_ratio = (ratio if unit == "channels"
+                     else search_channel_ratio(model, ratio, unit, tolerance, keep=keep)[0])
+    widths = round_widths(model, [channel_ratio] * len(model.prunable()), round_to, ratio, unit, keep)
     pruned = prune_to_widths(model, widths, criterion, seed)
     return PruneResult(pruned, channel_ratio, checked_reduction(model, pruned, ratio, unit, tolerance, round_to))
 

@@ -63,14 +63,15 @@ def tolerated_ratio(curve: pd.DataFrame, max_drop: float) -> float:
 
 
 def schedule(model: nn.Module, table: pd.DataFrame, target: float, unit: str, max_drop: float,
-             tolerance: float = 0.01, steps: int = 40) -> tuple[list[float], float, float]:
+             tolerance: float = 0.01, steps: int = 40, keep: list[bool] | None = None) -> tuple[list[float], float, float]:
     """Per-layer ratios from sensitivity curves that remove ``target`` of ``unit`` (Li et al.'s
     recipe): one ratio for every layer, except that a sensitive layer is cut only as far as its
     accuracy drop stays within ``max_drop`` points (down to 0: skipped). The common ratio is
-    bisected until the whole model shrinks by ``target`` within ``tolerance``. Returns (per-layer ratios, achieved reduction, common ratio).
+    bisected until the whole model shrinks by ``target`` within ``tolerance``. Layers ``keep`` marks
+    (``prune.kept_whole``) are not cut. Returns (per-layer ratios, achieved reduction, common ratio).
     """
     by_layer = [group for _, group in table.sort_values(["index", "ratio"]).groupby("index")]
-    caps = [tolerated_ratio(curve, max_drop) for curve in by_layer]
+    caps = [0.0 if keep and keep[i] else tolerated_ratio(curve, max_drop) for i, curve in enumerate(by_layer)]
 
     def plan(common: float) -> tuple[list[float], float]:
         ratios = [min(common, cap) for cap in caps]

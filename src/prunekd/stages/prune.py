@@ -19,7 +19,7 @@ from ..measure import count_macs_params
 from ..models import load_model
 from .. import sensitivity
 from ..paths import CURVES_FILE, MODEL_FILE, PREPARED, SENSITIVITY, TEACHER, pruned_dir
-from ..prune import PruneResult, checked_reduction, prune, prune_to_widths, round_widths
+from ..prune import PruneResult, checked_reduction, kept_whole, prune, prune_to_widths, round_widths
 from ..tracking import model_run_id, stage_run
 from ..train import recalibrate_batchnorm
 from .common import clear_outputs, log_data, normalization, ratio_arg, run_cli, save_and_measure
@@ -38,11 +38,13 @@ def sensitivity_curves(params: Params) -> pd.DataFrame | None:
 def pruned_by_schedule(teacher, ratio: float, params: Params, curves: pd.DataFrame | None) -> PruneResult:
     p = params.prune
     if p.schedule == "uniform":
-        return prune(teacher, ratio, p.unit, p.criterion, seed=params.seed, round_to=p.round_to)
-    layer_ratios, achieved, common = sensitivity.schedule(teacher, curves, ratio, p.unit, p.sensitivity_max_drop)
+        return prune(teacher, ratio, p.unit, p.criterion, seed=params.seed, round_to=p.round_to, residual=p.residual)
+    keep = kept_whole(teacher, p.residual)  # prune.residual: inner leaves coupled sets whole
+    layer_ratios, achieved, common = sensitivity.schedule(teacher, curves, ratio, p.unit, p.sensitivity_max_drop,
+                                                          keep=keep)
     print(f"sensitivity schedule: common ratio {common:.3f}, capped where a layer alone loses more than "
           f"{p.sensitivity_max_drop:g} points: {[round(r, 3) for r in layer_ratios]}")
-    widths = round_widths(teacher, layer_ratios, p.round_to, ratio, p.unit)
+    widths = round_widths(teacher, layer_ratios, p.round_to, ratio, p.unit, keep)
     model = prune_to_widths(teacher, widths, p.criterion, params.seed)
     return PruneResult(model, sum(layer_ratios) / len(layer_ratios),
                        checked_reduction(teacher, model, ratio, p.unit, 0.01, p.round_to))
@@ -64,6 +66,7 @@ def run(params: Params, ratio: str, prepared_dir: Path = PREPARED, teacher_dir: 
     with stage_run(f"prune@{ratio}", params, data | lineage | {"ratio": ratio}) as run:
         run.log_params({"ratio": ratio, "unit": params.prune.unit, "criterion": params.prune.criterion,
                         "schedule": params.prune.schedule, "round_to": params.prune.round_to,
+                        "residual": params.prune.residual,
                         "bn_recalibration_batches": params.prune.bn_recalibration_batches,
                         "channel_ratio": result.channel_ratio,
                         "layer_channels": str(result.model.channels())})

@@ -37,7 +37,7 @@ def model_file(row: pd.Series) -> Path:
 
 
 def registered_name(dataset: str, arch: str) -> str:
-    return f"prunekd-{dataset}-{arch}"
+    return f"prunekd-{dataset}-{arch.replace('/', '-')}"  # MLflow refuses '/' in names (torchvision/resnet18)
 
 
 def record_sweep(run: StageRun, params: Params, results: pd.DataFrame) -> dict[str, str]:
