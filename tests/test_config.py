@@ -38,6 +38,11 @@ def test_default_params_are_valid(default_params):
     (lambda p: p["measure"].update(runtimes=["onnxruntime", "tensorrt"]), "measure.runtimes"),
     (lambda p: p["measure"].update(runtimes=[]), "measure.runtimes"),
     (lambda p: p["measure"].update(batch_sizes=[1, 0]), "measure.batch_sizes"),
+    (lambda p: p["retrain"].update(lr=float("inf")), "retrain.lr"),            # validation used to let these by
+    (lambda p: p["teacher"].update(lr=float("nan")), "teacher.lr"),
+    (lambda p: p["kd"].update(temperature=1e-9), "kd.temperature"),           # every KD loss would be nan
+    (lambda p: p["retrain"].update(seeds=[0, 2**32]), "retrain.seeds"),      # outside numpy's seeds
+    (lambda p: p.update(seed=-1), "seed"),
 ])
 def test_bad_params_name_the_key(default_params, mutate, key):
     mutate(default_params)

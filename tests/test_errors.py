@@ -428,6 +428,7 @@ def test_a_second_run_of_a_running_stage_stops_and_leaves_the_first_alone(repo):
     assert {p.name for p in (repo / "models/teacher").iterdir()} >= {"model.pt", "model.onnx", "metrics.json"}
 
 
+@e2e
 def test_the_sensitivity_schedule_without_its_table_touches_no_output(repo):
     params = bad_params(repo, lambda p: p["prune"].update(schedule="sensitivity"))
     shutil.rmtree(repo / "reports/sensitivity", ignore_errors=True)
@@ -436,3 +437,51 @@ def test_the_sensitivity_schedule_without_its_table_touches_no_output(repo):
     proc = prunekd(repo, "prune", "--ratio", "0.3", "--params", params)
     assert "curves.csv: not found" in error_line(proc, "prune")
     assert (repo / "models/pruned/0.3/model.pt").read_bytes() == b"an earlier output"
+
+
+# ---- foreign or hand-edited inputs, values the code cannot use ----------------------------------
+
+@e2e
+def test_a_validation_fraction_that_leaves_no_training_images(repo):
+    params = bad_params(repo, lambda p: p["data"].update(val_fraction=0.9999))
+    line = error_line(prunekd(repo, "prepare", "--params", params), "prepare")
+    assert "data.val_fraction: 0.9999 of" in line and "leaves none to train on" in line
+
+
+@e2e
+def test_a_manifest_missing_keys_is_refused_before_training(repo):
+    manifest = repo / "data/prepared/manifest.json"
+    data = json.loads(manifest.read_text())
+    del data["mean"]
+    manifest.write_text(json.dumps(data))
+    line = error_line(prunekd(repo, "teacher"), "teacher")
+    assert "manifest.json: not a prunekd manifest (missing mean)" in line
+    assert (repo / "models/teacher/model.pt").is_file()  # the earlier outputs untouched
+
+
+@e2e
+def test_an_empty_sensitivity_table(repo):
+    params = bad_params(repo, lambda p: p["prune"].update(schedule="sensitivity"))
+    (repo / "reports/sensitivity").mkdir(parents=True, exist_ok=True)
+    (repo / "reports/sensitivity/curves.csv").write_text("layer,index,ratio,kept,channels,top1,drop\n")
+    line = error_line(prunekd(repo, "prune", "--ratio", "0.3", "--params", params), "prune")
+    assert "curves.csv: no sensitivity rows" in line
+
+
+@e2e
+def test_a_corrupt_tracking_store(repo):
+    store = repo / "mlflow.db"
+    good = store.read_bytes()
+    store.write_bytes(b"this is not a database" * 100)
+    try:
+        line = error_line(prunekd(repo, "teacher"), "teacher")
+    finally:
+        store.write_bytes(good)
+    assert "mlflow.db: not a usable SQLite database" in line
+    assert (repo / "models/teacher/model.pt").is_file()
+
+
+@e2e
+def test_a_tracking_uri_with_an_unknown_scheme(repo):
+    line = error_line(prunekd(repo, "teacher", MLFLOW_TRACKING_URI="postgress://db/mlflow"), "teacher")
+    assert "postgress://db/mlflow (MLFLOW_TRACKING_URI): unknown scheme" in line

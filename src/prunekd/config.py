@@ -44,7 +44,8 @@ def read_yaml(text: str, source: str) -> object:
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # inf and nan are floats, but no learning rate, temperature or ratio can be one
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class DataConfig(Section):
@@ -116,7 +117,8 @@ class FtConfig(Section):
 
 
 class KdConfig(Section):
-    temperature: float = Field(4.0, gt=0)
+    # below ~0.05 the softened logits overflow (exp(logit / T)): every KD loss becomes nan
+    temperature: float = Field(4.0, ge=0.05, le=100)
     alpha: float = Field(0.9, ge=0, le=1)
 
 

@@ -224,6 +224,9 @@ def split_train_val(train: Split, val_fraction: float, seed: int,
     gen = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(train), generator=gen)
     n_val = max(1, int(round(len(train) * val_fraction)))
+    if n_val >= len(train):
+        raise DataError(f"data.val_fraction: {val_fraction:g} of {len(train)} training images leaves none to "
+                        "train on; lower it")
     val_idx, train_idx = order[:n_val], order[n_val:]
     if train_subset is not None:
         train_idx = train_idx[:train_subset]
@@ -260,15 +263,24 @@ def load_split(path: Path, expected_md5: str | None = None) -> Split:
     return split
 
 
+# What the stages read from a manifest; a hand-edited or foreign one is refused before any is used.
+MANIFEST_KEYS = {"dataset", "classes", "input_shape", "mean", "std", "mirror_ok", "sizes"}
+
+
 def load_manifest(prepared: Path) -> dict:
     path = prepared / "manifest.json"
     if not path.is_file():
         raise DataError(f"{path}: manifest not found; run the prepare stage first")
     try:
-        return json.loads(path.read_text())
+        manifest = json.loads(path.read_text())
     except ValueError as exc:
         raise DataError(f"{path}: not valid JSON ({exc}); run the prepare stage again "
                         "(dvc repro -f prepare)") from None
+    missing = sorted(MANIFEST_KEYS - set(manifest)) if isinstance(manifest, dict) else ["(not a mapping)"]
+    if missing:
+        raise DataError(f"{path}: not a prunekd manifest (missing {', '.join(missing)}); run the prepare stage "
+                        "again (dvc repro -f prepare)")
+    return manifest
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ retrained models are registered under ``prunekd-<dataset>-<arch>`` with aliases.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -65,6 +66,8 @@ def tracking_uri(root: Path | None = None) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow.db'}"
 
 
+# What MLFLOW_TRACKING_URI may start with (database URIs may name a driver: postgresql+psycopg2://).
+STORE_SCHEMES = {"http", "https", "sqlite", "file", "postgresql", "mysql", "mssql", "databricks"}
 # MLflow's client retries a failing server for minutes (7 retries, exponential backoff, 120 s
 # timeouts); a stage that checked the server first gives it a bounded budget for the whole run.
 BOUNDED_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
@@ -123,7 +126,17 @@ def check_reachable(uri: str | None = None, timeout: float = 5.0) -> str:
             raise TrackingError(f"MLflow tracking store {uri}: folder {folder} does not exist")
         if not os.access(folder, os.W_OK):
             raise TrackingError(f"MLflow tracking store {uri}: folder {folder} is not writable")
-    elif "://" in uri and not uri.startswith(("file://", "databricks")):
+        store = Path(uri.removeprefix("sqlite:///"))
+        if store.is_file():
+            import sqlite3
+
+            try:
+                with contextlib.closing(sqlite3.connect(f"{store.as_uri()}?mode=ro", uri=True, timeout=timeout)) as db:
+                    db.execute("select count(*) from sqlite_master").fetchone()
+            except sqlite3.DatabaseError as exc:
+                raise TrackingError(f"MLflow tracking store {uri}: not a usable SQLite database ({exc}); move it "
+                                    "away, or point MLFLOW_TRACKING_URI elsewhere") from None
+    elif "://" in uri and uri.split("://")[0].split("+")[0] not in STORE_SCHEMES:
         raise TrackingError(f"MLflow tracking store {uri} (MLFLOW_TRACKING_URI): unknown scheme; use "
                             "http(s)://host:port or sqlite:////absolute/path.db")
     return uri

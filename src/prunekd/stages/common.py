@@ -26,7 +26,7 @@ from ..train import DivergenceError, Normalization, Schedule, predictions
 USER_ERROR = 2  # the exit code of a failure a user can fix (the flow does not retry it)
 # Failures a user can fix; they get one line, not a traceback.
 USER_ERRORS = (ConfigError, DataError, ModelFileError, PruneTargetError, DivergenceError, MissingInputError,
-               TrackingError, ExportError, StageBusyError)
+               TrackingError, ExportError, StageBusyError, PermissionError)
 
 
 class Interrupted(KeyboardInterrupt):

@@ -32,7 +32,10 @@ def sensitivity_curves(params: Params) -> pd.DataFrame | None:
     curves_file = SENSITIVITY / CURVES_FILE
     if not curves_file.is_file():
         raise MissingInputError(f"{curves_file}: not found; run the sensitivity stage first")
-    return pd.read_csv(curves_file)
+    curves = pd.read_csv(curves_file)
+    if curves.empty or not {"index", "ratio", "drop"} <= set(curves.columns):
+        raise MissingInputError(f"{curves_file}: no sensitivity rows; rerun the sensitivity stage (dvc repro -f sensitivity)")
+    return curves
 
 
 def pruned_by_schedule(teacher, ratio: float, params: Params, curves: pd.DataFrame | None) -> PruneResult:
