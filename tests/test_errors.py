@@ -485,3 +485,37 @@ def test_a_corrupt_tracking_store(repo):
 def test_a_tracking_uri_with_an_unknown_scheme(repo):
     line = error_line(prunekd(repo, "teacher", MLFLOW_TRACKING_URI="postgress://db/mlflow"), "teacher")
     assert "postgress://db/mlflow (MLFLOW_TRACKING_URI): unknown scheme" in line
+
+
+# ---- integrity and lineage are not optional ------------------------------------------------------
+
+@e2e
+def test_a_model_file_without_its_digest_is_refused(repo):
+    path = repo / "models/teacher/model.pt"
+    blob = torch.load(path, weights_only=True)
+    del blob["sha256"]
+    first = next(iter(blob["state_dict"]))
+    blob["state_dict"][first] = blob["state_dict"][first] + 1  # and one weight changed
+    torch.save(blob, path)
+    line = error_line(prunekd(repo, "prune", "--ratio", "0.3"), "prune")
+    assert "models/teacher/model.pt: holds no SHA-256 of its contents" in line
+
+
+@e2e
+def test_a_pruned_model_is_checked_against_its_ratio_and_teacher(repo):
+    assert prunekd(repo, "prune", "--ratio", "0.3").returncode == 0
+    (repo / "models/pruned/0.5").mkdir(parents=True)
+    shutil.copy(repo / "models/pruned/0.3/model.pt", repo / "models/pruned/0.5/model.pt")
+    line = error_line(prunekd(repo, "retrain", "--ratio", "0.5", "--mode", "ft", "--seed", "0"), "retrain")
+    assert "models/pruned/0.5/model.pt: pruned at ratio 0.3, not 0.5; rerun prune@0.5" in line
+    shutil.copy(repo / "models/teacher/model.pt", repo / "models/pruned/0.5/model.pt")  # the teacher itself
+    line = error_line(prunekd(repo, "retrain", "--ratio", "0.5", "--mode", "ft", "--seed", "0"), "retrain")
+    assert "models/pruned/0.5/model.pt: not a pruned model" in line
+    assert not (repo / "models/retrained").exists()
+
+
+@e2e
+def test_a_teacher_of_another_architecture_is_refused(repo):
+    params = bad_params(repo, lambda p: p["model"].update(arch="alexnet"))
+    line = error_line(prunekd(repo, "prune", "--ratio", "0.3", "--params", params), "prune")
+    assert "models/teacher/model.pt: a lenet5 model, but model.arch is alexnet" in line

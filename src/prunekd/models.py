@@ -470,11 +470,24 @@ def _unreadable(path: Path, exc: Exception) -> ModelFileError:
 
 def _load_verified(path: Path) -> dict:
     blob = torch.load(path, map_location="cpu", weights_only=True)
-    digest = blob.get("sha256")  # files written before digests were stored have none
-    if digest is not None and digest != content_digest(blob["spec"], blob["state_dict"], blob.get("meta", {})):
+    digest = blob.get("sha256")
+    if digest is None:  # a changed weight would load silently
+        raise ModelFileError(f"{path}: holds no SHA-256 of its contents, so it cannot be verified; make it again "
+                             "by rerunning the stage that writes it")
+    if digest != content_digest(blob["spec"], blob["state_dict"], blob.get("meta", {})):
         raise ModelFileError(f"{path}: corrupt: its contents do not match the SHA-256 stored in it; "
                              "make it again by rerunning the stage that writes it")
     return blob
+
+
+def model_digest(path: Path) -> str:
+    """The verified SHA-256 a model file holds of its contents: what a pruned model names its teacher by."""
+    try:
+        return _load_verified(path)["sha256"]
+    except ModelFileError:
+        raise
+    except Exception as exc:
+        raise _unreadable(path, exc) from None
 
 
 def load_model(path: Path) -> tuple[nn.Module, dict]:

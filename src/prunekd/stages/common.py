@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+from torch import nn
 import pandas as pd
 
 from ..config import ConfigError, Params, TrainConfig, load_params
@@ -17,7 +18,7 @@ from ..data import DataError, Prepared
 from ..io import MissingInputError, StageBusyError, atomic_dir, exclusive, write_json
 from ..export import ExportError, export_onnx
 from ..measure import cost
-from ..models import ModelFileError, save_model
+from ..models import ModelFileError, load_model, model_digest, save_model
 from ..paths import HISTORY_FILE, LINEAGE_FILE, METRICS_FILE, MODEL_FILE, ONNX_FILE, PREDICTIONS_FILE
 from ..prune import PruneTargetError
 from ..tracking import StageRun, TrackingError, check_reachable
@@ -99,6 +100,27 @@ def run_cli(stage: str, argv: list[str] | None, body: Callable[[argparse.Namespa
         print(f"prunekd {stage}: interrupted ({signal.Signals(signum).name}); rerun it to resume", file=sys.stderr)
         return 128 + signum
     return 0
+
+
+def load_teacher(path: Path, params: Params) -> tuple[nn.Module, dict]:
+    """The teacher model and its meta, refused if it is not the architecture params.yaml names."""
+    model, meta = load_model(path)
+    arch = model.spec()["arch"]
+    if arch != params.model.arch:
+        raise ModelFileError(f"{path}: a {arch} model, but model.arch is {params.model.arch}; rerun the teacher "
+                             "stage (dvc repro teacher)")
+    return model, meta
+
+
+def check_pruned(meta: dict, path: Path, ratio: str, teacher_file: Path) -> None:
+    """A pruned model must be this ratio's, pruned from this teacher: a model placed by hand (another
+    ratio's, the teacher itself) would be retrained and reported under the wrong name."""
+    if "ratio" not in meta or "teacher_sha256" not in meta:
+        raise ModelFileError(f"{path}: not a pruned model (it names no ratio and teacher); rerun prune@{ratio}")
+    if meta["ratio"] != ratio:
+        raise ModelFileError(f"{path}: pruned at ratio {meta['ratio']}, not {ratio}; rerun prune@{ratio}")
+    if meta["teacher_sha256"] != model_digest(teacher_file):
+        raise ModelFileError(f"{path}: pruned from another teacher than {teacher_file}; rerun prune@{ratio}")
 
 
 def manifest_tag(manifest: dict) -> dict[str, str]:

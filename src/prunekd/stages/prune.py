@@ -16,13 +16,13 @@ from ..config import Params
 from ..io import MissingInputError
 from ..data import load_prepared
 from ..measure import count_macs_params
-from ..models import load_model
+from ..models import model_digest
 from .. import sensitivity
 from ..paths import CURVES_FILE, MODEL_FILE, PREPARED, SENSITIVITY, TEACHER, pruned_dir
 from ..prune import PruneResult, checked_reduction, kept_whole, prune, prune_to_widths, round_widths
 from ..tracking import model_run_id, stage_run
 from ..train import recalibrate_batchnorm
-from .common import clear_outputs, log_data, normalization, ratio_arg, run_cli, save_and_measure
+from .common import clear_outputs, load_teacher, log_data, normalization, ratio_arg, run_cli, save_and_measure
 
 
 def sensitivity_curves(params: Params) -> pd.DataFrame | None:
@@ -55,7 +55,7 @@ def pruned_by_schedule(teacher, ratio: float, params: Params, curves: pd.DataFra
 
 def run(params: Params, ratio: str, prepared_dir: Path = PREPARED, teacher_dir: Path = TEACHER) -> dict:
     prepared = load_prepared(prepared_dir)
-    teacher, teacher_meta = load_model(teacher_dir / MODEL_FILE)
+    teacher, teacher_meta = load_teacher(teacher_dir / MODEL_FILE, params)
     curves = sensitivity_curves(params)
     clear_outputs(pruned_dir(ratio))  # the inputs are good: from here a failure leaves no stale outputs
     result = pruned_by_schedule(teacher, float(ratio), params, curves)
@@ -78,7 +78,8 @@ def run(params: Params, ratio: str, prepared_dir: Path = PREPARED, teacher_dir: 
                  "params_before": params_before, "params_after": params_after,
                  "macs_before": macs_before, "macs_after": macs_after}
         return save_and_measure(result.model, pruned_dir(ratio), prepared, run,
-                                meta=data, lineage=lineage, extra=extra)
+                                meta=data | {"ratio": ratio, "teacher_sha256": model_digest(teacher_dir / MODEL_FILE)},
+                                lineage=lineage, extra=extra)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -23,7 +23,8 @@ from ..models import build_model, load_model
 from ..paths import MODEL_FILE, PREPARED, TEACHER, pruned_dir, retrained_dir
 from ..tracking import model_run_id, stage_run
 from ..train import LossFn, device, fit, seed_everything
-from .common import clear_outputs, log_data, ratio_arg, normalization, run_cli, save_and_measure, schedule
+from .common import (check_pruned, clear_outputs, log_data, ratio_arg, normalization, run_cli, save_and_measure,
+                     schedule)
 
 
 def _teacher(teacher_file: Path):
@@ -80,6 +81,7 @@ def run(params: Params, ratio: str, mode: str, seed: int,
     prepared = load_prepared(prepared_dir)
     train = student_data(prepared.train, params.retrain.train_subset)
     model, data = load_model(pruned_dir(ratio) / MODEL_FILE)
+    check_pruned(data, pruned_dir(ratio) / MODEL_FILE, ratio, teacher_dir / MODEL_FILE)
     lineage = {"teacher_run_id": model_run_id(teacher_dir / MODEL_FILE),
                "prune_run_id": model_run_id(pruned_dir(ratio) / MODEL_FILE)}
     model = starting_model(model, mode, seed)

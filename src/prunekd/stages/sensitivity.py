@@ -8,19 +8,18 @@ from pathlib import Path
 from ..config import Params
 from ..data import load_prepared
 from ..io import atomic_dir
-from ..models import load_model
 from ..paths import CURVES_FILE, MODEL_FILE, PREPARED, SENSITIVITY, TEACHER
 from ..sensitivity import curves, plot
 from ..tracking import model_run_id, stage_run
 from ..train import evaluate, recalibrate_batchnorm
-from .common import log_data, normalization, run_cli
+from .common import load_teacher, log_data, normalization, run_cli
 
 FIGURE = "sensitivity.png"
 
 
 def run(params: Params, prepared_dir: Path = PREPARED, teacher_dir: Path = TEACHER, out: Path = SENSITIVITY) -> dict:
     prepared = load_prepared(prepared_dir)
-    teacher, meta = load_model(teacher_dir / MODEL_FILE)
+    teacher, meta = load_teacher(teacher_dir / MODEL_FILE, params)
     norm = normalization(prepared.manifest)
     lineage = {"teacher_run_id": model_run_id(teacher_dir / MODEL_FILE), "data_manifest_md5": meta["data_manifest_md5"],
                "dataset": meta["dataset"]}
