@@ -36,14 +36,14 @@ from pathlib import Path
 from typing import Iterator
 
 from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 from prefect.states import Completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from prunekd.config import ConfigError, apply_overrides, read_yaml
-from prunekd.stages.common import USER_ERROR
-from prunekd.tracking import FLOW_RUN_ENV, check_reachable, server
+from prunekd.constants import FLOW_RUN_ENV, USER_ERROR
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -137,7 +137,16 @@ def streamed(cmd: str, cwd: Path, env: dict[str, str], log) -> tuple[int, list[s
     return proc.wait(), list(tail)
 
 
-@task(name="stage", task_run_name="{stage.name}")
+def surely_cached(stages: list[Stage], stale: frozenset[str]) -> set[str]:
+    """Stages neither stale nor downstream of a stale one: nothing can make them run in this flow run."""
+    unsure: set[str] = set()
+    for stage in stages:  # dependency order
+        if stage.name in stale or set(stage.upstream) & unsure:
+            unsure.add(stage.name)
+    return {s.name for s in stages} - unsure
+
+
+@task(name="stage", task_run_name="{stage.name}", cache_policy=NO_CACHE, persist_result=False)
 def run_stage(stage: Stage, root: str, threads: int, env: dict[str, str], stale: frozenset[str],
               upstream: list) -> dict | Completed:
     """Run one DVC stage if it was stale when the flow started, or if a stage upstream of it ran
@@ -163,16 +172,22 @@ def run_stage(stage: Stage, root: str, threads: int, env: dict[str, str], stale:
 
 
 @contextmanager
-def tracking_server(root: Path, needed: bool) -> Iterator[dict[str, str]]:
+def tracking_server(root: Path, may_run: bool, concurrent: bool) -> Iterator[dict[str, str]]:
     """Concurrent stages share one MLflow server (SQLite locks under parallel writers).
 
     With ``MLFLOW_TRACKING_URI`` set (a team server), stages log there; it is checked first,
-    so an unreachable server stops the flow before any stage trains.
+    so an unreachable server stops the flow before any stage trains. With no stage to run,
+    nothing is checked or started.
     """
+    if not may_run:
+        yield {}
+        return
+    from prunekd.tracking import check_reachable, server  # mlflow and torch: only when a stage may run
+
     if os.environ.get("MLFLOW_TRACKING_URI"):
         check_reachable()
         yield {}
-    elif not needed:
+    elif not concurrent:
         yield {}
     else:
         with server(f"sqlite:///{root / 'mlflow.db'}", root / "mlartifacts", proxy=False) as uri:
@@ -242,7 +257,7 @@ def experiment(root: str = str(ROOT), workers: int = 1, retries: int = 1,
     if overrides:
         name = experiment_name(flow_run.get_name())
         checked_overrides(root_path, overrides)
-        with tracking_server(root_path, needed=False) as env:
+        with tracking_server(root_path, may_run=True, concurrent=False) as env:
             future = run_experiment.submit(str(root_path), overrides, name, env | {FLOW_RUN_ENV: str(flow_run.get_id() or "")})
             future.result()  # raises if the experiment failed
             return {name: future.state.name}
@@ -251,18 +266,24 @@ def experiment(root: str = str(ROOT), workers: int = 1, retries: int = 1,
     stale = frozenset(stale_stages(root_path))
     runner = run_stage.with_options(retries=retries, retry_delay_seconds=5,
                                     retry_condition_fn=retry_unless_input_error)
-    with tracking_server(root_path, needed=workers > 1 or distributed) as env:
+    # A stage neither stale nor downstream of a stale one cannot run: it is reported, not scheduled
+    # (a task run apiece costs the API a round of calls; a sweep has hundreds of such stages).
+    certain = surely_cached(stages, stale)
+    if certain:
+        get_run_logger().info("%d of %d stages up to date in dvc.lock: %s", len(certain), len(stages),
+                              ", ".join(s.name for s in stages if s.name in certain))
+    with tracking_server(root_path, may_run=len(certain) < len(stages), concurrent=workers > 1 or distributed) as env:
         env = env | {FLOW_RUN_ENV: str(flow_run.get_id() or "")}
         futures = {}
-        for stage in timed_alone(stages):
+        for stage in timed_alone([s for s in stages if s.name not in certain]):
             # A timing stage waits for every stage before it too: a training run beside it would
             # slow the models it times.
-            waits = list(futures.values()) if stage.name in TIMED_ALONE else [futures[n] for n in stage.upstream]
-            futures[stage.name] = runner.submit(stage, str(root_path), threads, env, stale,
-                                                [futures[n] for n in stage.upstream], wait_for=waits)
+            upstream = [futures[n] for n in stage.upstream if n in futures]
+            waits = list(futures.values()) if stage.name in TIMED_ALONE else upstream
+            futures[stage.name] = runner.submit(stage, str(root_path), threads, env, stale, upstream, wait_for=waits)
         for future in futures.values():
             future.wait()
-    states = {name: future.state.name for name, future in futures.items()}
+    states = {s.name: futures[s.name].state.name if s.name in futures else "Cached" for s in stages}
     unfinished = [name for name, future in futures.items() if not future.state.is_completed()]
     if unfinished:
         raise RuntimeError(f"stages not completed: {', '.join(unfinished)} ({states})")

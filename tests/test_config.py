@@ -111,3 +111,10 @@ def test_numbers_are_read_as_yaml_1_2_reads_them(tmp_path, default_params):
     path = tmp_path / "params.yaml"
     path.write_text(text)
     assert config.load_params(path).retrain.seeds == [10, 31]  # PyYAML: [8, 31]; DVC runs retrain@...-10
+
+
+def test_a_params_file_that_is_not_utf8_gets_one_line(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_bytes("seed: 0\n# caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"params.yaml: cannot be read \(UnicodeDecodeError\)"):
+        config.load_params(path)

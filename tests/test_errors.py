@@ -519,3 +519,11 @@ def test_a_teacher_of_another_architecture_is_refused(repo):
     params = bad_params(repo, lambda p: p["model"].update(arch="alexnet"))
     line = error_line(prunekd(repo, "prune", "--ratio", "0.3", "--params", params), "prune")
     assert "models/teacher/model.pt: a lenet5 model, but model.arch is alexnet" in line
+
+
+@e2e
+def test_runs_where_there_is_no_store_says_so_and_creates_none(tmp_path):
+    proc = subprocess.run([str(BIN / "prunekd"), "runs"], cwd=tmp_path, env=clean_env(), capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2 and "no tracking store at sqlite:///" in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and not (tmp_path / "mlflow.db").exists()

@@ -1,4 +1,4 @@
-"""The flow's stage order: a timing stage runs with nothing beside it."""
+"""The flow's plan: a timing stage runs with nothing beside it; stages that cannot run are not scheduled."""
 
 from .test_flow import load_flow_module
 
@@ -13,3 +13,16 @@ def test_the_latency_stage_comes_after_every_stage_that_does_not_depend_on_it():
     assert order == ["prepare", "teacher", "prune@0.5", "retrain@0.5-kd-0", "latency", "report"]
     position = {name: i for i, name in enumerate(order)}
     assert all(position[u] < position[s.name] for s in stages for u in s.upstream)  # still a dependency order
+
+
+def test_only_stages_stale_or_downstream_of_a_stale_one_are_scheduled():
+    flow = load_flow_module()
+    Stage = flow.Stage
+    stages = [Stage("check", "", ()), Stage("prepare", "", ()), Stage("teacher", "", ("prepare",)),
+              Stage("prune@0.5", "", ("teacher",)), Stage("retrain@0.5-kd-0", "", ("prune@0.5", "teacher")),
+              Stage("retrain@0.5-ft-0", "", ("prune@0.5",)), Stage("report", "", ("retrain@0.5-kd-0", "retrain@0.5-ft-0"))]
+    assert flow.surely_cached(stages, frozenset()) == {s.name for s in stages}
+    # a kd param changed: the kd retrain and what follows it may run; the rest cannot
+    assert flow.surely_cached(stages, frozenset({"retrain@0.5-kd-0"})) == {
+        "check", "prepare", "teacher", "prune@0.5", "retrain@0.5-ft-0"}
+    assert flow.surely_cached(stages, frozenset({"prepare"})) == {"check"}

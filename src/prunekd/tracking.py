@@ -38,6 +38,7 @@ from mlflow.tracking import MlflowClient
 from torch import nn
 
 from .config import Params, flatten
+from .constants import DVC_EXP_ENV, DVC_ROOT_ENV, FLOW_RUN_ENV
 from .io import read_lineage
 
 EXPERIMENT = "prunekd"
@@ -58,7 +59,7 @@ def project_root() -> Path:
     """The repository whose tracking store stages log to: the working directory, or, in a DVC
     experiment run in a temporary copy (``dvc exp run --temp``, ``--queue``), the repository it was
     started from (DVC names it in ``DVC_ROOT``): the copy's own store would be thrown away."""
-    return Path(os.environ.get("DVC_ROOT") or Path.cwd()).resolve()
+    return Path(os.environ.get(DVC_ROOT_ENV) or Path.cwd()).resolve()
 
 
 def tracking_uri(root: Path | None = None) -> str:
@@ -289,8 +290,7 @@ def _version(package: str) -> str:
 
 # Tags a stage's run gets from its environment: the Prefect flow run that ran it (set by the flow),
 # and the DVC experiment it belongs to (set by `dvc exp run`).
-FLOW_RUN_ENV = "PRUNEKD_FLOW_RUN_ID"
-RUN_CONTEXT = {"prefect_flow_run_id": FLOW_RUN_ENV, "dvc_exp": "DVC_EXP_NAME"}
+RUN_CONTEXT = {"prefect_flow_run_id": FLOW_RUN_ENV, "dvc_exp": DVC_EXP_ENV}
 
 
 def dvc_experiment() -> str | None:

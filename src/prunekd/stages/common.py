@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from torch import nn
 import pandas as pd
+from torch import nn
 
 from ..config import ConfigError, Params, TrainConfig, load_params
+from ..constants import USER_ERROR
 from ..data import DataError, Prepared
 from ..io import MissingInputError, StageBusyError, atomic_dir, exclusive, write_json
 from ..export import ExportError, export_onnx
@@ -24,7 +25,6 @@ from ..prune import PruneTargetError
 from ..tracking import StageRun, TrackingError, check_reachable
 from ..train import DivergenceError, Normalization, Schedule, predictions
 
-USER_ERROR = 2  # the exit code of a failure a user can fix (the flow does not retry it)
 # Failures a user can fix; they get one line, not a traceback.
 USER_ERRORS = (ConfigError, DataError, ModelFileError, PruneTargetError, DivergenceError, MissingInputError,
                TrackingError, ExportError, StageBusyError, PermissionError)
