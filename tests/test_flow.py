@@ -7,7 +7,7 @@ import sys
 import pandas as pd
 import pytest
 
-from .conftest import ROOT, copy_repo, dvc, ran, runs, set_params, tiny_params
+from .conftest import ROOT, copy_repo, digits_params, dvc, ran, runs, set_params, tiny_params
 
 pytestmark = pytest.mark.e2e
 KEY = ["ratio", "mode", "seed", "top1", "top1_pruned", "params", "macs"]
@@ -115,7 +115,8 @@ def test_after_a_param_change_flow_and_dvc_agree(flows, flow_repo):
 def test_sweep_on_a_dask_local_cluster(flows, tmp_path_factory):
     from distributed import LocalCluster
 
-    repo = tiny_repo(tmp_path_factory, "dask")
+    repo = copy_repo(tmp_path_factory.mktemp("dask"))  # digits: the cluster, not the training, is under test
+    set_params(repo, lambda p: digits_params(p)["retrain"].update(seeds=[0], modes=["ft", "kd"]))
     set_params(repo, lambda p: p["prune"].update(ratios=[0.4]))
     environ = dict(os.environ)
     try:
