@@ -194,13 +194,12 @@ def tracking_server(root: Path, may_run: bool, concurrent: bool) -> Iterator[dic
             yield {"MLFLOW_TRACKING_URI": uri}
 
 
-def checked_overrides(root: Path, overrides: list[str]) -> list[str]:
-    """``overrides`` once they are known to give a valid params.yaml; else StageInputError naming it."""
+def checked_overrides(root: Path, overrides: list[str]) -> None:
+    """StageInputError, naming the key, unless ``overrides`` give a valid params.yaml."""
     try:
         apply_overrides(read_yaml((root / "params.yaml").read_text(), "params.yaml"), overrides)
     except ConfigError as exc:
         raise StageInputError(str(exc)) from None
-    return overrides
 
 
 def experiment_name(flow_run_name: str | None) -> str:

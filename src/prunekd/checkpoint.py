@@ -15,7 +15,6 @@ import hashlib
 import json
 import os
 import random
-import re
 import shutil
 import sys
 from contextlib import contextmanager
@@ -25,6 +24,8 @@ from typing import Callable, Iterator, Mapping
 import numpy as np
 import torch
 from torch import nn
+
+from .paths import safe_name
 
 CHECKPOINTS = Path(".prunekd/checkpoints")
 FILE = "checkpoint.pt"
@@ -104,11 +105,6 @@ def set_rng_state(state: dict, gen: torch.Generator) -> None:
 
 
 # ---- the checkpoint of one stage ---------------------------------------------------
-
-def safe_name(stage: str) -> str:
-    """A stage name as a folder name: ``retrain@0.3-kd-0`` -> ``retrain_0.3-kd-0``."""
-    return re.sub(r"[^A-Za-z0-9._-]", "_", stage)
-
 
 def _read(path: Path, epochs: int) -> dict:
     state = torch.load(path, map_location="cpu", weights_only=True)

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from .paths import LINEAGE_FILE
+from .paths import LINEAGE_FILE, safe_name
 
 
 class MissingInputError(FileNotFoundError):
@@ -33,7 +32,7 @@ def exclusive(name: str, folder: Path = LOCKS) -> Iterator[None]:
     import fcntl
 
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / (re.sub(r"[^A-Za-z0-9._-]", "_", name) + ".lock")
+    path = folder / (safe_name(name) + ".lock")
     with open(path, "a+") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 PARAMS = Path("params.yaml")
@@ -22,6 +23,11 @@ HISTORY_FILE = "history.csv"  # a trained model's metrics after each epoch
 # Beside a model file: the MLflow run ids of the run that made it and of its parents. Kept out of
 # the model file (whose bytes depend on the model alone) and out of DVC (.dvcignore): lineage.
 LINEAGE_FILE = "lineage.json"
+
+
+def safe_name(stage: str) -> str:
+    """A stage name as a file or folder name: ``retrain@0.3-kd-0`` -> ``retrain_0.3-kd-0``."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", stage)
 
 
 def pruned_dir(ratio: str) -> Path:

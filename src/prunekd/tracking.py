@@ -295,7 +295,7 @@ RUN_CONTEXT = {"prefect_flow_run_id": FLOW_RUN_ENV, "dvc_exp": DVC_EXP_ENV}
 
 def dvc_experiment() -> str | None:
     """The DVC experiment this stage runs in (``dvc exp run`` names it), if any."""
-    return os.environ.get(RUN_CONTEXT["dvc_exp"]) or None
+    return os.environ.get(DVC_EXP_ENV) or None
 
 
 @contextmanager
@@ -336,10 +336,11 @@ def model_run_id(model_file: Path) -> str:
     run_id = read_lineage(model_file).get("mlflow_run_id", "")
     if run_id or not Path(model_file).is_file():
         return run_id
-    exp = _client().get_experiment_by_name(os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT))
+    client = _client()
+    exp = client.get_experiment_by_name(os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT))
     if exp is None:
         return ""
-    found = _client().search_runs([exp.experiment_id], f"tags.`{MODEL_MD5_TAG}` = '{file_md5(model_file)}'",
+    found = client.search_runs([exp.experiment_id], f"tags.`{MODEL_MD5_TAG}` = '{file_md5(model_file)}'",
                                   order_by=["attributes.start_time DESC"], max_results=1)
     return found[0].info.run_id if found else ""
 
