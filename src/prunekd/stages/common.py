@@ -31,7 +31,7 @@ USER_ERRORS = (ConfigError, DataError, ModelFileError, PruneTargetError, Diverge
 
 
 class Interrupted(KeyboardInterrupt):
-    """SIGTERM, made to unwind like Ctrl-C: outputs are not half-written, the checkpoint stays,
+    """SIGTERM or SIGINT, unwinding like Ctrl-C: outputs are not half-written, the checkpoint stays,
     the MLflow run ends KILLED."""
 
     def __init__(self, signum: int):
@@ -85,7 +85,10 @@ def run_cli(stage: str, argv: list[str] | None, body: Callable[[argparse.Namespa
     p = parser(stage, doc)
     add_arguments(p)
     args = p.parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)
+    # Both signals set here: a process started in the background inherits SIGINT ignored, and
+    # Python then leaves it ignored, so Ctrl-C (or a flow stopping it) would not stop the stage.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _interrupt)
     try:
         params = load_params(args.params)
         check_reachable()  # before any data is read or any epoch trained
@@ -96,7 +99,7 @@ def run_cli(stage: str, argv: list[str] | None, body: Callable[[argparse.Namespa
         print(f"prunekd {stage}: error: {message}", file=sys.stderr)
         return USER_ERROR
     except KeyboardInterrupt as exc:
-        signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+        signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT  # raised before the handlers
         print(f"prunekd {stage}: interrupted ({signal.Signals(signum).name}); rerun it to resume", file=sys.stderr)
         return 128 + signum
     return 0
