@@ -8,16 +8,13 @@ params (1,000 Fashion-MNIST images, 2 ratios x {ft, kd}); prints one line per fi
 
 from __future__ import annotations
 
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from prunekd.sandbox import copy_repo, load_flow_module, set_params, tiny_params
 
-from tests.conftest import copy_repo, set_params, tiny_params  # noqa: E402
-from tests.test_flow import load_flow_module  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def timed(fn) -> float:
@@ -27,11 +24,11 @@ def timed(fn) -> float:
 
 
 def main() -> None:
-    flows = load_flow_module()
+    flows = load_flow_module(ROOT)
     figures = {}
     with tempfile.TemporaryDirectory() as tmp:
         for workers in (1, 2):
-            repo = copy_repo(Path(tmp) / f"w{workers}")
+            repo = copy_repo(ROOT, Path(tmp) / f"w{workers}")
             set_params(repo, tiny_params)
             run = flows.configured(workers=workers)
             figures[f"tiny sweep, {workers} worker(s)"] = timed(lambda: run(root=str(repo), workers=workers))

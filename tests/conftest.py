@@ -1,6 +1,5 @@
 import os
 import re
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -11,6 +10,9 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from prunekd import sandbox
+from prunekd.sandbox import digits_params, set_params, tiny_params  # noqa: F401  (the tests' import point)
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -19,40 +21,13 @@ def default_params() -> dict:
     return yaml.safe_load((ROOT / "params.yaml").read_text())
 
 
-def tiny_params(params: dict) -> dict:
-    """The default params shrunk to a minutes-long run on real Fashion-MNIST."""
-    params["data"]["train_subset"] = 1000
-    params["model"]["width"] = 0.25
-    params["teacher"].update(epochs=2, batch_size=64, lr=0.05)
-    params["retrain"].update(epochs=1, batch_size=64, lr=0.01, modes=["ft", "kd"], seeds=[0])
-    params["prune"]["ratios"] = [0.3, 0.5]
-    params["prune"]["bn_recalibration_batches"] = 2
-    params["measure"].update(warmup=1, repeats=3, batch_sizes=[1, 8])
-    return params
-
-
-def digits_params(params: dict) -> dict:
-    """LeNet-5 on scikit-learn's bundled digits: seconds per stage."""
-    params["data"].update(dataset="digits", train_subset=None)
-    params["model"].update(arch="lenet5", width=0.25)
-    params["teacher"].update(epochs=2, batch_size=64, lr=0.05)
-    params["retrain"].update(epochs=1, batch_size=64, lr=0.01)
-    params["prune"].update(ratios=[0.3], round_to=1)  # LeNet's layers are smaller than a rounding step
-    params["measure"].update(warmup=1, repeats=3)
-    return params
-
-
 def copy_repo(dest: Path) -> Path:
-    """The project's tracked files, copied into a fresh git repository at ``dest``."""
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT,
-                           capture_output=True, text=True, check=True).stdout.split()
-    for name in files:
-        if (ROOT / name).is_file() and not name.startswith(("data/prepared", "models/", "reports/")):
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, dest / name)
-    for args in (["init", "-q"], ["add", "-A"], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"]):
-        subprocess.run(["git", *args], cwd=dest, check=True)
-    return dest
+    """This checkout's tracked files, copied into a fresh git repository at ``dest``."""
+    return sandbox.copy_repo(ROOT, dest)
+
+
+def load_flow_module():
+    return sandbox.load_flow_module(ROOT)
 
 
 BIN = Path(sys.executable).parent
@@ -75,13 +50,6 @@ def dvc(repo: Path, *args: str, env: dict[str, str] | None = None) -> str:
 
 def ran(output: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", output))
-
-
-def set_params(repo: Path, change) -> None:
-    path = repo / "params.yaml"
-    params = yaml.safe_load(path.read_text())
-    change(params)
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 def runs(repo: Path) -> list:

@@ -15,7 +15,7 @@ import pytest
 
 from prunekd.tracking import free_port, server
 
-from .conftest import BIN, clean_env, copy_repo, digits_params, dvc, ran, set_params
+from ..conftest import BIN, clean_env, copy_repo, digits_params, dvc, ran, set_params
 
 pytestmark = pytest.mark.e2e
 

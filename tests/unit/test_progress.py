@@ -5,7 +5,7 @@ import time
 
 from prunekd.progress import EVERY_ENV, progress
 
-from .test_flow import load_flow_module
+from ..conftest import load_flow_module
 
 
 def test_a_log_gets_a_plain_line_now_and_then(capsys, monkeypatch):

@@ -4,7 +4,7 @@
 import pandas as pd
 import pytest
 
-from .conftest import copy_repo, dvc, ran, set_params
+from ..conftest import copy_repo, dvc, ran, set_params
 
 pytestmark = pytest.mark.e2e
 

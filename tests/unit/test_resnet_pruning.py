@@ -15,7 +15,7 @@ from prunekd import config, models
 from prunekd.models import build_model, load_model, save_model
 from prunekd.prune import CRITERIA, kept_whole, prune, prune_channels
 
-from .conftest import BIN, ROOT, clean_env
+from ..conftest import BIN, ROOT, clean_env
 
 ADDS = {torch.add, torch.Tensor.add, torch.Tensor.add_, torch.Tensor.__add__, torch.Tensor.__iadd__,
         torch.Tensor.__radd__}

@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from prunekd.tracking import free_port
 
-from .conftest import BIN, ROOT, clean_env, copy_repo, digits_params, dvc, runs, set_params
+from ..conftest import BIN, ROOT, clean_env, copy_repo, digits_params, dvc, runs, set_params
 
 pytestmark = pytest.mark.e2e
 MODEL = "prunekd-digits-lenet5"

@@ -1,24 +1,14 @@
 """The Prefect flow against a real Prefect API (test harness), real DVC and a real Dask cluster."""
 
-import importlib.util
 import os
-import sys
 
 import pandas as pd
 import pytest
 
-from .conftest import ROOT, copy_repo, digits_params, dvc, ran, runs, set_params, tiny_params
+from ..conftest import ROOT, copy_repo, digits_params, dvc, load_flow_module, ran, runs, set_params, tiny_params
 
 pytestmark = pytest.mark.e2e
 KEY = ["ratio", "mode", "seed", "top1", "top1_pruned", "params", "macs"]
-
-
-def load_flow_module():
-    spec = importlib.util.spec_from_file_location("prunekd_flow", ROOT / "flows" / "experiment.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from .conftest import ROOT
+from ..conftest import ROOT
 
 pytestmark = pytest.mark.e2e  # each case starts the flow's process
 

@@ -13,7 +13,7 @@ import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
-from .conftest import BIN, clean_env, dvc, ran, runs, set_params
+from ..conftest import BIN, clean_env, dvc, ran, runs, set_params
 
 pytestmark = pytest.mark.e2e
 

@@ -22,7 +22,7 @@ from prunekd.data import DataError, load_digits_dataset, split_train_val
 from prunekd.models import build_model, load_model
 from prunekd.stages.common import save_and_measure
 
-from .conftest import BIN, clean_env, copy_repo, digits_params, runs, set_params
+from ..conftest import BIN, clean_env, copy_repo, digits_params, runs, set_params
 
 e2e = pytest.mark.e2e
 SYSTEM_FASHION = Path("/usr/share/datasets/fashion-mnist")

@@ -1,6 +1,6 @@
 """The flow's plan: a timing stage runs with nothing beside it; stages that cannot run are not scheduled."""
 
-from .test_flow import load_flow_module
+from ..conftest import load_flow_module
 
 
 def test_the_latency_stage_comes_after_every_stage_that_does_not_depend_on_it():

@@ -2,7 +2,7 @@
 
 import re
 
-from .conftest import ROOT
+from ..conftest import ROOT
 
 IMPORT = re.compile(r"^\s*(?:import|from)\s+(\w+)", re.MULTILINE)
 

@@ -16,7 +16,7 @@ from prunekd.distill import cross_entropy_loss, distillation_loss
 from prunekd.models import build_model
 from prunekd.train import Normalization, Schedule, fit
 
-from .conftest import BIN, copy_repo, dvc, runs, set_params, tiny_params
+from ..conftest import BIN, copy_repo, dvc, runs, set_params, tiny_params
 
 NORM = Normalization([0.3], [0.4])
 SCHED = Schedule(epochs=3, batch_size=32, lr=0.1, translate=1)

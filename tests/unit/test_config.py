@@ -8,7 +8,7 @@ from prunekd import config, data, latency, models, prune
 from prunekd.config import ConfigError, parse_params
 from prunekd.stages import retrain
 
-from .conftest import ROOT
+from ..conftest import ROOT
 
 
 def test_default_params_are_valid(default_params):
