@@ -30,7 +30,8 @@ from prunekd.export import export_onnx
 from prunekd.latency import Architecture, latency_table
 from prunekd.models import build_model
 from prunekd.prune import prune, prune_channels
-from prunekd.train import Normalization, Schedule, fit
+from prunekd.config import TrainConfig
+from prunekd.train import Normalization, fit
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPE = (1, 28, 28)
@@ -72,7 +73,7 @@ def throughput(n: int = 6144, batch_size: int = 256, rounds: int = 3) -> dict[st
     norm = Normalization([0.29], [0.35])
     # No augmentation on either side: the same work, so the ratio is the loop's own overhead
     # (ours also validates on 256 images after the epoch and keeps loss/accuracy running sums).
-    sched = Schedule(epochs=1, batch_size=batch_size, lr=0.01)
+    sched = TrainConfig(epochs=1, batch_size=batch_size, lr=0.01, hflip=False)
     ours = lambda: timed(lambda: fit(mobilenet(), split, tiny_val, norm, sched, cross_entropy_loss(), 0))  # noqa: E731
     bare = lambda: timed(lambda: bare_loop(mobilenet(), split, batch_size, 1))  # noqa: E731
     ours(), bare()  # warm-up

@@ -44,6 +44,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from prunekd.config import ConfigError, apply_overrides, read_yaml
 from prunekd.constants import FLOW_RUN_ENV, USER_ERROR
+from prunekd.paths import Layout
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -190,14 +191,15 @@ def tracking_server(root: Path, may_run: bool, concurrent: bool) -> Iterator[dic
     elif not concurrent:
         yield {}
     else:
-        with server(f"sqlite:///{root / 'mlflow.db'}", root / "mlartifacts", proxy=False) as uri:
+        layout = Layout(root)
+        with server(f"sqlite:///{layout.store}", layout.artifacts, proxy=False) as uri:
             yield {"MLFLOW_TRACKING_URI": uri}
 
 
 def checked_overrides(root: Path, overrides: list[str]) -> None:
     """StageInputError, naming the key, unless ``overrides`` give a valid params.yaml."""
     try:
-        apply_overrides(read_yaml((root / "params.yaml").read_text(), "params.yaml"), overrides)
+        apply_overrides(read_yaml(Layout(root).params.read_text(), "params.yaml"), overrides)
     except ConfigError as exc:
         raise StageInputError(str(exc)) from None
 

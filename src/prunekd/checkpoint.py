@@ -27,7 +27,6 @@ from torch import nn
 
 from .paths import safe_name
 
-CHECKPOINTS = Path(".prunekd/checkpoints")
 FILE = "checkpoint.pt"
 FORMAT = 1
 KEYS = {"format", "fingerprint", "epoch", "history", "threads", "model", "optimizer", "scheduler", "rng"}
@@ -123,7 +122,7 @@ def _first_line(exc: Exception) -> str:
 class Checkpoint:
     """Where one stage keeps its latest epoch, and what (besides fit's arguments) decides it."""
 
-    def __init__(self, stage: str, identity: tuple = (), root: Path = CHECKPOINTS):
+    def __init__(self, stage: str, identity: tuple, root: Path):
         self.stage, self.identity = stage, identity
         self.folder = root / safe_name(stage)
         self.path = self.folder / FILE
@@ -191,7 +190,7 @@ class Checkpoint:
 
 
 @contextmanager
-def resumable(stage: str, *identity: object, root: Path = CHECKPOINTS) -> Iterator[Checkpoint]:
+def resumable(stage: str, *identity: object, root: Path) -> Iterator[Checkpoint]:
     """A stage's checkpoint, removed once the block finishes without error.
 
     ``identity``: what decides the training besides fit's own arguments (the loss settings,

@@ -76,6 +76,12 @@ class TrainConfig(Section):
     translate: int = Field(0, ge=0, le=8)
     hflip: bool = True
 
+    def for_data(self, mirror_ok: bool) -> TrainConfig:
+        """The training settings alone (a retrain section's sweep keys left out), mirroring only
+        where the data allows it (not for digits)."""
+        fields = self.model_dump(include=set(TrainConfig.model_fields))
+        return TrainConfig(**fields | {"hflip": self.hflip and mirror_ok})
+
 
 class PruneConfig(Section):
     ratios: list[Ratio] = Field(min_length=1)

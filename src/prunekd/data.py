@@ -263,12 +263,14 @@ def load_split(path: Path, expected_md5: str | None = None) -> Split:
     return split
 
 
+MANIFEST_FILE = "manifest.json"
+
 # What the stages read from a manifest; a hand-edited or foreign one is refused before any is used.
 MANIFEST_KEYS = {"dataset", "classes", "input_shape", "mean", "std", "mirror_ok", "sizes"}
 
 
 def load_manifest(prepared: Path) -> dict:
-    path = prepared / "manifest.json"
+    path = prepared / MANIFEST_FILE
     if not path.is_file():
         raise DataError(f"{path}: manifest not found; run the prepare stage first")
     try:
@@ -281,6 +283,17 @@ def load_manifest(prepared: Path) -> dict:
         raise DataError(f"{path}: not a prunekd manifest (missing {', '.join(missing)}); run the prepare stage "
                         "again (dvc repro -f prepare)")
     return manifest
+
+
+def manifest_hash(manifest: dict) -> str:
+    """The prepared data's identity: the md5 of its manifest (which holds each split's md5)."""
+    return hashlib.md5(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Normalization:
+    mean: list[float]
+    std: list[float]
 
 
 @dataclass(frozen=True)
@@ -297,6 +310,20 @@ class Prepared:
     @property
     def input_shape(self) -> tuple[int, int, int]:
         return tuple(self.manifest["input_shape"])
+
+    @property
+    def normalization(self) -> Normalization:
+        return Normalization(self.manifest["mean"], self.manifest["std"])
+
+    @property
+    def mirror_ok(self) -> bool:
+        """Whether a mirrored image is still of its class (not for digits)."""
+        return self.manifest["mirror_ok"]
+
+    @property
+    def identity(self) -> dict[str, str]:
+        """What a model trained on this data records of it (its meta, its run's tags)."""
+        return {"data_manifest_md5": manifest_hash(self.manifest), "dataset": self.manifest["dataset"]}
 
 
 def load_prepared(prepared: Path) -> Prepared:

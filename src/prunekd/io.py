@@ -21,11 +21,9 @@ class StageBusyError(RuntimeError):
     """Another run of the same stage holds its lock."""
 
 
-LOCKS = Path(".prunekd/locks")
-
 
 @contextmanager
-def exclusive(name: str, folder: Path = LOCKS) -> Iterator[None]:
+def exclusive(name: str, folder: Path) -> Iterator[None]:
     """Hold the lock of stage ``name`` for the block: two runs of one stage (two flows, or a flow
     and `dvc repro`, which does not see the flow's runs) would share a checkpoint and a scratch
     folder, and destroy each other's outputs. The lock dies with its process, however it ends."""
@@ -72,36 +70,38 @@ def read_lineage(model_file: Path) -> dict[str, str]:
     return {k: v for k, v in lineage.items() if isinstance(v, str)} if isinstance(lineage, dict) else {}
 
 
-@contextmanager
-def atomic_dir(path: Path, keep: tuple[str, ...] = ()) -> Iterator[Path]:
-    """Yield a scratch folder ``<path>.tmp`` that replaces ``path`` only if the block succeeds.
+def remove(path: Path) -> None:
+    """Remove a file or a folder, if it is there."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
 
-    Files named in ``keep`` that the block did not write are carried over from the old folder.
+
+@contextmanager
+def stage_outputs(*outputs: Path) -> Iterator[Path]:
+    """Make a stage's ``outputs`` (files or folders) all at once, or not at all.
+
+    On entry the previous run's outputs are removed, as ``dvc repro`` removes them: enter once the
+    stage's inputs are checked. The block writes each output under its own name in the scratch
+    folder it is given (``scratch / output.name``; a folder output is the block's to create);
+    when the block succeeds they are moved into place. A failed or killed stage leaves none of
+    them behind, so DVC never caches a half-written output. The scratch folder
+    (``.<first output>.tmp`` beside it) is ignored by git and DVC (``*.tmp``).
     """
-    tmp = path.with_name(path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        yield tmp
-        for name in keep:
-            if (path / name).is_file() and not (tmp / name).exists():
-                shutil.copy2(path / name, tmp / name)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    shutil.rmtree(path, ignore_errors=True)
-    os.replace(tmp, path)
-
-
-@contextmanager
-def atomic_file(path: Path) -> Iterator[Path]:
-    """Yield ``<path's folder>/.<name>.tmp/<name>`` to write; it replaces ``path`` only if the block
-    succeeds (same name in the scratch folder, so what the block logs of it is named right)."""
-    scratch = path.parent / f".{path.name}.tmp"
-    shutil.rmtree(scratch, ignore_errors=True)
+    names = [path.name for path in outputs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"outputs must have distinct names: {names}")
+    for path in outputs:
+        remove(path)
+    scratch = outputs[0].parent / f".{outputs[0].name}.tmp"
+    remove(scratch)
     scratch.mkdir(parents=True)
     try:
-        yield scratch / path.name
-        os.replace(scratch / path.name, path)
+        yield scratch
+        for path in outputs:
+            if (scratch / path.name).exists():  # an output the stage makes only sometimes (history.csv)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(scratch / path.name, path)
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        remove(scratch)

@@ -13,7 +13,7 @@ import pandas as pd  # noqa: E402
 
 from .io import MissingInputError, read_json  # noqa: E402
 from .stats import Pooled, bootstrap, paired_t, pooled  # noqa: E402
-from .paths import METRICS_FILE, PREDICTIONS_FILE, TEACHER, pruned_dir, ratio_key, retrained_dir  # noqa: E402
+from .paths import METRICS_FILE, PREDICTIONS_FILE, Layout  # noqa: E402
 
 # The study this project reproduces: MobileNet at a 26.08 % model-size reduction.
 STUDY = {"size_reduction_pct": 26.08, "ft": 63.65, "kd": 65.37}
@@ -43,17 +43,17 @@ def latency_label(latency: pd.DataFrame) -> str:
     return f"{first['runtime']}, batch {first['batch']}"
 
 
-def collect(ratios: list[float], modes: list[str], seeds: list[int], latency: pd.DataFrame) -> pd.DataFrame:
+def collect(layout: Layout, ratios: list[float], modes: list[str], seeds: list[int],
+            latency: pd.DataFrame) -> pd.DataFrame:
     """One row for the teacher, then one per retrain run: accuracy, cost, reduction vs teacher.
     ``latency_ms`` is the architecture's headline latency (``primary``): one figure per ratio."""
-    teacher = read_json(TEACHER / METRICS_FILE)
+    teacher = read_json(layout.teacher / METRICS_FILE)
     rows = [{"ratio": 0.0, "mode": "teacher", "seed": None, **teacher}]
     for ratio in ratios:
-        key = ratio_key(ratio)
-        pruned = read_json(pruned_dir(key) / METRICS_FILE)
+        pruned = read_json(layout.pruned(ratio) / METRICS_FILE)
         for mode in modes:
             for seed in seeds:
-                metrics = read_json(retrained_dir(key, mode, seed) / METRICS_FILE)
+                metrics = read_json(layout.retrained(ratio, mode, seed) / METRICS_FILE)
                 rows.append({"ratio": ratio, "mode": mode, "seed": seed, **metrics,
                              "top1_pruned": pruned["top1"], "channel_ratio": pruned["channel_ratio"]})
     df = pd.DataFrame(rows)
@@ -96,12 +96,12 @@ def accuracy_table(summary: pd.DataFrame, teacher_top1: float) -> pd.DataFrame:
     return table.round(4)
 
 
-def collect_correct(results: pd.DataFrame, labels: np.ndarray) -> "Correct":
+def collect_correct(layout: Layout, results: pd.DataFrame, labels: np.ndarray) -> "Correct":
     """Per retrain run of ``results``: whether each test image was classified right, from the
     predictions the run kept (``predictions.npy``)."""
     correct = {}
     for _, row in results[results["mode"] != "teacher"].iterrows():
-        path = retrained_dir(ratio_key(row["ratio"]), row["mode"], int(row["seed"])) / PREDICTIONS_FILE
+        path = layout.retrained(row["ratio"], row["mode"], int(row["seed"])) / PREDICTIONS_FILE
         if not path.is_file():
             raise MissingInputError(f"{path}: not found; rerun its retrain stage")
         predicted = np.load(path, allow_pickle=False)

@@ -40,6 +40,7 @@ from torch import nn
 from .config import Params, flatten
 from .constants import DVC_EXP_ENV, DVC_ROOT_ENV, FLOW_RUN_ENV
 from .io import read_lineage
+from .paths import Layout
 
 EXPERIMENT = "prunekd"
 MODEL_ARTIFACT = "model"  # the logged model's name in each run
@@ -55,16 +56,17 @@ class TrackingError(RuntimeError):
     """The MLflow tracking store cannot be used."""
 
 
-def project_root() -> Path:
-    """The repository whose tracking store stages log to: the working directory, or, in a DVC
-    experiment run in a temporary copy (``dvc exp run --temp``, ``--queue``), the repository it was
-    started from (DVC names it in ``DVC_ROOT``): the copy's own store would be thrown away."""
-    return Path(os.environ.get(DVC_ROOT_ENV) or Path.cwd()).resolve()
+def project_root(root: Path | None = None) -> Path:
+    """The project whose tracking store stages log to: ``root`` (default: the working directory),
+    or, in a DVC experiment run in a temporary copy (``dvc exp run --temp``, ``--queue``), the
+    repository it was started from (DVC names it in ``DVC_ROOT``): the copy's own store would be
+    thrown away."""
+    return Path(os.environ.get(DVC_ROOT_ENV) or root or Path.cwd()).resolve()
 
 
 def tracking_uri(root: Path | None = None) -> str:
-    root = (root or project_root()).resolve()
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow.db'}"
+    """MLFLOW_TRACKING_URI, else the project's SQLite store."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Layout(project_root(root)).store}"
 
 
 # What MLFLOW_TRACKING_URI may start with (database URIs may name a driver: postgresql+psycopg2://).
@@ -206,7 +208,9 @@ def _experiment_id(root: Path) -> str:
     found = mlflow.get_experiment_by_name(name)
     if found:
         return found.experiment_id
-    artifacts = None if "MLFLOW_TRACKING_URI" in os.environ else (root / "mlartifacts").as_uri()
+    # A server keeps the artifacts where it was told to; any other store would put them in ./mlruns
+    # of whatever the working directory is: they go beside the project's store instead.
+    artifacts = None if tracking_uri(root).startswith(("http://", "https://")) else Layout(root).artifacts.as_uri()
     try:
         return mlflow.create_experiment(name, artifact_location=artifacts)
     except mlflow.exceptions.MlflowException:  # a concurrent stage created it first
@@ -299,13 +303,15 @@ def dvc_experiment() -> str | None:
 
 
 @contextmanager
-def stage_run(stage: str, params: Params, tags: dict[str, str] | None = None) -> Iterator[StageRun]:
-    """One MLflow run for one stage execution, tagged with the DVC stage and git commit."""
-    root = project_root()
+def stage_run(stage: str, params: Params, tags: dict[str, str] | None = None,
+              layout: Layout = Layout()) -> Iterator[StageRun]:
+    """One MLflow run for one stage execution of the project at ``layout``, tagged with the DVC
+    stage and git commit."""
+    root = project_root(layout.root)
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     mlflow.set_tracking_uri(tracking_uri(root))
     experiment_id = _experiment_id(root)
-    base_tags = {"dvc_stage": stage, "git_commit": git_commit(Path.cwd()), "prunekd.stage": stage.split("@")[0]}
+    base_tags = {"dvc_stage": stage, "git_commit": git_commit(layout.root), "prunekd.stage": stage.split("@")[0]}
     for tag, variable in RUN_CONTEXT.items():
         if os.environ.get(variable):
             base_tags[tag] = os.environ[variable]

@@ -5,15 +5,17 @@ from __future__ import annotations
 import math
 import random
 import sys
-from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
 import numpy as np
 import torch
 from torch import nn
 from .checkpoint import Checkpoint
-from .data import Split, augment, batches, normalize
+from .data import Normalization, Split, augment, batches, normalize
 from .progress import progress
+
+if TYPE_CHECKING:
+    from .config import TrainConfig
 
 # loss(student_logits, normalized_inputs, targets) -> scalar; KD closes over its teacher.
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -25,23 +27,6 @@ class EpochCallback(Protocol):
 
 class DivergenceError(RuntimeError):
     """Training produced a non-finite loss."""
-
-
-@dataclass(frozen=True)
-class Normalization:
-    mean: list[float]
-    std: list[float]
-
-
-@dataclass(frozen=True)
-class Schedule:
-    epochs: int
-    batch_size: int
-    lr: float
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    translate: int = 0  # augmentation: random shift by up to this many pixels
-    hflip: bool = False  # augmentation: random mirror
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -71,7 +56,7 @@ def warmup_cosine(total_steps: int, warmup_frac: float = 0.05) -> Callable[[int]
     return factor
 
 
-def make_optimizer(model: nn.Module, sched: Schedule) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, sched: TrainConfig) -> torch.optim.Optimizer:
     # No weight decay on BatchNorm and bias parameters (1-D tensors).
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
@@ -162,7 +147,7 @@ def train_epoch(model, split, norm, sched, loss_fn, opt, lr_sched, gen, desc) ->
     return {"train_loss": loss_sum / seen, "train_top1": 100.0 * correct / seen}
 
 
-def fit(model: nn.Module, train: Split, val: Split, norm: Normalization, sched: Schedule,
+def fit(model: nn.Module, train: Split, val: Split, norm: Normalization, sched: TrainConfig,
         loss_fn: LossFn, seed: int, on_epoch: EpochCallback | None = None, name: str = "train",
         checkpoint: Checkpoint | None = None) -> nn.Module:
     """Train ``model`` in place with SGD + warm-up/cosine; report metrics after each epoch.

@@ -3,7 +3,8 @@ import torch
 from prunekd.data import load_digits_dataset, split_train_val
 from prunekd.distill import cross_entropy_loss
 from prunekd.models import build_model
-from prunekd.train import Normalization, Schedule, evaluate, fit
+from prunekd.config import TrainConfig
+from prunekd.train import Normalization, evaluate, fit
 
 NORM = Normalization([0.3], [0.4])
 
@@ -14,8 +15,8 @@ def train_digits(seed: int):
     model = build_model("lenet5", 10, (1, 8, 8))
     torch.manual_seed(123)  # same init; fit's seed drives shuffling and augmentation
     seen = []
-    fit(model, train, val, NORM, Schedule(epochs=8, batch_size=32, lr=0.1, translate=1), cross_entropy_loss(), seed,
-        on_epoch=lambda e, m: seen.append((e, m)))
+    cfg = TrainConfig(epochs=8, batch_size=32, lr=0.1, translate=1, hflip=False)
+    fit(model, train, val, NORM, cfg, cross_entropy_loss(), seed, on_epoch=lambda e, m: seen.append((e, m)))
     return model, seen, ds.test
 
 
@@ -37,7 +38,7 @@ def trained_mobilenet_on_digits():
     train, val = split_train_val(ds.train, 0.2, seed=0)
     torch.manual_seed(0)
     model = build_model("mobilenet_v1", 10, (1, 8, 8), 0.25)
-    fit(model, train, val, NORM, Schedule(epochs=3, batch_size=32, lr=0.05), cross_entropy_loss(), 0)
+    fit(model, train, val, NORM, TrainConfig(epochs=3, batch_size=32, lr=0.05, hflip=False), cross_entropy_loss(), 0)
     return model, train, ds.test
 
 

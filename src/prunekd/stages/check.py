@@ -8,7 +8,7 @@ every key, so any edit to params.yaml runs it, and a bad key stops ``dvc repro``
 from __future__ import annotations
 
 from ..config import Params, flatten
-from .common import run_cli
+from .cli import run_cli
 
 
 def run(params: Params) -> int:
@@ -18,7 +18,7 @@ def run(params: Params) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_cli("check", argv, lambda args, params: run(params), doc=__doc__)
+    return run_cli("check", argv, lambda args, params, layout: run(params), doc=__doc__)
 
 
 if __name__ == "__main__":

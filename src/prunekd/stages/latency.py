@@ -8,22 +8,20 @@ eager PyTorch, all in this one process, in turns, with ``measure.threads`` threa
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 
 from ..config import Params
-from ..io import MissingInputError, atomic_file
+from ..io import MissingInputError, stage_outputs
 from ..latency import LATENCY_COLUMNS, Architecture, latency_metrics, latency_table
 from ..models import load_model
-from ..paths import LATENCY, MODEL_FILE, ONNX_FILE, TEACHER, pruned_dir, ratio_key
+from ..paths import MODEL_FILE, ONNX_FILE, Layout
 from ..tracking import model_run_id, stage_run
-from .common import run_cli
+from .cli import run_cli
 
 
-def architectures(params: Params, teacher_dir: Path = TEACHER) -> tuple[list[Architecture], list[str]]:
+def architectures(params: Params, layout: Layout) -> tuple[list[Architecture], list[str]]:
     """The teacher (ratio 0), then each pruned model, with its ONNX file; and the MLflow run that made each."""
-    folders = [(0.0, teacher_dir)] + [(r, pruned_dir(ratio_key(r))) for r in params.prune.ratios]
+    folders = [(0.0, layout.teacher)] + [(r, layout.pruned(r)) for r in params.prune.ratios]
     archs, run_ids = [], []
     for ratio, folder in folders:
         onnx_file = folder / ONNX_FILE
@@ -35,11 +33,11 @@ def architectures(params: Params, teacher_dir: Path = TEACHER) -> tuple[list[Arc
     return archs, run_ids
 
 
-def run(params: Params, teacher_dir: Path = TEACHER, out: Path = LATENCY) -> dict:
-    archs, run_ids = architectures(params, teacher_dir)
-    out.unlink(missing_ok=True)  # the inputs are good: from here a failure leaves no stale output
+def run(params: Params, layout: Layout) -> dict:
+    archs, run_ids = architectures(params, layout)
     m = params.measure
-    with stage_run("latency", params, {"teacher_run_id": run_ids[0]}) as run:
+    with (stage_run("latency", params, {"teacher_run_id": run_ids[0]}, layout) as run,
+          stage_outputs(layout.latency) as scratch):  # the inputs are good: the previous table goes
         print(f"latency: {len(archs)} architectures x {m.runtimes} x batch {m.batch_sizes}, "
               f"{m.threads} thread(s), median of {m.repeats} passes in {m.rounds} rounds")
         rows = latency_table(archs, m.runtimes, m.batch_sizes, m.threads, m.warmup, m.repeats, m.rounds, params.seed)
@@ -50,15 +48,15 @@ def run(params: Params, teacher_dir: Path = TEACHER, out: Path = LATENCY) -> dic
             run.log_metrics({f"{k}_ratio_{arch.ratio:g}": v for k, v in figures.items()})
             if run_id:
                 run.log_metrics_to(run_id, figures)
-        with atomic_file(out) as tmp:
-            table.to_csv(tmp, index=False, float_format="%.6g")
-            run.log_artifact(tmp, "latency")
+        out = scratch / layout.latency.name
+        table.to_csv(out, index=False, float_format="%.6g")
+        run.log_artifact(out, "latency")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     return {"rows": len(table)}
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_cli("latency", argv, lambda args, params: run(params), doc=__doc__)
+    return run_cli("latency", argv, lambda args, params, layout: run(params, layout), doc=__doc__)
 
 
 if __name__ == "__main__":

@@ -2,28 +2,21 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import shutil
-from pathlib import Path
 
 import torch
 
 from ..config import Params
-from ..data import DATASETS, SPLITS, Split, save_split, split_md5, split_train_val
-from ..io import atomic_dir
-from ..paths import PREPARED, RAW
+from ..data import DATASETS, MANIFEST_FILE, SPLITS, Split, manifest_hash, save_split, split_md5, split_train_val
+from ..io import stage_outputs
+from ..paths import Layout
 from ..tracking import stage_run
-from .common import run_cli
+from .cli import run_cli
 
 
 def channel_stats(split: Split) -> tuple[list[float], list[float]]:
     x = split.x.float() / 255  # (N, C, H, W)
     return x.mean(dim=(0, 2, 3)).tolist(), x.std(dim=(0, 2, 3)).tolist()
-
-
-def manifest_hash(manifest: dict) -> str:
-    return hashlib.md5(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
 
 
 def build_manifest(params: Params, raw, splits: dict[str, Split]) -> dict:
@@ -39,26 +32,27 @@ def build_manifest(params: Params, raw, splits: dict[str, Split]) -> dict:
     }
 
 
-def run(params: Params, out: Path = PREPARED, raw_dir: Path = RAW) -> dict:
-    """Load, verify and split the dataset; write ``out``/{train,val,test}.pt and manifest.json."""
-    raw = DATASETS[params.data.dataset](raw_dir)
+def run(params: Params, layout: Layout) -> dict:
+    """Load, verify and split the dataset; write {train,val,test}.pt and manifest.json."""
+    raw = DATASETS[params.data.dataset](layout.raw)
     train, val = split_train_val(raw.train, params.data.val_fraction, params.seed, params.data.train_subset)
     splits = {"train": train, "val": val, "test": raw.test}
     manifest = build_manifest(params, raw, splits)
-    shutil.rmtree(out, ignore_errors=True)  # the data is good: from here a failure leaves no stale splits
-    with (stage_run("prepare", params, {"data_manifest_md5": manifest_hash(manifest)}) as run,
-          atomic_dir(out) as tmp):  # swapped in last, once everything else succeeded
+    with (stage_run("prepare", params, {"data_manifest_md5": manifest_hash(manifest)}, layout) as run,
+          stage_outputs(layout.prepared) as scratch):  # the data is good: the previous splits go
+        out = scratch / layout.prepared.name
+        out.mkdir()
         for name in SPLITS:
-            save_split(splits[name], tmp / f"{name}.pt")
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        run.log_artifact(tmp / "manifest.json", "data")
+            save_split(splits[name], out / f"{name}.pt")
+        (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+        run.log_artifact(out / MANIFEST_FILE, "data")
         run.log_metrics({f"n_{k}": v for k, v in manifest["sizes"].items()})
     print(f"prepared {params.data.dataset}: " + ", ".join(f"{k} {v}" for k, v in manifest["sizes"].items()))
     return manifest["sizes"]
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_cli("prepare", argv, lambda args, params: run(params), doc=__doc__)
+    return run_cli("prepare", argv, lambda args, params, layout: run(params, layout), doc=__doc__)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ layers keep more), so that the model shrinks by the same target.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import pandas as pd
 
@@ -18,18 +17,19 @@ from ..data import load_prepared
 from ..measure import count_macs_params
 from ..models import model_digest
 from .. import sensitivity
-from ..paths import CURVES_FILE, MODEL_FILE, PREPARED, SENSITIVITY, TEACHER, pruned_dir
+from ..paths import MODEL_FILE, Layout, ratio_key
 from ..prune import PruneResult, checked_reduction, kept_whole, prune, prune_to_widths, round_widths
 from ..tracking import model_run_id, stage_run
 from ..train import recalibrate_batchnorm
-from .common import clear_outputs, load_teacher, log_data, normalization, ratio_arg, run_cli, save_and_measure
+from .artifacts import load_teacher, log_data, model_folder, save_outputs
+from .cli import ratio_arg, run_cli
 
 
-def sensitivity_curves(params: Params) -> pd.DataFrame | None:
+def sensitivity_curves(params: Params, layout: Layout) -> pd.DataFrame | None:
     """The sensitivity table, which the sensitivity schedule needs (and only it)."""
     if params.prune.schedule != "sensitivity":
         return None
-    curves_file = SENSITIVITY / CURVES_FILE
+    curves_file = layout.curves
     if not curves_file.is_file():
         raise MissingInputError(f"{curves_file}: not found; run the sensitivity stage first")
     curves = pd.read_csv(curves_file)
@@ -53,33 +53,34 @@ def pruned_by_schedule(teacher, ratio: float, params: Params, curves: pd.DataFra
                        checked_reduction(teacher, model, ratio, p.unit, 0.01, p.round_to))
 
 
-def run(params: Params, ratio: str, prepared_dir: Path = PREPARED, teacher_dir: Path = TEACHER) -> dict:
-    prepared = load_prepared(prepared_dir)
-    teacher, teacher_meta = load_teacher(teacher_dir / MODEL_FILE, params)
-    curves = sensitivity_curves(params)
-    clear_outputs(pruned_dir(ratio))  # the inputs are good: from here a failure leaves no stale outputs
-    result = pruned_by_schedule(teacher, float(ratio), params, curves)
+def run(params: Params, layout: Layout, ratio: float) -> dict:
+    prepared = load_prepared(layout.prepared)
+    teacher, teacher_meta = load_teacher(layout, params)
+    curves = sensitivity_curves(params, layout)
+    teacher_file = layout.teacher / MODEL_FILE
+    data = {"data_manifest_md5": teacher_meta["data_manifest_md5"], "dataset": teacher_meta["dataset"]}
+    lineage = {"teacher_run_id": model_run_id(teacher_file)}
+    result = pruned_by_schedule(teacher, ratio, params, curves)  # a ratio out of reach fails here, touching nothing
     # Stale BatchNorm statistics would make "before retraining" mean "near chance" (README).
-    recalibrate_batchnorm(result.model, prepared.train, normalization(prepared.manifest),
+    recalibrate_batchnorm(result.model, prepared.train, prepared.normalization,
                           params.prune.bn_recalibration_batches, params.seed)
     macs_before, params_before = count_macs_params(teacher)
     macs_after, params_after = count_macs_params(result.model)
-    data = {"data_manifest_md5": teacher_meta["data_manifest_md5"], "dataset": teacher_meta["dataset"]}
-    lineage = {"teacher_run_id": model_run_id(teacher_dir / MODEL_FILE)}
-    with stage_run(f"prune@{ratio}", params, data | lineage | {"ratio": ratio}) as run:
-        run.log_params({"ratio": ratio, "unit": params.prune.unit, "criterion": params.prune.criterion,
+    folder = layout.pruned(ratio)
+    with (stage_run(f"prune@{ratio_key(ratio)}", params, data | lineage | {"ratio": ratio_key(ratio)}, layout) as run,
+          model_folder(folder) as scratch):  # the inputs are good: the previous outputs go
+        run.log_params({"ratio": ratio_key(ratio), "unit": params.prune.unit, "criterion": params.prune.criterion,
                         "schedule": params.prune.schedule, "round_to": params.prune.round_to,
                         "residual": params.prune.residual,
                         "bn_recalibration_batches": params.prune.bn_recalibration_batches,
                         "channel_ratio": result.channel_ratio,
                         "layer_channels": str(result.model.channels())})
-        log_data(run, prepared, prepared_dir, "evaluation")
+        log_data(run, prepared, layout.prepared, "evaluation")
         extra = {"channel_ratio": result.channel_ratio, "reduction": result.reduction,
                  "params_before": params_before, "params_after": params_after,
                  "macs_before": macs_before, "macs_after": macs_after}
-        return save_and_measure(result.model, pruned_dir(ratio), prepared, run,
-                                meta=data | {"ratio": ratio, "teacher_sha256": model_digest(teacher_dir / MODEL_FILE)},
-                                lineage=lineage, extra=extra)
+        meta = data | {"ratio": ratio_key(ratio), "teacher_sha256": model_digest(teacher_file)}
+        return save_outputs(result.model, folder, scratch, prepared, run, meta=meta, lineage=lineage, extra=extra)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -87,7 +88,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_cli("prune", argv, lambda args, params: run(params, args.ratio), add_arguments, __doc__)
+    return run_cli("prune", argv, lambda args, params, layout: run(params, layout, args.ratio), add_arguments, __doc__)
 
 
 if __name__ == "__main__":

@@ -6,23 +6,21 @@ registers the retrained models (and the teacher) under ``prunekd-<dataset>-<arch
 
 from __future__ import annotations
 
-import os
-import shutil
 import sys
 from pathlib import Path
 
 import pandas as pd
 
 from ..config import Params
-from ..io import write_json
+from ..io import stage_outputs, write_json
 from ..models import read_meta
-from ..paths import CURVES_FILE, LATENCY, MODEL_FILE, PREPARED, REPORTS, SENSITIVITY, TEACHER, pruned_dir, ratio_key, retrained_dir
+from ..paths import MODEL_FILE, Layout
 from ..data import load_prepared
 from ..report import (accuracy_table, aliases, collect, collect_correct, flat_metrics, kd_gain_figure,
                       latency_label, markdown, plot_accuracy, plot_latency, plot_pareto, read_latency, summarize)
 from ..latency import latency_metrics
 from ..tracking import StageRun, adopt, dvc_experiment, model_run_id, register, stage_run
-from .common import run_cli
+from .cli import run_cli
 
 FIGURE = "figures/accuracy_vs_ratio.png"
 PARETO = "figures/pareto.png"
@@ -30,20 +28,20 @@ LATENCY_FIGURE = "figures/latency.png"
 KD_FIGURE = "figures/kd_minus_ft.png"
 
 
-def model_file(row: pd.Series) -> Path:
+def model_file(layout: Layout, row: pd.Series) -> Path:
     if row["mode"] == "teacher":
-        return TEACHER / MODEL_FILE
-    return retrained_dir(ratio_key(row["ratio"]), row["mode"], int(row["seed"])) / MODEL_FILE
+        return layout.teacher / MODEL_FILE
+    return layout.retrained(row["ratio"], row["mode"], int(row["seed"])) / MODEL_FILE
 
 
 def registered_name(dataset: str, arch: str) -> str:
     return f"prunekd-{dataset}-{arch.replace('/', '-')}"  # MLflow refuses '/' in names (torchvision/resnet18)
 
 
-def record_sweep(run: StageRun, params: Params, results: pd.DataFrame) -> dict[str, str]:
+def record_sweep(run: StageRun, params: Params, layout: Layout, results: pd.DataFrame) -> dict[str, str]:
     """Adopt the sweep's runs, register its models and set aliases; returns alias -> version."""
-    run_ids = [model_run_id(model_file(row)) for _, row in results.iterrows()]
-    pruned = {model_run_id(pruned_dir(ratio_key(r)) / MODEL_FILE) for r in params.prune.ratios}
+    run_ids = [model_run_id(model_file(layout, row)) for _, row in results.iterrows()]
+    pruned = {model_run_id(layout.pruned(r) / MODEL_FILE) for r in params.prune.ratios}
     missing = adopt(run.run_id, [r for r in [*run_ids, *sorted(pruned)] if r])
     if missing:
         print(f"report: {len(missing)} run(s) not in this tracking store (models made elsewhere): "
@@ -53,7 +51,7 @@ def record_sweep(run: StageRun, params: Params, results: pd.DataFrame) -> dict[s
                          "test_top1": f"{row['top1']:.2f}", "params": str(int(row["params"]))}
                         | ({"dvc_exp": experiment} if experiment else {})
                 for run_id, (_, row) in zip(run_ids, results.iterrows()) if run_id and run_id not in missing}
-    name = registered_name(read_meta(TEACHER / MODEL_FILE).get("dataset", "data"), params.model.arch)
+    name = registered_name(read_meta(layout.teacher / MODEL_FILE).get("dataset", "data"), params.model.arch)
     # A DVC experiment's models are registered as versions, but the aliases stay with the workspace's
     # sweep: an experiment is a candidate until it is applied (`dvc exp apply`) and reproduced.
     wanted = {} if experiment else {alias: run_ids[i] for alias, i in aliases(results).items()}
@@ -69,22 +67,18 @@ def record_sweep(run: StageRun, params: Params, results: pd.DataFrame) -> dict[s
 OUTPUTS = ("results.csv", "summary.csv", "report.md", "figures", "metrics.json", "plots")
 
 
-def run(params: Params, out: Path = REPORTS, latency_file: Path = LATENCY, prepared_dir: Path = PREPARED) -> dict:
-    latency = read_latency(latency_file, params.prune.ratios)
-    results = collect(params.prune.ratios, params.retrain.modes, params.retrain.seeds, latency)
-    prepared = load_prepared(prepared_dir)
-    correct = collect_correct(results, prepared.test.y.numpy())
+def run(params: Params, layout: Layout) -> dict:
+    latency = read_latency(layout.latency, params.prune.ratios)
+    results = collect(layout, params.prune.ratios, params.retrain.modes, params.retrain.seeds, latency)
+    prepared = load_prepared(layout.prepared)
+    correct = collect_correct(layout, results, prepared.test.y.numpy())
+    curves = pd.read_csv(layout.curves) if layout.curves.is_file() else None
     r = params.retrain
     regime = {"train_subset": r.train_subset, "epochs": r.epochs, "lr": r.lr, "n_seeds": len(r.seeds)}
     summary = summarize(results)
     teacher = results[results["mode"] == "teacher"].iloc[0]
-    for name in OUTPUTS:  # the inputs are good: from here a failure leaves no stale outputs
-        shutil.rmtree(out / name, ignore_errors=True) if (out / name).is_dir() else (out / name).unlink(missing_ok=True)
-    # Built in a scratch folder (ignored by DVC and git), moved in only once MLflow has it all too.
-    tmp = out / ".report.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    # the inputs are good: the previous outputs go; the new ones move in once MLflow has them too
+    with stage_outputs(*(layout.reports / name for name in OUTPUTS)) as tmp:
         plot_accuracy(summary, float(teacher["top1"]), tmp / FIGURE)
         plot_pareto(summary, teacher, tmp / PARETO, latency_label(latency))
         plot_latency(latency, tmp / LATENCY_FIGURE)
@@ -95,28 +89,22 @@ def run(params: Params, out: Path = REPORTS, latency_file: Path = LATENCY, prepa
         write_json(tmp / "metrics.json", flat_metrics(results, summary))  # what `dvc exp show` lists
         (tmp / "plots").mkdir()  # the table dvc.yaml's accuracy plot draws (dvc plots diff compares it)
         accuracy_table(summary, float(teacher["top1"])).to_csv(tmp / "plots" / "accuracy.csv", index=False)
-        curves_file = SENSITIVITY / CURVES_FILE
-        curves = pd.read_csv(curves_file) if curves_file.is_file() else None
         (tmp / "report.md").write_text(markdown(results, summary, FIGURE, latency, LATENCY_FIGURE, PARETO,
                                                 curves, "sensitivity/sensitivity.png", correct, regime,
                                                 prepared.num_classes, KD_FIGURE))
-        with stage_run("report", params) as run:
+        with stage_run("report", params, layout=layout) as run:
             for name in OUTPUTS:
                 run.log_artifact(tmp / name, "report")
-            run.log_artifact(latency_file, "report")
+            run.log_artifact(layout.latency, "report")
             run.log_metrics({f"{k}_ratio_{r['ratio']:g}": v for r in latency.to_dict("records")
                              for k, v in latency_metrics(r).items()})
-            record_sweep(run, params, results)
-        for name in OUTPUTS:
-            os.replace(tmp / name, out / name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    print((out / "report.md").read_text())
+            record_sweep(run, params, layout, results)
+    print((layout.reports / "report.md").read_text())
     return {"runs": len(results) - 1, "teacher_top1": float(teacher["top1"])}
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_cli("report", argv, lambda args, params: run(params), doc=__doc__)
+    return run_cli("report", argv, lambda args, params, layout: run(params, layout), doc=__doc__)
 
 
 if __name__ == "__main__":

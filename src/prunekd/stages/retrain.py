@@ -20,11 +20,11 @@ from ..config import ConfigError, Params
 from ..data import Split, load_prepared
 from ..distill import cross_entropy_loss, distillation_loss
 from ..models import build_model, load_model
-from ..paths import MODEL_FILE, PREPARED, TEACHER, pruned_dir, retrained_dir
+from ..paths import MODEL_FILE, Layout, ratio_key
 from ..tracking import model_run_id, stage_run
 from ..train import LossFn, device, fit, seed_everything
-from .common import (check_pruned, clear_outputs, log_data, ratio_arg, normalization, run_cli, save_and_measure,
-                     schedule)
+from .artifacts import load_pruned, log_data, model_folder, save_outputs
+from .cli import ratio_arg, run_cli
 
 
 def _teacher(teacher_file: Path):
@@ -74,30 +74,31 @@ def student_data(train: Split, subset: int | None) -> Split:
     return Split(train.x[:subset], train.y[:subset])
 
 
-def run(params: Params, ratio: str, mode: str, seed: int,
-        prepared_dir: Path = PREPARED, teacher_dir: Path = TEACHER) -> dict:
+def run(params: Params, layout: Layout, ratio: float, mode: str, seed: int) -> dict:
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; known: {', '.join(MODES)}")
-    prepared = load_prepared(prepared_dir)
+    prepared = load_prepared(layout.prepared)
     train = student_data(prepared.train, params.retrain.train_subset)
-    model, data = load_model(pruned_dir(ratio) / MODEL_FILE)
-    check_pruned(data, pruned_dir(ratio) / MODEL_FILE, ratio, teacher_dir / MODEL_FILE)
-    lineage = {"teacher_run_id": model_run_id(teacher_dir / MODEL_FILE),
-               "prune_run_id": model_run_id(pruned_dir(ratio) / MODEL_FILE)}
+    model, data = load_pruned(layout, ratio)
+    teacher_file = layout.teacher / MODEL_FILE
+    lineage = {"teacher_run_id": model_run_id(teacher_file),
+               "prune_run_id": model_run_id(layout.pruned(ratio) / MODEL_FILE)}
     model = starting_model(model, mode, seed)
-    loss = MODES[mode].loss(getattr(params, mode), teacher_dir / MODEL_FILE)
-    clear_outputs(retrained_dir(ratio, mode, seed))  # the inputs are good: from here a failure leaves no stale outputs
-    name = f"retrain@{ratio}-{mode}-{seed}"
-    loss_identity = (mode, getattr(params, mode), teacher_dir / MODEL_FILE)  # what decides the loss
-    with (stage_run(name, params, data | lineage | {"ratio": ratio, "mode": mode, "seed": str(seed)}) as run,
-          resumable(name, *loss_identity) as checkpoint):
-        run.log_params({"ratio": ratio, "mode": mode, "retrain_seed": seed, "unit": params.prune.unit,
+    loss = MODES[mode].loss(getattr(params, mode), teacher_file)
+    key = ratio_key(ratio)
+    name = f"retrain@{key}-{mode}-{seed}"
+    loss_identity = (mode, getattr(params, mode), teacher_file)  # what decides the loss
+    folder = layout.retrained(ratio, mode, seed)
+    with (stage_run(name, params, data | lineage | {"ratio": key, "mode": mode, "seed": str(seed)}, layout) as run,
+          resumable(name, *loss_identity, root=layout.checkpoints) as checkpoint,
+          model_folder(folder) as scratch):  # the inputs are good: the previous outputs go
+        run.log_params({"ratio": key, "mode": mode, "retrain_seed": seed, "unit": params.prune.unit,
                         "criterion": params.prune.criterion})
-        log_data(run, prepared, prepared_dir, "training")
-        fit(model, train, prepared.val, normalization(prepared.manifest), schedule(params.retrain, prepared.manifest),
+        log_data(run, prepared, layout.prepared, "training")
+        fit(model, train, prepared.val, prepared.normalization, params.retrain.for_data(prepared.mirror_ok),
             loss, seed, run.log_epoch, name=name, checkpoint=checkpoint)
         run.set_tags(checkpoint.tags())
-        return save_and_measure(model, retrained_dir(ratio, mode, seed), prepared, run, meta=data, lineage=lineage)
+        return save_outputs(model, folder, scratch, prepared, run, meta=data, lineage=lineage)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -108,7 +109,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_cli("retrain", argv, lambda a, params: run(params, a.ratio, a.mode, a.seed), add_arguments, __doc__)
+    return run_cli("retrain", argv, lambda a, params, layout: run(params, layout, a.ratio, a.mode, a.seed),
+                   add_arguments, __doc__)
 
 
 if __name__ == "__main__":

@@ -3,36 +3,37 @@ and evaluate it on the validation split without retraining; writes the per-layer
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from ..config import Params
 from ..data import load_prepared
-from ..io import atomic_dir
-from ..paths import CURVES_FILE, MODEL_FILE, PREPARED, SENSITIVITY, TEACHER
+from ..io import stage_outputs
+from ..paths import CURVES_FILE, MODEL_FILE, Layout
 from ..sensitivity import curves, plot
 from ..tracking import model_run_id, stage_run
 from ..train import evaluate, recalibrate_batchnorm
-from .common import load_teacher, log_data, normalization, run_cli
+from .artifacts import load_teacher, log_data
+from .cli import run_cli
 
 FIGURE = "sensitivity.png"
 
 
-def run(params: Params, prepared_dir: Path = PREPARED, teacher_dir: Path = TEACHER, out: Path = SENSITIVITY) -> dict:
-    prepared = load_prepared(prepared_dir)
-    teacher, meta = load_teacher(teacher_dir / MODEL_FILE, params)
-    norm = normalization(prepared.manifest)
-    lineage = {"teacher_run_id": model_run_id(teacher_dir / MODEL_FILE), "data_manifest_md5": meta["data_manifest_md5"],
-               "dataset": meta["dataset"]}
-    with stage_run("sensitivity", params, lineage) as run:
-        log_data(run, prepared, prepared_dir, "evaluation")
+def run(params: Params, layout: Layout) -> dict:
+    prepared = load_prepared(layout.prepared)
+    teacher, meta = load_teacher(layout, params)
+    norm = prepared.normalization
+    lineage = {"teacher_run_id": model_run_id(layout.teacher / MODEL_FILE),
+               "data_manifest_md5": meta["data_manifest_md5"], "dataset": meta["dataset"]}
+    with stage_run("sensitivity", params, lineage, layout) as run:
+        log_data(run, prepared, layout.prepared, "evaluation")
         batches = params.prune.bn_recalibration_batches
-        table = curves(teacher, params.prune.sensitivity_ratios, params.prune.criterion,
-                       lambda model: evaluate(model, prepared.val, norm)["top1"], params.seed,
-                       lambda model: recalibrate_batchnorm(model, prepared.train, norm, batches, params.seed))
-        with atomic_dir(out) as tmp:
-            table.to_csv(tmp / CURVES_FILE, index=False, float_format="%.6g")
-            plot(table, tmp / FIGURE)
-            run.log_artifact(tmp, "sensitivity")
+        with stage_outputs(layout.sensitivity) as scratch:
+            table = curves(teacher, params.prune.sensitivity_ratios, params.prune.criterion,
+                           lambda model: evaluate(model, prepared.val, norm)["top1"], params.seed,
+                           lambda model: recalibrate_batchnorm(model, prepared.train, norm, batches, params.seed))
+            out = scratch / layout.sensitivity.name
+            out.mkdir()
+            table.to_csv(out / CURVES_FILE, index=False, float_format="%.6g")
+            plot(table, out / FIGURE)
+            run.log_artifact(out, "sensitivity")
         worst = table.loc[table["drop"].idxmax()]
         run.log_metrics({"layers": table["index"].nunique(), "max_drop": float(worst["drop"])})
     print(f"sensitivity: {table['index'].nunique()} layers x {len(params.prune.sensitivity_ratios)} ratios; "
@@ -41,7 +42,7 @@ def run(params: Params, prepared_dir: Path = PREPARED, teacher_dir: Path = TEACH
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_cli("sensitivity", argv, lambda args, params: run(params), doc=__doc__)
+    return run_cli("sensitivity", argv, lambda args, params, layout: run(params, layout), doc=__doc__)
 
 
 if __name__ == "__main__":

@@ -2,36 +2,34 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from ..checkpoint import resumable
 from ..config import Params
 from ..data import load_prepared
 from ..distill import cross_entropy_loss
 from ..models import build_model
-from ..paths import PREPARED, TEACHER
+from ..paths import Layout
 from ..tracking import stage_run
 from ..train import fit, seed_everything
-from .common import clear_outputs, log_data, manifest_tag, normalization, run_cli, save_and_measure, schedule
+from .artifacts import log_data, model_folder, save_outputs
+from .cli import run_cli
 
 
-def run(params: Params, prepared_dir: Path = PREPARED, out_dir: Path = TEACHER) -> dict:
-    prepared = load_prepared(prepared_dir)
+def run(params: Params, layout: Layout) -> dict:
+    prepared = load_prepared(layout.prepared)
     seed_everything(params.seed)  # the initial weights come from the seed too
     model = build_model(params.model.arch, prepared.num_classes, prepared.input_shape, params.model.width)
-    tags = manifest_tag(prepared.manifest)
-    clear_outputs(out_dir)  # the inputs are good: from here a failure leaves no stale outputs
-    with (stage_run("teacher", params, tags | {"arch": params.model.arch}) as run,
-          resumable("teacher", params.teacher, params.model) as checkpoint):
-        log_data(run, prepared, prepared_dir, "training")
-        fit(model, prepared.train, prepared.val, normalization(prepared.manifest), schedule(params.teacher, prepared.manifest),
+    with (stage_run("teacher", params, prepared.identity | {"arch": params.model.arch}, layout) as run,
+          resumable("teacher", params.teacher, params.model, root=layout.checkpoints) as checkpoint,
+          model_folder(layout.teacher) as scratch):  # the inputs are good: the previous outputs go
+        log_data(run, prepared, layout.prepared, "training")
+        fit(model, prepared.train, prepared.val, prepared.normalization, params.teacher.for_data(prepared.mirror_ok),
             cross_entropy_loss(), params.seed, run.log_epoch, name="teacher", checkpoint=checkpoint)
         run.set_tags(checkpoint.tags())
-        return save_and_measure(model, out_dir, prepared, run, meta=tags)
+        return save_outputs(model, layout.teacher, scratch, prepared, run, meta=prepared.identity)
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_cli("teacher", argv, lambda args, params: run(params), doc=__doc__)
+    return run_cli("teacher", argv, lambda args, params, layout: run(params, layout), doc=__doc__)
 
 
 if __name__ == "__main__":

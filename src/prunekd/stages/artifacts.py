@@ -1,0 +1,98 @@
+"""The model files the stages read and write: a checked teacher or pruned model in; a model
+folder out (the model, its deploy form, its test predictions and metrics), logged to MLflow."""
+
+from __future__ import annotations
+
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+from torch import nn
+
+from ..config import Params
+from ..data import Prepared
+from ..export import export_onnx
+from ..io import stage_outputs, write_json
+from ..measure import cost
+from ..models import ModelFileError, load_model, model_digest, save_model
+from ..paths import (HISTORY_FILE, LINEAGE_FILE, METRICS_FILE, MODEL_FILE, MODEL_OUTPUTS, ONNX_FILE,
+                     PREDICTIONS_FILE, Layout, ratio_key)
+from ..tracking import StageRun
+from ..train import predictions
+
+
+def load_teacher(layout: Layout, params: Params) -> tuple[nn.Module, dict]:
+    """The teacher model and its meta, refused if it is not the architecture params.yaml names."""
+    path = layout.teacher / MODEL_FILE
+    model, meta = load_model(path)
+    arch = model.spec()["arch"]
+    if arch != params.model.arch:
+        raise ModelFileError(f"{path}: a {arch} model, but model.arch is {params.model.arch}; rerun the teacher "
+                             "stage (dvc repro teacher)")
+    return model, meta
+
+
+def load_pruned(layout: Layout, ratio: float) -> tuple[nn.Module, dict]:
+    """The model pruned at ``ratio`` and its meta. It must be this ratio's, pruned from this
+    teacher: a model placed by hand (another ratio's, the teacher itself) would be retrained and
+    reported under the wrong name."""
+    path, key = layout.pruned(ratio) / MODEL_FILE, ratio_key(ratio)
+    model, meta = load_model(path)
+    if "ratio" not in meta or "teacher_sha256" not in meta:
+        raise ModelFileError(f"{path}: not a pruned model (it names no ratio and teacher); rerun prune@{key}")
+    if meta["ratio"] != key:
+        raise ModelFileError(f"{path}: pruned at ratio {meta['ratio']}, not {key}; rerun prune@{key}")
+    if meta["teacher_sha256"] != model_digest(layout.teacher / MODEL_FILE):
+        raise ModelFileError(f"{path}: pruned from another teacher than {layout.teacher / MODEL_FILE}; "
+                             f"rerun prune@{key}")
+    return model, meta
+
+
+def log_data(run: StageRun, prepared: Prepared, folder: Path, context: str) -> None:
+    """Record the prepared data as the run's input (MLflow's dataset lineage)."""
+    with warnings.catch_warnings():  # MLflow's "source can be interpreted in multiple ways": noise
+        warnings.simplefilter("ignore", UserWarning)
+        run.log_dataset(folder, prepared.manifest, prepared.identity["data_manifest_md5"], context)
+
+
+def measure_on_test(model: nn.Module, model_file: Path, prepared: Prepared) -> tuple[np.ndarray, dict]:
+    """Each test image's predicted class, and the model's test top-1 and cost (params, MACs, size)."""
+    predicted = predictions(model, prepared.test, prepared.normalization)
+    top1 = 100.0 * int((predicted.long() == prepared.test.y).sum()) / len(prepared.test)
+    return predicted.numpy(), {"top1": top1} | cost(model, model_file)
+
+
+@contextmanager
+def model_folder(folder: Path) -> Iterator[Path]:
+    """``stage_outputs`` for a model folder's files: yields the scratch folder to write them in."""
+    with stage_outputs(*(folder / name for name in MODEL_OUTPUTS)) as scratch:
+        yield scratch
+
+
+def save_outputs(model: nn.Module, folder: Path, scratch: Path, prepared: Prepared, run: StageRun, meta: dict,
+                 lineage: dict[str, str] | None = None, extra: dict | None = None) -> dict:
+    """Write ``model``'s folder into ``scratch`` (from ``model_folder(folder)``): the model, its
+    deploy form (ONNX), its test predictions (for the report's statistics), metrics.json, and for a
+    trained model history.csv (the per-epoch metrics the run logged); log them to MLflow.
+
+    ``meta`` goes into the model file and must not depend on the run (the same weights give the
+    same bytes, so DVC sees no change where there is none); the run's id and ``lineage`` (its
+    parents' run ids) go into lineage.json beside it, which DVC ignores.
+    """
+    model_file = save_model(model, scratch / MODEL_FILE, meta)
+    write_json(scratch / LINEAGE_FILE, {"mlflow_run_id": run.run_id} | (lineage or {}))
+    onnx_file = export_onnx(model, scratch / ONNX_FILE, folder / MODEL_FILE)
+    predicted, metrics = measure_on_test(model, model_file, prepared)
+    np.save(scratch / PREDICTIONS_FILE, predicted, allow_pickle=False)
+    metrics |= extra or {}
+    run.log_metrics({("test_top1" if k == "top1" else k): v for k, v in metrics.items()})
+    run.log_model(model, model_file, onnx_file, scratch / LINEAGE_FILE)
+    write_json(scratch / METRICS_FILE, metrics)
+    if run.epochs:  # a trained model: its per-epoch metrics, a plot of its stage in dvc.yaml
+        pd.DataFrame(run.epochs).rename_axis("epoch").rename(lambda i: i + 1).reset_index().to_csv(
+            scratch / HISTORY_FILE, index=False, float_format="%.6g")
+    print(f"{folder}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+    return metrics

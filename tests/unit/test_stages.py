@@ -1,0 +1,222 @@
+"""Every stage run in-process on tiny data (LeNet-5 on scikit-learn's digits), in a temporary
+project folder given by its ``Layout``: what each stage writes, and that it writes nowhere else.
+
+The end-to-end tests (tests/e2e) run the same stages through `dvc repro` and the Prefect flow.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from prunekd import data
+from prunekd.config import Params, load_params
+from prunekd.data import load_digits_dataset, split_train_val
+from prunekd.io import stage_outputs
+from prunekd.models import ModelFileError, build_model, load_model, read_meta
+from prunekd.paths import MODEL_OUTPUTS, Layout
+from prunekd.stages import check, latency, prepare, prune, report, retrain, sensitivity, teacher
+from prunekd.stages.artifacts import load_pruned, model_folder, save_outputs
+
+from ..conftest import ROOT, digits_params
+
+RATIO = 0.3
+MODES = ["ft", "kd"]
+
+
+@dataclass
+class Project:
+    layout: Layout
+    params: Params
+    uri: str
+    results: dict[str, object]  # each stage's return value
+
+    def runs(self) -> list:
+        client = MlflowClient(self.uri)
+        return client.search_runs([client.get_experiment_by_name("prunekd").experiment_id], max_results=100)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Project:
+    """Every stage once, in DAG order, in a fresh folder; the working directory is another empty
+    folder, so a path taken relative to it instead of from the layout shows up there."""
+    root, elsewhere = tmp_path_factory.mktemp("project"), tmp_path_factory.mktemp("cwd")
+    raw = digits_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
+    raw["teacher"].update(epochs=10, lr=0.1)  # enough to learn: the retrain tests compare to it
+    raw["retrain"].update(modes=MODES, seeds=[0])
+    raw["prune"].update(ratios=[RATIO], sensitivity_ratios=[0.25, 0.5], bn_recalibration_batches=2)
+    raw["measure"].update(batch_sizes=[1], runtimes=["onnxruntime"], rounds=2)
+    layout = Layout(root)
+    layout.params.write_text(yaml.safe_dump(raw, sort_keys=False))
+    params = load_params(layout.params)
+    uri = f"sqlite:///{root / 'store.db'}"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        mp.chdir(elsewhere)
+        results = {"check": check.run(params),
+                   "prepare": prepare.run(params, layout),
+                   "teacher": teacher.run(params, layout),
+                   "sensitivity": sensitivity.run(params, layout),
+                   "prune": prune.run(params, layout, RATIO)}
+        for mode in MODES:
+            results[f"retrain-{mode}"] = retrain.run(params, layout, RATIO, mode, 0)
+        results["latency"] = latency.run(params, layout)
+        results["report"] = report.run(params, layout)
+        assert list(elsewhere.iterdir()) == []  # nothing written relative to the working directory
+    return Project(layout, params, uri, results)
+
+
+def model_files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+
+
+def test_check_counts_every_key(project):
+    assert project.results["check"] > 40
+
+
+def test_prepare_writes_the_splits_and_their_manifest(project):
+    prepared = data.load_prepared(project.layout.prepared)  # verifies each split against the manifest
+    assert project.results["prepare"] == prepared.manifest["sizes"]
+    assert prepared.manifest["dataset"] == "digits" and prepared.num_classes == 10
+
+
+def test_teacher_writes_a_whole_model_folder_and_learns(project):
+    folder = project.layout.teacher
+    assert model_files(folder) == sorted(MODEL_OUTPUTS)
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics == project.results["teacher"]
+    assert metrics["top1"] > 30  # ten classes: chance is 10 %
+    history = pd.read_csv(folder / "history.csv")
+    assert list(history["epoch"]) == list(range(1, project.params.teacher.epochs + 1))
+    model, meta = load_model(folder / "model.pt")
+    assert model.spec()["arch"] == "lenet5" and meta["dataset"] == "digits"
+
+
+def test_sensitivity_has_a_row_per_layer_and_ratio(project):
+    curves = pd.read_csv(project.layout.curves)
+    model, _ = load_model(project.layout.teacher / "model.pt")
+    layers = len(model.prunable())
+    assert len(curves) == layers * (1 + len(project.params.prune.sensitivity_ratios))  # ratio 0 included
+    assert project.results["sensitivity"] == {"rows": len(curves)}
+    assert (project.layout.sensitivity / "sensitivity.png").is_file()
+
+
+def test_prune_reaches_its_ratio_and_names_it_and_its_teacher(project):
+    folder = project.layout.pruned(RATIO)
+    assert folder.name == "0.3" and model_files(folder) == sorted(set(MODEL_OUTPUTS) - {"history.csv"})
+    metrics = project.results["prune"]
+    assert metrics["reduction"] == pytest.approx(RATIO, abs=0.01)
+    assert metrics["params_after"] < metrics["params_before"]
+    model, meta = load_pruned(project.layout, RATIO)  # checks ratio and teacher digest
+    assert meta["ratio"] == "0.3"
+    assert sum(model.channels()) < sum(build_model("lenet5", 10, (1, 8, 8), 0.25).channels())
+
+
+def test_a_pruned_model_of_another_ratio_is_refused(project):
+    layout = project.layout
+    shutil.copytree(layout.pruned(RATIO), layout.pruned(0.5))  # the 0.3 model, placed as 0.5's
+    try:
+        with pytest.raises(ModelFileError, match="pruned at ratio 0.3, not 0.5; rerun prune@0.5"):
+            load_pruned(layout, 0.5)
+    finally:
+        shutil.rmtree(layout.pruned(0.5))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_retrain_keeps_the_pruned_shape_and_records_its_lineage(project, mode):
+    folder = project.layout.retrained(RATIO, mode, 0)
+    assert folder.name == f"0.3-{mode}-0" and model_files(folder) == sorted(MODEL_OUTPUTS)
+    pruned, _ = load_model(project.layout.pruned(RATIO) / "model.pt")
+    model, _ = load_model(folder / "model.pt")
+    assert model.channels() == pruned.channels()
+    lineage = json.loads((folder / "lineage.json").read_text())
+    assert set(lineage) == {"mlflow_run_id", "teacher_run_id", "prune_run_id"}
+    predictions = np.load(folder / "predictions.npy")
+    assert len(predictions) == project.results["prepare"]["test"]
+
+
+def test_latency_times_the_teacher_and_each_ratio(project):
+    table = pd.read_csv(project.layout.latency)
+    assert sorted(table["ratio"]) == [0.0, RATIO]
+    assert (table["median_ms"] > 0).all()
+
+
+def test_report_writes_its_outputs_and_registers_the_models(project):
+    reports = project.layout.reports
+    for name in ("results.csv", "summary.csv", "report.md", "metrics.json", "plots/accuracy.csv",
+                 "figures/accuracy_vs_ratio.png"):
+        assert (reports / name).is_file(), name
+    results = pd.read_csv(reports / "results.csv")
+    assert len(results) == 1 + len(MODES) and project.results["report"]["runs"] == len(MODES)
+    assert not [p for p in reports.iterdir() if p.name.endswith(".tmp")]  # no scratch left behind
+    stages = {run.data.tags["prunekd.stage"] for run in project.runs()}
+    assert stages == {"prepare", "teacher", "sensitivity", "prune", "retrain", "latency", "report"}
+    assert read_meta(project.layout.teacher / "model.pt")["dataset"] == "digits"
+
+
+# ---- outputs appear whole or not at all ---------------------------------------------------------
+
+def test_stage_outputs_replace_the_old_ones_only_when_the_block_succeeds(tmp_path):
+    old_file, old_dir = tmp_path / "table.csv", tmp_path / "figures"
+    old_file.write_text("old")
+    old_dir.mkdir()
+    with pytest.raises(RuntimeError), stage_outputs(old_file, old_dir) as scratch:
+        (scratch / "table.csv").write_text("half")
+        raise RuntimeError("killed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # the old ones went on entry; no scratch
+    with stage_outputs(old_file, old_dir) as scratch:
+        (scratch / "table.csv").write_text("new")
+        (scratch / "figures").mkdir()
+    assert old_file.read_text() == "new" and old_dir.is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["figures", "table.csv"]
+
+
+class FakeRun:
+    run_id = "0" * 32
+    epochs = []
+
+    def __init__(self, fail: bool):
+        self.fail = fail
+
+    def log_metrics(self, metrics):
+        pass
+
+    def log_model(self, model, model_file, onnx_file, lineage_file):
+        assert onnx_file.is_file()
+        if self.fail:
+            raise RuntimeError("artifact store unavailable")
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_a_model_folder_appears_whole_or_not_at_all(tmp_path, fail):
+    """A failure after the model is saved (here: logging it) leaves no model.pt or metrics.json;
+    the .gitignore DVC keeps in the folder stays."""
+    raw = load_digits_dataset(tmp_path)
+    train, val = split_train_val(raw.train, 0.1, seed=0)
+    prepared = data.Prepared(train, val, raw.test, {"mean": [0.3], "std": [0.3], "classes": raw.classes})
+    model = build_model("lenet5", 10, (1, 8, 8), 0.25)
+    folder = tmp_path / "models" / "teacher"
+    folder.mkdir(parents=True)
+    (folder / ".gitignore").write_text("/model.pt\n")  # DVC's, tracked by git: kept
+
+    def write():
+        with model_folder(folder) as scratch:
+            return save_outputs(model, folder, scratch, prepared, FakeRun(fail), meta={})
+
+    if fail:
+        with pytest.raises(RuntimeError, match="artifact store"):
+            write()
+        assert sorted(p.name for p in folder.iterdir()) == [".gitignore"]
+    else:
+        metrics = write()
+        assert sorted(p.name for p in folder.iterdir()) == [".gitignore"] + sorted(set(MODEL_OUTPUTS) - {"history.csv"})
+        assert json.loads((folder / "lineage.json").read_text()) == {"mlflow_run_id": FakeRun.run_id}
+        assert metrics["params"] > 0
