@@ -8,7 +8,6 @@ inside a model's folder are constants: every model folder holds the same files.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 MODEL_FILE = "model.pt"
@@ -36,69 +35,31 @@ def safe_name(stage: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", stage)
 
 
-@dataclass(frozen=True)
 class Layout:
     """The paths of one project, rooted at ``root`` (default: the working directory)."""
 
-    root: Path = Path(".")
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "root", Path(self.root))
-
-    @property
-    def params(self) -> Path:
-        return self.root / "params.yaml"
-
-    @property
-    def raw(self) -> Path:
-        return self.root / "data" / "raw"
-
-    @property
-    def prepared(self) -> Path:
-        return self.root / "data" / "prepared"
-
-    @property
-    def teacher(self) -> Path:
-        return self.root / "models" / "teacher"
-
-    @property
-    def pruned_root(self) -> Path:
-        return self.root / "models" / "pruned"
+    def __init__(self, root: str | Path = "."):
+        self.root = Path(root)
+        self.params = self.root / "params.yaml"
+        self.raw = self.root / "data" / "raw"
+        self.prepared = self.root / "data" / "prepared"
+        self.teacher = self.root / "models" / "teacher"
+        self.pruned_root = self.root / "models" / "pruned"
+        self.retrained_root = self.root / "models" / "retrained"
+        self.reports = self.root / "reports"
+        self.sensitivity = self.reports / "sensitivity"
+        self.curves = self.sensitivity / CURVES_FILE
+        self.latency = self.reports / "latency.csv"
+        self.locks = self.root / ".prunekd" / "locks"  # one run of a stage at a time (io.exclusive)
+        self.checkpoints = self.root / ".prunekd" / "checkpoints"  # of interrupted training stages
+        self.store = self.root / STORE_FILE
+        self.artifacts = self.root / ARTIFACTS_DIR
 
     def pruned(self, ratio: float) -> Path:
         return self.pruned_root / ratio_key(ratio)
 
     def retrained(self, ratio: float, mode: str, seed: int) -> Path:
-        return self.root / "models" / "retrained" / f"{ratio_key(ratio)}-{mode}-{seed}"
+        return self.retrained_root / f"{ratio_key(ratio)}-{mode}-{seed}"
 
-    @property
-    def reports(self) -> Path:
-        return self.root / "reports"
-
-    @property
-    def sensitivity(self) -> Path:
-        return self.reports / "sensitivity"
-
-    @property
-    def curves(self) -> Path:
-        return self.sensitivity / CURVES_FILE
-
-    @property
-    def latency(self) -> Path:
-        return self.reports / "latency.csv"
-
-    @property
-    def locks(self) -> Path:
-        return self.root / ".prunekd" / "locks"
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.root / ".prunekd" / "checkpoints"
-
-    @property
-    def store(self) -> Path:
-        return self.root / STORE_FILE
-
-    @property
-    def artifacts(self) -> Path:
-        return self.root / ARTIFACTS_DIR
+    def __repr__(self) -> str:
+        return f"Layout({str(self.root)!r})"
