@@ -223,7 +223,7 @@ def run_experiment(root: str, overrides: list[str], name: str, env: dict[str, st
 
 
 def publish_report(root: Path) -> None:
-    results, report = root / "reports" / "results.csv", root / "reports" / "report.md"
+    results, report = Layout(root).results, Layout(root).report
     if results.is_file():
         import pandas as pd
 

@@ -50,6 +50,8 @@ class Layout:
         self.sensitivity = self.reports / "sensitivity"
         self.curves = self.sensitivity / CURVES_FILE
         self.latency = self.reports / "latency.csv"
+        self.results = self.reports / "results.csv"  # the report stage's: one row per model
+        self.report = self.reports / "report.md"
         self.locks = self.root / ".prunekd" / "locks"  # one run of a stage at a time (io.exclusive)
         self.checkpoints = self.root / ".prunekd" / "checkpoints"  # of interrupted training stages
         self.store = self.root / STORE_FILE

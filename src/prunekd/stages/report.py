@@ -64,7 +64,7 @@ def record_sweep(run: StageRun, params: Params, layout: Layout, results: pd.Data
     return chosen
 
 
-OUTPUTS = ("results.csv", "summary.csv", "report.md", "figures", "metrics.json", "plots")
+OUTPUTS = ("results.csv", "summary.csv", "report.md", "figures", "metrics.json", "plots")  # in layout.reports
 
 
 def run(params: Params, layout: Layout) -> dict:
@@ -99,7 +99,7 @@ def run(params: Params, layout: Layout) -> dict:
             run.log_metrics({f"{k}_ratio_{r['ratio']:g}": v for r in latency.to_dict("records")
                              for k, v in latency_metrics(r).items()})
             record_sweep(run, params, layout, results)
-    print((layout.reports / "report.md").read_text())
+    print(layout.report.read_text())
     return {"runs": len(results) - 1, "teacher_top1": float(teacher["top1"])}
 
 
