@@ -16,7 +16,7 @@ import torch_pruning as tp
 from torch import nn
 
 from .measure import count_macs_params
-from .models import TorchvisionNet, build_model, dependency_graph, produces_channels, shrink
+from .models import PrunableNet, TorchvisionNet, build_model, dependency_graph, produces_channels, shrink
 
 RESIDUAL = ("coupled", "inner")
 
@@ -105,16 +105,16 @@ class PruneTargetError(ValueError):
 
 @dataclass(frozen=True)
 class PruneResult:
-    model: nn.Module
+    model: PrunableNet
     channel_ratio: float  # fraction of filters removed in each prunable layer
     reduction: float  # achieved fraction of the unit (channels, params or MACs) removed
 
 
-def example_input(model: nn.Module) -> torch.Tensor:
+def example_input(model: PrunableNet) -> torch.Tensor:
     return torch.zeros(1, *model.input_shape)
 
 
-def _require_batchnorm(model: nn.Module, criterion: str) -> None:
+def _require_batchnorm(model: PrunableNet, criterion: str) -> None:
     """bn_scale ranks a layer's filters by the BatchNorm after it: every prunable layer needs one."""
     if criterion != "bn_scale":
         return
@@ -123,11 +123,10 @@ def _require_batchnorm(model: nn.Module, criterion: str) -> None:
     if without or not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
         raise PruneTargetError(
             f"prune.criterion: bn_scale ranks filters by the BatchNorm after them, and "
-            f"{getattr(model, 'arch', type(model).__name__)}'s prunable layers "
-            f"{', '.join(without) or '(all)'} have none; use l1, l2, fpgm or random")
+            f"{model.arch}'s prunable layers {', '.join(without) or '(all)'} have none; use l1, l2, fpgm or random")
 
 
-def kept_whole(model: nn.Module, residual: str = "coupled") -> list[bool]:
+def kept_whole(model: PrunableNet, residual: str = "coupled") -> list[bool]:
     """Which prunable layers a plan leaves whole. ``coupled``: none (a set of channels tied by an
     addition is pruned as one); ``inner``: every set that several layers produce (Li et al.'s
     choice for ResNets: only the first conv of each residual block is pruned, and the block
@@ -155,8 +154,8 @@ def kept_filters(channels: int, ratio: float) -> int:
     return max(1, int(channels * (1 - ratio)))
 
 
-def prune_channels(model: nn.Module, channel_ratio: float, criterion: str, seed: int = 0,
-                   round_to: int = 1, residual: str = "coupled") -> nn.Module:
+def prune_channels(model: PrunableNet, channel_ratio: float, criterion: str, seed: int = 0,
+                   round_to: int = 1, residual: str = "coupled") -> PrunableNet:
     """A pruned copy of ``model``: ``channel_ratio`` of every prunable layer's filters removed
     (``round_widths`` when ``round_to`` > 1; layers ``kept_whole`` under ``residual`` excepted).
     The classifier is never pruned."""
@@ -166,7 +165,7 @@ def prune_channels(model: nn.Module, channel_ratio: float, criterion: str, seed:
                            criterion, seed)
 
 
-def prune_layers(model: nn.Module, layer_ratios: list[float], criterion: str, seed: int = 0) -> nn.Module:
+def prune_layers(model: PrunableNet, layer_ratios: list[float], criterion: str, seed: int = 0) -> PrunableNet:
     """A pruned copy of ``model`` with ``layer_ratios[i]`` of the i-th prunable layer's filters
     removed: each layer keeps ``kept_filters(c, ratio)``."""
     if len(layer_ratios) != len(model.prunable()):
@@ -175,7 +174,7 @@ def prune_layers(model: nn.Module, layer_ratios: list[float], criterion: str, se
                            criterion, seed)
 
 
-def prune_to_widths(model: nn.Module, widths: list[int], criterion: str, seed: int = 0) -> nn.Module:
+def prune_to_widths(model: PrunableNet, widths: list[int], criterion: str, seed: int = 0) -> PrunableNet:
     """A pruned copy of ``model`` whose i-th prunable layer keeps ``widths[i]`` filters.
 
     Each layer loses its lowest-ranked filters, ranked on the unpruned model (so one layer's
@@ -206,7 +205,7 @@ def _name(model: nn.Module, layer: nn.Module) -> str:
     return next(name for name, m in model.named_modules() if m is layer)
 
 
-def shaped(model: nn.Module, widths: list[int]) -> nn.Module:
+def shaped(model: PrunableNet, widths: list[int]) -> PrunableNet:
     """A model of ``model``'s architecture with these layer widths (weights meaningless), built in
     milliseconds: from the spec, or for a model built by shrinking (torchvision's) that is at
     least as wide, by shrinking a copy of it."""
@@ -215,7 +214,7 @@ def shaped(model: nn.Module, widths: list[int]) -> nn.Module:
     return build_model(**(model.spec() | {"channels": list(widths)}))
 
 
-def round_widths(model: nn.Module, layer_ratios: list[float], round_to: int, target: float, unit: str,
+def round_widths(model: PrunableNet, layer_ratios: list[float], round_to: int, target: float, unit: str,
                  keep: list[bool] | None = None) -> list[int]:
     """Layer widths for a plan of per-layer ratios, each a multiple of ``round_to`` filters,
     removing as close to ``target`` of ``unit`` as such widths can.
@@ -253,7 +252,7 @@ def round_widths(model: nn.Module, layer_ratios: list[float], round_to: int, tar
         widths[i] = w
 
 
-def reduction(model: nn.Module, pruned: nn.Module, unit: str) -> float:
+def reduction(model: PrunableNet, pruned: PrunableNet, unit: str) -> float:
     """Fraction of ``unit`` removed: channels (of prunable layers), params or MACs."""
     if unit == "channels":
         return 1 - sum(pruned.channels()) / sum(model.channels())
@@ -261,14 +260,14 @@ def reduction(model: nn.Module, pruned: nn.Module, unit: str) -> float:
     return 1 - count_macs_params(pruned)[index] / count_macs_params(model)[index]
 
 
-def predicted_shape(model: nn.Module, channel_ratio: float | list[float]) -> nn.Module:
+def predicted_shape(model: PrunableNet, channel_ratio: float | list[float]) -> PrunableNet:
     """An untrained model of the shape ``prune_layers`` will produce for one ratio for every layer
     or one per layer (each layer keeps ``kept_filters``)."""
     ratios = channel_ratio if isinstance(channel_ratio, list) else [channel_ratio] * len(model.channels())
     return shaped(model, [kept_filters(c, r) for c, r in zip(model.channels(), ratios)])
 
 
-def search_channel_ratio(model: nn.Module, target: float, unit: str, tolerance: float,
+def search_channel_ratio(model: PrunableNet, target: float, unit: str, tolerance: float,
                          max_steps: int = 20, keep: list[bool] | None = None) -> tuple[float, float]:
     """Bisect the per-layer channel ratio whose pruned shape removes ``target`` of ``unit``
     (layers ``keep`` marks stay whole)."""
@@ -284,7 +283,7 @@ def search_channel_ratio(model: nn.Module, target: float, unit: str, tolerance: 
     return best
 
 
-def prune(model: nn.Module, ratio: float, unit: str, criterion: str, tolerance: float = 0.01,
+def prune(model: PrunableNet, ratio: float, unit: str, criterion: str, tolerance: float = 0.01,
           seed: int = 0, round_to: int = 1, residual: str = "coupled") -> PruneResult:
     """Prune so that ``ratio`` of ``unit`` is removed.
 
@@ -304,7 +303,7 @@ def prune(model: nn.Module, ratio: float, unit: str, criterion: str, tolerance: 
     return PruneResult(pruned, channel_ratio, checked_reduction(model, pruned, ratio, unit, tolerance, round_to))
 
 
-def checked_reduction(model: nn.Module, pruned: nn.Module, target: float, unit: str, tolerance: float,
+def checked_reduction(model: PrunableNet, pruned: PrunableNet, target: float, unit: str, tolerance: float,
                       round_to: int) -> float:
     """The reduction ``pruned`` reached; a PruneTargetError if it misses ``target`` by more than ``tolerance``."""
     achieved = reduction(model, pruned, unit)

@@ -13,21 +13,21 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
-from torch import nn
 
+from .models import PrunableNet
 from .progress import progress
 from .prune import PruneTargetError, predicted_shape, prune_layers, reduction
 
 COLUMNS = ["layer", "index", "channels", "ratio", "kept", "val_top1", "drop"]
 
 
-def layer_names(model: nn.Module) -> list[str]:
+def layer_names(model: PrunableNet) -> list[str]:
     names = {module: name for name, module in model.named_modules()}
     return [names[layer] for layer in model.prunable()]
 
 
-def curves(model: nn.Module, ratios: list[float], criterion: str, accuracy: Callable[[nn.Module], float],
-           seed: int = 0, after_pruning: Callable[[nn.Module], nn.Module] = lambda m: m) -> pd.DataFrame:
+def curves(model: PrunableNet, ratios: list[float], criterion: str, accuracy: Callable[[PrunableNet], float],
+           seed: int = 0, after_pruning: Callable[[PrunableNet], PrunableNet] = lambda m: m) -> pd.DataFrame:
     """One row per (prunable layer, ratio): accuracy with only that layer pruned (and then
     ``after_pruning``, e.g. BatchNorm recalibration), and the drop from the unpruned model's
     (ratio 0 rows included, with drop 0). The unpruned model goes through ``after_pruning`` too
@@ -62,7 +62,7 @@ def tolerated_ratio(curve: pd.DataFrame, max_drop: float) -> float:
     return float(best)
 
 
-def schedule(model: nn.Module, table: pd.DataFrame, target: float, unit: str, max_drop: float,
+def schedule(model: PrunableNet, table: pd.DataFrame, target: float, unit: str, max_drop: float,
              tolerance: float = 0.01, steps: int = 40, keep: list[bool] | None = None) -> tuple[list[float], float, float]:
     """Per-layer ratios from sensitivity curves that remove ``target`` of ``unit`` (Li et al.'s
     recipe): one ratio for every layer, except that a sensitive layer is cut only as far as its
