@@ -155,26 +155,6 @@ def kept_filters(channels: int, ratio: float) -> int:
     return max(1, int(channels * (1 - ratio)))
 
 
-def prune_channels(model: PrunableNet, channel_ratio: float, criterion: str, seed: int = 0,
-                   round_to: int = 1, residual: str = "coupled") -> PrunableNet:
-    """A pruned copy of ``model``: ``channel_ratio`` of every prunable layer's filters removed
-    (``round_widths`` when ``round_to`` > 1; layers ``kept_whole`` under ``residual`` excepted).
-    The classifier is never pruned."""
-    keep = kept_whole(model, residual)
-    ratios = _masked([channel_ratio] * len(model.prunable()), keep)
-    return prune_to_widths(model, round_widths(model, ratios, round_to, channel_ratio, "channels", keep),
-                           criterion, seed)
-
-
-def prune_layers(model: PrunableNet, layer_ratios: list[float], criterion: str, seed: int = 0) -> PrunableNet:
-    """A pruned copy of ``model`` with ``layer_ratios[i]`` of the i-th prunable layer's filters
-    removed: each layer keeps ``kept_filters(c, ratio)``."""
-    if len(layer_ratios) != len(model.prunable()):
-        raise ValueError(f"{len(layer_ratios)} ratios for {len(model.prunable())} prunable layers")
-    return prune_to_widths(model, [kept_filters(c, r) for c, r in zip(model.channels(), layer_ratios)],
-                           criterion, seed)
-
-
 def prune_to_widths(model: PrunableNet, widths: list[int], criterion: str, seed: int = 0) -> PrunableNet:
     """A pruned copy of ``model`` whose i-th prunable layer keeps ``widths[i]`` filters.
 
