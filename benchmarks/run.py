@@ -29,7 +29,7 @@ from prunekd.distill import cross_entropy_loss
 from prunekd.export import export_onnx
 from prunekd.latency import Architecture, latency_table
 from prunekd.models import build_model
-from prunekd.prune import prune, prune_channels
+from prunekd.prune import prune
 from prunekd.config import TrainConfig
 from prunekd.train import Normalization, fit
 
@@ -105,10 +105,10 @@ def latency_rounding(threads: int = 1) -> list[dict]:
     base = mobilenet().eval()
     models = {"teacher": base}
     for k in (1, 8, 16):
-        models |= {f"channels {r}/{k}": prune_channels(base, r, "l1", round_to=k) for r in (0.25, 0.5, 0.75)}
+        models |= {f"channels {r}/{k}": prune(base, r, "channels", "l1", round_to=k).model for r in (0.25, 0.5, 0.75)}
     for k in (1, 16):
         models |= {f"params {r}/{k}": prune(base, r, "params", "l1", round_to=k).model for r in (0.26, 0.5, 0.75)}
-    models["floor/16"] = prune_channels(base, 0.99, "l1", round_to=16)
+    models["floor/16"] = prune(base, 0.99, "channels", "l1", round_to=16).model
     with tempfile.TemporaryDirectory() as folder:
         archs = exported(models, Path(folder))
         rows = latency_table(archs, ["onnxruntime", "torch"], [1, 64], threads, warmup=10, repeats=200, rounds=10)
@@ -144,8 +144,8 @@ def where_time_goes(latency: list[dict], pruned: str = "channels 0.5") -> list[d
 
 def prune_times() -> dict[str, float]:
     base = mobilenet()
-    prune_channels(base, 0.1, "l1")  # warm-up: first-call costs of the tracer
-    return {"prune MobileNet v1 at channel ratio 0.5 (s)": timed(lambda: prune_channels(base, 0.5, "l1")),
+    prune(base, 0.1, "channels", "l1")  # warm-up: first-call costs of the tracer
+    return {"prune MobileNet v1 at channel ratio 0.5 (s)": timed(lambda: prune(base, 0.5, "channels", "l1").model),
             "search + prune to 26 % fewer params (s)": timed(lambda: prune(base, 0.26, "params", "l1"))}
 
 

@@ -17,10 +17,8 @@ from pathlib import Path
 from typing import Iterator
 
 import torch
-from torch import nn
-
 from .measure import fold_batchnorm
-from .models import ModelFileError, load_model
+from .models import ModelFileError, PrunableNet, load_model
 
 INPUT, OUTPUT = "input", "logits"
 OPSET = 17
@@ -48,7 +46,7 @@ def _silenced() -> Iterator[None]:
             os.close(copy)
 
 
-def onnx_bytes(model: nn.Module, source: str | Path = "model") -> bytes:
+def onnx_bytes(model: PrunableNet, source: str | Path = "model") -> bytes:
     """The ONNX encoding of ``model``'s deploy form (eval mode, BatchNorm folded, batch axis dynamic).
 
     TorchScript-based exporter: the same bytes for the same weights, in a tenth of a second
@@ -71,7 +69,7 @@ def onnx_bytes(model: nn.Module, source: str | Path = "model") -> bytes:
     return buffer.getvalue()
 
 
-def export_onnx(model: nn.Module, path: Path, source: str | Path | None = None) -> Path:
+def export_onnx(model: PrunableNet, path: Path, source: str | Path | None = None) -> Path:
     """Write ``model``'s deploy form to ``path`` as ONNX, atomically."""
     data = onnx_bytes(model, source or path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from .measure import count_macs_params, fold_batchnorm, torch_threads
+from .models import PrunableNet
 
 # A runner is one forward pass on a fixed input, ready to be timed.
 Runner = Callable[[], object]
@@ -77,7 +78,7 @@ def times_in_turns(runners: list[Runner], warmup: int, repeats: int, rounds: int
 class Architecture:
     """One network to time: its label in the table (the prune ratio; 0 for the teacher)."""
     ratio: float
-    model: nn.Module
+    model: PrunableNet
     onnx_file: Path
 
 

@@ -10,6 +10,8 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from .models import PrunableNet
+
 
 def _layer_macs(module: nn.Module, output: torch.Tensor) -> int:
     if isinstance(module, nn.Conv2d):  # each output element: in/groups x kh x kw products
@@ -19,7 +21,7 @@ def _layer_macs(module: nn.Module, output: torch.Tensor) -> int:
 
 
 @torch.no_grad()
-def count_macs_params(model: nn.Module) -> tuple[int, int]:
+def count_macs_params(model: PrunableNet) -> tuple[int, int]:
     """(multiply-accumulates of the conv and linear layers, parameters) at batch 1."""
     macs = []
     hooks = [m.register_forward_hook(lambda mod, inp, out: macs.append(_layer_macs(mod, out)))
@@ -68,7 +70,7 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     return model
 
 
-def cost(model: nn.Module, path: Path) -> dict[str, float]:
+def cost(model: PrunableNet, path: Path) -> dict[str, float]:
     """Size of a saved model: params, MACs, file size (MB). Latency is the latency stage's."""
     macs, _ = count_macs_params(model)
     return {"params": trainable_params(model), "macs": macs, "size_mb": file_size_mb(path)}

@@ -1,6 +1,6 @@
 """Architectures, a plain dict registry, and pickle-free save/load.
 
-Every model is rebuilt from a small spec (arch, input shape, classes, width, and the
+Every model is a ``PrunableNet``, rebuilt from a small spec (arch, input shape, classes, width, and the
 output width of each prunable layer), so a pruned model is saved as that spec plus its
 state_dict and loads with ``torch.load(weights_only=True)``: no pickled classes.
 
@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import pickle
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Callable
 
@@ -46,29 +47,36 @@ def conv_bn_relu(cin: int, cout: int, kernel: int, stride: int = 1, groups: int 
                          nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
-class Spec:
-    """Mixin: the constructor arguments that rebuild a model of the same shape."""
+class PrunableNet(nn.Module, ABC):
+    """A network prunekd can prune and rebuild: the layers whose filters pruning may remove
+    (``prunable``), their widths (``channels``), and the constructor arguments that rebuild a
+    model of the same shape (``spec``), for an input of ``input_shape`` and ``num_classes`` outputs."""
+
+    arch: str
+
+    def __init__(self, num_classes: int, input_shape: tuple[int, int, int], width: float = 1.0):
+        super().__init__()
+        self.num_classes, self.input_shape, self.width = num_classes, tuple(input_shape), width
 
     def spec(self) -> dict:
         return {"arch": self.arch, "num_classes": self.num_classes,
                 "input_shape": list(self.input_shape), "width": self.width, "channels": self.channels()}
 
+    @abstractmethod
     def prunable(self) -> list[nn.Module]:
         """The layers whose filters (output channels) pruning may remove, input to output."""
-        raise NotImplementedError
 
     def channels(self) -> list[int]:
         """Filters of each prunable layer: with the spec, what rebuilds a pruned model's shape."""
         return [m.out_channels if isinstance(m, nn.Conv2d) else m.out_features for m in self.prunable()]
 
 
-class MobileNetV1(nn.Module, Spec):
+class MobileNetV1(PrunableNet):
     arch = "mobilenet_v1"
 
     def __init__(self, num_classes: int, input_shape: tuple[int, int, int], width: float = 1.0,
                  channels: list[int] | None = None):
-        super().__init__()
-        self.num_classes, self.input_shape, self.width = num_classes, tuple(input_shape), width
+        super().__init__(num_classes, input_shape, width)
         channels = channels or [scaled(32, width)] + [scaled(c, width) for c, _ in MOBILENET_V1_BLOCKS]
         in_ch, size = input_shape[0], input_shape[1]
         stem_stride, strides = 2, [s for _, s in MOBILENET_V1_BLOCKS]
@@ -96,15 +104,14 @@ class MobileNetV1(nn.Module, Spec):
         return self.classifier(torch.flatten(self.pool(x), 1))
 
 
-class LeNet5(nn.Module, Spec):
+class LeNet5(PrunableNet):
     """LeNet-5 (LeCun et al. 1998) with ReLU and max-pooling."""
 
     arch = "lenet5"
 
     def __init__(self, num_classes: int, input_shape: tuple[int, int, int], width: float = 1.0,
                  channels: list[int] | None = None):
-        super().__init__()
-        self.num_classes, self.input_shape, self.width = num_classes, tuple(input_shape), width
+        super().__init__(num_classes, input_shape, width)
         c1, c2, f1, f2 = channels or [scaled(c, width) for c in (6, 16, 120, 84)]
         size = input_shape[1]
         self.features = nn.Sequential(
@@ -123,7 +130,7 @@ class LeNet5(nn.Module, Spec):
         return self.classifier(self.head(self.features(x)))
 
 
-class AlexNet(nn.Module, Spec):
+class AlexNet(PrunableNet):
     """AlexNet (Krizhevsky et al. 2012) for small inputs: 3x3 kernels, three pools, BatchNorm."""
 
     arch = "alexnet"
@@ -132,8 +139,7 @@ class AlexNet(nn.Module, Spec):
 
     def __init__(self, num_classes: int, input_shape: tuple[int, int, int], width: float = 1.0,
                  channels: list[int] | None = None):
-        super().__init__()
-        self.num_classes, self.input_shape, self.width = num_classes, tuple(input_shape), width
+        super().__init__(num_classes, input_shape, width)
         channels = channels or [scaled(c, width) for c in self.CHANNELS]
         layers, cin = [], input_shape[0]
         for i, cout in enumerate(channels[:5]):
@@ -170,7 +176,7 @@ class BasicBlock(nn.Module):
         return self.relu(self.body(x) + self.shortcut(x))
 
 
-class CifarResNet(nn.Module, Spec):
+class CifarResNet(PrunableNet):
     """ResNet for 32 px inputs (He et al. 2016, sec. 4.2; Li et al. 2016's ResNet-56/110):
     a 3x3 stem, then three stages of n basic blocks with 16, 32, 64 filters (depth 6n + 2),
     global pooling and one linear classifier.
@@ -185,8 +191,7 @@ class CifarResNet(nn.Module, Spec):
 
     def __init__(self, num_classes: int, input_shape: tuple[int, int, int], width: float = 1.0,
                  channels: list[int] | None = None):
-        super().__init__()
-        self.num_classes, self.input_shape, self.width = num_classes, tuple(input_shape), width
+        super().__init__(num_classes, input_shape, width)
         n = (self.depth - 2) // 6
         if channels is None:
             stage = [scaled(c, width) for c in self.STAGES]
@@ -226,7 +231,7 @@ def cifar_resnet(depth: int) -> type[CifarResNet]:
     return type(f"ResNet{depth}", (CifarResNet,), {"arch": f"resnet{depth}", "depth": depth})
 
 
-class CifarVGG(nn.Module, Spec):
+class CifarVGG(PrunableNet):
     """VGG-16 with BatchNorm for CIFAR, as Li et al. 2016 prune it (Zagoruyko's cifar.torch):
     13 3x3 conv-BN-ReLU layers in five pooled stages, then Linear(512, 512)-BN-ReLU and the
     classifier. A max-pool that would take the grid below 1x1 (inputs under 32 px) is left out.
@@ -240,8 +245,7 @@ class CifarVGG(nn.Module, Spec):
 
     def __init__(self, num_classes: int, input_shape: tuple[int, int, int], width: float = 1.0,
                  channels: list[int] | None = None):
-        super().__init__()
-        self.num_classes, self.input_shape, self.width = num_classes, tuple(input_shape), width
+        super().__init__(num_classes, input_shape, width)
         widths = iter(channels or [scaled(c, width) for c in self.CONFIG if c != "M"])
         layers, cin, size = [], input_shape[0], input_shape[1]
         for c in self.CONFIG:
@@ -314,7 +318,7 @@ def produces_channels(dep) -> bool:
             and not depthwise)
 
 
-def dependency_graph(model: nn.Module) -> tp.DependencyGraph:
+def dependency_graph(model: PrunableNet) -> tp.DependencyGraph:
     """Torch-Pruning's graph of ``model``, traced in eval mode without touching the random state
     (a traced dropout would shift the weights the next initialisation draws) or BatchNorm statistics."""
     was_training = model.training
@@ -325,7 +329,7 @@ def dependency_graph(model: nn.Module) -> tp.DependencyGraph:
         model.train(was_training)
 
 
-def channel_sets(model: nn.Module, head: nn.Module) -> list[list[nn.Module]]:
+def channel_sets(model: PrunableNet, head: nn.Module) -> list[list[nn.Module]]:
     """The layers producing each independently prunable set of channels (all but ``head``'s),
     input to output: a set tied together by an addition lists every layer that produces it."""
     order = {m: i for i, m in enumerate(model.modules())}
@@ -339,7 +343,7 @@ def channel_sets(model: nn.Module, head: nn.Module) -> list[list[nn.Module]]:
     return sorted(sets, key=lambda s: order[s[0]])
 
 
-def shrink(model: nn.Module, widths: list[int]) -> nn.Module:
+def shrink(model: PrunableNet, widths: list[int]) -> PrunableNet:
     """``model`` with its i-th prunable layer cut to its first ``widths[i]`` filters (in place):
     the shape a spec describes, for the saved state_dict to fill."""
     graph = dependency_graph(model)
@@ -371,18 +375,17 @@ def torchvision_init(model: nn.Module) -> None:
 _PRUNABLE_NAMES: dict[tuple, list[str]] = {}
 
 
-class TorchvisionNet(nn.Module, Spec):
+class TorchvisionNet(PrunableNet):
     """A torchvision classification model (``weights=None``: trained from scratch, never
     downloaded), adapted to small inputs (``TORCHVISION``), with every prunable set of channels
     scaled by ``width`` or cut to ``channels``. Its layers live under ``net``."""
 
     def __init__(self, name: str, num_classes: int, input_shape: tuple[int, int, int], width: float = 1.0,
                  channels: list[int] | None = None):
-        super().__init__()
+        super().__init__(num_classes, input_shape, width)
         import torchvision
 
         self.arch = TORCHVISION_PREFIX + name
-        self.num_classes, self.input_shape, self.width = num_classes, tuple(input_shape), width
         with torch.device("meta"):  # no time spent initialising weights that are shrunk next
             net = getattr(torchvision.models, name)(weights=None, num_classes=num_classes)
             TORCHVISION[name](net, self.input_shape)
@@ -403,7 +406,7 @@ class TorchvisionNet(nn.Module, Spec):
         return self.net(x)
 
 
-MODELS: dict[str, Callable[..., nn.Module]] = {
+MODELS: dict[str, type[PrunableNet]] = {
     "mobilenet_v1": MobileNetV1,
     "lenet5": LeNet5,
     "alexnet": AlexNet,
@@ -419,7 +422,7 @@ def known_archs() -> str:
 
 
 def build_model(arch: str, num_classes: int, input_shape, width: float = 1.0,
-                channels: list[int] | None = None) -> nn.Module:
+                channels: list[int] | None = None) -> PrunableNet:
     if arch in MODELS:
         return MODELS[arch](num_classes, tuple(input_shape), width, channels)
     name = arch.removeprefix(TORCHVISION_PREFIX)
@@ -438,7 +441,7 @@ def content_digest(spec: dict, state: dict[str, torch.Tensor], meta: dict) -> st
     return h.hexdigest()
 
 
-def save_model(model: nn.Module, path: Path, meta: dict | None = None) -> Path:
+def save_model(model: PrunableNet, path: Path, meta: dict | None = None) -> Path:
     """Write spec + state_dict + a digest atomically (a killed save never leaves a partial file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -490,7 +493,7 @@ def model_digest(path: Path) -> str:
         raise _unreadable(path, exc) from None
 
 
-def load_model(path: Path) -> tuple[nn.Module, dict]:
+def load_model(path: Path) -> tuple[PrunableNet, dict]:
     """Rebuild a model saved by ``save_model``; returns (model in eval mode, meta)."""
     if not Path(path).is_file():
         raise ModelFileError(f"{path}: model file not found; run the stage that makes it first")

@@ -16,7 +16,7 @@ import torch_pruning as tp
 from torch import nn
 
 from .measure import count_macs_params
-from .models import TorchvisionNet, build_model, dependency_graph, produces_channels, shrink
+from .models import PrunableNet, TorchvisionNet, build_model, dependency_graph, produces_channels, shrink
 
 RESIDUAL = ("coupled", "inner")
 
@@ -100,21 +100,22 @@ CRITERIA: dict[str, Callable[[], tp.importance.Importance]] = {
 
 
 class PruneTargetError(ValueError):
-    """No channel ratio reaches the requested reduction within tolerance."""
+    """No plan reaches the requested reduction within tolerance."""
 
 
 @dataclass(frozen=True)
 class PruneResult:
-    model: nn.Module
-    channel_ratio: float  # fraction of filters removed in each prunable layer
+    model: PrunableNet
+    channel_ratio: float  # the common fraction of filters removed, before caps and rounding
+    layer_ratios: list[float]  # the fraction of each prunable layer's filters planned to go, before rounding
     reduction: float  # achieved fraction of the unit (channels, params or MACs) removed
 
 
-def example_input(model: nn.Module) -> torch.Tensor:
+def example_input(model: PrunableNet) -> torch.Tensor:
     return torch.zeros(1, *model.input_shape)
 
 
-def _require_batchnorm(model: nn.Module, criterion: str) -> None:
+def _require_batchnorm(model: PrunableNet, criterion: str) -> None:
     """bn_scale ranks a layer's filters by the BatchNorm after it: every prunable layer needs one."""
     if criterion != "bn_scale":
         return
@@ -123,11 +124,10 @@ def _require_batchnorm(model: nn.Module, criterion: str) -> None:
     if without or not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
         raise PruneTargetError(
             f"prune.criterion: bn_scale ranks filters by the BatchNorm after them, and "
-            f"{getattr(model, 'arch', type(model).__name__)}'s prunable layers "
-            f"{', '.join(without) or '(all)'} have none; use l1, l2, fpgm or random")
+            f"{model.arch}'s prunable layers {', '.join(without) or '(all)'} have none; use l1, l2, fpgm or random")
 
 
-def kept_whole(model: nn.Module, residual: str = "coupled") -> list[bool]:
+def kept_whole(model: PrunableNet, residual: str = "coupled") -> list[bool]:
     """Which prunable layers a plan leaves whole. ``coupled``: none (a set of channels tied by an
     addition is pruned as one); ``inner``: every set that several layers produce (Li et al.'s
     choice for ResNets: only the first conv of each residual block is pruned, and the block
@@ -146,8 +146,8 @@ def _out_channels(layer: nn.Module) -> Callable:
     return tp.prune_conv_out_channels if isinstance(layer, nn.Conv2d) else tp.prune_linear_out_channels
 
 
-def _masked(ratios: list[float], keep: list[bool] | None) -> list[float]:
-    return [0.0 if keep and keep[i] else r for i, r in enumerate(ratios)]
+def _masked(layer_ratios: list[float], keep: list[bool] | None) -> list[float]:
+    return [0.0 if keep and keep[i] else r for i, r in enumerate(layer_ratios)]
 
 
 def kept_filters(channels: int, ratio: float) -> int:
@@ -155,32 +155,12 @@ def kept_filters(channels: int, ratio: float) -> int:
     return max(1, int(channels * (1 - ratio)))
 
 
-def prune_channels(model: nn.Module, channel_ratio: float, criterion: str, seed: int = 0,
-                   round_to: int = 1, residual: str = "coupled") -> nn.Module:
-    """A pruned copy of ``model``: ``channel_ratio`` of every prunable layer's filters removed
-    (``round_widths`` when ``round_to`` > 1; layers ``kept_whole`` under ``residual`` excepted).
-    The classifier is never pruned."""
-    keep = kept_whole(model, residual)
-    ratios = _masked([channel_ratio] * len(model.prunable()), keep)
-    return prune_to_widths(model, round_widths(model, ratios, round_to, channel_ratio, "channels", keep),
-                           criterion, seed)
-
-
-def prune_layers(model: nn.Module, layer_ratios: list[float], criterion: str, seed: int = 0) -> nn.Module:
-    """A pruned copy of ``model`` with ``layer_ratios[i]`` of the i-th prunable layer's filters
-    removed: each layer keeps ``kept_filters(c, ratio)``."""
-    if len(layer_ratios) != len(model.prunable()):
-        raise ValueError(f"{len(layer_ratios)} ratios for {len(model.prunable())} prunable layers")
-    return prune_to_widths(model, [kept_filters(c, r) for c, r in zip(model.channels(), layer_ratios)],
-                           criterion, seed)
-
-
-def prune_to_widths(model: nn.Module, widths: list[int], criterion: str, seed: int = 0) -> nn.Module:
+def prune_to_widths(model: PrunableNet, widths: list[int], criterion: str, seed: int = 0) -> PrunableNet:
     """A pruned copy of ``model`` whose i-th prunable layer keeps ``widths[i]`` filters.
 
     Each layer loses its lowest-ranked filters, ranked on the unpruned model (so one layer's
     cut does not change another's ranking). ``seed`` fixes the ``random`` criterion's ranking
-    (the others are deterministic).
+    (the others are deterministic). The classifier is never pruned.
     """
     _require_batchnorm(model, criterion)
     pruned = copy.deepcopy(model).cpu().eval()
@@ -206,7 +186,7 @@ def _name(model: nn.Module, layer: nn.Module) -> str:
     return next(name for name, m in model.named_modules() if m is layer)
 
 
-def shaped(model: nn.Module, widths: list[int]) -> nn.Module:
+def shaped(model: PrunableNet, widths: list[int]) -> PrunableNet:
     """A model of ``model``'s architecture with these layer widths (weights meaningless), built in
     milliseconds: from the spec, or for a model built by shrinking (torchvision's) that is at
     least as wide, by shrinking a copy of it."""
@@ -215,7 +195,7 @@ def shaped(model: nn.Module, widths: list[int]) -> nn.Module:
     return build_model(**(model.spec() | {"channels": list(widths)}))
 
 
-def round_widths(model: nn.Module, layer_ratios: list[float], round_to: int, target: float, unit: str,
+def round_widths(model: PrunableNet, layer_ratios: list[float], round_to: int, target: float, unit: str,
                  keep: list[bool] | None = None) -> list[int]:
     """Layer widths for a plan of per-layer ratios, each a multiple of ``round_to`` filters,
     removing as close to ``target`` of ``unit`` as such widths can.
@@ -253,7 +233,7 @@ def round_widths(model: nn.Module, layer_ratios: list[float], round_to: int, tar
         widths[i] = w
 
 
-def reduction(model: nn.Module, pruned: nn.Module, unit: str) -> float:
+def reduction(model: PrunableNet, pruned: PrunableNet, unit: str) -> float:
     """Fraction of ``unit`` removed: channels (of prunable layers), params or MACs."""
     if unit == "channels":
         return 1 - sum(pruned.channels()) / sum(model.channels())
@@ -261,50 +241,91 @@ def reduction(model: nn.Module, pruned: nn.Module, unit: str) -> float:
     return 1 - count_macs_params(pruned)[index] / count_macs_params(model)[index]
 
 
-def predicted_shape(model: nn.Module, channel_ratio: float | list[float]) -> nn.Module:
-    """An untrained model of the shape ``prune_layers`` will produce for one ratio for every layer
-    or one per layer (each layer keeps ``kept_filters``)."""
-    ratios = channel_ratio if isinstance(channel_ratio, list) else [channel_ratio] * len(model.channels())
-    return shaped(model, [kept_filters(c, r) for c, r in zip(model.channels(), ratios)])
+def predicted_shape(model: PrunableNet, layer_ratios: list[float]) -> PrunableNet:
+    """An untrained model of the shape ``layer_ratios`` give unrounded (each layer keeps ``kept_filters``)."""
+    return shaped(model, [kept_filters(c, r) for c, r in zip(model.channels(), layer_ratios)])
 
 
-def search_channel_ratio(model: nn.Module, target: float, unit: str, tolerance: float,
-                         max_steps: int = 20, keep: list[bool] | None = None) -> tuple[float, float]:
-    """Bisect the per-layer channel ratio whose pruned shape removes ``target`` of ``unit``
-    (layers ``keep`` marks stay whole)."""
-    lo, hi, best = 0.0, 1 - 1 / min(model.channels()), (0.0, 0.0)  # hi: every layer keeps a filter
-    for _ in range(max_steps):
+def bisect(achieved: Callable[[float], float], target: float, lo: float, hi: float, tolerance: float,
+           steps: int = 20, seen: tuple[float, float] | None = None) -> tuple[float, float]:
+    """(x, achieved(x)) for the x in [lo, hi] that comes closest to ``target`` among the points a
+    bisection visits, ``achieved`` being increasing in x. It stops at a point within
+    ``tolerance / 4`` or after ``steps`` halvings. ``seen``: a point already evaluated, (x,
+    achieved(x)), that a visited point must come closer than (default: ``lo``, evaluated)."""
+    best = seen or (lo, achieved(lo))
+    for _ in range(steps):
         mid = (lo + hi) / 2
-        achieved = reduction(model, predicted_shape(model, _masked([mid] * len(model.channels()), keep)), unit)
-        if abs(achieved - target) < abs(best[1] - target):
-            best = (mid, achieved)
-        if abs(achieved - target) <= tolerance / 4:
+        value = achieved(mid)
+        if abs(value - target) < abs(best[1] - target):
+            best = (mid, value)
+        if abs(value - target) <= tolerance / 4:
             break
-        lo, hi = (mid, hi) if achieved < target else (lo, mid)
+        lo, hi = (mid, hi) if value < target else (lo, mid)
     return best
 
 
-def prune(model: nn.Module, ratio: float, unit: str, criterion: str, tolerance: float = 0.01,
-          seed: int = 0, round_to: int = 1, residual: str = "coupled") -> PruneResult:
-    """Prune so that ``ratio`` of ``unit`` is removed.
+def _layer_plan(common: float, caps: list[float] | None, keep: list[bool]) -> list[float]:
+    """Per-layer ratios: ``common`` for every layer, but no more than its cap, and 0 where ``keep``."""
+    caps = [common] * len(keep) if caps is None else caps
+    return _masked([min(common, cap) for cap in caps], keep)
 
-    ``channels`` applies the ratio per layer directly; ``params`` and ``macs`` search the
-    per-layer channel ratio so that the whole model shrinks by ``ratio`` within ``tolerance``
-    (parameters fall roughly as 1 - (1 - p)^2 in the channel ratio p). With ``round_to`` > 1
-    the widths are then rounded to multiples of it (``round_widths``), still toward ``ratio``.
-    ``residual``: which layers ``kept_whole`` leaves alone.
+
+def _common_ratio(model: PrunableNet, ratio: float, unit: str, tolerance: float, caps: list[float] | None,
+                  keep: list[bool], hi: float | None) -> float:
+    """The common ratio, at most ``hi``, whose ``_layer_plan`` removes ``ratio`` of ``unit`` (unrounded).
+
+    Uniformly, ``channels`` is the ratio itself, and ``params`` and ``macs`` are bisected up to
+    ``hi`` (default: where the narrowest layer keeps one filter). With caps everything is bisected
+    up to ``hi`` (default: the largest cap, beyond which every layer sits at its cap), and a target
+    out of reach is an error here.
+    """
+    def achieved(common: float) -> float:
+        return reduction(model, predicted_shape(model, _layer_plan(common, caps, keep)), unit)
+
+    if caps is None:
+        if unit == "channels":
+            return ratio
+        hi = 1 - 1 / min(model.channels()) if hi is None else hi  # every layer keeps a filter
+        return bisect(achieved, ratio, 0.0, hi, tolerance)[0]
+    hi = max(caps) if hi is None else hi
+    most = achieved(hi)  # every layer at its cap: the most the plan can remove
+    if most < ratio - tolerance:
+        raise PruneTargetError(
+            f"prune.ratios: {ratio} of {unit} is out of reach when no layer may lose more accuracy than "
+            f"prune.sensitivity_max_drop allows: at most {most:.3f} within prune.sensitivity_ratios up to "
+            f"{hi:g}; allow a larger drop or add larger ratios")
+    common, reached = bisect(achieved, ratio, 0.0, hi, tolerance, seen=(hi, most))
+    if abs(reached - ratio) > tolerance:
+        raise PruneTargetError(f"prune.ratios: {ratio} of {unit} is out of reach with the sensitivity "
+                               f"schedule: the closest plan removes {reached:.3f}")
+    return common
+
+
+def prune(model: PrunableNet, ratio: float, unit: str, criterion: str, *, seed: int = 0, round_to: int = 1,
+          residual: str = "coupled", caps: list[float] | None = None, max_channel_ratio: float | None = None,
+          tolerance: float = 0.01) -> PruneResult:
+    """Prune so that ``ratio`` of ``unit`` (channels, params or MACs) is removed.
+
+    Every prunable layer loses the same fraction of its filters, the common ratio, except that
+    with ``caps`` (one per prunable layer, e.g. ``sensitivity.layer_caps``) a layer loses at most
+    its cap; layers ``kept_whole`` under ``residual`` lose none. For ``params`` and ``macs``, or
+    with caps, the common ratio is searched, up to ``max_channel_ratio``, so that the whole model
+    shrinks by ``ratio`` within ``tolerance`` (parameters fall roughly as 1 - (1 - p)^2 in the
+    ratio p). With ``round_to`` > 1 the widths are then rounded to multiples of it
+    (``round_widths``), still toward ``ratio``. ``seed`` fixes the ``random`` criterion's ranking.
     """
     if criterion not in CRITERIA:
         raise ValueError(f"unknown criterion {criterion!r}; known: {', '.join(CRITERIA)}")
+    if caps is not None and len(caps) != len(model.prunable()):
+        raise ValueError(f"{len(caps)} caps for {len(model.prunable())} prunable layers")
     keep = kept_whole(model, residual)
-    channel_ratio = (ratio if unit == "channels"
-                     else search_channel_ratio(model, ratio, unit, tolerance, keep=keep)[0])
-    widths = round_widths(model, [channel_ratio] * len(model.prunable()), round_to, ratio, unit, keep)
-    pruned = prune_to_widths(model, widths, criterion, seed)
-    return PruneResult(pruned, channel_ratio, checked_reduction(model, pruned, ratio, unit, tolerance, round_to))
+    common = _common_ratio(model, ratio, unit, tolerance, caps, keep, max_channel_ratio)
+    layer_ratios = _layer_plan(common, caps, keep)
+    pruned = prune_to_widths(model, round_widths(model, layer_ratios, round_to, ratio, unit, keep), criterion, seed)
+    return PruneResult(pruned, common, layer_ratios, checked_reduction(model, pruned, ratio, unit, tolerance, round_to))
 
 
-def checked_reduction(model: nn.Module, pruned: nn.Module, target: float, unit: str, tolerance: float,
+def checked_reduction(model: PrunableNet, pruned: PrunableNet, target: float, unit: str, tolerance: float,
                       round_to: int) -> float:
     """The reduction ``pruned`` reached; a PruneTargetError if it misses ``target`` by more than ``tolerance``."""
     achieved = reduction(model, pruned, unit)

@@ -2,8 +2,9 @@
 
 Each prunable layer is pruned alone at a grid of ratios and the network is evaluated, without
 retraining, on the validation split. Layers whose accuracy falls fast are sensitive: the
-derived schedule prunes them less (or not at all) and the others by a common ratio, chosen so
-that the whole model shrinks by the same target as a uniform schedule.
+derived schedule caps their cut (``layer_caps``, down to 0: not cut) and ``prune.prune`` cuts
+the others by a common ratio, chosen so that the whole model shrinks by the same target as a
+uniform schedule.
 """
 
 from __future__ import annotations
@@ -13,21 +14,21 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
-from torch import nn
 
+from .models import PrunableNet
 from .progress import progress
-from .prune import PruneTargetError, predicted_shape, prune_layers, reduction
+from .prune import kept_filters, prune_to_widths
 
 COLUMNS = ["layer", "index", "channels", "ratio", "kept", "val_top1", "drop"]
 
 
-def layer_names(model: nn.Module) -> list[str]:
+def layer_names(model: PrunableNet) -> list[str]:
     names = {module: name for name, module in model.named_modules()}
     return [names[layer] for layer in model.prunable()]
 
 
-def curves(model: nn.Module, ratios: list[float], criterion: str, accuracy: Callable[[nn.Module], float],
-           seed: int = 0, after_pruning: Callable[[nn.Module], nn.Module] = lambda m: m) -> pd.DataFrame:
+def curves(model: PrunableNet, ratios: list[float], criterion: str, accuracy: Callable[[PrunableNet], float],
+           seed: int = 0, after_pruning: Callable[[PrunableNet], PrunableNet] = lambda m: m) -> pd.DataFrame:
     """One row per (prunable layer, ratio): accuracy with only that layer pruned (and then
     ``after_pruning``, e.g. BatchNorm recalibration), and the drop from the unpruned model's
     (ratio 0 rows included, with drop 0). The unpruned model goes through ``after_pruning`` too
@@ -39,9 +40,8 @@ def curves(model: nn.Module, ratios: list[float], criterion: str, accuracy: Call
     rows = [(name, i, c, 0.0, c, base, 0.0) for i, (name, c) in enumerate(zip(names, channels))]
     todo = [(i, r) for i in range(len(names)) for r in sorted(ratios)]
     for i, ratio in progress(todo, len(todo), "sensitivity"):
-        layer_ratios = [0.0] * len(names)
-        layer_ratios[i] = ratio
-        pruned = after_pruning(prune_layers(model, layer_ratios, criterion, seed))
+        widths = [kept_filters(c, ratio) if j == i else c for j, c in enumerate(channels)]
+        pruned = after_pruning(prune_to_widths(model, widths, criterion, seed))
         top1 = accuracy(pruned)
         rows.append((names[i], i, channels[i], ratio, pruned.channels()[i], top1, base - top1))
     return pd.DataFrame(rows, columns=COLUMNS).sort_values(["index", "ratio"], ignore_index=True)
@@ -62,41 +62,12 @@ def tolerated_ratio(curve: pd.DataFrame, max_drop: float) -> float:
     return float(best)
 
 
-def schedule(model: nn.Module, table: pd.DataFrame, target: float, unit: str, max_drop: float,
-             tolerance: float = 0.01, steps: int = 40, keep: list[bool] | None = None) -> tuple[list[float], float, float]:
-    """Per-layer ratios from sensitivity curves that remove ``target`` of ``unit`` (Li et al.'s
-    recipe): one ratio for every layer, except that a sensitive layer is cut only as far as its
-    accuracy drop stays within ``max_drop`` points (down to 0: skipped). The common ratio is
-    bisected until the whole model shrinks by ``target`` within ``tolerance``. Layers ``keep`` marks
-    (``prune.kept_whole``) are not cut. Returns (per-layer ratios, achieved reduction, common ratio).
-    """
-    by_layer = [group for _, group in table.sort_values(["index", "ratio"]).groupby("index")]
-    caps = [0.0 if keep and keep[i] else tolerated_ratio(curve, max_drop) for i, curve in enumerate(by_layer)]
-
-    def plan(common: float) -> tuple[list[float], float]:
-        ratios = [min(common, cap) for cap in caps]
-        return ratios, reduction(model, predicted_shape(model, ratios), unit)
-
-    lo, hi = 0.0, float(table["ratio"].max())
-    ratios, achieved = plan(hi)
-    if achieved < target - tolerance:
-        raise PruneTargetError(
-            f"prune.ratios: {target} of {unit} is out of reach when no layer may lose more than "
-            f"{max_drop:g} points (prune.sensitivity_max_drop): at most {achieved:.3f} within "
-            f"prune.sensitivity_ratios up to {hi:g}; allow a larger drop or add larger ratios")
-    best = (ratios, achieved, hi)
-    for _ in range(steps):
-        mid = (lo + hi) / 2
-        ratios, achieved = plan(mid)
-        if abs(achieved - target) < abs(best[1] - target):
-            best = (ratios, achieved, mid)
-        if abs(achieved - target) <= tolerance / 4:
-            break
-        lo, hi = (mid, hi) if achieved < target else (lo, mid)
-    if abs(best[1] - target) > tolerance:
-        raise PruneTargetError(f"prune.ratios: {target} of {unit} is out of reach with the sensitivity "
-                               f"schedule: the closest plan removes {best[1]:.3f}")
-    return best
+def layer_caps(table: pd.DataFrame, max_drop: float, keep: list[bool] | None = None) -> list[float]:
+    """The most each prunable layer may be cut under the sensitivity schedule (Li et al.'s recipe):
+    the ratio its curve tolerates within ``max_drop`` points (``tolerated_ratio``; 0: skipped),
+    and 0 for the layers ``keep`` marks (``prune.kept_whole``). For ``prune.prune``'s ``caps``."""
+    by_layer = [curve for _, curve in table.sort_values(["index", "ratio"]).groupby("index")]
+    return [0.0 if keep and keep[i] else tolerated_ratio(curve, max_drop) for i, curve in enumerate(by_layer)]
 
 
 def plot(table: pd.DataFrame, path) -> None:

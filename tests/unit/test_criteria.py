@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from prunekd.models import build_model
-from prunekd.prune import CRITERIA, prune_channels
+from prunekd.prune import CRITERIA, prune
 
 
 def lenet_with_first_layer(filters: list[torch.Tensor]) -> torch.nn.Module:
@@ -17,7 +17,7 @@ def lenet_with_first_layer(filters: list[torch.Tensor]) -> torch.nn.Module:
 
 
 def kept_filters(model: torch.nn.Module, criterion: str) -> list[torch.Tensor]:
-    return list(prune_channels(model, 0.5, criterion).features[0].weight.view(-1, 25))
+    return list(prune(model, 0.5, "channels", criterion).model.features[0].weight.view(-1, 25))
 
 
 def spike(value: float) -> torch.Tensor:  # one weight: L1 = L2 = value
@@ -61,14 +61,14 @@ def test_bn_scale_keeps_the_channels_with_the_largest_batchnorm_gamma():
         bn.weight.copy_(gammas)
         # Large, equal filter norms: a magnitude criterion could not tell these channels apart.
         model.stem[0].weight.fill_(1.0)
-    pruned = prune_channels(model, 0.5, "bn_scale")
+    pruned = prune(model, 0.5, "channels", "bn_scale").model
     assert sorted(pruned.stem[1].weight.abs().tolist()) == pytest.approx([1.0, 2.0, 3.0, 4.0])
 
 
 def test_random_is_seeded_and_differs_between_seeds():
     torch.manual_seed(0)
     model = build_model("mobilenet_v1", 10, (1, 28, 28), 0.25)
-    runs = [prune_channels(model, 0.5, "random", seed) for seed in (0, 0, 1)]
+    runs = [prune(model, 0.5, "channels", "random", seed=seed).model for seed in (0, 0, 1)]
     weights = [[p.detach().clone() for p in m.parameters()] for m in runs]
     assert all(torch.equal(a, b) for a, b in zip(weights[0], weights[1]))
     assert not all(torch.equal(a, b) for a, b in zip(weights[0], weights[2]))
@@ -92,6 +92,6 @@ def test_l1_in_mobilenet_ranks_the_pointwise_filters_that_produce_the_channels()
     with torch.no_grad():
         pointwise.weight.copy_(torch.ones_like(pointwise.weight) * scales.view(-1, 1, 1, 1))
         depthwise.weight.copy_(torch.ones_like(depthwise.weight) / scales.view(-1, 1, 1, 1))  # the opposite order
-    pruned = prune_channels(model, 0.5, "l1")
+    pruned = prune(model, 0.5, "channels", "l1").model
     kept = pruned.features[0][1][0].weight.view(pruned.features[0][1][0].out_channels, -1)[:, 0]
     assert sorted(kept.tolist()) == sorted(scales.sort(descending=True).values[: len(kept)].tolist())

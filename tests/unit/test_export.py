@@ -12,7 +12,7 @@ from torch import nn
 from prunekd.export import ExportError, export_onnx, onnx_bytes
 from prunekd.latency import onnx_session
 from prunekd.models import MODELS, save_model
-from prunekd.prune import prune_channels
+from prunekd.prune import prune
 
 from .test_measure import trained_like
 
@@ -20,7 +20,7 @@ from .test_measure import trained_like
 @pytest.mark.parametrize("ratio", [0.0, 0.5])
 @pytest.mark.parametrize("arch", list(MODELS))
 def test_onnxruntime_logits_equal_pytorch(arch, ratio, tmp_path):
-    model = prune_channels(trained_like(arch), ratio, "l1")
+    model = prune(trained_like(arch), ratio, "channels", "l1").model
     session = onnx_session(export_onnx(model, tmp_path / "model.onnx"))
     x = torch.randn(5, *model.input_shape)  # a batch size the export never saw: the axis is dynamic
     with torch.no_grad():

@@ -9,7 +9,7 @@ from prunekd.export import export_onnx
 from prunekd.latency import LATENCY_COLUMNS, Architecture, latency_table
 from prunekd.measure import count_macs_params, fold_batchnorm
 from prunekd.models import build_model
-from prunekd.prune import prune_channels
+from prunekd.prune import prune
 
 
 def trained_like(arch: str, shape=(1, 28, 28)) -> nn.Module:
@@ -49,7 +49,7 @@ def test_folding_leaves_the_model_itself_alone_and_models_without_batchnorm_as_t
 
 def test_latency_table_times_every_architecture_on_every_runtime_and_batch(tmp_path):
     base = trained_like("mobilenet_v1")
-    pruned = prune_channels(base, 0.75, "l1")
+    pruned = prune(base, 0.75, "channels", "l1").model
     archs = [Architecture(r, m, export_onnx(m, tmp_path / f"{r}.onnx")) for r, m in ((0.0, base), (0.75, pruned))]
     rows = latency_table(archs, ["onnxruntime", "torch"], [1, 3], threads=1, warmup=1, repeats=4, rounds=2)
     assert [(r["runtime"], r["batch"], r["ratio"]) for r in rows] == [

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from prunekd.models import MODELS, build_model
+from prunekd.models import MODELS, PrunableNet, build_model
 
 # One of each adapted torchvision family (every name of a family is adapted the same way).
 TORCHVISION_FAMILIES = ["torchvision/resnet18", "torchvision/mobilenet_v2", "torchvision/vgg11_bn"]
@@ -14,6 +14,15 @@ def test_every_model_runs_on_every_input_size(arch, shape):
     model = build_model(arch, 7, shape, 0.25)
     assert model(torch.randn(2, *shape)).shape == (2, 7)
     assert build_model(**model.spec()).channels() == model.channels()
+    assert isinstance(model, PrunableNet) and (model.num_classes, model.input_shape, model.width) == (7, shape, 0.25)
+
+
+def test_a_model_without_prunable_layers_is_not_a_prunable_net():
+    class Headless(PrunableNet):  # the contract's one abstract method left out
+        arch = "headless"
+
+    with pytest.raises(TypeError, match="prunable"):
+        Headless(10, (1, 28, 28))
 
 
 @pytest.mark.parametrize("depth, params", [(20, 0.27e6), (56, 0.85e6), (110, 1.7e6)])

@@ -6,8 +6,7 @@ import torch
 
 from prunekd.measure import count_macs_params
 from prunekd.models import MobileNetV1, build_model, load_model, save_model
-from prunekd.prune import (CRITERIA, PruneTargetError, kept_filters, prune, prune_channels, prune_to_widths, reduction,
-                           round_widths)
+from prunekd.prune import CRITERIA, PruneTargetError, bisect, kept_filters, prune, prune_to_widths, reduction, round_widths
 
 
 def crafted_lenet() -> torch.nn.Module:
@@ -26,7 +25,7 @@ def crafted_lenet() -> torch.nn.Module:
 
 def test_l1_removes_the_filters_with_the_lowest_own_l1_norm():
     model = crafted_lenet()
-    pruned = prune_channels(model, 0.5, "l1")
+    pruned = prune(model, 0.5, "channels", "l1").model
     kept = pruned.features[0].weight.abs().sum(dim=(1, 2, 3)) / (5 * 5)
     assert sorted(kept.tolist()) == pytest.approx([3.0, 4.0, 5.0])
     assert pruned.features[3].in_channels == 3
@@ -35,7 +34,7 @@ def test_l1_removes_the_filters_with_the_lowest_own_l1_norm():
 @pytest.mark.parametrize("ratio", [0.1, 0.3, 0.5, 0.7])
 def test_pruned_mobilenet_runs_with_consistent_depthwise_groups(ratio):
     model = build_model("mobilenet_v1", 10, (1, 28, 28), 0.5)
-    pruned = prune_channels(model, ratio, "l1")
+    pruned = prune(model, ratio, "channels", "l1").model
     for block in pruned.features:
         dw, pw = block[0][0], block[1][0]
         assert dw.groups == dw.in_channels == dw.out_channels == block[0][1].num_features
@@ -102,6 +101,53 @@ def test_a_target_rounding_cannot_reach_says_which_param_to_change():
         prune(model, 0.3, "params", "l1", round_to=16)
 
 
+def test_bisect_keeps_the_closest_point_it_visits_and_stops_within_a_quarter_tolerance():
+    visited = []
+
+    def steps(x: float) -> float:  # increasing, in steps of 0.1: 0.37 cannot be hit exactly
+        visited.append(x)
+        return int(x * 10) / 10
+
+    x, achieved = bisect(steps, 0.37, 0.0, 1.0, tolerance=0.01, steps=20)
+    assert len(visited) == 1 + 20  # lo, then every step: never within 0.0025 of the target
+    assert achieved == pytest.approx(0.4) and steps(x) == achieved
+    visited.clear()
+    assert bisect(steps, 0.5, 0.0, 1.0, tolerance=0.01) == (0.5, 0.5)
+    assert visited == [0.0, 0.5]  # the first midpoint is on target: no further steps
+
+
+def test_bisect_starts_from_a_point_already_seen():
+    calls = []
+
+    def linear(x: float) -> float:
+        calls.append(x)
+        return x
+
+    # a point already seen that no midpoint beats is the answer, and lo is not evaluated
+    assert bisect(linear, 0.9, 0.0, 0.8, tolerance=0.01, steps=3, seen=(0.8, 0.8)) == (0.8, 0.8)
+    assert 0.0 not in calls
+
+
+def test_caps_bound_each_layer_and_the_common_ratio_meets_the_target():
+    model = build_model("mobilenet_v1", 10, (1, 28, 28), 0.5)
+    caps = [0.9] * (len(model.prunable()) - 2) + [0.1, 0.0]  # the two widest layers barely cut
+    result = prune(model, 0.5, "params", "l1", caps=caps, max_channel_ratio=0.9)
+    assert result.layer_ratios[-2:] == [0.1, 0.0] and set(result.layer_ratios[:-2]) == {result.channel_ratio}
+    assert result.model.channels()[-1] == model.channels()[-1]
+    assert abs(result.reduction - 0.5) <= 0.01
+    uniform = prune(model, 0.5, "params", "l1")
+    assert result.channel_ratio > uniform.channel_ratio  # the others make up for the capped layers
+    assert uniform.layer_ratios == [uniform.channel_ratio] * len(model.prunable())
+
+
+def test_caps_that_cannot_reach_the_target_name_the_params_to_change():
+    model = build_model("lenet5", 10, (1, 28, 28))
+    with pytest.raises(PruneTargetError, match="prune.sensitivity_max_drop.*up to 0.2"):
+        prune(model, 0.5, "params", "l1", caps=[0.2] * 4)
+    with pytest.raises(ValueError, match="3 caps for 4 prunable layers"):
+        prune(model, 0.5, "params", "l1", caps=[0.2] * 3)
+
+
 def test_unreachable_target_is_a_clear_error():
     model = build_model("lenet5", 10, (1, 8, 8), width=0.5)  # 3 and 8 filters: coarse steps
     with pytest.raises(PruneTargetError, match="out of reach"):
@@ -114,16 +160,16 @@ def test_every_arch_prunes_with_every_criterion(arch, criterion):
     model = build_model(arch, 10, (1, 28, 28), 0.25 if arch != "lenet5" else 1.0)
     if criterion == "bn_scale" and arch != "mobilenet_v1":  # layers without a BatchNorm to rank by
         with pytest.raises(PruneTargetError, match="have none"):
-            prune_channels(model, 0.4, criterion)
+            prune(model, 0.4, "channels", criterion).model
         return
-    pruned = prune_channels(model, 0.4, criterion)
+    pruned = prune(model, 0.4, "channels", criterion).model
     assert sum(pruned.channels()) < sum(model.channels())
     assert pruned(torch.randn(1, 1, 28, 28)).shape == (1, 10)
 
 
 def test_save_load_round_trip_in_a_fresh_process(tmp_path):
     torch.manual_seed(0)
-    pruned = prune_channels(build_model("mobilenet_v1", 10, (1, 28, 28), 0.5), 0.4, "l1").eval()
+    pruned = prune(build_model("mobilenet_v1", 10, (1, 28, 28), 0.5), 0.4, "channels", "l1").model.eval()
     save_model(pruned, tmp_path / "model.pt", {"note": "x"})
     x = torch.randn(4, 1, 28, 28)
     torch.save(x, tmp_path / "x.pt")

@@ -13,7 +13,7 @@ from torch.overrides import TorchFunctionMode
 
 from prunekd import config, models
 from prunekd.models import build_model, load_model, save_model
-from prunekd.prune import CRITERIA, kept_whole, prune, prune_channels
+from prunekd.prune import CRITERIA, kept_whole, prune
 
 from ..conftest import BIN, ROOT, clean_env
 
@@ -95,7 +95,7 @@ def test_a_coupled_set_loses_its_lowest_combined_scores_and_every_addition_stays
     assert set(range(n)) - first_only != expected_kept
     assert set(range(n)) - set(torch.argsort(raw_sum)[: n // 2].tolist()) != expected_kept
 
-    pruned = prune_channels(model, 0.5, "l1")
+    pruned = prune(model, 0.5, "channels", "l1").model
     after = producers_of(pruned)
     for conv, bn in after:  # every producer of the set lost the same channels
         assert conv.out_channels == n - n // 2
@@ -110,7 +110,7 @@ def test_a_coupled_set_loses_its_lowest_combined_scores_and_every_addition_stays
 @pytest.mark.parametrize("criterion", sorted(CRITERIA))
 def test_every_criterion_prunes_residual_networks_consistently(arch, width, criterion):
     model = seeded(arch, width)
-    pruned = prune_channels(model, 0.5, criterion)
+    pruned = prune(model, 0.5, "channels", criterion).model
     assert sum(pruned.channels()) < sum(model.channels())
     assert all(a == b for a, b in additions(pruned))
 
@@ -187,7 +187,7 @@ def test_pruned_torchvision_models_export_to_onnx_and_compute_the_same(arch, tmp
     from prunekd.export import export_onnx
     from prunekd.latency import onnx_session
 
-    pruned = prune_channels(seeded(arch, 0.25), 0.5, "l1").eval()
+    pruned = prune(seeded(arch, 0.25), 0.5, "channels", "l1").model.eval()
     session = onnx_session(export_onnx(pruned, tmp_path / "model.onnx"))
     x = torch.randn(3, *pruned.input_shape)
     with torch.no_grad():
@@ -197,7 +197,7 @@ def test_pruned_torchvision_models_export_to_onnx_and_compute_the_same(arch, tmp
 def test_from_scratch_modes_rebuild_a_pruned_torchvision_model_freshly_initialised():
     from prunekd.stages.retrain import starting_model
 
-    pruned = prune_channels(seeded("torchvision/mobilenet_v2", 0.5), 0.5, "l1")
+    pruned = prune(seeded("torchvision/mobilenet_v2", 0.5), 0.5, "channels", "l1").model
     fresh = starting_model(pruned, "scratch", seed=1)
     assert fresh.channels() == pruned.channels() and fresh.spec() == pruned.spec()
     assert not torch.equal(fresh.net.features[0][0].weight, pruned.net.features[0][0].weight)
@@ -207,17 +207,16 @@ def test_from_scratch_modes_rebuild_a_pruned_torchvision_model_freshly_initialis
 
 @pytest.mark.parametrize("arch, residual", [("resnet20", "inner"), ("torchvision/resnet18", "coupled")])
 def test_sensitivity_curves_and_schedule_work_on_residual_networks(arch, residual):
-    from prunekd.prune import prune_to_widths, round_widths
-    from prunekd.sensitivity import curves, schedule
+    from prunekd.sensitivity import curves, layer_caps
 
     model = seeded(arch, 0.5 if arch == "resnet20" else 0.25)
     # accuracy stand-in: only the stem's filters matter (the one sensitive layer)
     table = curves(model, [0.25, 0.5, 0.75], "l1", lambda m: 10.0 * m.channels()[0])
     assert table["layer"].nunique() == len(model.prunable())
     keep = kept_whole(model, residual)
-    ratios, achieved, _ = schedule(model, table, 0.3, "params", max_drop=0, keep=keep)
+    result = prune(model, 0.3, "params", "l1", residual=residual, caps=layer_caps(table, 0, keep), max_channel_ratio=0.75)
+    ratios, pruned = result.layer_ratios, result.model
     assert all(r == 0 for r, whole in zip(ratios, keep) if whole) and any(r > 0 for r in ratios)
-    pruned = prune_to_widths(model, round_widths(model, ratios, 1, 0.3, "params", keep), "l1")
     assert pruned.channels()[0] == model.channels()[0]  # the sensitive stem is spared
     assert all(a == b for a, b in additions(pruned))
-    assert abs(achieved - 0.3) <= 0.01
+    assert abs(result.reduction - 0.3) <= 0.01

@@ -1,13 +1,13 @@
 import torch
 
 from prunekd.models import build_model
-from prunekd.prune import prune_channels
+from prunekd.prune import prune
 from prunekd.stages.retrain import MODES, starting_model
 
 
 def pruned_mobilenet():
     torch.manual_seed(0)
-    return prune_channels(build_model("mobilenet_v1", 10, (1, 28, 28), 0.25), 0.5, "l1")
+    return prune(build_model("mobilenet_v1", 10, (1, 28, 28), 0.25), 0.5, "channels", "l1").model
 
 
 def test_scratch_modes_start_from_reinitialised_weights_of_the_pruned_shape():

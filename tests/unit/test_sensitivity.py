@@ -1,12 +1,12 @@
-"""Sensitivity analysis: per-layer curves and the schedule derived from them."""
+"""Sensitivity analysis: per-layer curves and the caps derived from them."""
 
 import pandas as pd
 import pytest
 import torch
 
 from prunekd.models import build_model
-from prunekd.prune import PruneTargetError, prune_layers, reduction
-from prunekd.sensitivity import curves, schedule, tolerated_ratio
+from prunekd.prune import PruneTargetError, prune, reduction
+from prunekd.sensitivity import curves, layer_caps, tolerated_ratio
 
 RATIOS = [0.25, 0.5, 0.75]
 
@@ -44,13 +44,6 @@ def test_the_unpruned_model_gets_the_same_treatment_as_the_pruned_ones():
     assert (table["drop"] == table["channels"] - table["kept"]).all()  # the treatment cancels out
 
 
-def test_prune_layers_changes_only_the_layers_asked():
-    model = lenet()
-    pruned = prune_layers(model, [0.0, 0.5, 0.0, 0.25], "l1")
-    assert pruned.channels() == [6, 8, 120, 63]
-    assert pruned(torch.randn(2, 1, 28, 28)).shape == (2, 10)
-
-
 def test_tolerated_ratio_interpolates_up_to_the_budget():
     curve = pd.DataFrame({"ratio": [0.0, 0.25, 0.5, 0.75], "drop": [0.0, 1.0, 3.0, 10.0]})
     assert tolerated_ratio(curve, 1.0) == 0.25
@@ -70,19 +63,25 @@ def crafted_curves(model) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-@pytest.mark.parametrize("target", [0.3, 0.5])
-def test_schedule_meets_its_size_target_and_spares_sensitive_layers(target):
+def test_layer_caps_stop_where_the_drop_exceeds_the_budget_and_spare_kept_layers():
     model = lenet()
-    ratios, achieved, common = schedule(model, crafted_curves(model), target, "params", max_drop=3.0)
-    assert achieved == pytest.approx(target, abs=0.01)
     # drop 3 points at most: layer 0 (100/unit) stops at 0.03, layer 1 (10/unit) at 0.3
+    assert layer_caps(crafted_curves(model), 3.0) == pytest.approx([0.03, 0.3, 0.9, 0.6])
+    assert layer_caps(crafted_curves(model), 3.0, [False, False, True, False]) == pytest.approx([0.03, 0.3, 0.0, 0.6])
+
+
+@pytest.mark.parametrize("target", [0.3, 0.5])
+def test_the_sensitivity_schedule_meets_its_size_target_and_spares_sensitive_layers(target):
+    model = lenet()
+    result = prune(model, target, "params", "l1", caps=layer_caps(crafted_curves(model), 3.0), max_channel_ratio=0.9)
+    ratios, common = result.layer_ratios, result.channel_ratio
+    assert result.reduction == pytest.approx(target, abs=0.01)
     assert ratios[0] == pytest.approx(0.03) and ratios[1] == pytest.approx(min(0.3, common))
     assert ratios[2] == ratios[3] == common > ratios[0]
-    pruned = prune_layers(model, ratios, "l1")
-    assert reduction(model, pruned, "params") == pytest.approx(achieved)
+    assert reduction(model, result.model, "params") == pytest.approx(result.reduction)
 
 
-def test_schedule_beyond_the_grid_is_a_clear_error():
+def test_the_sensitivity_schedule_beyond_the_grid_is_a_clear_error():
     model = lenet()
     with pytest.raises(PruneTargetError, match="sensitivity_max_drop"):
-        schedule(model, crafted_curves(model), 0.97, "params", max_drop=3.0)
+        prune(model, 0.97, "params", "l1", caps=layer_caps(crafted_curves(model), 3.0), max_channel_ratio=0.9)

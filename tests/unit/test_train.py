@@ -43,13 +43,13 @@ def trained_mobilenet_on_digits():
 
 
 def test_recalibration_changes_only_batchnorm_statistics_and_is_deterministic():
-    from prunekd.prune import prune_channels
+    from prunekd.prune import prune
     from prunekd.train import recalibrate_batchnorm
 
     model, train, test = trained_mobilenet_on_digits()
-    pruned = prune_channels(model, 0.5, "l1")
+    pruned = prune(model, 0.5, "channels", "l1").model
     before = {k: v.clone() for k, v in pruned.state_dict().items()}
-    again = prune_channels(model, 0.5, "l1")
+    again = prune(model, 0.5, "channels", "l1").model
     recalibrate_batchnorm(pruned, train, NORM, 4, seed=1, batch_size=64)
     recalibrate_batchnorm(again, train, NORM, 4, seed=1, batch_size=64)
     after = pruned.state_dict()

@@ -10,21 +10,19 @@ from typing import Iterator
 
 import numpy as np
 import pandas as pd
-from torch import nn
-
 from ..config import Params
 from ..data import Prepared
 from ..export import export_onnx
 from ..io import stage_outputs, write_json
 from ..measure import cost
-from ..models import ModelFileError, load_model, model_digest, save_model
+from ..models import ModelFileError, PrunableNet, load_model, model_digest, save_model
 from ..paths import (HISTORY_FILE, LINEAGE_FILE, METRICS_FILE, MODEL_FILE, MODEL_OUTPUTS, ONNX_FILE,
                      PREDICTIONS_FILE, Layout, ratio_key)
 from ..tracking import StageRun
 from ..train import predictions
 
 
-def load_teacher(layout: Layout, params: Params) -> tuple[nn.Module, dict]:
+def load_teacher(layout: Layout, params: Params) -> tuple[PrunableNet, dict]:
     """The teacher model and its meta, refused if it is not the architecture params.yaml names."""
     path = layout.teacher / MODEL_FILE
     model, meta = load_model(path)
@@ -35,7 +33,7 @@ def load_teacher(layout: Layout, params: Params) -> tuple[nn.Module, dict]:
     return model, meta
 
 
-def load_pruned(layout: Layout, ratio: float) -> tuple[nn.Module, dict]:
+def load_pruned(layout: Layout, ratio: float) -> tuple[PrunableNet, dict]:
     """The model pruned at ``ratio`` and its meta. It must be this ratio's, pruned from this
     teacher: a model placed by hand (another ratio's, the teacher itself) would be retrained and
     reported under the wrong name."""
@@ -58,7 +56,7 @@ def log_data(run: StageRun, prepared: Prepared, folder: Path, context: str) -> N
         run.log_dataset(folder, prepared.manifest, prepared.identity["data_manifest_md5"], context)
 
 
-def measure_on_test(model: nn.Module, model_file: Path, prepared: Prepared) -> tuple[np.ndarray, dict]:
+def measure_on_test(model: PrunableNet, model_file: Path, prepared: Prepared) -> tuple[np.ndarray, dict]:
     """Each test image's predicted class, and the model's test top-1 and cost (params, MACs, size)."""
     predicted = predictions(model, prepared.test, prepared.normalization)
     top1 = 100.0 * int((predicted.long() == prepared.test.y).sum()) / len(prepared.test)
@@ -72,7 +70,7 @@ def model_folder(folder: Path) -> Iterator[Path]:
         yield scratch
 
 
-def save_outputs(model: nn.Module, folder: Path, scratch: Path, prepared: Prepared, run: StageRun, meta: dict,
+def save_outputs(model: PrunableNet, folder: Path, scratch: Path, prepared: Prepared, run: StageRun, meta: dict,
                  lineage: dict[str, str] | None = None, extra: dict | None = None) -> dict:
     """Write ``model``'s folder into ``scratch`` (from ``model_folder(folder)``): the model, its
     deploy form (ONNX), its test predictions (for the report's statistics), metrics.json, and for a

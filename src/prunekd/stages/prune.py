@@ -15,10 +15,10 @@ from ..config import Params
 from ..io import MissingInputError
 from ..data import load_prepared
 from ..measure import count_macs_params
-from ..models import model_digest
+from ..models import PrunableNet, model_digest
 from .. import sensitivity
 from ..paths import MODEL_FILE, Layout, ratio_key
-from ..prune import PruneResult, checked_reduction, kept_whole, prune, prune_to_widths, round_widths
+from ..prune import PruneResult, kept_whole, prune
 from ..tracking import model_run_id, stage_run
 from ..train import recalibrate_batchnorm
 from .artifacts import load_teacher, log_data, model_folder, save_outputs
@@ -38,19 +38,18 @@ def sensitivity_curves(params: Params, layout: Layout) -> pd.DataFrame | None:
     return curves
 
 
-def pruned_by_schedule(teacher, ratio: float, params: Params, curves: pd.DataFrame | None) -> PruneResult:
+def pruned_by_schedule(teacher: PrunableNet, ratio: float, params: Params, curves: pd.DataFrame | None) -> PruneResult:
     p = params.prune
-    if p.schedule == "uniform":
-        return prune(teacher, ratio, p.unit, p.criterion, seed=params.seed, round_to=p.round_to, residual=p.residual)
-    keep = kept_whole(teacher, p.residual)  # prune.residual: inner leaves coupled sets whole
-    layer_ratios, achieved, common = sensitivity.schedule(teacher, curves, ratio, p.unit, p.sensitivity_max_drop,
-                                                          keep=keep)
-    print(f"sensitivity schedule: common ratio {common:.3f}, capped where a layer alone loses more than "
-          f"{p.sensitivity_max_drop:g} points: {[round(r, 3) for r in layer_ratios]}")
-    widths = round_widths(teacher, layer_ratios, p.round_to, ratio, p.unit, keep)
-    model = prune_to_widths(teacher, widths, p.criterion, params.seed)
-    return PruneResult(model, sum(layer_ratios) / len(layer_ratios),
-                       checked_reduction(teacher, model, ratio, p.unit, 0.01, p.round_to))
+    caps = grid_end = None
+    if p.schedule == "sensitivity":  # prune.residual: inner leaves coupled sets whole
+        caps = sensitivity.layer_caps(curves, p.sensitivity_max_drop, kept_whole(teacher, p.residual))
+        grid_end = float(curves["ratio"].max())  # the common ratio is searched over the grid's span
+    result = prune(teacher, ratio, p.unit, p.criterion, seed=params.seed, round_to=p.round_to, residual=p.residual,
+                   caps=caps, max_channel_ratio=grid_end)
+    if caps is not None:
+        print(f"sensitivity schedule: common ratio {result.channel_ratio:.3f}, capped where a layer alone loses "
+              f"more than {p.sensitivity_max_drop:g} points: {[round(r, 3) for r in result.layer_ratios]}")
+    return result
 
 
 def run(params: Params, layout: Layout, ratio: float) -> dict:

@@ -19,7 +19,7 @@ from ..checkpoint import resumable
 from ..config import ConfigError, Params
 from ..data import Split, load_prepared
 from ..distill import cross_entropy_loss, distillation_loss
-from ..models import build_model, load_model
+from ..models import PrunableNet, build_model, load_model
 from ..paths import MODEL_FILE, Layout, ratio_key
 from ..tracking import model_run_id, stage_run
 from ..train import LossFn, device, fit, seed_everything
@@ -54,7 +54,7 @@ MODES: dict[str, Mode] = {
 }
 
 
-def starting_model(pruned: torch.nn.Module, mode: str, seed: int) -> torch.nn.Module:
+def starting_model(pruned: PrunableNet, mode: str, seed: int) -> PrunableNet:
     """The pruned model, or for a from-scratch mode the same architecture freshly initialised by ``seed``."""
     if not MODES[mode].from_scratch:
         return pruned
