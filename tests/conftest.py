@@ -11,7 +11,8 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from prunekd import sandbox
-from prunekd.sandbox import digits_params, set_params, tiny_params  # noqa: F401  (the tests' import point)
+# the tests' import point
+from prunekd.sandbox import digits_params, digits_sweep_params, set_params, tiny_params  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,22 +59,30 @@ def runs(repo: Path) -> list:
     return client.search_runs([experiment.experiment_id], max_results=1000)
 
 
+# Every core for one stage at a time, as the flow gives its one worker: equal thread counts decide
+# summation order, so results from `dvc repro` and from the flow compare bit for bit.
+THREADS = {name: str(os.cpu_count() or 1) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+
+
 @dataclass(frozen=True)
 class TinyRepro:
     repo: Path             # the repo, as the tests using it have left it
     output: str            # the first `dvc repro`'s output
     results: pd.DataFrame  # reports/results.csv as the first `dvc repro` wrote it
+    curves: pd.DataFrame   # reports/sensitivity/curves.csv as the first `dvc repro` wrote it
 
 
 @pytest.fixture(scope="session")
 def tiny_repro(tmp_path_factory) -> TinyRepro:
-    """A repo copy with tiny params after its first `dvc repro`, logged to its own SQLite store.
+    """A repo copy with ``digits_sweep_params`` (LeNet-5 on digits, two ratios x {ft, kd}) after its
+    first `dvc repro`, logged to its own SQLite store.
 
-    The full tiny pipeline takes minutes, so it runs once per session. test_pipeline goes on to
-    change this repo; any other user reads only ``output`` and ``results``, which stay as the
-    first repro left them whichever module runs first.
+    It runs once per session. test_pipeline goes on to change this repo; any other user reads only
+    ``output``, ``results`` and ``curves``, which stay as the first repro left them whichever module
+    runs first.
     """
     repo = copy_repo(tmp_path_factory.mktemp("prunekd"))
-    set_params(repo, tiny_params)
-    output = dvc(repo, "repro")
-    return TinyRepro(repo, output, pd.read_csv(repo / "reports" / "results.csv"))
+    set_params(repo, digits_sweep_params)
+    output = dvc(repo, "repro", env=THREADS)
+    return TinyRepro(repo, output, pd.read_csv(repo / "reports" / "results.csv"),
+                     pd.read_csv(repo / "reports" / "sensitivity" / "curves.csv"))

@@ -4,8 +4,10 @@ import os
 
 import pandas as pd
 import pytest
+import yaml
 
-from ..conftest import ROOT, copy_repo, digits_params, dvc, load_flow_module, ran, runs, set_params, tiny_params
+from ..conftest import (ROOT, copy_repo, digits_params, digits_sweep_params, dvc, load_flow_module, ran, runs,
+                        set_params)
 
 pytestmark = pytest.mark.e2e
 KEY = ["ratio", "mode", "seed", "top1", "top1_pruned", "params", "macs"]
@@ -19,9 +21,10 @@ def flows():
         yield load_flow_module()
 
 
-def tiny_repo(factory, name):
+def sweep_repo(factory, name):
+    """A repo copy with the params of the session's `tiny_repro` (LeNet-5 on digits, two ratios)."""
     repo = copy_repo(factory.mktemp(name))
-    set_params(repo, tiny_params)
+    set_params(repo, digits_sweep_params)
     return repo
 
 
@@ -31,7 +34,7 @@ def model_mtimes(repo):
 
 @pytest.fixture(scope="module")
 def flow_repo(flows, tmp_path_factory):
-    repo = tiny_repo(tmp_path_factory, "flow")
+    repo = sweep_repo(tmp_path_factory, "flow")
     env = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("MLFLOW_")}
     states = flows.configured()(root=str(repo))
     os.environ.update(env)
@@ -55,7 +58,7 @@ def test_flow_run_carries_the_results_as_artifacts(flow_repo):
 
 def test_flow_results_match_dvc_repro(flow_repo, tiny_repro):
     # Bit-identical needs equal torch thread counts: one worker gets every core, as dvc repro does.
-    # The reference is the session's plain `dvc repro` of the same tiny params (test_pipeline's).
+    # The reference is the session's plain `dvc repro` of the same params (test_pipeline's).
     repo, _ = flow_repo
     ours = pd.read_csv(repo / "reports/results.csv")[KEY]
     pd.testing.assert_frame_equal(ours, tiny_repro.results[KEY])
@@ -77,7 +80,8 @@ def test_stage_output_reaches_the_task_runs_log(flow_repo):
         teacher = client.read_task_runs(task_run_filter=TaskRunFilter(name=TaskRunFilterName(any_=["teacher"])))
         logs = client.read_logs(LogFilter(task_run_id=LogFilterTaskRunId(any_=[t.id for t in teacher])))
     lines = [log.message for log in logs]
-    assert any(line.startswith("teacher epoch 1/2: train_loss") for line in lines), lines[:20]
+    epochs = yaml.safe_load((flow_repo[0] / "params.yaml").read_text())["teacher"]["epochs"]
+    assert any(line.startswith(f"teacher epoch 1/{epochs}: train_loss") for line in lines), lines[:20]
     assert any(line.startswith("models/teacher: top1") for line in lines)
 
 
@@ -97,7 +101,7 @@ def test_after_a_param_change_flow_and_dvc_agree(flows, flow_repo):
     repo, _ = flow_repo
     set_params(repo, lambda p: p["kd"].update(temperature=2.0))
     states = flows.configured()(root=str(repo))
-    assert {n for n, s in states.items() if s == "Completed"} == {"check", "retrain@0.3-kd-0", "retrain@0.5-kd-0",
+    assert {n for n, s in states.items() if s == "Completed"} == {"check", "retrain@0.3-kd-0", "retrain@0.6-kd-0",
                                                                    "report"}
     assert ran(dvc(repo, "repro")) == set()
 
@@ -143,10 +147,10 @@ def test_scheduled_deployment_is_registered_with_its_cron(flows):
 
 def test_a_failing_stage_keeps_the_others_results(flows, flow_repo):
     repo, _ = flow_repo
-    # 0.999 of the parameters is out of reach: prune@0.999 fails; the new 0.6 branch must still land.
-    set_params(repo, lambda p: p["prune"].update(ratios=[0.3, 0.6, 0.999]))
+    # 0.999 of the parameters is out of reach: prune@0.999 fails; the new 0.4 branch must still land.
+    set_params(repo, lambda p: p["prune"].update(ratios=[0.3, 0.4, 0.999]))
     with pytest.raises(RuntimeError, match="prune@0.999"):
         flows.configured(workers=2)(root=str(repo), workers=2, retries=0)
-    for stage in ("prune@0.6", "retrain@0.6-ft-0", "retrain@0.6-kd-0"):
+    for stage in ("prune@0.4", "retrain@0.4-ft-0", "retrain@0.4-kd-0"):
         assert "up to date" in dvc(repo, "status", stage).lower()
-    assert (repo / "models/retrained/0.6-kd-0/metrics.json").is_file()
+    assert (repo / "models/retrained/0.4-kd-0/metrics.json").is_file()

@@ -15,19 +15,11 @@ import pytest
 
 from prunekd.tracking import free_port, server
 
-from ..conftest import BIN, clean_env, copy_repo, digits_params, dvc, ran, set_params
+from ..conftest import BIN, clean_env, copy_repo, digits_sweep_params, dvc, ran, set_params
 
 pytestmark = pytest.mark.e2e
 
 MODEL = "prunekd-digits-lenet5"
-
-
-def team_params(params: dict) -> dict:
-    """Two ratios x {ft, kd} x one seed on digits: what a team shares, in seconds per stage."""
-    digits_params(params)["prune"]["ratios"] = [0.3, 0.6]  # 0.5 is out of reach for LeNet-5 at width 0.25
-    params["retrain"].update(modes=["ft", "kd"], seeds=[0])
-    params["measure"]["batch_sizes"] = [1, 8]
-    return params
 
 
 def git(repo: Path, *args: str) -> str:
@@ -44,7 +36,7 @@ def team(tmp_path_factory):
         alice = base / "alice"
         alice.mkdir()
         copy_repo(alice)
-        set_params(alice, team_params)
+        set_params(alice, digits_sweep_params)  # two ratios x {ft, kd} x one seed: what a team shares
         output = dvc(alice, "repro", env={"MLFLOW_TRACKING_URI": uri})
         dvc(alice, "remote", "modify", "--local", "team", "url", str(base / "remote"))
         git(alice, "add", "-A")
