@@ -188,7 +188,7 @@ def test_sensitivity_curves_and_the_schedule_they_imply(repo):
     repo, _ = repo
     from prunekd.models import load_model
     from prunekd.prune import PruneTargetError, prune
-    from prunekd.sensitivity import layer_names, schedule
+    from prunekd.sensitivity import layer_caps, layer_names
 
     teacher, _ = load_model(repo / "models/teacher/model.pt")
     curves = pd.read_csv(repo / "reports/sensitivity/curves.csv")
@@ -204,7 +204,8 @@ def test_sensitivity_curves_and_the_schedule_they_imply(repo):
 
     def reaches(cap):
         try:
-            return bool(schedule(teacher, curves, 0.3, "params", cap))
+            return bool(prune(teacher, 0.3, "params", "l1", caps=layer_caps(curves, cap),
+                              max_channel_ratio=float(curves["ratio"].max())))
         except PruneTargetError:
             return False
     cap = next(float(c) for c in sorted(set(curves["drop"].clip(lower=0))) if reaches(c))

@@ -14,12 +14,13 @@ from prunekd.checkpoint import Checkpoint, resumable
 from prunekd.data import Split, load_digits_dataset, split_train_val
 from prunekd.distill import cross_entropy_loss, distillation_loss
 from prunekd.models import build_model
-from prunekd.train import Normalization, Schedule, fit
+from prunekd.config import TrainConfig
+from prunekd.train import Normalization, fit
 
 from ..conftest import BIN, copy_repo, dvc, runs, set_params, tiny_params
 
 NORM = Normalization([0.3], [0.4])
-SCHED = Schedule(epochs=3, batch_size=32, lr=0.1, translate=1)
+SCHED = TrainConfig(epochs=3, batch_size=32, lr=0.1, translate=1, hflip=False)
 
 
 class Killed(Exception):
@@ -94,7 +95,7 @@ def test_resuming_with_another_thread_count_says_so(digits, tmp_path, capsys):
 
 KD = {"temperature": 4.0, "alpha": 0.9}
 STALE = {  # a change to anything that decides training makes the checkpoint stale
-    "lr": dict(sched=Schedule(epochs=3, batch_size=32, lr=0.05, translate=1)),
+    "lr": dict(sched=TrainConfig(epochs=3, batch_size=32, lr=0.05, translate=1, hflip=False)),
     "seed": dict(seed=1),
     "start weights": dict(init_seed=5),
     "loss settings": dict(identity=(KD | {"temperature": 2.0},)),
