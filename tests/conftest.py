@@ -65,7 +65,7 @@ THREADS = {name: str(os.cpu_count() or 1) for name in ("OMP_NUM_THREADS", "MKL_N
 
 
 @dataclass(frozen=True)
-class TinyRepro:
+class Repro:
     repo: Path             # the repo, as the tests using it have left it
     output: str            # the first `dvc repro`'s output
     results: pd.DataFrame  # reports/results.csv as the first `dvc repro` wrote it
@@ -73,7 +73,7 @@ class TinyRepro:
 
 
 @pytest.fixture(scope="session")
-def tiny_repro(tmp_path_factory) -> TinyRepro:
+def tiny_repro(tmp_path_factory) -> Repro:
     """A repo copy with ``digits_sweep_params`` (LeNet-5 on digits, two ratios x {ft, kd}) after its
     first `dvc repro`, logged to its own SQLite store.
 
@@ -83,6 +83,33 @@ def tiny_repro(tmp_path_factory) -> TinyRepro:
     """
     repo = copy_repo(tmp_path_factory.mktemp("prunekd"))
     set_params(repo, digits_sweep_params)
-    output = dvc(repo, "repro", env=THREADS)
-    return TinyRepro(repo, output, pd.read_csv(repo / "reports" / "results.csv"),
-                     pd.read_csv(repo / "reports" / "sensitivity" / "curves.csv"))
+    return first_repro(repo, env=THREADS)
+
+
+def first_repro(repo: Path, env: dict[str, str] | None = None) -> Repro:
+    output = dvc(repo, "repro", env=env)
+    return Repro(repo, output, pd.read_csv(repo / "reports" / "results.csv"),
+                 pd.read_csv(repo / "reports" / "sensitivity" / "curves.csv"))
+
+
+def alexnet_params(params: dict) -> dict:
+    """AlexNet (the study's other preliminary model) on digits: one ratio x {ft, kd} x one seed."""
+    digits_params(params)
+    params["model"].update(arch="alexnet", width=0.5)
+    params["prune"].update(sensitivity_ratios=[0.5], criterion="fpgm", round_to=16)
+    params["retrain"].update(modes=["ft", "kd"], seeds=[0])
+    params["measure"]["batch_sizes"] = [1, 8]
+    return params
+
+
+@pytest.fixture(scope="session")
+def alexnet_repro(tmp_path_factory) -> Repro:
+    """A repo copy with ``alexnet_params`` after its first `dvc repro`, logged to its own SQLite store.
+
+    test_archs reads what that repro made (``output``, ``results``, ``curves``); test_experiments
+    commits the repo as the baseline of its DVC experiments and Prefect deployment run (they
+    change neither the workspace's outputs nor its params).
+    """
+    repo = copy_repo(tmp_path_factory.mktemp("alexnet"))
+    set_params(repo, alexnet_params)
+    return first_repro(repo)

@@ -15,10 +15,10 @@ from mlflow.tracking import MlflowClient
 
 from prunekd.tracking import free_port
 
-from ..conftest import BIN, ROOT, clean_env, copy_repo, digits_params, dvc, runs, set_params
+from ..conftest import BIN, ROOT, clean_env, dvc, runs
 
 pytestmark = pytest.mark.e2e
-MODEL = "prunekd-digits-lenet5"
+MODEL = "prunekd-digits-alexnet"
 
 
 def git(repo: Path, *args: str) -> None:
@@ -27,11 +27,10 @@ def git(repo: Path, *args: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory) -> Path:
-    """A digits repo, reproduced and committed: the baseline the experiments change."""
-    repo = copy_repo(tmp_path_factory.mktemp("exps"))
-    set_params(repo, lambda p: digits_params(p)["retrain"].update(seeds=[0]))
-    dvc(repo, "repro")
+def repo(alexnet_repro) -> Path:
+    """The session's AlexNet digits repo (one ratio x {ft, kd}, test_archs'), reproduced, and here
+    committed: the baseline the experiments change."""
+    repo = alexnet_repro.repo
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", "baseline")
     return repo

@@ -1,5 +1,6 @@
 """Resumable training: a run killed after an epoch, rerun, ends where an uninterrupted run ends."""
 
+import io
 import os
 import signal
 import subprocess
@@ -17,7 +18,7 @@ from prunekd.models import build_model
 from prunekd.config import TrainConfig
 from prunekd.train import Normalization, fit
 
-from ..conftest import BIN, copy_repo, dvc, runs, set_params, tiny_params
+from ..conftest import BIN, copy_repo, digits_params, dvc, runs, set_params
 
 NORM = Normalization([0.3], [0.4])
 SCHED = TrainConfig(epochs=3, batch_size=32, lr=0.1, translate=1, hflip=False)
@@ -155,9 +156,13 @@ def test_the_checkpoint_is_removed_after_success_and_kept_after_a_failure(digits
 
 # ---- the real stage, killed with SIGKILL and rerun by `dvc repro` --------------------------
 
+TEACHER_EPOCHS = 20  # about 80 ms each: the kill has over a second to land before the last one
+
+
 def teacher_params(params: dict) -> dict:
-    tiny_params(params)
-    params["teacher"]["epochs"] = 3
+    """LeNet-5 on digits, with epochs enough that the kill lands while the teacher still trains."""
+    digits_params(params)
+    params["teacher"].update(epochs=TEACHER_EPOCHS, batch_size=16)
     return params
 
 
@@ -177,31 +182,34 @@ def kill_after_first_checkpoint(repo, timeout: float = 300) -> int:
 
 @pytest.mark.e2e
 def test_teacher_killed_after_an_epoch_resumes_to_the_uninterrupted_result(tmp_path):
-    repos = {}
-    for name in ("uninterrupted", "killed"):
-        (tmp_path / name).mkdir()
-        repos[name] = copy_repo(tmp_path / name)
-        set_params(repos[name], teacher_params)
-    uninterrupted, killed = repos["uninterrupted"], repos["killed"]
-    dvc(uninterrupted, "repro", "teacher")
-    dvc(killed, "repro", "prepare")
+    repo = copy_repo(tmp_path)
+    set_params(repo, teacher_params)
+    dvc(repo, "repro", "prepare")
 
-    epoch = kill_after_first_checkpoint(killed)
-    assert 1 <= epoch < 3 and not (killed / "models/teacher/model.pt").exists()
-    output = dvc(killed, "repro", "teacher")
-    assert f"teacher: resuming from epoch {epoch}/3 (checkpoint .prunekd/checkpoints/teacher)" in output
-    assert not (killed / ".prunekd/checkpoints/teacher").exists()
-
-    # the same bytes: the model file holds the model alone, not the run that made it
-    assert (killed / "models/teacher/model.pt").read_bytes() == (uninterrupted / "models/teacher/model.pt").read_bytes()
-    a, b = (torch.load(repo / "models/teacher/model.pt", weights_only=True) for repo in (uninterrupted, killed))
-    assert a["state_dict"].keys() == b["state_dict"].keys()
-    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
-    ma, mb = (yaml.safe_load((repo / "models/teacher/metrics.json").read_text()) for repo in (uninterrupted, killed))
-    assert (ma["top1"], ma["params"], ma["macs"]) == (mb["top1"], mb["params"], mb["macs"])
+    epoch = kill_after_first_checkpoint(repo)
+    assert 1 <= epoch < TEACHER_EPOCHS and not (repo / "models/teacher/model.pt").exists()
+    output = dvc(repo, "repro", "teacher")
+    assert f"teacher: resuming from epoch {epoch}/{TEACHER_EPOCHS} (checkpoint .prunekd/checkpoints/teacher)" in output
+    assert not (repo / ".prunekd/checkpoints/teacher").exists()
 
     # The rerun's MLflow run holds the whole per-epoch curve, the replayed epochs included.
-    finished = [r for r in runs(killed) if r.data.tags["dvc_stage"] == "teacher" and r.info.status == "FINISHED"]
+    finished = [r for r in runs(repo) if r.data.tags["dvc_stage"] == "teacher" and r.info.status == "FINISHED"]
     assert len(finished) == 1 and finished[0].data.tags["resumed_from_epoch"] == str(epoch)
-    client = MlflowClient(f"sqlite:///{killed / 'mlflow.db'}")
-    assert [m.step for m in client.get_metric_history(finished[0].info.run_id, "val_top1")] == [1, 2, 3]
+    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    assert ([m.step for m in client.get_metric_history(finished[0].info.run_id, "val_top1")]
+            == list(range(1, TEACHER_EPOCHS + 1)))
+
+    # The reference: the same stage on the same prepared data, forced to train uninterrupted from
+    # scratch (no checkpoint is left to resume).
+    teacher = repo / "models/teacher"
+    resumed = {name: (teacher / name).read_bytes() for name in ("model.pt", "metrics.json")}
+    output = dvc(repo, "repro", "--force", "--single-item", "teacher")
+    assert "resuming" not in output and "checkpoint" not in output
+    uninterrupted = {name: (teacher / name).read_bytes() for name in ("model.pt", "metrics.json")}
+    # the same bytes: the model file holds the model alone, not the run that made it
+    assert resumed["model.pt"] == uninterrupted["model.pt"]
+    a, b = (torch.load(io.BytesIO(files["model.pt"]), weights_only=True) for files in (uninterrupted, resumed))
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+    ma, mb = (yaml.safe_load(files["metrics.json"]) for files in (uninterrupted, resumed))
+    assert (ma["top1"], ma["params"], ma["macs"]) == (mb["top1"], mb["params"], mb["macs"])
