@@ -57,8 +57,8 @@ def test_flow_run_carries_the_results_as_artifacts(flow_repo):
 
 
 def test_flow_results_match_dvc_repro(flow_repo, tiny_repro):
-    # Bit-identical needs equal torch thread counts: one worker gets every core, as dvc repro does.
-    # The reference is the session's plain `dvc repro` of the same params (test_pipeline's).
+    # Bit-identical needs equal torch thread counts: one worker gets every core, as the session's
+    # plain `dvc repro` of the same params (test_pipeline's, conftest.THREADS) did: the reference.
     repo, _ = flow_repo
     ours = pd.read_csv(repo / "reports/results.csv")[KEY]
     pd.testing.assert_frame_equal(ours, tiny_repro.results[KEY])
