@@ -132,7 +132,7 @@ def test_second_client_follows_a_kd_run_to_its_teacher_and_data(team, second_cli
     assert seen["teacher_stage"] == "teacher" and seen["pruned_stage"] == "prune"
     assert seen["pruned_teacher"] == seen["teacher_id"]
     manifest = json.loads((team["alice"] / "data" / "prepared" / "manifest.json").read_text())
-    from prunekd.stages.prepare import manifest_hash
+    from prunekd.data import manifest_hash
 
     assert seen["kd_tags"]["data_manifest_md5"] == manifest_hash(manifest)
     assert seen["kd_inputs"] == [["digits", manifest_hash(manifest)]]
