@@ -28,8 +28,8 @@ from torch import nn
 from .paths import safe_name
 
 FILE = "checkpoint.pt"
-FORMAT = 1
-KEYS = {"format", "fingerprint", "epoch", "history", "threads", "model", "optimizer", "scheduler", "rng"}
+FORMAT = 2
+KEYS = {"format", "fingerprint", "epoch", "history", "threads", "model", "best", "optimizer", "scheduler", "rng"}
 
 # The modules whose code decides a run's numbers: a checkpoint made by other code is not resumed.
 TRAINING_CODE = ("checkpoint.py", "data.py", "distill.py", "models.py", "train.py")
@@ -127,16 +127,19 @@ class Checkpoint:
         self.folder = root / safe_name(stage)
         self.path = self.folder / FILE
         self.resumed_from = 0
+        self.best_weights: dict[str, torch.Tensor] = {}  # the best epoch's, when the run keeps it
 
     def key(self, *training: object) -> str:
         """The fingerprint a run must match to resume: fit's inputs, this stage and the code."""
         return fingerprint(self.stage, self.identity, training, training_code(), torch.__version__)
 
     def save(self, key: str, history: list[dict[str, float]], model: nn.Module,
-             opt: torch.optim.Optimizer, lr_sched, gen: torch.Generator) -> None:
-        """Write the state after epoch ``len(history)``, atomically (a kill leaves the previous one)."""
+             opt: torch.optim.Optimizer, lr_sched, gen: torch.Generator,
+             best: dict[str, torch.Tensor] | None = None) -> None:
+        """Write the state after epoch ``len(history)``, atomically (a kill leaves the previous one);
+        ``best``: the best epoch's weights, for a run that ends with them."""
         state = {"format": FORMAT, "fingerprint": key, "epoch": len(history), "history": history,
-                 "threads": torch.get_num_threads(), "model": model.state_dict(),
+                 "threads": torch.get_num_threads(), "model": model.state_dict(), "best": best or {},
                  "optimizer": opt.state_dict(), "scheduler": lr_sched.state_dict(), "rng": rng_state(gen)}
         self.folder.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(FILE + ".tmp")
@@ -169,6 +172,7 @@ class Checkpoint:
         if state is None:
             return []
         model.load_state_dict(state["model"])
+        self.best_weights = state["best"]
         opt.load_state_dict(state["optimizer"])
         lr_sched.load_state_dict(state["scheduler"])
         self.resumed_from = state["epoch"]

@@ -18,6 +18,7 @@ MODES = ("ft", "kd", "scratch", "scratch_kd")
 UNITS = ("channels", "params", "macs")
 SCHEDULES = ("uniform", "sensitivity")
 RESIDUAL = ("coupled", "inner")
+KEEP = ("last", "best_val")  # which epoch's weights a training run ends with
 
 
 class ConfigError(ValueError):
@@ -75,12 +76,19 @@ class TrainConfig(Section):
     weight_decay: float = Field(5e-4, ge=0)
     translate: int = Field(0, ge=0, le=8)
     hflip: bool = True
+    keep: Literal[KEEP] = "last"  # best_val: the epoch with the best validation top-1 (early stopping)
 
     def for_data(self, mirror_ok: bool) -> TrainConfig:
         """The training settings alone (a retrain section's sweep keys left out), mirroring only
         where the data allows it (not for digits)."""
         fields = self.model_dump(include=set(TrainConfig.model_fields))
         return TrainConfig(**fields | {"hflip": self.hflip and mirror_ok})
+
+
+class TeacherConfig(TrainConfig):
+    # the teacher sees only the first n training images (a control: a teacher no better informed
+    # than a student retrained on as many)
+    train_subset: int | None = Field(None, ge=10)
 
 
 class PruneConfig(Section):
@@ -158,7 +166,7 @@ class Params(Section):
     seed: Seed = 0
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
-    teacher: TrainConfig
+    teacher: TeacherConfig
     prune: PruneConfig
     retrain: RetrainConfig
     ft: FtConfig = FtConfig()

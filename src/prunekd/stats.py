@@ -80,3 +80,79 @@ def pooled(groups: list[np.ndarray], level: float = 0.95) -> Pooled:
         return Pooled(diff, diff, diff, 0.0 if diff else 1.0, df)
     half = stats.t.ppf((1 + level) / 2, df) * se
     return Pooled(diff, diff - half, diff + half, float(2 * stats.t.sf(abs(diff) / se, df)), df)
+
+
+def crossed_t(per_image: np.ndarray, level: float = 0.95) -> Estimate:
+    """Mean difference in top-1 points with a t interval that counts both sources of chance: the
+    retraining seeds and the test images.
+
+    ``per_image``: (seeds, images) array of correct(a) - correct(b), one row per seed. The test set
+    is shared by every seed, so its sampling does not average out over seeds; the variance of the
+    mean is taken as var(seed means) / seeds + var(image means) / images (a crossed design; it
+    counts the seed x image residual twice, so it errs wide), on seeds - 1 degrees of freedom.
+    With one seed only the image part is known: NaN bounds.
+    """
+    per_image = 100 * np.asarray(per_image, dtype=float)
+    n_seeds, n_images = per_image.shape
+    mean = float(per_image.mean())
+    if n_seeds < 2:
+        return Estimate(mean, float("nan"), float("nan"))
+    half = stats.t.ppf((1 + level) / 2, n_seeds - 1) * crossed_se(per_image / 100)
+    return Estimate(mean, mean - half, mean + half)
+
+
+def crossed_se(per_image: np.ndarray) -> float:
+    """The standard error (top-1 points) of ``crossed_t``'s mean."""
+    per_image = 100 * np.asarray(per_image, dtype=float)
+    n_seeds, n_images = per_image.shape
+    seed_var = per_image.mean(axis=1).var(ddof=1) if n_seeds > 1 else 0.0
+    image_var = per_image.mean(axis=0).var(ddof=1) if n_images > 1 else 0.0
+    return float(np.sqrt(seed_var / n_seeds + image_var / n_images))
+
+
+def pooled_bootstrap(groups: list[np.ndarray], level: float = 0.95, draws: int = 2000, seed: int = 0) -> Estimate:
+    """The difference pooled across prune ratios (each ratio's mean weighted alike) with a
+    two-level percentile bootstrap interval.
+
+    ``groups``: one (seeds, images) array per ratio, as for ``bootstrap``, all on the same test
+    images. Every draw takes one sample of the test images with replacement, shared by every ratio
+    and seed (they were all scored on the same test set, so their errors move together), and each
+    ratio's seeds with replacement, independently.
+    """
+    groups = [np.asarray(g, dtype=float) for g in groups]
+    n_images = groups[0].shape[1]
+    if any(g.shape[1] != n_images for g in groups):
+        raise ValueError("every ratio's per-image array must cover the same test images")
+    rng = np.random.default_rng(seed)
+    estimates = np.empty(draws)
+    for i in range(draws):
+        weights = rng.multinomial(n_images, np.full(n_images, 1 / n_images))
+        estimates[i] = np.mean([(g[rng.integers(0, len(g), len(g))] @ weights).mean() for g in groups])
+    estimates *= 100 / n_images
+    tail = 100 * (1 - level) / 2
+    low, high = np.percentile(estimates, [tail, 100 - tail])
+    return Estimate(100 * float(np.mean([g.mean() for g in groups])), float(low), float(high))
+
+
+@dataclass(frozen=True)
+class Heterogeneity:
+    q: float  # Cochran's Q
+    df: int
+    p_value: float
+
+    def differs(self, alpha: float = 0.05) -> bool:
+        """True when the ratios' effects differ by more than chance would make them."""
+        return bool(self.p_value < alpha)
+
+
+def heterogeneity(diffs: list[float], ses: list[float]) -> Heterogeneity:
+    """Cochran's Q test that every ratio has the same difference: sum over ratios of
+    ((d_r - weighted mean) / se_r)^2, chi-square on ratios - 1 degrees of freedom, with
+    inverse-variance weights. A ratio whose standard error is zero or unknown is left out."""
+    d, se = np.asarray(diffs, dtype=float), np.asarray(ses, dtype=float)
+    keep = np.isfinite(d) & np.isfinite(se) & (se > 0)
+    d, w = d[keep], 1 / se[keep] ** 2
+    if len(d) < 2:
+        return Heterogeneity(float("nan"), 0, float("nan"))
+    q = float((w * (d - (w * d).sum() / w.sum()) ** 2).sum())
+    return Heterogeneity(q, len(d) - 1, float(stats.chi2.sf(q, len(d) - 1)))

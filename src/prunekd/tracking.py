@@ -228,6 +228,11 @@ class StageRun:
         mlflow.log_metrics(metrics, step=epoch)
         self.epochs.append(dict(metrics))
 
+    def log_kept(self, epoch: int, val_top1: float) -> None:
+        """The epoch whose weights a ``keep: best_val`` run ended with."""
+        mlflow.set_tags({"kept_epoch": str(epoch)})
+        mlflow.log_metric("kept_val_top1", val_top1)
+
     def log_metrics(self, metrics: dict[str, float]) -> None:
         mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
 

@@ -149,9 +149,11 @@ def train_epoch(model, split, norm, sched, loss_fn, opt, lr_sched, gen, desc) ->
 
 def fit(model: nn.Module, train: Split, val: Split, norm: Normalization, sched: TrainConfig,
         loss_fn: LossFn, seed: int, on_epoch: EpochCallback | None = None, name: str = "train",
-        checkpoint: Checkpoint | None = None) -> nn.Module:
+        checkpoint: Checkpoint | None = None, on_keep: KeepCallback | None = None) -> nn.Module:
     """Train ``model`` in place with SGD + warm-up/cosine; report metrics after each epoch.
 
+    It ends with the last epoch's weights, or with ``sched.keep == "best_val"`` those of the epoch
+    with the best validation top-1 (the earliest, on a tie), which ``on_keep`` is told of.
     With a ``checkpoint``, the state after each epoch is saved there, and a run killed midway
     resumes from its last finished epoch to the weights an uninterrupted run ends with.
     """
@@ -165,6 +167,7 @@ def fit(model: nn.Module, train: Split, val: Split, norm: Normalization, sched: 
     steps = sched.epochs * math.ceil(len(train) / sched.batch_size)
     lr_sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(steps))
     history = checkpoint.resume(key, sched.epochs, model, opt, lr_sched, gen, on_epoch) if checkpoint else []
+    best = BestEpoch(sched.keep == "best_val", history, checkpoint.best_weights if checkpoint else {})
     for epoch in range(len(history) + 1, sched.epochs + 1):
         metrics = train_epoch(model, train, norm, sched, loss_fn, opt, lr_sched, gen,
                               f"{name} epoch {epoch}/{sched.epochs}")
@@ -175,6 +178,38 @@ def fit(model: nn.Module, train: Split, val: Split, norm: Normalization, sched: 
         if on_epoch:
             on_epoch(epoch, metrics)
         history.append(metrics)
+        best.update(history, model)
         if checkpoint:  # after the callback, so that the saved RNG states are those the next epoch starts from
-            checkpoint.save(key, history, model, opt, lr_sched, gen)
+            checkpoint.save(key, history, model, opt, lr_sched, gen, best.weights)
+    if best.enabled:
+        best.restore(model)
+        print(f"{name}: keeping epoch {best.epoch}/{sched.epochs} (best validation top-1, "
+              f"{history[best.epoch - 1]['val_top1']:.2f} %)", file=sys.stderr)
+        if on_keep:
+            on_keep(best.epoch, history[best.epoch - 1]["val_top1"])
     return model.eval()
+
+
+class KeepCallback(Protocol):
+    def __call__(self, epoch: int, val_top1: float) -> None: ...
+
+
+def best_epoch(history: list[dict[str, float]]) -> int:
+    """The (1-based) epoch with the highest validation top-1; the earliest on a tie."""
+    return max(range(len(history)), key=lambda i: (history[i]["val_top1"], -i)) + 1
+
+
+class BestEpoch:
+    """The weights of the best epoch so far (``best_epoch``), kept on the CPU; a no-op unless enabled."""
+
+    def __init__(self, enabled: bool, history: list[dict[str, float]], weights: dict[str, torch.Tensor]):
+        self.enabled, self.weights = enabled, weights if enabled else {}
+        self.epoch = best_epoch(history) if history else 0
+
+    def update(self, history: list[dict[str, float]], model: nn.Module) -> None:
+        if self.enabled and best_epoch(history) == len(history):
+            self.epoch = len(history)
+            self.weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+    def restore(self, model: nn.Module) -> None:
+        model.load_state_dict(self.weights)

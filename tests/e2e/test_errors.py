@@ -126,6 +126,10 @@ def test_wrong_type(repo):
     ("prune", ("--ratio", "0.3"), "prune", {"bn_recalibration_batches": -1}, ("prune.bn_recalibration_batches", "-1")),
     ("retrain", ("--ratio", "0.3", "--mode", "kd", "--seed", "0"), "retrain", {"train_subset": 100_000},
      ("retrain.train_subset", "100000 is more than the", "images of the training split")),
+    ("teacher", (), "teacher", {"train_subset": 100_000},
+     ("teacher.train_subset", "100000 is more than the", "images of the training split")),
+    ("retrain", ("--ratio", "0.3", "--mode", "ft", "--seed", "0"), "retrain", {"keep": "first"},
+     ("retrain.keep", "'first'", "'last' or 'best_val'")),
 ])
 def test_out_of_range_value(repo, stage, args, section, change, names):
     params = bad_params(repo, lambda p: p[section].update(change))

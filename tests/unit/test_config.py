@@ -35,6 +35,8 @@ def test_default_params_are_valid(default_params):
     (lambda p: p["prune"].update(round_to=0), "prune.round_to"),
     (lambda p: p["prune"].update(bn_recalibration_batches=-1), "prune.bn_recalibration_batches"),
     (lambda p: p["retrain"].update(train_subset=5), "retrain.train_subset"),
+    (lambda p: p["retrain"].update(keep="best"), "retrain.keep"),
+    (lambda p: p["teacher"].update(train_subset=5), "teacher.train_subset"),
     (lambda p: p["measure"].update(runtimes=["onnxruntime", "tensorrt"]), "measure.runtimes"),
     (lambda p: p["measure"].update(runtimes=[]), "measure.runtimes"),
     (lambda p: p["measure"].update(batch_sizes=[1, 0]), "measure.batch_sizes"),

@@ -94,7 +94,11 @@ def test_paired_differences_cover_every_comparison_whose_modes_ran():
     rows += [[0.5, "scratch", s, v, 500, 50.0] for s, v in enumerate([85.0, 86.0])]
     df = results(rows)
     table = paired_differences(df)
-    assert list(table["comparison"]) == ["kd - ft", "ft - scratch"]  # no scratch_kd runs: two questions
+    # no scratch_kd runs: two questions between modes, then each mode against the teacher (no
+    # top1_pruned column here: no "none" reference)
+    assert list(table["comparison"]) == ["kd - ft", "ft - scratch", "ft - teacher", "kd - teacher",
+                                         "scratch - teacher"]
+    assert table.set_index("comparison").loc["scratch - teacher", "diff"] == -6.5
     assert table.set_index("comparison").loc["ft - scratch", "diff"] == 5.0
     assert table.set_index("comparison").loc["kd - ft", "diff"] == 1.25
     assert paired_differences(results([(0.0, "teacher", None, 92.0, 1000, 0.0)])).empty
@@ -114,19 +118,60 @@ def answer_inputs():
     return df, summarize(df)
 
 
-def test_the_answer_states_each_interval_the_wins_and_the_gap_closed():
+def test_the_answer_holds_each_mode_against_no_retraining_and_kd_against_ft():
     from prunekd.report import answer_section
 
     df, summary = answer_inputs()
-    text = "\n".join(answer_section(df, summary, {"train_subset": 1000, "epochs": 30, "lr": 0.02, "n_seeds": 3}))
-    assert "students retrained on 1,000 training images for 30 epoch(s)" in text
-    # ratio 0.25: +2 points, t interval -0.48 to 4.48 spans zero; teacher - FT gap 2, KD closes all of it
-    assert ("KD − FT: no detectable difference at n = 3 (+2.00 points, 95 % CI -0.48 to +4.48); "
-            "KD ahead in 3 of 3 seed pairs; the teacher − FT gap is 2.00 points and KD closes 100 % of it") in text
-    # ratio 0.5: +1, sd 0.2 -> half width 4.302653 * 0.2 / sqrt(3) = 0.50; gap 4, a quarter closed
-    assert "KD − FT: +1.00 points [95 % CI +0.50, +1.50]" in text and "KD closes 25 % of it" in text
-    # pooled: (2 + 1) / 2; variance (2 + 0.08) / 4, se 0.2944, t(4) -> half width 0.82, p = 0.007
-    assert "Pooled across the 2 ratios: KD − FT: +1.50 points [95 % CI +0.68, +2.32], p = 0.007." in text
+    df["top1_pruned"] = df["ratio"].map({0.0: np.nan, 0.25: 91.0, 0.5: 88.5})
+    summary = summarize_again(df)
+    params = {"train_subset": 1000, "epochs": 30, "lr": 0.02, "keep": "best_val", "n_seeds": 3}
+    text = "\n".join(answer_section(df, summary, params))
+    assert "students retrained on 1,000 training images for 30 epoch(s) at lr 0.02, the best validation epoch kept" in text
+    assert "over retraining seeds only (no per-image predictions)" in text
+    # ratio 0.25: FT 90 = none - 1 every seed; KD +1, +2, +3 over FT: t half width 2.484138
+    assert "FT − none: -1.00 points [95 % CI -1.00, -1.00]" in text
+    assert ("KD − FT: no detectable difference at n = 3 (+2.00 points, 95 % CI -0.48 to +4.48), "
+            "KD ahead in 3 of 3 seed pairs.") in text
+    # ratio 0.5: KD - FT +1 (half width 4.302653 * 0.2 / sqrt(3) = 0.50) while FT ends below none
+    assert "KD − FT: +1.00 points [95 % CI +0.50, +1.50]" in text
+    assert text.count("Fine-tuning ends *below* the network it started from") == 1
+    # the two ratios' KD - FT (+2 se 0.577, +1 se 0.115) do not disagree (Q = 2.9, p = 0.089): pooled
+    # (2 + 1) / 2 with variance (2 + 0.08) / 4, se 0.2944, t(4) -> half width 0.82
+    assert "Cochran's Q = 2.9 on 1 df, p = 0.089" in text
+    assert "KD − FT: +1.50 points [95 % CI +0.68, +2.32] (t over seeds)" in text
+    assert "This block states 7 intervals" in text  # 2 ratios x (FT - none, KD - none, KD - FT) + pooled
+
+
+def summarize_again(df):
+    from prunekd.report import summarize
+
+    return summarize(df)
+
+
+def test_an_ft_only_run_answers_what_fine_tuning_adds():
+    from prunekd.report import answer_section
+
+    df, _ = answer_inputs()
+    df = df[df["mode"] != "kd"]
+    text = "\n".join(answer_section(df, summarize_again(df), {"epochs": 3, "lr": 0.002, "n_seeds": 3}))
+    assert "FT − none: +40.00 points" in text and "KD" not in text.split("\n\n", 2)[2]
+
+
+def test_references_are_scored_per_image_against_the_pruned_network_and_the_teacher():
+    from prunekd.report import paired_differences
+
+    df = seeds_table([50.0, 50.0], [75.0, 75.0]).assign(top1_pruned=25.0)
+    correct = {(0.5, "ft", s): np.array([1, 1, 0, 0], bool) for s in (0, 1)}
+    correct |= {(0.5, "kd", s): np.array([1, 1, 1, 0], bool) for s in (0, 1)}
+    correct |= {(0.5, "none", s): np.array([1, 0, 0, 0], bool) for s in (0, 1)}
+    correct |= {(0.5, "teacher", s): np.array([1, 1, 1, 1], bool) for s in (0, 1)}
+    table = paired_differences(df, correct=correct).set_index("comparison")
+    assert table.loc["kd - none", "diff"] == 50.0 and table.loc["ft - none", "diff"] == 25.0
+    assert table.loc["kd - teacher", "diff"] == -17.0  # from top-1 (75 - 92), the teacher's metric
+    # per image: kd - none is +1 on two of four images for both seeds: seeds agree, images vary:
+    # image means 0, 1, 1, 0 -> variance 1/3, over 4 images: se = 100 * sqrt(1/12) points
+    assert table.loc["kd - none", "se"] == pytest.approx(100 * np.sqrt(1 / 12))
+    assert table.loc["kd - none", "img_low"] < 0 < table.loc["kd - none", "boot_high"]
 
 
 def test_a_model_near_chance_is_flagged_at_the_top():

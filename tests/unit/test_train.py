@@ -64,3 +64,57 @@ def test_recalibration_changes_only_batchnorm_statistics_and_is_deterministic():
     assert torch.isfinite(first).all() and first.abs().sum() > 0
     assert recalibrate_batchnorm(again, train, NORM, 0) is again  # 0 batches: off
     assert all(torch.equal(after[k], v) for k, v in again.state_dict().items())
+
+
+def sabotaged_loss(good_epochs: int, steps_per_epoch: int):
+    """Cross-entropy for ``good_epochs``, then cross-entropy against the wrong labels: validation
+    accuracy falls afterwards, so the best epoch is not the last."""
+    calls = [0]
+
+    def loss(logits, x, y):
+        calls[0] += 1
+        wrong = calls[0] > good_epochs * steps_per_epoch
+        return torch.nn.functional.cross_entropy(logits, (y + 1) % 10 if wrong else y)
+    return loss
+
+
+def keep_best(checkpoint=None, kill_at=None):
+    import math
+
+    ds = load_digits_dataset(None)
+    train, val = split_train_val(ds.train, 0.2, seed=0)
+    cfg = TrainConfig(epochs=4, batch_size=32, lr=0.05, hflip=False, keep="best_val")
+    torch.manual_seed(0)
+    model = build_model("lenet5", 10, (1, 8, 8))
+    snapshots, kept = {}, []
+
+    def on_epoch(epoch, metrics):
+        snapshots[epoch] = (metrics["val_top1"], {k: v.clone() for k, v in model.state_dict().items()})
+        if epoch == kill_at:
+            raise KeyboardInterrupt
+
+    loss = sabotaged_loss(2, math.ceil(len(train) / cfg.batch_size))
+    fit(model, train, val, NORM, cfg, loss, 0, on_epoch, checkpoint=checkpoint,
+        on_keep=lambda e, v: kept.append((e, v)))
+    return model, snapshots, kept
+
+
+def test_keep_best_val_ends_with_the_best_epochs_weights_and_says_which():
+    model, snapshots, [(epoch, val_top1)] = keep_best()
+    best = max(snapshots, key=lambda e: (snapshots[e][0], -e))
+    assert epoch == best < 4 and val_top1 == snapshots[best][0]
+    assert snapshots[4][0] < val_top1  # the sabotage worked: the last epoch is worse
+    assert all(torch.equal(v, snapshots[best][1][k]) for k, v in model.state_dict().items())
+
+
+def test_keep_best_val_survives_a_resume(tmp_path):
+    import pytest
+
+    from prunekd.checkpoint import Checkpoint
+
+    reference, _, kept = keep_best()
+    with pytest.raises(KeyboardInterrupt):  # killed in epoch 4's callback: the checkpoint holds epoch 3
+        keep_best(Checkpoint("t", (), tmp_path), kill_at=4)
+    resumed, _, kept_again = keep_best(Checkpoint("t", (), tmp_path))
+    assert kept_again == kept
+    assert all(torch.equal(v, reference.state_dict()[k]) for k, v in resumed.state_dict().items())

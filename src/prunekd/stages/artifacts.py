@@ -10,8 +10,8 @@ from typing import Iterator
 
 import numpy as np
 import pandas as pd
-from ..config import Params
-from ..data import Prepared
+from ..config import ConfigError, Params
+from ..data import Prepared, Split
 from ..export import export_onnx
 from ..io import stage_outputs, write_json
 from ..measure import cost
@@ -20,6 +20,17 @@ from ..paths import (HISTORY_FILE, LINEAGE_FILE, METRICS_FILE, MODEL_FILE, MODEL
                      PREDICTIONS_FILE, Layout, ratio_key)
 from ..tracking import StageRun
 from ..train import predictions
+
+
+def first_images(train: Split, subset: int | None, key: str) -> Split:
+    """The images a model trains on: all of the training split, or its first ``subset`` (the split
+    is already a seeded shuffle); ``key`` names the param that asked for them."""
+    if subset is None:
+        return train
+    if subset > len(train):
+        raise ConfigError(f"{key}: {subset} is more than the {len(train)} images of the training split; "
+                          "use at most that many, or null for all")
+    return Split(train.x[:subset], train.y[:subset])
 
 
 def load_teacher(layout: Layout, params: Params) -> tuple[PrunableNet, dict]:

@@ -74,7 +74,7 @@ def run(params: Params, layout: Layout) -> dict:
     correct = collect_correct(layout, results, prepared.test.y.numpy())
     curves = pd.read_csv(layout.curves) if layout.curves.is_file() else None
     r = params.retrain
-    regime = {"train_subset": r.train_subset, "epochs": r.epochs, "lr": r.lr, "n_seeds": len(r.seeds)}
+    regime = {"train_subset": r.train_subset, "epochs": r.epochs, "lr": r.lr, "keep": r.keep, "n_seeds": len(r.seeds)}
     summary = summarize(results)
     teacher = results[results["mode"] == "teacher"].iloc[0]
     # the inputs are good: the previous outputs go; the new ones move in once MLflow has them too
@@ -82,11 +82,11 @@ def run(params: Params, layout: Layout) -> dict:
         plot_accuracy(summary, float(teacher["top1"]), tmp / FIGURE)
         plot_pareto(summary, teacher, tmp / PARETO, latency_label(latency))
         plot_latency(latency, tmp / LATENCY_FIGURE)
-        if {"kd", "ft"} <= set(params.retrain.modes):
-            kd_gain_figure(results, summary, tmp / KD_FIGURE)
+        if {"kd", "ft"} & set(params.retrain.modes):
+            kd_gain_figure(results, summary, tmp / KD_FIGURE, correct)
         results.to_csv(tmp / "results.csv", index=False)
         summary.to_csv(tmp / "summary.csv", index=False)
-        write_json(tmp / "metrics.json", flat_metrics(results, summary))  # what `dvc exp show` lists
+        write_json(tmp / "metrics.json", flat_metrics(results, summary, correct))  # what `dvc exp show` lists
         (tmp / "plots").mkdir()  # the table dvc.yaml's accuracy plot draws (dvc plots diff compares it)
         accuracy_table(summary, float(teacher["top1"])).to_csv(tmp / "plots" / "accuracy.csv", index=False)
         (tmp / "report.md").write_text(markdown(results, summary, FIGURE, latency, LATENCY_FIGURE, PARETO,

@@ -16,14 +16,14 @@ from typing import Callable
 import torch
 
 from ..checkpoint import resumable
-from ..config import ConfigError, Params
-from ..data import Split, load_prepared
+from ..config import Params
+from ..data import load_prepared
 from ..distill import cross_entropy_loss, distillation_loss
 from ..models import PrunableNet, build_model, load_model
 from ..paths import MODEL_FILE, Layout, ratio_key
 from ..tracking import model_run_id, stage_run
 from ..train import LossFn, device, fit, seed_everything
-from .artifacts import load_pruned, log_data, model_folder, save_outputs
+from .artifacts import first_images, load_pruned, log_data, model_folder, save_outputs
 from .cli import ratio_arg, run_cli
 
 
@@ -62,23 +62,12 @@ def starting_model(pruned: PrunableNet, mode: str, seed: int) -> PrunableNet:
     return build_model(**pruned.spec())
 
 
-def student_data(train: Split, subset: int | None) -> Split:
-    """The images the student retrains on: all of the training split, or its first ``subset``
-    (the split is already a seeded shuffle): the teacher saw all of them, the student fewer
-    (Hinton et al.'s limited-data case, where distillation has the most to give)."""
-    if subset is None:
-        return train
-    if subset > len(train):
-        raise ConfigError(f"retrain.train_subset: {subset} is more than the {len(train)} images "
-                          "of the training split; use at most that many, or null for all")
-    return Split(train.x[:subset], train.y[:subset])
-
-
 def run(params: Params, layout: Layout, ratio: float, mode: str, seed: int) -> dict:
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; known: {', '.join(MODES)}")
     prepared = load_prepared(layout.prepared)
-    train = student_data(prepared.train, params.retrain.train_subset)
+    # the teacher saw all of them, the student may see fewer (Hinton et al.'s limited-data case)
+    train = first_images(prepared.train, params.retrain.train_subset, "retrain.train_subset")
     model, data = load_pruned(layout, ratio)
     teacher_file = layout.teacher / MODEL_FILE
     lineage = {"teacher_run_id": model_run_id(teacher_file),
@@ -96,7 +85,7 @@ def run(params: Params, layout: Layout, ratio: float, mode: str, seed: int) -> d
                         "criterion": params.prune.criterion})
         log_data(run, prepared, layout.prepared, "training")
         fit(model, train, prepared.val, prepared.normalization, params.retrain.for_data(prepared.mirror_ok),
-            loss, seed, run.log_epoch, name=name, checkpoint=checkpoint)
+            loss, seed, run.log_epoch, name=name, checkpoint=checkpoint, on_keep=run.log_kept)
         run.set_tags(checkpoint.tags())
         return save_outputs(model, folder, scratch, prepared, run, meta=data, lineage=lineage)
 

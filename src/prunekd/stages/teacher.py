@@ -10,20 +10,22 @@ from ..models import build_model
 from ..paths import Layout
 from ..tracking import stage_run
 from ..train import fit, seed_everything
-from .artifacts import log_data, model_folder, save_outputs
+from .artifacts import first_images, log_data, model_folder, save_outputs
 from .cli import run_cli
 
 
 def run(params: Params, layout: Layout) -> dict:
     prepared = load_prepared(layout.prepared)
+    train = first_images(prepared.train, params.teacher.train_subset, "teacher.train_subset")
     seed_everything(params.seed)  # the initial weights come from the seed too
     model = build_model(params.model.arch, prepared.num_classes, prepared.input_shape, params.model.width)
     with (stage_run("teacher", params, prepared.identity | {"arch": params.model.arch}, layout) as run,
           resumable("teacher", params.teacher, params.model, root=layout.checkpoints) as checkpoint,
           model_folder(layout.teacher) as scratch):  # the inputs are good: the previous outputs go
         log_data(run, prepared, layout.prepared, "training")
-        fit(model, prepared.train, prepared.val, prepared.normalization, params.teacher.for_data(prepared.mirror_ok),
-            cross_entropy_loss(), params.seed, run.log_epoch, name="teacher", checkpoint=checkpoint)
+        fit(model, train, prepared.val, prepared.normalization, params.teacher.for_data(prepared.mirror_ok),
+            cross_entropy_loss(), params.seed, run.log_epoch, name="teacher", checkpoint=checkpoint,
+            on_keep=run.log_kept)
         run.set_tags(checkpoint.tags())
         return save_outputs(model, layout.teacher, scratch, prepared, run, meta=prepared.identity)
 
