@@ -72,6 +72,12 @@ class Stage:
     cmd: str
     upstream: tuple[str, ...]
 
+    def argv(self) -> list[str]:
+        """The stage's command as an argument list, run without a shell. dvc.yaml's commands name no
+        param (a matrix stage reads its item from DVC_STAGE), so no param's text is in it; and were
+        one pasted in, it would stay one argument's text, never run."""
+        return shlex.split(self.cmd)
+
 
 def dvc_stages(root: Path) -> list[Stage]:
     """The resolved stages of dvc.yaml (matrix expanded) in dependency order."""
@@ -116,10 +122,10 @@ def stale_stages(root: Path, *names: str) -> set[str]:
     return set(json.loads(proc.stdout or "{}"))
 
 
-def streamed(cmd: str, cwd: Path, env: dict[str, str], log) -> tuple[int, list[str]]:
-    """Run ``cmd``, sending each line of its stdout and stderr to ``log`` as it comes (the task run's
-    log in the Prefect UI); returns the exit code and the last lines of stderr."""
-    proc = subprocess.Popen(cmd, shell=True, cwd=cwd, env=env | {"PYTHONUNBUFFERED": "1"}, text=True,
+def streamed(argv: list[str], cwd: Path, env: dict[str, str], log) -> tuple[int, list[str]]:
+    """Run ``argv`` (no shell), sending each line of its stdout and stderr to ``log`` as it comes
+    (the task run's log in the Prefect UI); returns the exit code and the last lines of stderr."""
+    proc = subprocess.Popen(argv, cwd=cwd, env=env | {"PYTHONUNBUFFERED": "1"}, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=1)
     tail: deque[str] = deque(maxlen=50)
 
@@ -159,8 +165,8 @@ def run_stage(stage: Stage, root: str, threads: int, env: dict[str, str], stale:
     log = get_run_logger()
     log.info("running %s: %s", stage.name, stage.cmd)
     child_env = with_bin_on_path(os.environ | env | {"OMP_NUM_THREADS": str(threads),
-                                                     "MKL_NUM_THREADS": str(threads)})
-    code, stderr = streamed(stage.cmd, root_path, child_env, log)
+                                                     "MKL_NUM_THREADS": str(threads), "DVC_STAGE": stage.name})
+    code, stderr = streamed(stage.argv(), root_path, child_env, log)
     if code == USER_ERROR:
         errors = [line for line in stderr if ": error: " in line] or stderr[-1:]
         raise StageInputError(f"{stage.name}: {errors[-1] if errors else 'exit 2'}")
@@ -213,10 +219,10 @@ def experiment_name(flow_run_name: str | None) -> str:
 def run_experiment(root: str, overrides: list[str], name: str, env: dict[str, str]) -> dict:
     """The whole DAG as one DVC experiment with ``overrides``, its output streamed into the log."""
     log = get_run_logger()
-    cmd = shlex.join([str(BIN / "dvc"), "exp", "run", "--temp", "--name", name,
-                      *(arg for item in overrides for arg in ("-S", item))])
-    log.info("running %s", cmd)
-    code, stderr = streamed(cmd, Path(root), with_bin_on_path(os.environ | env), log)
+    argv = [str(BIN / "dvc"), "exp", "run", "--temp", "--name", name,
+            *(arg for item in overrides for arg in ("-S", item))]
+    log.info("running %s", shlex.join(argv))
+    code, stderr = streamed(argv, Path(root), with_bin_on_path(os.environ | env), log)
     if code != 0:
         raise RuntimeError(f"dvc exp run {name} failed (exit {code}):\n" + "\n".join(stderr[-30:]))
     return {"experiment": name, "overrides": overrides}
@@ -298,6 +304,19 @@ def configured(workers: int = 1, dask_address: str | None = None):
     return experiment.with_options(task_runner=task_runner(workers, address))
 
 
+def invalid_params(root: Path, overrides: list[str]) -> str | None:
+    """Why ``root``'s params.yaml (with ``overrides``) cannot run, in one line; None if it can. The
+    flow checks before any stage starts, as the check stage does under ``dvc repro``."""
+    from prunekd.config import load_params
+
+    try:
+        load_params(Layout(root).params)
+        checked_overrides(root, overrides)
+    except (ConfigError, StageInputError) as exc:
+        return str(exc)
+    return None
+
+
 def unusable_service(args: argparse.Namespace, timeout: float = 5.0) -> str | None:
     """Why the flow could not start with these arguments, in one line; None if it can. Prefect
     and Dask would otherwise retry an address that does not answer for minutes, then fail in a
@@ -313,6 +332,9 @@ def unusable_service(args: argparse.Namespace, timeout: float = 5.0) -> str | No
         return f"--retries: {args.retries} is not a number of retries (0 or more)"
     if not (Path(args.root) / "dvc.yaml").is_file():
         return f"--root: {args.root} has no dvc.yaml"
+    bad_params = invalid_params(Path(args.root), args.overrides)
+    if bad_params:
+        return bad_params
     address = args.dask or os.environ.get(DASK_ENV)
     if address:
         where = urlsplit(address if "://" in address else f"tcp://{address}")

@@ -78,8 +78,22 @@ def remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+class OutsideProjectError(RuntimeError):
+    """An output path that leads out of the project (through a symlink): never cleared or written."""
+
+
+def inside(path: Path, root: Path) -> Path:
+    """``path``, refused unless the folder it is in resolves inside ``root``. The last part may be a
+    symlink: ``remove`` unlinks it and never follows it."""
+    real_root, real = root.resolve(), path.parent.resolve() / path.name
+    if not real.is_relative_to(real_root):
+        raise OutsideProjectError(f"{path}: leads to {real}, outside the project ({real_root}), through a "
+                                  "symlink; refusing to clear or write it: replace the link with a folder")
+    return path
+
+
 @contextmanager
-def stage_outputs(*outputs: Path) -> Iterator[Path]:
+def stage_outputs(*outputs: Path, root: Path) -> Iterator[Path]:
     """Make a stage's ``outputs`` (files or folders) all at once, or not at all.
 
     On entry the previous run's outputs are removed, as ``dvc repro`` removes them: enter once the
@@ -87,8 +101,10 @@ def stage_outputs(*outputs: Path) -> Iterator[Path]:
     folder it is given (``scratch / output.name``; a folder output is the block's to create);
     when the block succeeds they are moved into place. A failed or killed stage leaves none of
     them behind, so DVC never caches a half-written output. The scratch folder
-    (``.<first output>.tmp`` beside it) is ignored by git and DVC (``*.tmp``).
+    (``.<first output>.tmp`` beside it) is ignored by git and DVC (``*.tmp``). Every output must
+    lie inside the project ``root`` once symlinks are resolved (``inside``).
     """
+    outputs = tuple(inside(path, root) for path in outputs)
     names = [path.name for path in outputs]
     if len(set(names)) != len(names):
         raise ValueError(f"outputs must have distinct names: {names}")

@@ -47,6 +47,7 @@ class Layout:
         self.pruned_root = self.root / "models" / "pruned"
         self.retrained_root = self.root / "models" / "retrained"
         self.reports = self.root / "reports"
+        self.checked = self.reports / "check.json"  # check's: every other stage runs after it
         self.sensitivity = self.reports / "sensitivity"
         self.curves = self.sensitivity / CURVES_FILE
         self.latency = self.reports / "latency.csv"

@@ -329,7 +329,7 @@ def latency_section(latency: pd.DataFrame, figure: str) -> list[str]:
 
 
 def fmt_table(df: pd.DataFrame) -> str:
-    return df.to_markdown(index=False, floatfmt=".2f")
+    return df.to_markdown(index=False, floatfmt=".2f", missingval="–")
 
 
 def ft_vs_kd(summary: pd.DataFrame) -> pd.DataFrame:
@@ -558,7 +558,7 @@ def answer_section(results: pd.DataFrame, summary: pd.DataFrame, params: dict,
     if len(modes) == 2 and len(removed) > 1:
         lines += ["", pooled_reading(results, correct)]
         n_intervals += 1
-    interval = ("over retraining seeds and the test set's images" if lookup["img_low"].notna().any()
+    interval = ("over retraining seeds and the test set's images" if correct is not None
                 else "over retraining seeds only (no per-image predictions)")
     return ["## The answer: what retraining and distillation add to the pruned network", "",
             f"In this regime ({regime(params)}). `none` is the pruned network before any retraining (BatchNorm "

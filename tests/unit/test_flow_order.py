@@ -26,3 +26,10 @@ def test_only_stages_stale_or_downstream_of_a_stale_one_are_scheduled():
     assert flow.surely_cached(stages, frozenset({"retrain@0.5-kd-0"})) == {
         "check", "prepare", "teacher", "prune@0.5", "retrain@0.5-ft-0"}
     assert flow.surely_cached(stages, frozenset({"prepare"})) == {"check"}
+
+
+def test_the_flow_runs_each_stage_as_an_argument_list_never_through_a_shell():
+    flow = load_flow_module()
+    assert flow.Stage("prune@0.5", "prunekd prune", ()).argv() == ["prunekd", "prune"]
+    # were a param's text pasted into a command, it would stay one argument's text
+    assert flow.Stage("x", "prunekd prune --ratio '0.4; touch pwned'", ()).argv()[-1] == "0.4; touch pwned"

@@ -37,7 +37,7 @@ def test_a_stage_output_is_logged_line_by_line_as_it_comes(tmp_path):
     log = Recorder()
     script = ("import sys, time; print('epoch 1/2'); print('progress', file=sys.stderr); time.sleep(1.5); "
               "print('epoch 2/2'); print('prunekd x: error: bad', file=sys.stderr); sys.exit(2)")
-    code, stderr = flows.streamed(f"{sys.executable} -c \"{script}\"", tmp_path, {}, log)
+    code, stderr = flows.streamed([sys.executable, "-c", script], tmp_path, {}, log)
     assert code == 2 and stderr == ["progress", "prunekd x: error: bad"]
     times = dict((line, t) for t, line in log.lines)
     assert set(times) == {"epoch 1/2", "progress", "epoch 2/2", "prunekd x: error: bad"}

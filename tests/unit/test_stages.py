@@ -61,7 +61,7 @@ def project(tmp_path_factory) -> Project:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", uri)
         mp.chdir(elsewhere)
-        results = {"check": check.run(params),
+        results = {"check": check.run(params, layout),
                    "prepare": prepare.run(params, layout),
                    "teacher": teacher.run(params, layout),
                    "sensitivity": sensitivity.run(params, layout),
@@ -78,8 +78,9 @@ def model_files(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
 
 
-def test_check_counts_every_key(project):
+def test_check_counts_every_key_and_leaves_the_same_gate_file(project):
     assert project.results["check"] > 40
+    assert json.loads(project.layout.checked.read_text()) == {"params": "valid"}  # what every stage depends on
 
 
 def test_prepare_writes_the_splits_and_their_manifest(project):
@@ -160,6 +161,15 @@ def test_report_writes_its_outputs_and_registers_the_models(project):
     stages = {run.data.tags["prunekd.stage"] for run in project.runs()}
     assert stages == {"prepare", "teacher", "sensitivity", "prune", "retrain", "latency", "report"}
     assert read_meta(project.layout.teacher / "model.pt")["dataset"] == "digits"
+    # the answer: each mode against no retraining, from the per-image predictions of both models
+    flat = json.loads((reports / "metrics.json").read_text())
+    key = f"{100 * RATIO:g}"
+    pruned_top1 = json.loads((project.layout.pruned(RATIO) / "metrics.json").read_text())["top1"]
+    assert flat[f"top1_none_{key}"] == pytest.approx(pruned_top1)
+    assert flat[f"ft_minus_none_{key}"] == pytest.approx(results.loc[results["mode"] == "ft", "top1"].iloc[0]
+                                                         - pruned_top1)
+    text = (reports / "report.md").read_text()
+    assert "FT − none: " in text and "over retraining seeds and the test set's images" in text
 
 
 # ---- outputs appear whole or not at all ---------------------------------------------------------
@@ -168,15 +178,36 @@ def test_stage_outputs_replace_the_old_ones_only_when_the_block_succeeds(tmp_pat
     old_file, old_dir = tmp_path / "table.csv", tmp_path / "figures"
     old_file.write_text("old")
     old_dir.mkdir()
-    with pytest.raises(RuntimeError), stage_outputs(old_file, old_dir) as scratch:
+    with pytest.raises(RuntimeError), stage_outputs(old_file, old_dir, root=tmp_path) as scratch:
         (scratch / "table.csv").write_text("half")
         raise RuntimeError("killed")
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # the old ones went on entry; no scratch
-    with stage_outputs(old_file, old_dir) as scratch:
+    with stage_outputs(old_file, old_dir, root=tmp_path) as scratch:
         (scratch / "table.csv").write_text("new")
         (scratch / "figures").mkdir()
     assert old_file.read_text() == "new" and old_dir.is_dir()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["figures", "table.csv"]
+
+
+def test_an_output_folder_linked_out_of_the_project_is_refused_and_its_target_untouched(tmp_path):
+    from prunekd.io import OutsideProjectError
+
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    (elsewhere / "teacher").mkdir(parents=True)
+    (elsewhere / "teacher" / "model.pt").write_text("someone else's")
+    project.mkdir()
+    (project / "models").symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(OutsideProjectError, match="outside the project"):
+        with model_folder(project / "models" / "teacher", project) as scratch:
+            (scratch / "model.pt").write_text("ours")
+    assert (elsewhere / "teacher" / "model.pt").read_text() == "someone else's"
+    assert sorted(p.name for p in (elsewhere / "teacher").iterdir()) == ["model.pt"]  # no scratch left there
+    # a link as the output itself is removed, never followed
+    (project / "table.csv").symlink_to(elsewhere / "teacher" / "model.pt")
+    with stage_outputs(project / "table.csv", root=project) as scratch:
+        (scratch / "table.csv").write_text("new")
+    assert (project / "table.csv").read_text() == "new" and not (project / "table.csv").is_symlink()
+    assert (elsewhere / "teacher" / "model.pt").read_text() == "someone else's"
 
 
 class FakeRun:
@@ -208,7 +239,7 @@ def test_a_model_folder_appears_whole_or_not_at_all(tmp_path, fail):
     (folder / ".gitignore").write_text("/model.pt\n")  # DVC's, tracked by git: kept
 
     def write():
-        with model_folder(folder) as scratch:
+        with model_folder(folder, tmp_path) as scratch:
             return save_outputs(model, folder, scratch, prepared, FakeRun(fail), meta={})
 
     if fail:

@@ -75,9 +75,9 @@ def measure_on_test(model: PrunableNet, model_file: Path, prepared: Prepared) ->
 
 
 @contextmanager
-def model_folder(folder: Path) -> Iterator[Path]:
+def model_folder(folder: Path, root: Path) -> Iterator[Path]:
     """``stage_outputs`` for a model folder's files: yields the scratch folder to write them in."""
-    with stage_outputs(*(folder / name for name in MODEL_OUTPUTS)) as scratch:
+    with stage_outputs(*(folder / name for name in MODEL_OUTPUTS), root=root) as scratch:
         yield scratch
 
 

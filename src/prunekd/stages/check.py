@@ -1,24 +1,34 @@
-"""check: validate the whole of params.yaml.
+"""check: validate the whole of params.yaml, before any other stage runs.
 
 Each stage depends only on the keys it reads, so a misspelled key (``kd.temprature``) or a key
 no stage reads would otherwise change nothing and be silently ignored. This stage depends on
 every key, so any edit to params.yaml runs it, and a bad key stops ``dvc repro`` with one line.
+
+Every other stage depends on its output (``reports/check.json``), so DVC runs it first, also for
+``dvc repro <stage>``: no stage starts on params that did not pass. The file's content is the
+same whenever the params are valid, so a valid edit reruns check and nothing else through it.
 """
 
 from __future__ import annotations
 
 from ..config import Params, flatten
+from ..io import stage_outputs, write_json
+from ..paths import Layout
 from .cli import run_cli
 
+PASSED = {"params": "valid"}  # constant: a dependency that changes only from missing to present
 
-def run(params: Params) -> int:
+
+def run(params: Params, layout: Layout) -> int:
     keys = flatten(params)
+    with stage_outputs(layout.checked, root=layout.root) as tmp:
+        write_json(tmp / layout.checked.name, PASSED)
     print(f"params: ok ({len(keys)} keys)")
     return len(keys)
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_cli("check", argv, lambda args, params, layout: run(params), doc=__doc__)
+    return run_cli("check", argv, lambda args, params, layout: run(params, layout), doc=__doc__)
 
 
 if __name__ == "__main__":

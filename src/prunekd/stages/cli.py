@@ -4,6 +4,7 @@ one-line contract for errors a user can fix (exit 2, no traceback)."""
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from typing import Callable
@@ -12,7 +13,7 @@ from ..config import ConfigError, Params, load_params
 from ..constants import USER_ERROR
 from ..data import DataError
 from ..export import ExportError
-from ..io import MissingInputError, StageBusyError, exclusive
+from ..io import MissingInputError, OutsideProjectError, StageBusyError, exclusive
 from ..models import ModelFileError
 from ..paths import Layout
 from ..prune import PruneTargetError
@@ -21,7 +22,7 @@ from ..train import DivergenceError
 
 # Failures a user can fix; they get one line, not a traceback.
 USER_ERRORS = (ConfigError, DataError, ModelFileError, PruneTargetError, DivergenceError, MissingInputError,
-               TrackingError, ExportError, StageBusyError, PermissionError)
+               TrackingError, ExportError, StageBusyError, OutsideProjectError, PermissionError)
 
 Body = Callable[[argparse.Namespace, Params, Layout], object]
 
@@ -56,6 +57,38 @@ def ratio_arg(text: str) -> float:
     return value
 
 
+def seed_arg(text: str) -> int:
+    """``--seed``: a whole number that numpy takes as a seed."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"{text!r} is not in 0 .. 2**32 - 1")
+    return value
+
+
+DVC_STAGE = "DVC_STAGE"  # set by DVC (and the flow) to the stage it runs: ``retrain@0.3-kd-0``
+
+
+def item_arguments(stage: str, p: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """The matrix item that DVC runs this stage for, as the stage's required options, read from
+    DVC_STAGE, where the command line gives none of them.
+
+    dvc.yaml's commands name no param (``prunekd retrain``): DVC pastes a param's text into a
+    command that a shell runs, so a value written as ``0.3; rm -rf ~`` would run. The item's
+    values come from the environment instead, as data, and are checked like typed options.
+    """
+    options = [a for a in p._actions if a.required and a.option_strings]
+    name, _, item = os.environ.get(DVC_STAGE, "").rpartition(":")[2].partition("@")
+    if not options or name != stage or any(arg.split("=")[0] in a.option_strings for a in options for arg in argv):
+        return []
+    values = item.rsplit("-", len(options) - 1)
+    if len(values) != len(options):
+        p.error(f"{DVC_STAGE}={os.environ[DVC_STAGE]!r} is not {stage}@" + "-".join(f"<{a.dest}>" for a in options))
+    return [arg for action, value in zip(options, values) for arg in (action.option_strings[0], value)]
+
+
 def run_cli(stage: str, argv: list[str] | None, body: Body,
             add_arguments: Callable[[argparse.ArgumentParser], None] = lambda p: None,
             doc: str | None = None) -> int:
@@ -64,7 +97,8 @@ def run_cli(stage: str, argv: list[str] | None, body: Body,
     p = argparse.ArgumentParser(prog=f"prunekd {stage}", description=doc)
     p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     add_arguments(p)
-    args = p.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = p.parse_args(argv + item_arguments(stage, p, argv))
     # Both signals set here: a process started in the background inherits SIGINT ignored, and
     # Python then leaves it ignored, so Ctrl-C (or a flow stopping it) would not stop the stage.
     for signum in (signal.SIGTERM, signal.SIGINT):

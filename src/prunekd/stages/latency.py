@@ -37,7 +37,7 @@ def run(params: Params, layout: Layout) -> dict:
     archs, run_ids = architectures(params, layout)
     m = params.measure
     with (stage_run("latency", params, {"teacher_run_id": run_ids[0]}, layout) as run,
-          stage_outputs(layout.latency) as scratch):  # the inputs are good: the previous table goes
+          stage_outputs(layout.latency, root=layout.root) as scratch):  # the inputs are good: the previous table goes
         print(f"latency: {len(archs)} architectures x {m.runtimes} x batch {m.batch_sizes}, "
               f"{m.threads} thread(s), median of {m.repeats} passes in {m.rounds} rounds")
         rows = latency_table(archs, m.runtimes, m.batch_sizes, m.threads, m.warmup, m.repeats, m.rounds, params.seed)

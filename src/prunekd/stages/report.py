@@ -78,7 +78,7 @@ def run(params: Params, layout: Layout) -> dict:
     summary = summarize(results)
     teacher = results[results["mode"] == "teacher"].iloc[0]
     # the inputs are good: the previous outputs go; the new ones move in once MLflow has them too
-    with stage_outputs(*(layout.reports / name for name in OUTPUTS)) as tmp:
+    with stage_outputs(*(layout.reports / name for name in OUTPUTS), root=layout.root) as tmp:
         plot_accuracy(summary, float(teacher["top1"]), tmp / FIGURE)
         plot_pareto(summary, teacher, tmp / PARETO, latency_label(latency))
         plot_latency(latency, tmp / LATENCY_FIGURE)

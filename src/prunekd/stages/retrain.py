@@ -24,7 +24,7 @@ from ..paths import MODEL_FILE, Layout, ratio_key
 from ..tracking import model_run_id, stage_run
 from ..train import LossFn, device, fit, seed_everything
 from .artifacts import first_images, load_pruned, log_data, model_folder, save_outputs
-from .cli import ratio_arg, run_cli
+from .cli import ratio_arg, run_cli, seed_arg
 
 
 def _teacher(teacher_file: Path):
@@ -80,7 +80,7 @@ def run(params: Params, layout: Layout, ratio: float, mode: str, seed: int) -> d
     folder = layout.retrained(ratio, mode, seed)
     with (stage_run(name, params, data | lineage | {"ratio": key, "mode": mode, "seed": str(seed)}, layout) as run,
           resumable(name, *loss_identity, root=layout.checkpoints) as checkpoint,
-          model_folder(folder) as scratch):  # the inputs are good: the previous outputs go
+          model_folder(folder, layout.root) as scratch):  # the inputs are good: the previous outputs go
         run.log_params({"ratio": key, "mode": mode, "retrain_seed": seed, "unit": params.prune.unit,
                         "criterion": params.prune.criterion})
         log_data(run, prepared, layout.prepared, "training")
@@ -94,7 +94,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ratio", required=True, type=ratio_arg, help="a ratio from prune.ratios")
     p.add_argument("--mode", required=True, choices=list(MODES),
                    help="ft: cross-entropy; kd: distillation; scratch, scratch_kd: the same from random init")
-    p.add_argument("--seed", required=True, type=int, help="a seed from retrain.seeds")
+    p.add_argument("--seed", required=True, type=seed_arg, help="a seed from retrain.seeds")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,7 +25,7 @@ def run(params: Params, layout: Layout) -> dict:
     with stage_run("sensitivity", params, lineage, layout) as run:
         log_data(run, prepared, layout.prepared, "evaluation")
         batches = params.prune.bn_recalibration_batches
-        with stage_outputs(layout.sensitivity) as scratch:
+        with stage_outputs(layout.sensitivity, root=layout.root) as scratch:
             table = curves(teacher, params.prune.sensitivity_ratios, params.prune.criterion,
                            lambda model: evaluate(model, prepared.val, norm)["top1"], params.seed,
                            lambda model: recalibrate_batchnorm(model, prepared.train, norm, batches, params.seed))
