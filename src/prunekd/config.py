@@ -31,13 +31,20 @@ Seed = Annotated[StrictInt, Field(ge=0, lt=2**32)]
 Ratio = StrictFloat
 
 
+MAX_PARAMS_BYTES = 1_000_000
+
+
 def read_yaml(text: str, source: str) -> object:
     """Parse YAML as DVC parses params.yaml (YAML 1.2, ruamel's safe loader): ``010`` is ten, ``yes``
     a string, and a duplicate key an error, where PyYAML's YAML 1.1 would read eight, true, the last."""
     from ruamel.yaml import YAML, YAMLError
 
+    if len(text) > MAX_PARAMS_BYTES:
+        raise ConfigError(f"{source}: {len(text):,} characters; a params file is at most {MAX_PARAMS_BYTES:,}")
     try:
         return YAML(typ="safe").load(text)
+    except RecursionError:
+        raise ConfigError(f"{source}: nested too deeply to be params") from None
     except YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -184,10 +191,17 @@ def _describe(err: dict) -> str:
         return f"{key}: required key is missing"
     msg = err["msg"].removeprefix("Value error, ").replace("Input should", "should")
     if err["type"] == "literal_error":
-        return f"{key}: unknown value {err.get('input')!r}; {msg}"
+        return f"{key}: unknown value {echo(err.get('input'))}; {msg}"
     if err["type"] == "value_error":  # our own validators name the value already
-        return f"{key}: {msg}"
-    return f"{key}: {msg} (got {err.get('input')!r})"
+        return f"{key}: {msg[:200]}"
+    return f"{key}: {msg} (got {echo(err.get('input'))})"
+
+
+def echo(value: object, limit: int = 80) -> str:
+    """A value as an error line shows it: its repr, cut to ``limit`` characters (an alias bomb's
+    expansion would otherwise print megabytes)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text):,} characters)"
 
 
 def parse_params(raw: object, source: str = "params.yaml") -> Params:
@@ -196,6 +210,8 @@ def parse_params(raw: object, source: str = "params.yaml") -> Params:
         raise ConfigError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
     try:
         return Params.model_validate(raw)
+    except RecursionError:
+        raise ConfigError(f"{source}: nested too deeply to be params") from None
     except ValidationError as exc:
         raise ConfigError(f"{source}: " + "; ".join(_describe(e) for e in exc.errors())) from None
 

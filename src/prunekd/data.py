@@ -359,9 +359,14 @@ def augment(x: torch.Tensor, pad: int, hflip: bool, gen: torch.Generator) -> tor
 
 def batches(split: Split, batch_size: int, gen: torch.Generator | None = None
             ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Mini-batches of a split, shuffled when ``gen`` is given; the last may be short."""
+    """Mini-batches of a split, shuffled when ``gen`` is given; the last may be short. Shuffled
+    (training) batches never hold a single image, which BatchNorm cannot normalise in training
+    mode: a last batch of one joins the batch before it (257 images at batch 256: one batch of 257)."""
     n = len(split)
     order = torch.randperm(n, generator=gen) if gen is not None else torch.arange(n)
-    for start in range(0, n, batch_size):
-        idx = order[start:start + batch_size]
+    starts = list(range(0, n, batch_size))
+    if gen is not None and len(starts) > 1 and n - starts[-1] == 1:
+        starts.pop()
+    for i, start in enumerate(starts):
+        idx = order[start:starts[i + 1] if i + 1 < len(starts) else n]
         yield split.x[idx], split.y[idx]

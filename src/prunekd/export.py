@@ -86,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None, help="where to write (default: model.onnx beside it)")
     args = p.parse_args(argv)
     out = args.out or args.model.with_suffix(".onnx")
+    if out.resolve() == args.model.resolve():
+        print(f"prunekd export: error: --out {out}: is the model file itself; name another file", file=sys.stderr)
+        return 2
     try:
         model, _ = load_model(args.model)
         export_onnx(model, out, args.model)

@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -405,6 +406,8 @@ def register(name: str, versions: dict[str, dict[str, str]], aliases: dict[str, 
 
 def sweep_runs(sweep: str = "latest", experiment: str | None = None) -> pd.DataFrame:
     """The retrain runs of one sweep (a report run id, ``latest``) or of ``all`` sweeps, one row each."""
+    if sweep not in ("latest", "all") and not re.fullmatch(r"[0-9a-f]{32}", sweep):  # it goes into a filter
+        raise TrackingError(f"--sweep {sweep[:80]!r}: not 'latest', 'all' or an MLflow run id (32 hex digits)")
     client = _client()
     exp = client.get_experiment_by_name(experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT))
     if exp is None:

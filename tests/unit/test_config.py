@@ -120,3 +120,20 @@ def test_a_params_file_that_is_not_utf8_gets_one_line(tmp_path):
     path.write_bytes("seed: 0\n# caf\xe9\n".encode("latin-1"))
     with pytest.raises(ConfigError, match=r"params.yaml: cannot be read \(UnicodeDecodeError\)"):
         config.load_params(path)
+
+
+def test_params_that_would_flood_or_overflow_get_one_short_line():
+    from prunekd.config import read_yaml
+
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        read_yaml("x: " + "[" * 2000 + "]" * 2000, "params.yaml")
+    with pytest.raises(ConfigError, match="at most 1,000,000"):
+        read_yaml("#" * 1_000_001, "params.yaml")
+    levels = ["a: &a [x, x, x, x, x, x, x, x, x]"] + [
+        f"{n}: &{n} [{', '.join([f'*{p}'] * 9)}]" for p, n in zip("abcd", "bcde")]
+    bomb = read_yaml("\n".join(levels), "params.yaml")["e"]  # 9^5 strings once expanded
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["teacher"]["epochs"] = bomb
+    with pytest.raises(ConfigError) as err:
+        parse_params(params)
+    assert "teacher.epochs" in str(err.value) and len(str(err.value)) < 300

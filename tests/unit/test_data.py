@@ -79,3 +79,17 @@ def test_batches_cover_the_split_once():
     split = Split(torch.zeros(10, 1, 1, 1), torch.arange(10))
     seen = torch.cat([y for _, y in batches(split, 3, torch.Generator().manual_seed(0))])
     assert sorted(seen.tolist()) == list(range(10))
+
+
+def test_training_batches_never_hold_a_single_image():
+    import torch
+
+    from prunekd.data import Split, batches
+
+    split = Split(torch.zeros(257, 1, 2, 2), torch.arange(257))
+    sizes = [len(y) for _, y in batches(split, 256, torch.Generator().manual_seed(0))]
+    assert sizes == [257]  # the last image joins the batch before it: BatchNorm needs two
+    seen = torch.cat([y for _, y in batches(split, 256, torch.Generator().manual_seed(0))])
+    assert sorted(seen.tolist()) == list(range(257))
+    assert [len(y) for _, y in batches(split, 256)] == [256, 1]  # evaluation keeps every batch as it is
+    assert [len(y) for _, y in batches(split, 100, torch.Generator())] == [100, 100, 57]

@@ -68,3 +68,21 @@ def test_export_command_writes_the_file_or_says_why_in_one_line(tmp_path):
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.strip().splitlines() == [f"prunekd export: error: {tmp_path / 'missing.pt'}: model file "
                                                "not found; run the stage that makes it first"]
+
+
+def test_export_never_writes_over_the_model_it_reads(tmp_path, capsys):
+    from prunekd.export import main
+    from prunekd.models import build_model
+
+    path = tmp_path / "m.pt"
+    save_model(build_model("lenet5", 10, (1, 8, 8)), path, meta={})
+    before = path.read_bytes()
+    assert main([str(path), "--out", str(tmp_path / "." / "m.pt")]) == 2
+    assert "is the model file itself" in capsys.readouterr().err and path.read_bytes() == before
+
+
+def test_a_sweep_that_is_not_a_run_id_never_reaches_a_filter():
+    from prunekd.tracking import TrackingError, sweep_runs
+
+    with pytest.raises(TrackingError, match="not 'latest', 'all' or an MLflow run id"):
+        sweep_runs("x' or tags.mode = 'kd")
