@@ -292,6 +292,13 @@ def experiment(root: str = str(ROOT), workers: int = 1, retries: int = 1,
             future.wait()
     states = {s.name: futures[s.name].state.name if s.name in futures else "Cached" for s in stages}
     unfinished = [name for name, future in futures.items() if not future.state.is_completed()]
+    for name in unfinished:  # a stage that refused its params or inputs: that one line is the answer
+        try:
+            error = futures[name].state.result(raise_on_failure=False)
+        except Exception:  # a stage that never ran (its upstream failed) holds no result
+            continue
+        if isinstance(error, StageInputError):
+            raise error
     if unfinished:
         raise RuntimeError(f"stages not completed: {', '.join(unfinished)} ({states})")
     publish_report(root_path)
@@ -372,9 +379,16 @@ def main(argv: list[str] | None = None) -> None:
               "distributed": bool(args.dask or os.environ.get(DASK_ENV)), "overrides": args.overrides}
     if args.command == "serve":
         flow_.serve(name=args.name, cron=args.cron, parameters=params)
-    else:
-        states = flow_(**params)
-        print("\n".join(f"{name}: {state}" for name, state in states.items()))
+        return
+    from prunekd.io import StageBusyError, exclusive
+
+    try:  # one flow run per repository: two would each find the same stages stale and run them twice
+        with exclusive("flow", Layout(params["root"]).locks):
+            states = flow_(**params)
+    except (StageBusyError, StageInputError) as exc:
+        print(f"flows/experiment.py: error: {exc}", file=sys.stderr)
+        raise SystemExit(USER_ERROR) from None
+    print("\n".join(f"{name}: {state}" for name, state in states.items()))
 
 
 if __name__ == "__main__":

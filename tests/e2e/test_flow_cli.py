@@ -31,3 +31,18 @@ def test_the_flows_own_bad_arguments_get_one_line(args, env, says):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"flows/experiment.py: error: {says}"), lines
     assert time.monotonic() - start < 60
+
+
+def test_a_second_flow_on_the_same_repository_says_so_in_one_line(tmp_path):
+    from prunekd.io import exclusive
+
+    from ..conftest import copy_repo, digits_params, set_params
+
+    repo = copy_repo(tmp_path / "repo")
+    set_params(repo, digits_params)
+    with exclusive("flow", repo / ".prunekd" / "locks"):  # as a running flow holds it
+        proc = run_flow("--root", str(repo))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith("flows/experiment.py: error: another run of flow is in progress (pid ")
+    assert not (repo / "data" / "prepared").exists()  # nothing ran
