@@ -204,6 +204,17 @@ def git_commit(root: Path | None = None) -> str:
         return "unknown"
 
 
+# MLflow 3's UI picks an experiment's first screen from mlflow.experimentKind; untagged, it opens
+# in the GenAI view (traces, token usage). This one opens on the runs table.
+EXPERIMENT_TAGS = {
+    "mlflow.experimentKind": "custom_model_development",
+    "mlflow.note.content": "prunekd: filter pruning (L1, Li et al. 2016) + retraining with and without knowledge "
+                           "distillation. Each prune ratio x mode x seed is one retrain run; the report run of a "
+                           "sweep holds report.md with the answer. Compare: chart test_top1 against ratio, "
+                           "grouped by mode.",
+}
+
+
 def _experiment_id(root: Path) -> str:
     name = os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT)
     found = mlflow.get_experiment_by_name(name)
@@ -213,7 +224,7 @@ def _experiment_id(root: Path) -> str:
     # of whatever the working directory is: they go beside the project's store instead.
     artifacts = None if tracking_uri(root).startswith(("http://", "https://")) else Layout(root).artifacts.as_uri()
     try:
-        return mlflow.create_experiment(name, artifact_location=artifacts)
+        return mlflow.create_experiment(name, artifact_location=artifacts, tags=EXPERIMENT_TAGS)
     except mlflow.exceptions.MlflowException:  # a concurrent stage created it first
         return mlflow.get_experiment_by_name(name).experiment_id
 

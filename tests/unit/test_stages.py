@@ -170,6 +170,9 @@ def test_report_writes_its_outputs_and_registers_the_models(project):
                                                          - pruned_top1)
     text = (reports / "report.md").read_text()
     assert "FT − none: " in text and "over retraining seeds and the test set's images" in text
+    # MLflow's UI opens the experiment on its runs, not on the GenAI overview
+    experiment = MlflowClient(project.uri).get_experiment_by_name("prunekd")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
 
 
 # ---- outputs appear whole or not at all ---------------------------------------------------------
