@@ -13,22 +13,31 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 RUN_BLOCK = re.compile(r"(<!-- run:([\w.-]+):begin -->).*?(<!-- run:\2:end -->)", re.DOTALL)
-# Of a published run's report, the sections the README shows (the rest is one link away).
-RUN_SECTIONS = ("## The answer", "## Accuracy per ratio and mode", "## Paired differences", "## Compared")
+# Of a report, the sections the README shows (the rest is one link away): the answer, and for the
+# default run the thesis beside it, its caveats and the cost of each network.
+RUN_SECTIONS = ("## The answer", "## Compared")
+DEFAULT_SECTIONS = ("## The answer", "## Against the thesis", "## Cost per ratio", "## Latency per architecture")
 
 
 def demote(markdown: str) -> str:
     return markdown.replace("\n## ", "\n### ")
 
 
+def sections(report: str, wanted: tuple[str, ...]) -> str:
+    """The report's sections that start with one of ``wanted``, in the report's order, each with
+    the figure lines that follow it."""
+    return "\n\n".join(s.strip() for s in re.split(r"\n(?=## )", report) if s.startswith(wanted))
+
+
 def results_section() -> str:
     timing = json.loads((ROOT / "reports/repro_time.json").read_text())
-    report = (ROOT / "reports/report.md").read_text()
-    body = demote(report.split("\n", 1)[1].replace("](figures/", "](reports/figures/")
-                  .replace("](sensitivity/", "](reports/sensitivity/"))
+    report = (ROOT / "reports/report.md").read_text().replace("](figures/", "](reports/figures/")
+    body = demote("\n" + sections(report.replace("](sensitivity/", "](reports/sensitivity/"), DEFAULT_SECTIONS))
     return (f"`dvc repro` with the default params, from nothing, took **{timing['wall_s'] / 60:.1f} min** "
             f"on {timing['cpus']} CPU cores ({timing['processor']}, torch {timing['torch']}, "
-            f"CUDA {'on' if timing['cuda'] else 'off'}).\n{body.rstrip()}\n")
+            f"CUDA {'on' if timing['cuda'] else 'off'}); the whole report, with every paired difference, "
+            f"the sensitivity of each layer and the figures, is [reports/report.md](reports/report.md).\n"
+            f"{body.rstrip()}\n")
 
 
 def run_section(name: str) -> str:
@@ -36,10 +45,9 @@ def run_section(name: str) -> str:
     run = json.loads((folder / "run.json").read_text())
     report = (folder / "report.md").read_text()
     report = report.replace("](figures/", f"](docs/runs/{name}/figures/")
-    sections = [s.strip() for s in re.split(r"\n(?=## )", report) if s.startswith(RUN_SECTIONS)]
     link = f"docs/runs/{name}/report.md"
     return demote(f"From `{run['command']}` at commit {run['commit']} ([full report]({link})).\n\n"
-                  + "\n\n".join(sections) + "\n")
+                  + sections(report, RUN_SECTIONS) + "\n")
 
 
 def main() -> None:
