@@ -16,6 +16,7 @@ RUN_BLOCK = re.compile(r"(<!-- run:([\w.-]+):begin -->).*?(<!-- run:\2:end -->)"
 # Of a report, the sections the README shows (the rest is one link away): the answer, and for the
 # default run the thesis beside it, its caveats and the cost of each network.
 RUN_SECTIONS = ("## The answer", "## Compared")
+OLD_RUN_SECTIONS = ("## Accuracy per ratio and mode", "## Paired differences")  # reports with no answer section
 DEFAULT_SECTIONS = ("## The answer", "## Against the thesis", "## Cost per ratio", "## Latency per architecture")
 
 
@@ -47,7 +48,7 @@ def run_section(name: str) -> str:
     report = report.replace("](figures/", f"](docs/runs/{name}/figures/")
     link = f"docs/runs/{name}/report.md"
     return demote(f"From `{run['command']}` at commit {run['commit']} ([full report]({link})).\n\n"
-                  + sections(report, RUN_SECTIONS) + "\n")
+                  + (sections(report, RUN_SECTIONS) or sections(report, OLD_RUN_SECTIONS)) + "\n")
 
 
 def main() -> None:
