@@ -499,10 +499,10 @@ def answer_table(summary: pd.DataFrame, paired: pd.DataFrame, modes: list[str]) 
     """Per ratio: accuracy with no retraining and after each mode, then each mode - none and KD - FT."""
     first = summary.drop_duplicates("ratio").set_index("ratio")
     top1 = summary.pivot(index="ratio", columns="mode", values="top1_mean")
-    out = pd.DataFrame({"params removed %": first["params_reduction_pct"].round(1),
-                        "no retraining": first["top1_pruned"].round(2)})
+    out = pd.DataFrame({"params removed %": first["params_reduction_pct"],
+                        "no retraining": first["top1_pruned"]})
     for m in modes:
-        out[m.upper()] = top1[m].round(2)
+        out[m.upper()] = top1[m]
     lookup = paired.set_index(["comparison", "ratio"])
     names = [(f"{m} - none", f"{m.upper()} − none") for m in modes]
     names += [("kd - ft", "KD − FT")] if len(modes) == 2 else []
