@@ -28,8 +28,8 @@ def publish(name: str, command: str) -> Path:
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(reports / "figures", tmp / "figures")
-    for file in ("report.md", "results.csv", "summary.csv", "latency.csv"):
-        if (reports / file).exists():  # latency.csv: runs published before the latency stage have none
+    for file in ("report.md", "results.csv", "summary.csv", "latency.csv", "metrics.json"):
+        if (reports / file).exists():  # latency.csv, metrics.json: older runs have none
             shutil.copy2(reports / file, tmp / file)
     if (reports / "sensitivity").exists():
         shutil.copytree(reports / "sensitivity", tmp / "sensitivity")
