@@ -14,7 +14,7 @@ import pandas as pd  # noqa: E402
 from .io import MissingInputError, read_json  # noqa: E402
 from .stats import (Estimate, Heterogeneity, Pooled, bootstrap, crossed_se, crossed_t, heterogeneity,  # noqa: E402
                     paired_t, pooled, pooled_bootstrap)
-from .paths import METRICS_FILE, PREDICTIONS_FILE, Layout  # noqa: E402
+from .paths import HISTORY_FILE, METRICS_FILE, PREDICTIONS_FILE, Layout  # noqa: E402
 
 # The study this project reproduces: MobileNet at a 26.08 % model-size reduction.
 THESIS = ("S. W. Prakosa, \"Improving the Accuracy of Pruned Network Using Knowledge Distillation\", "
@@ -582,6 +582,39 @@ def pooled_reading(results: pd.DataFrame, correct: Correct | None) -> str:
             f"KD − FT: {verdict(row['diff'], low, high, n)} ({how}).")
 
 
+def collect_histories(layout: Layout, results: pd.DataFrame) -> pd.DataFrame:
+    """Every retrain run's per-epoch metrics (its ``history.csv``), with its ratio, mode and seed."""
+    frames = []
+    for _, row in results[results["mode"] != "teacher"].iterrows():
+        path = layout.retrained(row["ratio"], row["mode"], int(row["seed"])) / HISTORY_FILE
+        if not path.is_file():
+            raise MissingInputError(f"{path}: not found; rerun its retrain stage")
+        frames.append(pd.read_csv(path).assign(ratio=row["ratio"], mode=row["mode"], seed=int(row["seed"])))
+    return pd.concat(frames, ignore_index=True)
+
+
+def plot_curves(histories: pd.DataFrame, summary: pd.DataFrame, path: Path) -> None:
+    """Validation top-1 after each retraining epoch, mean over seeds with the seeds' range, one
+    panel per ratio, beside the pruned network's top-1 with no retraining: where a mode ends
+    below that line, retraining has cost accuracy."""
+    ratios = sorted(histories["ratio"].unique())
+    fig, axes = plt.subplots(1, len(ratios), figsize=(5 * len(ratios), 3.6), dpi=120, squeeze=False)
+    before = summary.drop_duplicates("ratio").set_index("ratio")["top1_pruned"]
+    for ax, ratio in zip(axes[0], ratios):
+        for mode, rows in histories[histories["ratio"] == ratio].groupby("mode"):
+            by_epoch = rows.groupby("epoch")["val_top1"]
+            line, = ax.plot(by_epoch.mean().index, by_epoch.mean(), marker=".", label=f"{mode} (val, mean)")
+            ax.fill_between(by_epoch.min().index, by_epoch.min(), by_epoch.max(), alpha=0.2, color=line.get_color())
+        ax.axhline(before[ratio], color="grey", linestyle=":", label="no retraining (test)")
+        ax.set(title=f"ratio {ratio:g}", xlabel="retraining epoch", ylabel="top-1 (%)")
+        ax.legend(fontsize=7)
+    fig.suptitle("Validation top-1 while retraining (band: the seeds' range)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def kd_gain_figure(results: pd.DataFrame, summary: pd.DataFrame, path: Path, correct: Correct | None = None) -> None:
     """What each mode adds to the pruned network, and KD - FT, against params removed, in points,
     with their headline 95 % intervals and a zero line."""
@@ -646,7 +679,7 @@ def sensitivity_section(table: pd.DataFrame | None, figure: str) -> list[str]:
 def markdown(results: pd.DataFrame, summary: pd.DataFrame, figure: str, latency: pd.DataFrame,
              latency_figure: str, pareto: str | None = None, sensitivity: pd.DataFrame | None = None,
              sensitivity_figure: str = "", correct: Correct | None = None, regime_params: dict | None = None,
-             num_classes: int = 10, kd_figure: str | None = None) -> str:
+             num_classes: int = 10, kd_figure: str | None = None, curves_figure: str | None = None) -> str:
     teacher = results[results["mode"] == "teacher"].iloc[0]
     cost_table = summary[["ratio", "mode", "top1_mean", "top1_std", "n", *COST_COLUMNS,
                           "params_reduction_pct"]].copy()
@@ -660,6 +693,7 @@ def markdown(results: pd.DataFrame, summary: pd.DataFrame, figure: str, latency:
         *(answer_section(results, summary, regime_params, correct) if regime_params else []),
         *([f"![what retraining and distillation add]({kd_figure})", ""]
           if kd_figure and set(ANSWER_MODES) & set(results["mode"]) else []),
+        *([f"![validation top-1 while retraining]({curves_figure})", ""] if curves_figure else []),
         *study_section(summary),
         f"Teacher: top-1 **{teacher['top1']:.2f} %**, {int(teacher['params']):,} params, "
         f"{teacher['macs'] / 1e6:.2f} MMACs, {teacher['size_mb']:.2f} MB, {1000 * teacher['latency_ms']:.1f} µs "

@@ -153,7 +153,7 @@ def test_latency_times_the_teacher_and_each_ratio(project):
 def test_report_writes_its_outputs_and_registers_the_models(project):
     reports = project.layout.reports
     for name in ("results.csv", "summary.csv", "report.md", "metrics.json", "plots/accuracy.csv",
-                 "figures/accuracy_vs_ratio.png"):
+                 "figures/accuracy_vs_ratio.png", "figures/retraining_curves.png", "figures/kd_minus_ft.png"):
         assert (reports / name).is_file(), name
     results = pd.read_csv(reports / "results.csv")
     assert len(results) == 1 + len(MODES) and project.results["report"]["runs"] == len(MODES)

@@ -16,8 +16,9 @@ from ..io import stage_outputs, write_json
 from ..models import read_meta
 from ..paths import MODEL_FILE, Layout
 from ..data import load_prepared
-from ..report import (accuracy_table, aliases, collect, collect_correct, flat_metrics, kd_gain_figure,
-                      latency_label, markdown, plot_accuracy, plot_latency, plot_pareto, read_latency, summarize)
+from ..report import (accuracy_table, aliases, collect, collect_correct, collect_histories, flat_metrics,
+                      kd_gain_figure, latency_label, markdown, plot_accuracy, plot_curves, plot_latency, plot_pareto,
+                      read_latency, summarize)
 from ..latency import latency_metrics
 from ..tracking import StageRun, adopt, dvc_experiment, model_run_id, register, stage_run
 from .cli import run_cli
@@ -26,6 +27,7 @@ FIGURE = "figures/accuracy_vs_ratio.png"
 PARETO = "figures/pareto.png"
 LATENCY_FIGURE = "figures/latency.png"
 KD_FIGURE = "figures/kd_minus_ft.png"
+CURVES_FIGURE = "figures/retraining_curves.png"
 
 
 def model_file(layout: Layout, row: pd.Series) -> Path:
@@ -72,6 +74,7 @@ def run(params: Params, layout: Layout) -> dict:
     results = collect(layout, params.prune.ratios, params.retrain.modes, params.retrain.seeds, latency)
     prepared = load_prepared(layout.prepared)
     correct = collect_correct(layout, results, prepared.test.y.numpy())
+    histories = collect_histories(layout, results)
     curves = pd.read_csv(layout.curves) if layout.curves.is_file() else None
     r = params.retrain
     regime = {"train_subset": r.train_subset, "epochs": r.epochs, "lr": r.lr, "keep": r.keep, "n_seeds": len(r.seeds)}
@@ -82,6 +85,7 @@ def run(params: Params, layout: Layout) -> dict:
         plot_accuracy(summary, float(teacher["top1"]), tmp / FIGURE)
         plot_pareto(summary, teacher, tmp / PARETO, latency_label(latency))
         plot_latency(latency, tmp / LATENCY_FIGURE)
+        plot_curves(histories, summary, tmp / CURVES_FIGURE)
         if {"kd", "ft"} & set(params.retrain.modes):
             kd_gain_figure(results, summary, tmp / KD_FIGURE, correct)
         results.to_csv(tmp / "results.csv", index=False)
@@ -91,7 +95,7 @@ def run(params: Params, layout: Layout) -> dict:
         accuracy_table(summary, float(teacher["top1"])).to_csv(tmp / "plots" / "accuracy.csv", index=False)
         (tmp / "report.md").write_text(markdown(results, summary, FIGURE, latency, LATENCY_FIGURE, PARETO,
                                                 curves, "sensitivity/sensitivity.png", correct, regime,
-                                                prepared.num_classes, KD_FIGURE))
+                                                prepared.num_classes, KD_FIGURE, CURVES_FIGURE))
         with stage_run("report", params, layout=layout) as run:
             for name in OUTPUTS:
                 run.log_artifact(tmp / name, "report")
