@@ -58,3 +58,22 @@ def test_compare_refuses_runs_it_cannot_tell_apart(tmp_path, monkeypatch):
     monkeypatch.setattr(compare_runs, "RUNS", runs)
     with pytest.raises(SystemExit, match="share a criterion and schedule"):
         compare_runs.compare(["a", "b"])
+
+
+def test_controls_table_lists_what_each_run_changed_and_its_differences(tmp_path, monkeypatch):
+    controls = script("compare_controls")
+    runs = tmp_path / "runs"
+    regime = "dvc exp run -n base -S retrain.epochs=30 -S 'prune.ratios=[0.26]'"
+    for name, extra, metrics in [
+            ("base", "", {"top1_none_26": 90.0, "top1_ft_26": 88.0, "top1_kd_26": 90.1, "ft_minus_none_26": -2.0,
+                          "ft_minus_none_26_ci95": 0.5, "kd_minus_ft_26": 2.1, "kd_minus_ft_26_ci95": 0.25}),
+            ("lr", " -S retrain.lr=0.002 -S 'retrain.modes=[ft]'", {"top1_none_26": 90.0, "top1_ft_26": 90.5,
+                                                                    "ft_minus_none_26": 0.5})]:
+        (runs / name).mkdir(parents=True)
+        (runs / name / "run.json").write_text(json.dumps({"command": regime + extra, "commit": "abc"}))
+        (runs / name / "metrics.json").write_text(json.dumps(metrics))
+    monkeypatch.setattr(controls, "RUNS", runs)
+    table = controls.rows(["base", "lr"]).set_index("run")
+    assert table.loc["base", "changes"] == "(the regime)" and table.loc["base", "FT − none"] == "-2.00 [-2.50, -1.50]"
+    assert table.loc["lr", "changes"] == "`retrain.lr=0.002`, `retrain.modes=[ft]`"
+    assert table.loc["lr", "FT − none"] == "+0.50" and table.loc["lr", "KD − FT"] == ""
