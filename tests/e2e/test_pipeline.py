@@ -93,9 +93,9 @@ def test_metrics_and_plots_show(repo):
     assert "reports/metrics.json" in shown and "models/" not in shown  # one flat table, not one per model
     flat = json.loads((repo / "reports/metrics.json").read_text())
     results = pd.read_csv(repo / "reports/results.csv")
-    # one seed: KD - FT has no interval, so no kd_minus_ft_<r>_ci95
+    # one seed: no difference has an interval, so no <difference>_<r>_ci95
     assert set(flat) == {"teacher_top1", *(f"{k}_{r}" for r in ("30", "60") for k in (
-        "params_removed", "top1_ft", "top1_kd", "kd_minus_ft"))}
+        "params_removed", "top1_none", "top1_ft", "top1_kd", "kd_minus_ft", "kd_minus_none", "ft_minus_none"))}
     mean = results[(results["ratio"] == 0.3) & (results["mode"] == "kd")]["top1"].mean()
     assert flat["top1_kd_30"] == pytest.approx(mean)
     accuracy = pd.read_csv(repo / "reports/plots/accuracy.csv")
@@ -225,7 +225,7 @@ def test_the_studys_data_and_model_through_prepare_and_the_teacher(tmp_path):
 
     repo = copy_repo(tmp_path)
     set_params(repo, tiny_params)
-    assert ran(dvc(repo, "repro", "teacher")) == {"prepare", "teacher"}
+    assert ran(dvc(repo, "repro", "teacher")) == {"check", "prepare", "teacher"}  # check first: every stage depends on it
     manifest = json.loads((repo / "data/prepared/manifest.json").read_text())
     assert manifest["dataset"] == "fashion_mnist" and len(manifest["classes"]) == 10
     assert manifest["input_shape"] == [1, 28, 28]
