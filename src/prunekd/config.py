@@ -193,7 +193,7 @@ def _describe(err: dict) -> str:
     if err["type"] == "literal_error":
         return f"{key}: unknown value {echo(err.get('input'))}; {msg}"
     if err["type"] == "value_error":  # our own validators name the value already
-        return f"{key}: {msg[:200]}"
+        return f"{key}: {msg if len(msg) <= 1000 else msg[:1000] + '...'}"  # ours name the value; a list of them is bounded here
     return f"{key}: {msg} (got {echo(err.get('input'))})"
 
 
