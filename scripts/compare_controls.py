@@ -45,6 +45,10 @@ def cell(metrics: dict[str, float], key: str) -> str:
     return f"{diff:+.2f}" if half is None else f"{diff:+.2f} [{diff - half:+.2f}, {diff + half:+.2f}]"
 
 
+def top1(metrics: dict[str, float], key: str) -> str:
+    return f"{metrics[key]:.2f}" if key in metrics else ""  # a mode the run left out: an empty cell
+
+
 def rows(names: list[str]) -> pd.DataFrame:
     base = set(overrides(names[0]))
     out = []
@@ -55,7 +59,7 @@ def rows(names: list[str]) -> pd.DataFrame:
             out.append({"run": name, "changes": ", ".join(f"`{c}`" for c in changed) or "(the regime)",
                         "params removed %": metrics.get(f"params_removed_{ratio}"),
                         "no retraining": metrics.get(f"top1_none_{ratio}"),
-                        "FT": metrics.get(f"top1_ft_{ratio}"), "KD": metrics.get(f"top1_kd_{ratio}"),
+                        "FT": top1(metrics, f"top1_ft_{ratio}"), "KD": top1(metrics, f"top1_kd_{ratio}"),
                         **{label: cell(metrics, f"{key}_{ratio}") for key, label in COLUMNS}})
     return pd.DataFrame(out)
 

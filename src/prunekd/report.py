@@ -351,10 +351,10 @@ def study_comparison(summary: pd.DataFrame) -> str:
     nearest = first.iloc[(first["size_mb_reduction_pct"] - STUDY["size_reduction_pct"]).abs().argmin()]
     ours = summary[summary["ratio"] == nearest["ratio"]].set_index("mode")["top1_mean"]
     rows = [{"": "thesis (MobileNet, one run)", "size removed %": STUDY["size_reduction_pct"],
-             "no retraining": float("nan"), "top1 ft": STUDY["ft"], "top1 kd": STUDY["kd"],
+             "no retraining": "–", "top1 ft": STUDY["ft"], "top1 kd": STUDY["kd"],
              "kd - ft": STUDY["kd"] - STUDY["ft"]},
             {"": f"prunekd (ratio {nearest['ratio']}, mean of seeds)", "size removed %": nearest["size_mb_reduction_pct"],
-             "no retraining": nearest["top1_pruned"], "top1 ft": ours.get("ft"), "top1 kd": ours.get("kd"),
+             "no retraining": f"{nearest['top1_pruned']:.2f}", "top1 ft": ours.get("ft"), "top1 kd": ours.get("kd"),
              "kd - ft": ours.get("kd", float("nan")) - ours.get("ft", float("nan"))}]
     return fmt_table(pd.DataFrame(rows))
 
@@ -564,7 +564,8 @@ def answer_section(results: pd.DataFrame, summary: pd.DataFrame, params: dict,
             f"In this regime ({regime(params)}). `none` is the pruned network before any retraining (BatchNorm "
             f"recalibrated); every interval is 95 %, {interval}.", "",
             fmt_table(answer_table(summary, paired, modes)), "", *lines, "",
-            f"This block states {n_intervals} intervals (the teacher columns aside); at 95 % each, about "
+            f"This block states {n_intervals} interval{'s' * (n_intervals != 1)} (the teacher columns aside); "
+            f"at 95 % each, about "
             f"{n_intervals / 20:.1f} would exclude zero by chance alone if nothing differed.", ""]
 
 
