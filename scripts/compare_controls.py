@@ -76,14 +76,10 @@ def compare(names: list[str]) -> str:
 
 
 def main(out: str, names: list[str]) -> None:
-    folder = RUNS / out
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "report.md").write_text(compare(names))
-    commits = {json.loads((RUNS / n / "run.json").read_text())["commit"] for n in names}
-    command = " ".join(["python scripts/compare_controls.py", out, *names])
-    (folder / "run.json").write_text(json.dumps({"command": command, "commit": ", ".join(sorted(commits)),
-                                                 "runs": names}, indent=2) + "\n")
-    print(f"wrote {(folder / 'report.md').relative_to(ROOT)}")
+    sys.path.insert(0, str(Path(__file__).parent))
+    from compare_runs import publish
+
+    publish(RUNS, out, names, compare(names), " ".join(["python scripts/compare_controls.py", out, *names]))
 
 
 if __name__ == "__main__":

@@ -72,15 +72,20 @@ def compare(names: list[str]) -> str:
                       fmt_table(diff_table), ""])
 
 
-def main(out: str, names: list[str]) -> None:
-    folder = RUNS / out
+def publish(runs: Path, out: str, names: list[str], report: str, command: str) -> None:
+    """Write a comparison of published runs to ``runs/<out>/``: its report and a run.json naming
+    the command and the runs' commits (what update_readme.py shows above its block)."""
+    folder = runs / out
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "report.md").write_text(compare(names))
-    commits = {json.loads((RUNS / n / "run.json").read_text())["commit"] for n in names}
-    command = " ".join(["python scripts/compare_runs.py", out, *names])
+    (folder / "report.md").write_text(report)
+    commits = {json.loads((runs / n / "run.json").read_text())["commit"] for n in names}
     (folder / "run.json").write_text(json.dumps({"command": command, "commit": ", ".join(sorted(commits)),
                                                  "runs": names}, indent=2) + "\n")
-    print(f"wrote {(folder / 'report.md').relative_to(ROOT)}")
+    print(f"wrote {folder / 'report.md'}")
+
+
+def main(out: str, names: list[str]) -> None:
+    publish(RUNS, out, names, compare(names), " ".join(["python scripts/compare_runs.py", out, *names]))
 
 
 if __name__ == "__main__":
