@@ -405,7 +405,9 @@ def pooled_differences(results: pd.DataFrame, level: float = 0.95, correct: Corr
         if len(pairs) < 2:
             continue
         p = pooled_difference(results, a, b, level)
-        het, boot = ratio_heterogeneity(results, a, b, correct), pooled_images(pairs, correct, a, b, level)
+        table = paired_difference(results, a, b, level, correct)  # each ratio's difference and standard error
+        het = heterogeneity(table["diff"].tolist(), table["se"].tolist())
+        boot = pooled_images(pairs, correct, a, b, level)
         rows.append({"comparison": f"{a} - {b}", "ratios": len(pairs), "df": p.df, "diff": p.diff,
                      "ci_low": p.low, "ci_high": p.high, "p_value": p.p_value,
                      "boot_low": boot.low if boot else np.nan, "boot_high": boot.high if boot else np.nan,
@@ -417,13 +419,6 @@ def pooled_images(pairs: dict[float, pd.Series], correct: Correct | None, a: str
                   level: float) -> Estimate | None:
     groups = [per_image(correct, ratio, a, b, [s for _, s in d.index]) for ratio, d in pairs.items()]
     return None if any(g is None for g in groups) else pooled_bootstrap(groups, level)
-
-
-def ratio_heterogeneity(results: pd.DataFrame, a: str, b: str, correct: Correct | None) -> Heterogeneity:
-    """Do the ratios' a - b differences differ by more than chance? Cochran's Q on each ratio's
-    difference and standard error (``paired_difference``'s ``se``)."""
-    table = paired_difference(results, a, b, correct=correct)
-    return heterogeneity(table["diff"].tolist(), table["se"].tolist())
 
 
 def verdict(diff: float, low: float, high: float, n: int) -> str:

@@ -92,12 +92,12 @@ def crossed_t(per_image: np.ndarray, level: float = 0.95) -> Estimate:
     counts the seed x image residual twice, so it errs wide), on seeds - 1 degrees of freedom.
     With one seed only the image part is known: NaN bounds.
     """
-    per_image = 100 * np.asarray(per_image, dtype=float)
-    n_seeds, n_images = per_image.shape
-    mean = float(per_image.mean())
+    per_image = np.asarray(per_image, dtype=float)
+    n_seeds = per_image.shape[0]
+    mean = 100 * float(per_image.mean())
     if n_seeds < 2:
         return Estimate(mean, float("nan"), float("nan"))
-    half = stats.t.ppf((1 + level) / 2, n_seeds - 1) * crossed_se(per_image / 100)
+    half = stats.t.ppf((1 + level) / 2, n_seeds - 1) * crossed_se(per_image)
     return Estimate(mean, mean - half, mean + half)
 
 
