@@ -1,11 +1,14 @@
 """The controls of a published regime in one table: what each run changed, and what each mode did
 to the pruned network (mode - none) and KD - FT, each with its 95 % interval.
 
-    python scripts/compare_controls.py controls headroom ctl-ft-best ctl-ft-lr0.002 ...
+    python scripts/compare_controls.py [--across] controls headroom ctl-ft-best ctl-ft-lr0.002 ...
 
 Reads docs/runs/<name>/{run.json,metrics.json} (scripts/publish_run.py; the first name is the
 regime the others change one thing of) and writes docs/runs/<out>/report.md and run.json;
 `python scripts/update_readme.py` copies it into a README block <!-- run:<out>:begin -->.
+With --across, the runs are draws of one thing (the same regime under other `seed`s: another
+split of the training set and another teacher) and a last row per ratio gives each difference's
+mean over them with a t interval over runs: the teacher as a random draw.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from prunekd.report import fmt_table
+from prunekd.stats import paired_t
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "docs" / "runs"
@@ -57,6 +61,7 @@ def rows(names: list[str]) -> pd.DataFrame:
         ratios = sorted({k.rsplit("_", 1)[1] for k in metrics if k.startswith("top1_none_")}, key=float)
         for ratio in ratios:
             out.append({"run": name, "changes": ", ".join(f"`{c}`" for c in changed) or "(the regime)",
+                        "prune ratio %": ratio, "teacher": top1(metrics, "teacher_top1"),
                         "params removed %": metrics.get(f"params_removed_{ratio}"),
                         "no retraining": metrics.get(f"top1_none_{ratio}"),
                         "FT": top1(metrics, f"top1_ft_{ratio}"), "KD": top1(metrics, f"top1_kd_{ratio}"),
@@ -64,25 +69,54 @@ def rows(names: list[str]) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def compare(names: list[str]) -> str:
+def across(names: list[str]) -> pd.DataFrame:
+    """Per ratio, each difference's mean over the runs with a 95 % t interval over runs (n - 1
+    degrees of freedom): each run's estimate holds its own seed and image noise, so their spread
+    counts those and the run-to-run (teacher-to-teacher) variation at once."""
+    metrics = {name: read(name) for name in names}
+    out = []
+    for ratio in sorted({k.rsplit("_", 1)[1] for m in metrics.values() for k in m if k.startswith("top1_none_")},
+                        key=float):
+        row = {"run": f"across {len(names)} runs", "changes": "mean, t interval over runs", "prune ratio %": ratio}
+        for key, label in COLUMNS:
+            values = [m[f"{key}_{ratio}"] for m in metrics.values() if f"{key}_{ratio}" in m]
+            if len(values) == len(names):
+                est = paired_t(values)
+                row[label] = f"{est.diff:+.2f} [{est.low:+.2f}, {est.high:+.2f}]"
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def compare(names: list[str], random_runs: bool = False) -> str:
     command = json.loads((RUNS / names[0] / "run.json").read_text())["command"]
+    table = rows(names)
+    if random_runs:
+        table = pd.concat([table, across(names)], ignore_index=True).astype(object).fillna("")
+    heading = (f"the same regime as `{names[0]}` under other draws" if random_runs
+               else f"one change at a time to `{names[0]}`")
     return "\n".join([
         "# Controls compared", "",
-        f"## Compared: one change at a time to `{names[0]}`", "",
+        f"## Compared: {heading}", "",
         f"Every run is `{command}` with the changes listed. `none`: the pruned network with no retraining, "
         "the same for every run of one ratio and teacher. Intervals: 95 %, over retraining seeds and test "
-        "images (each run's report has the rest).", "",
-        fmt_table(rows(names)), ""])
+        "images (each run's report has the rest)" + ("; the last row's, over runs (the teacher and the split "
+                                                     "as random draws)." if random_runs else "."), "",
+        fmt_table(table), ""])
 
 
-def main(out: str, names: list[str]) -> None:
+def main(out: str, names: list[str], random_runs: bool = False) -> None:
     sys.path.insert(0, str(Path(__file__).parent))
     from compare_runs import publish
 
-    publish(RUNS, out, names, compare(names), " ".join(["python scripts/compare_controls.py", out, *names]))
+    flag = ["--across"] if random_runs else []
+    publish(RUNS, out, names, compare(names, random_runs),
+            " ".join(["python scripts/compare_controls.py", *flag, out, *names]))
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 4:
+    args = sys.argv[1:]
+    random_runs = "--across" in args
+    args = [a for a in args if a != "--across"]
+    if len(args) < 3:
         sys.exit(f"usage: {__doc__.splitlines()[3].strip()}")
-    main(sys.argv[1], sys.argv[2:])
+    main(args[0], args[1:], random_runs)

@@ -72,14 +72,13 @@ def pct(ratio: float) -> str:
     return f"{100 * ratio:g}"
 
 
-FLAT_COMPARISONS = ("kd - ft", "kd - none", "ft - none")  # the answer's differences in reports/metrics.json
-
-
 def flat_metrics(results: pd.DataFrame, summary: pd.DataFrame, correct: Correct | None = None) -> dict[str, float]:
     """The study's answer as one flat dict (``reports/metrics.json``, what ``dvc exp show`` lists):
     teacher top-1; per ratio, params removed, top-1 with no retraining, mean top-1 per mode, and
-    KD - FT, KD - none and FT - none, each with the half-width of its headline 95 % interval
-    (over seeds and test images given ``correct``, else over seeds; left out with one seed)."""
+    every difference of ``comparisons`` as ``<a>_minus_<b>_<ratio %>`` (``kd_minus_ft_26``,
+    ``kd_minus_none_26``, ``ft_minus_teacher_26``, ...), each with the half-width of its headline
+    95 % interval as ``..._ci95`` (over seeds and test images given ``correct``, else over seeds;
+    left out with one seed)."""
     teacher = results[results["mode"] == "teacher"].iloc[0]
     flat = {"teacher_top1": float(teacher["top1"])}
     for ratio, rows in summary.groupby("ratio", sort=True):
@@ -88,7 +87,7 @@ def flat_metrics(results: pd.DataFrame, summary: pd.DataFrame, correct: Correct 
         for _, row in rows.iterrows():
             flat[f"top1_{row['mode']}_{pct(ratio)}"] = float(row["top1_mean"])
     paired = paired_differences(results, correct=correct)
-    for _, row in paired[paired["comparison"].isin(FLAT_COMPARISONS)].iterrows():
+    for _, row in paired.iterrows():
         key = f"{row['comparison'].replace(' - ', '_minus_')}_{pct(row['ratio'])}"
         est = headline(row)
         flat[key], flat[f"{key}_ci95"] = float(est.diff), float(est.high - est.diff)

@@ -194,6 +194,11 @@ def test_the_flat_metrics_carry_each_difference_with_its_interval():
     # the same hand-computed half widths as the answer's: 2.484138 (+1, +2, +3), 0.496 (sd 0.2)
     assert flat["kd_minus_ft_25_ci95"] == pytest.approx(2.484138, abs=1e-5)
     assert flat["kd_minus_ft_50_ci95"] == pytest.approx(4.302653 * 0.2 / np.sqrt(3), abs=1e-5)
+    # every mode against the teacher too: 90 - 92 with the teacher's one score, no seed spread
+    assert flat["ft_minus_teacher_25"] == pytest.approx(-2.0)
+    assert {k for k in flat if k.endswith("_25") and "_minus_" in k} == {
+        "kd_minus_ft_25", "ft_minus_teacher_25", "kd_minus_teacher_25"} | ({
+        "ft_minus_none_25", "kd_minus_none_25"} if "top1_pruned" in df.columns else set())
     table = accuracy_table(summary, 92.0)
     assert table.to_dict("list") == {"params_removed_pct": [0.0, 25.0, 50.0], "ft": [92.0, 90.0, 88.0],
                                      "kd": [92.0, 92.0, 89.0]}

@@ -77,3 +77,23 @@ def test_controls_table_lists_what_each_run_changed_and_its_differences(tmp_path
     assert table.loc["base", "changes"] == "(the regime)" and table.loc["base", "FT − none"] == "-2.00 [-2.50, -1.50]"
     assert table.loc["lr", "changes"] == "`retrain.lr=0.002`, `retrain.modes=[ft]`"
     assert table.loc["lr", "FT − none"] == "+0.50" and table.loc["lr", "KD − FT"] == ""
+
+
+def test_across_runs_gives_each_difference_a_t_interval_over_runs(tmp_path, monkeypatch):
+    controls = script("compare_controls")
+    runs = tmp_path / "runs"
+    regime = "dvc exp run -n base -S retrain.epochs=30 -S 'prune.ratios=[0.26]'"
+    for seed, gain in [(0, 1.0), (1, 2.0), (2, 3.0)]:
+        name = f"seed-{seed}"
+        (runs / name).mkdir(parents=True)
+        (runs / name / "run.json").write_text(json.dumps({"command": f"{regime} -S seed={seed}", "commit": "abc"}))
+        (runs / name / "metrics.json").write_text(json.dumps({
+            "teacher_top1": 92.0 + seed, "top1_none_26": 90.0, "top1_kd_26": 90.0 + gain, "kd_minus_none_26": gain,
+            "kd_minus_none_26_ci95": 0.3}))
+    monkeypatch.setattr(controls, "RUNS", runs)
+    table = controls.across(["seed-0", "seed-1", "seed-2"]).set_index("prune ratio %")
+    # gains 1, 2, 3: mean 2, sd 1, t(0.975, 2) = 4.302653 -> half width 2.484138
+    assert table.loc["26", "KD − none"] == "+2.00 [-0.48, +4.48]"
+    assert "FT − none" not in table.columns or table["FT − none"].isna().all()
+    report = controls.compare(["seed-0", "seed-1", "seed-2"], random_runs=True)
+    assert "| across 3 runs" in report and "93.00" in report  # a row per run with its teacher, then the mean

@@ -168,6 +168,7 @@ def test_report_writes_its_outputs_and_registers_the_models(project):
     assert flat[f"top1_none_{key}"] == pytest.approx(pruned_top1)
     assert flat[f"ft_minus_none_{key}"] == pytest.approx(results.loc[results["mode"] == "ft", "top1"].iloc[0]
                                                          - pruned_top1)
+    assert flat[f"kd_minus_teacher_{key}"] == pytest.approx(flat[f"top1_kd_{key}"] - flat["teacher_top1"])
     text = (reports / "report.md").read_text()
     assert "FT − none: " in text and "over retraining seeds and the test set's images" in text
     # MLflow's UI opens the experiment on its runs, not on the GenAI overview
