@@ -17,6 +17,11 @@ class MissingInputError(FileNotFoundError):
     any other missing file, which is a fault of prunekd's own."""
 
 
+class CorruptInputError(ValueError):
+    """An input a stage reads is there but unreadable or not what its stage writes (cut short,
+    edited, another format): a user error; rerun the stage that makes it."""
+
+
 class StageBusyError(RuntimeError):
     """Another run of the same stage holds its lock."""
 
@@ -53,10 +58,21 @@ def write_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def read_json(path: Path) -> dict:
+def read_json(path: Path, keys: tuple[str, ...] = ()) -> dict:
+    """A JSON object a stage wrote, with at least ``keys``, each a number where it is one."""
     if not path.is_file():
         raise MissingInputError(f"{path}: not found; run the stage that makes it first")
-    return json.loads(path.read_text())
+    try:
+        data = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:  # cut short, edited, binary
+        raise CorruptInputError(f"{path}: not valid JSON ({' '.join(str(exc).split())[:120]}); "
+                                "rerun the stage that makes it") from None
+    if not isinstance(data, dict):
+        raise CorruptInputError(f"{path}: holds a {type(data).__name__}, not an object; rerun the stage that makes it")
+    missing = [k for k in keys if not isinstance(data.get(k), (int, float)) or isinstance(data.get(k), bool)]
+    if missing:
+        raise CorruptInputError(f"{path}: no number under {missing[0]!r}; rerun the stage that makes it")
+    return data
 
 
 def read_lineage(model_file: Path) -> dict[str, str]:
@@ -96,26 +112,27 @@ def inside(path: Path, root: Path) -> Path:
 def stage_outputs(*outputs: Path, root: Path) -> Iterator[Path]:
     """Make a stage's ``outputs`` (files or folders) all at once, or not at all.
 
-    On entry the previous run's outputs are removed, as ``dvc repro`` removes them: enter once the
-    stage's inputs are checked. The block writes each output under its own name in the scratch
-    folder it is given (``scratch / output.name``; a folder output is the block's to create);
-    when the block succeeds they are moved into place. A failed or killed stage leaves none of
-    them behind, so DVC never caches a half-written output. The scratch folder
-    (``.<first output>.tmp`` beside it) is ignored by git and DVC (``*.tmp``). Every output must
-    lie inside the project ``root`` once symlinks are resolved (``inside``).
+    The block writes each output under its own name in the scratch folder it is given
+    (``scratch / output.name``; a folder output is the block's to create). When the block
+    succeeds, the previous run's outputs are removed (every one named, made this time or not)
+    and the new ones moved into place; when it fails or is killed, the previous outputs stay as
+    they were and the scratch goes: a corrupt input found late, a tracking server that stops
+    taking writes, a crash, lose nothing, and DVC never caches a half-written output. (``dvc
+    repro`` removes a stage's outputs itself before it runs; they are in its cache.) The scratch
+    folder (``.<first output>.tmp`` beside it) is ignored by git and DVC (``*.tmp``). Every
+    output must lie inside the project ``root`` once symlinks are resolved (``inside``).
     """
     outputs = tuple(inside(path, root) for path in outputs)
     names = [path.name for path in outputs]
     if len(set(names)) != len(names):
         raise ValueError(f"outputs must have distinct names: {names}")
-    for path in outputs:
-        remove(path)
     scratch = outputs[0].parent / f".{outputs[0].name}.tmp"
     remove(scratch)
     scratch.mkdir(parents=True)
     try:
         yield scratch
         for path in outputs:
+            remove(path)
             if (scratch / path.name).exists():  # an output the stage makes only sometimes (history.csv)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(scratch / path.name, path)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .measure import count_macs_params, fold_batchnorm, torch_threads
-from .models import PrunableNet
+from .models import ModelFileError, PrunableNet
 
 # A runner is one forward pass on a fixed input, ready to be timed.
 Runner = Callable[[], object]
@@ -38,6 +38,29 @@ def onnx_session(onnx_file: Path, threads: int = 1):
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.log_severity_level = 3  # errors only
     return ort.InferenceSession(str(onnx_file), options, providers=["CPUExecutionProvider"])
+
+
+def check_onnx(model: PrunableNet, onnx_file: Path, model_file: Path, atol: float = 1e-3) -> None:
+    """Refuse an ``onnx_file`` that is not ``model``'s deploy form: unreadable (garbage, cut
+    short), another input shape, or other logits on a fixed probe batch (another model's export,
+    say the teacher's placed as a pruned one, which would be timed as a 1.0x "speedup").
+
+    The check is by function, not by bytes or a stored digest: the same weights exported by
+    another torch version are accepted, an edited file whose digest was recomputed is not."""
+    fix = f"make it again: prunekd export {model_file} (or rerun the stage that writes both)"
+    try:
+        session = onnx_session(onnx_file)
+        name = session.get_inputs()[0].name
+        probe = np.random.default_rng(0).standard_normal((2, *model.input_shape)).astype(np.float32)
+        got = session.run(None, {name: probe})[0]
+    except Exception as exc:  # ONNX Runtime's own error types: invalid protobuf, wrong rank, ...
+        why = " ".join(str(exc).split())[:160] or type(exc).__name__
+        raise ModelFileError(f"{onnx_file}: not a readable ONNX model of {model_file} ({why}); {fix}") from None
+    with torch.inference_mode():
+        want = model.eval()(torch.from_numpy(probe)).numpy()
+    if got.shape != want.shape or not np.allclose(got, want, atol=atol, rtol=1e-3):
+        raise ModelFileError(f"{onnx_file}: not the deploy form of {model_file} (its outputs differ on a probe "
+                             f"batch: another model's export, or edited); {fix}")
 
 
 def _onnxruntime_runner(model: nn.Module, onnx_file: Path, x: np.ndarray, threads: int) -> Runner:

@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .io import MissingInputError, read_json  # noqa: E402
+from .io import CorruptInputError, MissingInputError, read_json  # noqa: E402
 from .stats import (Estimate, Heterogeneity, Pooled, bootstrap, crossed_se, crossed_t, heterogeneity,  # noqa: E402
                     paired_t, pooled, pooled_bootstrap)
 from .paths import HISTORY_FILE, METRICS_FILE, PREDICTIONS_FILE, Layout  # noqa: E402
@@ -28,7 +28,14 @@ def read_latency(path: Path, ratios: list[float]) -> pd.DataFrame:
     """The latency stage's table, checked to cover the teacher and every ratio."""
     if not path.is_file():
         raise MissingInputError(f"{path}: not found; run the latency stage first")
-    table = pd.read_csv(path)
+    try:
+        table = pd.read_csv(path)
+    except (ValueError, UnicodeDecodeError) as exc:  # empty, binary, ragged rows
+        raise CorruptInputError(f"{path}: not the latency stage's table ({' '.join(str(exc).split())[:120]}); "
+                                "rerun the latency stage") from None
+    absent = [c for c in ("ratio", "runtime", "batch", "median_ms") if c not in table.columns]
+    if absent:
+        raise CorruptInputError(f"{path}: no column {absent[0]!r}; rerun the latency stage")
     missing = sorted({0.0, *ratios} - set(table["ratio"]))
     if missing:
         raise MissingInputError(f"{path}: no figures for ratio(s) {missing}; rerun the latency stage")
@@ -50,13 +57,14 @@ def collect(layout: Layout, ratios: list[float], modes: list[str], seeds: list[i
             latency: pd.DataFrame) -> pd.DataFrame:
     """One row for the teacher, then one per retrain run: accuracy, cost, reduction vs teacher.
     ``latency_ms`` is the architecture's headline latency (``primary``): one figure per ratio."""
-    teacher = read_json(layout.teacher / METRICS_FILE)
+    model_keys = ("top1", "params", "macs", "size_mb")
+    teacher = read_json(layout.teacher / METRICS_FILE, model_keys)
     rows = [{"ratio": 0.0, "mode": "teacher", "seed": None, **teacher}]
     for ratio in ratios:
-        pruned = read_json(layout.pruned(ratio) / METRICS_FILE)
+        pruned = read_json(layout.pruned(ratio) / METRICS_FILE, ("top1", "channel_ratio"))
         for mode in modes:
             for seed in seeds:
-                metrics = read_json(layout.retrained(ratio, mode, seed) / METRICS_FILE)
+                metrics = read_json(layout.retrained(ratio, mode, seed) / METRICS_FILE, model_keys)
                 rows.append({"ratio": ratio, "mode": mode, "seed": seed, **metrics,
                              "top1_pruned": pruned["top1"], "channel_ratio": pruned["channel_ratio"]})
     df = pd.DataFrame(rows)
@@ -109,29 +117,39 @@ def collect_correct(layout: Layout, results: pd.DataFrame, labels: np.ndarray) -
     predictions the run kept (``predictions.npy``); and for each of them the same for its two
     references, the pruned network before retraining (``none``) and the teacher."""
     correct = {}
-    teacher = _correct(layout.teacher / PREDICTIONS_FILE, labels, "the teacher stage")
+    teacher_top1 = float(results.loc[results["mode"] == "teacher", "top1"].iloc[0])
+    teacher = _correct(layout.teacher / PREDICTIONS_FILE, labels, "the teacher stage", teacher_top1)
     pruned: dict[float, np.ndarray] = {}
     for _, row in results[results["mode"] != "teacher"].iterrows():
         ratio, seed = row["ratio"], int(row["seed"])
         path = layout.retrained(ratio, row["mode"], seed) / PREDICTIONS_FILE
-        correct[ratio, row["mode"], seed] = _correct(path, labels, "its retrain stage")
+        correct[ratio, row["mode"], seed] = _correct(path, labels, "its retrain stage", row["top1"])
         if ratio not in pruned:
-            pruned[ratio] = _correct(layout.pruned(ratio) / PREDICTIONS_FILE, labels, "its prune stage")
+            pruned[ratio] = _correct(layout.pruned(ratio) / PREDICTIONS_FILE, labels, "its prune stage",
+                                     row["top1_pruned"])
         correct[ratio, "none", seed], correct[ratio, "teacher", seed] = pruned[ratio], teacher
     return correct
 
 
-def _correct(path: Path, labels: np.ndarray, stage: str) -> np.ndarray:
+def _correct(path: Path, labels: np.ndarray, stage: str, top1: float) -> np.ndarray:
+    """Whether each test image was classified right, from ``path``; refused unless it gives the
+    ``top1`` its stage recorded in metrics.json (the report's accuracy and its intervals must come
+    from the same predictions)."""
     if not path.is_file():
         raise MissingInputError(f"{path}: not found; rerun {stage}")
     try:
         predicted = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise MissingInputError(f"{path}: not a predictions file ({exc}); rerun {stage}") from None
+    except (OSError, ValueError, EOFError) as exc:
+        raise CorruptInputError(f"{path}: not a predictions file ({' '.join(str(exc).split())[:120]}); "
+                                f"rerun {stage}") from None
     if predicted.shape != labels.shape:
-        raise MissingInputError(f"{path}: {predicted.shape[0] if predicted.ndim else 0} predictions for "
+        raise CorruptInputError(f"{path}: {predicted.shape[0] if predicted.ndim else 0} predictions for "
                                 f"{labels.shape[0]} test images; rerun {stage}")
-    return predicted == labels
+    correct = predicted == labels
+    if abs(100.0 * correct.mean() - top1) > 1e-6:
+        raise CorruptInputError(f"{path}: gives top-1 {100.0 * correct.mean():.4f}, but its metrics.json says "
+                                f"{top1:.4f}: one of them is not the stage's; rerun {stage}")
+    return correct
 
 
 def summarize(results: pd.DataFrame) -> pd.DataFrame:

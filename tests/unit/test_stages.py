@@ -185,12 +185,17 @@ def test_stage_outputs_replace_the_old_ones_only_when_the_block_succeeds(tmp_pat
     with pytest.raises(RuntimeError), stage_outputs(old_file, old_dir, root=tmp_path) as scratch:
         (scratch / "table.csv").write_text("half")
         raise RuntimeError("killed")
-    assert sorted(p.name for p in tmp_path.iterdir()) == []  # the old ones went on entry; no scratch
+    # a failed block loses nothing: the old outputs as they were, no scratch left
+    assert old_file.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["figures", "table.csv"]
+    (old_dir / "stale.png").write_text("old")
     with stage_outputs(old_file, old_dir, root=tmp_path) as scratch:
         (scratch / "table.csv").write_text("new")
         (scratch / "figures").mkdir()
-    assert old_file.read_text() == "new" and old_dir.is_dir()
+    assert old_file.read_text() == "new" and old_dir.is_dir() and not (old_dir / "stale.png").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["figures", "table.csv"]
+    with stage_outputs(old_file, old_dir, root=tmp_path) as scratch:  # an output not made this time goes
+        (scratch / "table.csv").write_text("newer")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["table.csv"]
 
 
 def test_an_output_folder_linked_out_of_the_project_is_refused_and_its_target_untouched(tmp_path):
@@ -255,3 +260,66 @@ def test_a_model_folder_appears_whole_or_not_at_all(tmp_path, fail):
         assert sorted(p.name for p in folder.iterdir()) == [".gitignore"] + sorted(set(MODEL_OUTPUTS) - {"history.csv"})
         assert json.loads((folder / "lineage.json").read_text()) == {"mlflow_run_id": FakeRun.run_id}
         assert metrics["params"] > 0
+
+
+# ---- a corrupt input gives one line and loses nothing ---------------------------------------------
+
+@pytest.fixture
+def copied(project, tmp_path, monkeypatch):
+    """A copy of the finished project, its tracking store included, as the working directory."""
+    root = tmp_path / "copy"
+    shutil.copytree(project.layout.root, root, symlinks=True)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'store.db'}")
+    monkeypatch.chdir(root)
+    return Layout(root)
+
+
+def outputs_of(layout: Layout) -> dict[str, bytes]:
+    return {str(p.relative_to(layout.root)): p.read_bytes()
+            for p in sorted([layout.latency, *layout.reports.rglob("*")]) if p.is_file()}
+
+
+def corrupt_the_teacher_onnx(layout: Layout) -> None:
+    (layout.teacher / "model.onnx").write_bytes(b"not an onnx file")
+
+
+def place_the_teacher_onnx_as_the_pruned_one(layout: Layout) -> None:
+    shutil.copy(layout.teacher / "model.onnx", layout.pruned(RATIO) / "model.onnx")
+
+
+def cut_the_teacher_metrics_short(layout: Layout) -> None:
+    path = layout.teacher / "metrics.json"
+    path.write_text(path.read_text()[:20])
+
+
+def cut_the_predictions_short(layout: Layout) -> None:
+    path = layout.retrained(RATIO, "kd", 0) / "predictions.npy"
+    path.write_bytes(path.read_bytes()[:100])
+
+
+def swap_in_another_models_predictions(layout: Layout) -> None:  # a shape that fits, the wrong model's
+    shutil.copy(layout.pruned(RATIO) / "predictions.npy", layout.retrained(RATIO, "kd", 0) / "predictions.npy")
+
+
+def garble_the_latency_table(layout: Layout) -> None:
+    layout.latency.write_bytes(b"\x00\x01garbage\xff")
+
+
+@pytest.mark.parametrize("stage, corrupt, says", [
+    (latency, corrupt_the_teacher_onnx, "teacher/model.onnx: not a readable ONNX model of"),
+    (latency, place_the_teacher_onnx_as_the_pruned_one, "0.3/model.onnx: not the deploy form of"),
+    (report, cut_the_teacher_metrics_short, "teacher/metrics.json: not valid JSON"),
+    (report, cut_the_predictions_short, "0.3-kd-0/predictions.npy: not a predictions file"),
+    (report, swap_in_another_models_predictions, "but its metrics.json says"),
+    (report, garble_the_latency_table, "latency.csv: "),
+])
+def test_a_corrupt_input_gives_one_line_and_keeps_the_previous_outputs(copied, capsys, stage, corrupt, says):
+    before = outputs_of(copied)
+    corrupt(copied)
+    if stage is report and corrupt is garble_the_latency_table:
+        before = outputs_of(copied)  # the garbled table is the input here, and must stay as it is
+    assert stage.main([]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and says in err and "Traceback" not in err, err
+    assert outputs_of(copied) == before  # nothing lost, nothing half-written
+    assert not [p for p in copied.root.rglob("*.tmp")]

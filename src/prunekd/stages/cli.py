@@ -13,7 +13,7 @@ from ..config import ConfigError, Params, load_params
 from ..constants import USER_ERROR
 from ..data import DataError
 from ..export import ExportError
-from ..io import MissingInputError, OutsideProjectError, StageBusyError, exclusive
+from ..io import CorruptInputError, MissingInputError, OutsideProjectError, StageBusyError, exclusive
 from ..models import ModelFileError
 from ..paths import Layout
 from ..prune import PruneTargetError
@@ -22,7 +22,7 @@ from ..train import DivergenceError
 
 # Failures a user can fix; they get one line, not a traceback.
 USER_ERRORS = (ConfigError, DataError, ModelFileError, PruneTargetError, DivergenceError, MissingInputError,
-               TrackingError, ExportError, StageBusyError, OutsideProjectError, PermissionError)
+               TrackingError, ExportError, StageBusyError, OutsideProjectError, PermissionError, CorruptInputError)
 
 Body = Callable[[argparse.Namespace, Params, Layout], object]
 

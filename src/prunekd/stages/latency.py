@@ -12,7 +12,7 @@ import pandas as pd
 
 from ..config import Params
 from ..io import MissingInputError, stage_outputs
-from ..latency import LATENCY_COLUMNS, Architecture, latency_metrics, latency_table
+from ..latency import LATENCY_COLUMNS, Architecture, check_onnx, latency_metrics, latency_table
 from ..models import load_model
 from ..paths import MODEL_FILE, ONNX_FILE, Layout
 from ..tracking import model_run_id, stage_run
@@ -20,7 +20,8 @@ from .cli import run_cli
 
 
 def architectures(params: Params, layout: Layout) -> tuple[list[Architecture], list[str]]:
-    """The teacher (ratio 0), then each pruned model, with its ONNX file; and the MLflow run that made each."""
+    """The teacher (ratio 0), then each pruned model, with its ONNX file (checked to be that model's
+    deploy form); and the MLflow run that made each."""
     folders = [(0.0, layout.teacher)] + [(r, layout.pruned(r)) for r in params.prune.ratios]
     archs, run_ids = [], []
     for ratio, folder in folders:
@@ -28,6 +29,7 @@ def architectures(params: Params, layout: Layout) -> tuple[list[Architecture], l
         if not onnx_file.is_file():
             raise MissingInputError(f"{onnx_file}: not found; rerun the stage that writes {folder / MODEL_FILE}")
         model, _ = load_model(folder / MODEL_FILE)
+        check_onnx(model, onnx_file, folder / MODEL_FILE)
         archs.append(Architecture(ratio, model, onnx_file))
         run_ids.append(model_run_id(folder / MODEL_FILE))
     return archs, run_ids
@@ -37,7 +39,7 @@ def run(params: Params, layout: Layout) -> dict:
     archs, run_ids = architectures(params, layout)
     m = params.measure
     with (stage_run("latency", params, {"teacher_run_id": run_ids[0]}, layout) as run,
-          stage_outputs(layout.latency, root=layout.root) as scratch):  # the inputs are good: the previous table goes
+          stage_outputs(layout.latency, root=layout.root) as scratch):  # the previous table stays until this block succeeds
         print(f"latency: {len(archs)} architectures x {m.runtimes} x batch {m.batch_sizes}, "
               f"{m.threads} thread(s), median of {m.repeats} passes in {m.rounds} rounds")
         rows = latency_table(archs, m.runtimes, m.batch_sizes, m.threads, m.warmup, m.repeats, m.rounds, params.seed)

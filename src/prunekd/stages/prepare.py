@@ -39,7 +39,7 @@ def run(params: Params, layout: Layout) -> dict:
     splits = {"train": train, "val": val, "test": raw.test}
     manifest = build_manifest(params, raw, splits)
     with (stage_run("prepare", params, {"data_manifest_md5": manifest_hash(manifest)}, layout) as run,
-          stage_outputs(layout.prepared, root=layout.root) as scratch):  # the data is good: the previous splits go
+          stage_outputs(layout.prepared, root=layout.root) as scratch):  # the previous splits stay until this block succeeds
         out = scratch / layout.prepared.name
         out.mkdir()
         for name in SPLITS:

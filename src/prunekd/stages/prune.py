@@ -67,7 +67,7 @@ def run(params: Params, layout: Layout, ratio: float) -> dict:
     macs_after, params_after = count_macs_params(result.model)
     folder = layout.pruned(ratio)
     with (stage_run(f"prune@{ratio_key(ratio)}", params, data | lineage | {"ratio": ratio_key(ratio)}, layout) as run,
-          model_folder(folder, layout.root) as scratch):  # the inputs are good: the previous outputs go
+          model_folder(folder, layout.root) as scratch):  # the previous outputs stay until this block succeeds
         run.log_params({"ratio": ratio_key(ratio), "unit": params.prune.unit, "criterion": params.prune.criterion,
                         "schedule": params.prune.schedule, "round_to": params.prune.round_to,
                         "residual": params.prune.residual,

@@ -80,7 +80,7 @@ def run(params: Params, layout: Layout) -> dict:
     regime = {"train_subset": r.train_subset, "epochs": r.epochs, "lr": r.lr, "keep": r.keep, "n_seeds": len(r.seeds)}
     summary = summarize(results)
     teacher = results[results["mode"] == "teacher"].iloc[0]
-    # the inputs are good: the previous outputs go; the new ones move in once MLflow has them too
+    # the new outputs replace the previous ones once the block, MLflow logging included, succeeds
     with stage_outputs(*(layout.reports / name for name in OUTPUTS), root=layout.root) as tmp:
         plot_accuracy(summary, float(teacher["top1"]), tmp / FIGURE)
         plot_pareto(summary, teacher, tmp / PARETO, latency_label(latency))

@@ -80,7 +80,7 @@ def run(params: Params, layout: Layout, ratio: float, mode: str, seed: int) -> d
     folder = layout.retrained(ratio, mode, seed)
     with (stage_run(name, params, data | lineage | {"ratio": key, "mode": mode, "seed": str(seed)}, layout) as run,
           resumable(name, *loss_identity, root=layout.checkpoints) as checkpoint,
-          model_folder(folder, layout.root) as scratch):  # the inputs are good: the previous outputs go
+          model_folder(folder, layout.root) as scratch):  # the previous outputs stay until this block succeeds
         run.log_params({"ratio": key, "mode": mode, "retrain_seed": seed, "unit": params.prune.unit,
                         "criterion": params.prune.criterion})
         log_data(run, prepared, layout.prepared, "training")

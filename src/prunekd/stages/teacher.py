@@ -21,7 +21,7 @@ def run(params: Params, layout: Layout) -> dict:
     model = build_model(params.model.arch, prepared.num_classes, prepared.input_shape, params.model.width)
     with (stage_run("teacher", params, prepared.identity | {"arch": params.model.arch}, layout) as run,
           resumable("teacher", params.teacher, params.model, root=layout.checkpoints) as checkpoint,
-          model_folder(layout.teacher, layout.root) as scratch):  # the inputs are good: the previous outputs go
+          model_folder(layout.teacher, layout.root) as scratch):  # the previous outputs stay until this block succeeds
         log_data(run, prepared, layout.prepared, "training")
         fit(model, train, prepared.val, prepared.normalization, params.teacher.for_data(prepared.mirror_ok),
             cross_entropy_loss(), params.seed, run.log_epoch, name="teacher", checkpoint=checkpoint,
