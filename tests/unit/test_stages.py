@@ -21,7 +21,7 @@ from prunekd import data
 from prunekd.config import Params, load_params
 from prunekd.data import load_digits_dataset, split_train_val
 from prunekd.io import stage_outputs
-from prunekd.models import ModelFileError, build_model, load_model, read_meta
+from prunekd.models import ModelFileError, build_model, load_model, read_meta, save_model
 from prunekd.paths import MODEL_OUTPUTS, Layout
 from prunekd.stages import check, latency, prepare, prune, report, retrain, sensitivity, teacher
 from prunekd.stages.artifacts import load_pruned, model_folder, save_outputs
@@ -116,7 +116,7 @@ def test_prune_reaches_its_ratio_and_names_it_and_its_teacher(project):
     metrics = project.results["prune"]
     assert metrics["reduction"] == pytest.approx(RATIO, abs=0.01)
     assert metrics["params_after"] < metrics["params_before"]
-    model, meta = load_pruned(project.layout, RATIO)  # checks ratio and teacher digest
+    model, meta = load_pruned(project.layout, RATIO, data.load_prepared(project.layout.prepared))  # ratio, teacher
     assert meta["ratio"] == "0.3"
     assert sum(model.channels()) < sum(build_model("lenet5", 10, (1, 8, 8), 0.25).channels())
 
@@ -126,7 +126,7 @@ def test_a_pruned_model_of_another_ratio_is_refused(project):
     shutil.copytree(layout.pruned(RATIO), layout.pruned(0.5))  # the 0.3 model, placed as 0.5's
     try:
         with pytest.raises(ModelFileError, match="pruned at ratio 0.3, not 0.5; rerun prune@0.5"):
-            load_pruned(layout, 0.5)
+            load_pruned(layout, 0.5, data.load_prepared(layout.prepared))
     finally:
         shutil.rmtree(layout.pruned(0.5))
 
@@ -323,3 +323,34 @@ def test_a_corrupt_input_gives_one_line_and_keeps_the_previous_outputs(copied, c
     assert len(err.splitlines()) == 1 and says in err and "Traceback" not in err, err
     assert outputs_of(copied) == before  # nothing lost, nothing half-written
     assert not [p for p in copied.root.rglob("*.tmp")]
+
+
+def a_teacher_of_other_data(layout: Layout) -> None:
+    model, meta = load_model(layout.teacher / "model.pt")
+    save_model(model, layout.teacher / "model.pt", meta | {"data_manifest_md5": "0" * 32})  # digest recomputed
+
+
+def a_pruned_model_relabelled(layout: Layout) -> None:
+    """A model pruned further (0.6) whose meta is edited to say 0.3, its SHA-256 recomputed."""
+    from prunekd.prune import prune as prune_model
+
+    teacher, _ = load_model(layout.teacher / "model.pt")
+    _, meta = load_model(layout.pruned(RATIO) / "model.pt")
+    further = prune_model(teacher, 0.6, "params", "l1", seed=0, round_to=1).model
+    save_model(further, layout.pruned(RATIO) / "model.pt", meta)
+
+
+@pytest.mark.parametrize("stage, argv, forge, says", [
+    (prune, ["--ratio", "0.3"], a_teacher_of_other_data, "teacher/model.pt: made from other data"),
+    (retrain, ["--ratio", "0.3", "--mode", "kd", "--seed", "0"], a_pruned_model_relabelled,
+     "0.3/model.pt: its filters per layer are not what pruning the teacher at 0.3 gives"),
+])
+def test_a_forged_model_file_is_refused_in_one_line(copied, capsys, stage, argv, forge, says):
+    folder = copied.pruned(RATIO) if stage is prune else copied.retrained(RATIO, "kd", 0)
+    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    forge(copied)
+    assert stage.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and says in err and "Traceback" not in err, err
+    after = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    assert after == before  # the stage's previous outputs, every byte

@@ -33,21 +33,35 @@ def first_images(train: Split, subset: int | None, key: str) -> Split:
     return Split(train.x[:subset], train.y[:subset])
 
 
-def load_teacher(layout: Layout, params: Params) -> tuple[PrunableNet, dict]:
-    """The teacher model and its meta, refused if it is not the architecture params.yaml names."""
+def check_data(path: Path, meta: dict, prepared: Prepared, stage: str) -> None:
+    """Refuse a model made from other data than ``prepared`` (its meta names the data manifest's md5):
+    a teacher trained on another dataset or split would be pruned and distilled without complaint."""
+    made_on, here = meta.get("data_manifest_md5"), prepared.identity["data_manifest_md5"]
+    if made_on != here:
+        raise ModelFileError(f"{path}: made from other data (manifest md5 {str(made_on)[:8]}) than the prepared "
+                             f"data here ({here[:8]}); rerun {stage}")
+
+
+def load_teacher(layout: Layout, params: Params, prepared: Prepared) -> tuple[PrunableNet, dict]:
+    """The teacher model and its meta, refused if it is not the architecture params.yaml names or
+    was trained on other data than ``prepared``."""
     path = layout.teacher / MODEL_FILE
     model, meta = load_model(path)
     arch = model.spec()["arch"]
     if arch != params.model.arch:
         raise ModelFileError(f"{path}: a {arch} model, but model.arch is {params.model.arch}; rerun the teacher "
                              "stage (dvc repro teacher)")
+    check_data(path, meta, prepared, "the teacher stage (dvc repro teacher)")
     return model, meta
 
 
-def load_pruned(layout: Layout, ratio: float) -> tuple[PrunableNet, dict]:
+def load_pruned(layout: Layout, ratio: float, prepared: Prepared,
+                channels: list[int] | None = None) -> tuple[PrunableNet, dict]:
     """The model pruned at ``ratio`` and its meta. It must be this ratio's, pruned from this
-    teacher: a model placed by hand (another ratio's, the teacher itself) would be retrained and
-    reported under the wrong name."""
+    teacher on this data: a model placed by hand (another ratio's, the teacher itself) would be
+    retrained and reported under the wrong name. Given ``channels`` (what pruning the teacher at
+    ``ratio`` gives), its architecture must be that one: a meta edited to name another ratio, its
+    SHA-256 recomputed, still cannot pass a 0.6 model off as 0.3's."""
     path, key = layout.pruned(ratio) / MODEL_FILE, ratio_key(ratio)
     model, meta = load_model(path)
     if "ratio" not in meta or "teacher_sha256" not in meta:
@@ -57,6 +71,10 @@ def load_pruned(layout: Layout, ratio: float) -> tuple[PrunableNet, dict]:
     if meta["teacher_sha256"] != model_digest(layout.teacher / MODEL_FILE):
         raise ModelFileError(f"{path}: pruned from another teacher than {layout.teacher / MODEL_FILE}; "
                              f"rerun prune@{key}")
+    check_data(path, meta, prepared, f"prune@{key}")
+    if channels is not None and model.channels() != channels:
+        raise ModelFileError(f"{path}: its filters per layer are not what pruning the teacher at {key} gives "
+                             f"({sum(model.channels())} vs {sum(channels)} in all); rerun prune@{key}")
     return model, meta
 
 

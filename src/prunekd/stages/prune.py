@@ -52,9 +52,15 @@ def pruned_by_schedule(teacher: PrunableNet, ratio: float, params: Params, curve
     return result
 
 
+def pruned_channels(teacher: PrunableNet, ratio: float, params: Params, layout: Layout) -> list[int]:
+    """The filters per layer that pruning ``teacher`` at ``ratio`` gives under params.yaml: what a
+    pruned model's architecture is checked against (``load_pruned``)."""
+    return pruned_by_schedule(teacher, ratio, params, sensitivity_curves(params, layout)).model.channels()
+
+
 def run(params: Params, layout: Layout, ratio: float) -> dict:
     prepared = load_prepared(layout.prepared)
-    teacher, teacher_meta = load_teacher(layout, params)
+    teacher, teacher_meta = load_teacher(layout, params, prepared)
     curves = sensitivity_curves(params, layout)
     teacher_file = layout.teacher / MODEL_FILE
     data = {"data_manifest_md5": teacher_meta["data_manifest_md5"], "dataset": teacher_meta["dataset"]}

@@ -23,7 +23,8 @@ from ..models import PrunableNet, build_model, load_model
 from ..paths import MODEL_FILE, Layout, ratio_key
 from ..tracking import model_run_id, stage_run
 from ..train import LossFn, device, fit, seed_everything
-from .artifacts import first_images, load_pruned, log_data, model_folder, save_outputs
+from .artifacts import first_images, load_pruned, load_teacher, log_data, model_folder, save_outputs
+from .prune import pruned_channels
 from .cli import ratio_arg, run_cli, seed_arg
 
 
@@ -68,7 +69,8 @@ def run(params: Params, layout: Layout, ratio: float, mode: str, seed: int) -> d
     prepared = load_prepared(layout.prepared)
     # the teacher saw all of them, the student may see fewer (Hinton et al.'s limited-data case)
     train = first_images(prepared.train, params.retrain.train_subset, "retrain.train_subset")
-    model, data = load_pruned(layout, ratio)
+    teacher, _ = load_teacher(layout, params, prepared)
+    model, data = load_pruned(layout, ratio, prepared, pruned_channels(teacher, ratio, params, layout))
     teacher_file = layout.teacher / MODEL_FILE
     lineage = {"teacher_run_id": model_run_id(teacher_file),
                "prune_run_id": model_run_id(layout.pruned(ratio) / MODEL_FILE)}

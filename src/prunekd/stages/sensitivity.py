@@ -18,7 +18,7 @@ FIGURE = "sensitivity.png"
 
 def run(params: Params, layout: Layout) -> dict:
     prepared = load_prepared(layout.prepared)
-    teacher, meta = load_teacher(layout, params)
+    teacher, meta = load_teacher(layout, params, prepared)
     norm = prepared.normalization
     lineage = {"teacher_run_id": model_run_id(layout.teacher / MODEL_FILE),
                "data_manifest_md5": meta["data_manifest_md5"], "dataset": meta["dataset"]}
