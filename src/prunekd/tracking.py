@@ -13,6 +13,7 @@ retrained models are registered under ``prunekd-<dataset>-<arch>`` with aliases.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -74,8 +75,37 @@ def tracking_uri(root: Path | None = None) -> str:
 STORE_SCHEMES = {"http", "https", "sqlite", "file", "postgresql", "mysql", "mssql", "databricks"}
 # MLflow's client retries a failing server for minutes (7 retries, exponential backoff, 120 s
 # timeouts); a stage that checked the server first gives it a bounded budget for the whole run.
-BOUNDED_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-                "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+# One retry, 12 s a request: a server that stops answering mid-run fails the stage in under 30 s.
+BOUNDED_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                "MLFLOW_HTTP_REQUEST_TIMEOUT": "12"}
+
+
+@contextmanager
+def tracked(action: str) -> Iterator[None]:
+    """A failure of the tracking store during ``action`` as one line naming the store: a server
+    whose writes fail, an answer that is not MLflow's, a locked or read-only database, a missing
+    database driver, a server gone mid-run. Only MLflow calls run in such a block, so whatever
+    fails in it is the store's."""
+    try:
+        yield
+    except (TrackingError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        why = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise TrackingError(f"MLflow tracking store {tracking_uri()}: {action} failed ({why}); the "
+                            "previous outputs are kept: fix the store or point MLFLOW_TRACKING_URI elsewhere, "
+                            "then rerun") from None
+
+
+def _guarded(action: str):
+    """``tracked(action)`` around a method."""
+    def wrap(method):
+        @functools.wraps(method)
+        def guarded(*args, **kwargs):
+            with tracked(action):
+                return method(*args, **kwargs)
+        return guarded
+    return wrap
 
 
 def _auth_headers() -> dict[str, str]:
@@ -218,6 +248,10 @@ EXPERIMENT_TAGS = {
 def _experiment_id(root: Path) -> str:
     name = os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT)
     found = mlflow.get_experiment_by_name(name)
+    if found and found.lifecycle_stage == "deleted":
+        raise TrackingError(f"MLflow tracking store {mlflow.get_tracking_uri()}: experiment {name!r} is deleted; "
+                            f"restore it (mlflow experiments restore --experiment-id {found.experiment_id}) "
+                            "or set MLFLOW_EXPERIMENT_NAME to another name")
     if found:
         return found.experiment_id
     # A server keeps the artifacts where it was told to; any other store would put them in ./mlruns
@@ -236,30 +270,37 @@ class StageRun:
         self.run_id = run.info.run_id
         self.epochs: list[dict[str, float]] = []  # what log_epoch logged, in order
 
+    @_guarded("logging an epoch")
     def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         mlflow.log_metrics(metrics, step=epoch)
         self.epochs.append(dict(metrics))
 
+    @_guarded("logging the kept epoch")
     def log_kept(self, epoch: int, val_top1: float) -> None:
         """The epoch whose weights a ``keep: best_val`` run ended with."""
         mlflow.set_tags({"kept_epoch": str(epoch)})
         mlflow.log_metric("kept_val_top1", val_top1)
 
+    @_guarded("logging metrics")
     def log_metrics(self, metrics: dict[str, float]) -> None:
         mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
 
+    @_guarded("logging params")
     def log_params(self, params: dict[str, object]) -> None:
         mlflow.log_params(params)
 
+    @_guarded("setting tags")
     def set_tags(self, tags: dict[str, str]) -> None:
         mlflow.set_tags(tags)
 
+    @_guarded("logging an artifact")
     def log_artifact(self, path: Path, folder: str | None = None) -> None:
         if Path(path).is_dir():
             mlflow.log_artifacts(str(path), folder)
         else:
             mlflow.log_artifact(str(path), folder)
 
+    @_guarded("logging the dataset")
     def log_dataset(self, folder: Path, manifest: dict, digest: str, context: str) -> None:
         """The prepared data as a run input: name, manifest hash and where it lives."""
         with warnings.catch_warnings():
@@ -268,6 +309,7 @@ class StageRun:
         dataset = MetaDataset(source, name=manifest["dataset"], digest=digest[:36])
         mlflow.log_input(dataset, context=context, tags={"sizes": str(manifest["sizes"])})
 
+    @_guarded("logging the model")
     def log_model(self, model: nn.Module, model_file: Path, onnx_file: Path, lineage_file: Path) -> None:
         """The model twice: in MLflow's PyTorch flavour, with prunekd's own pickle-free file and its
         lineage inside it, and its deploy form in MLflow's ONNX flavour (what an ONNX runtime serves)."""
@@ -292,6 +334,7 @@ class StageRun:
         mlflow.set_tags({MODEL_URI_TAG: info.model_uri, ONNX_URI_TAG: deploy.model_uri,  # what report registers
                          MODEL_MD5_TAG: file_md5(model_file)})
 
+    @_guarded("logging metrics to a model's run")
     def log_metrics_to(self, run_id: str, metrics: dict[str, float]) -> bool:
         """Add ``metrics`` to another run (a model's own); False if that run is not in this store."""
         try:
@@ -327,18 +370,37 @@ def stage_run(stage: str, params: Params, tags: dict[str, str] | None = None,
     root = project_root(layout.root)
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     mlflow.set_tracking_uri(tracking_uri(root))
-    experiment_id = _experiment_id(root)
     base_tags = {"dvc_stage": stage, "git_commit": git_commit(layout.root), "prunekd.stage": stage.split("@")[0]}
     for tag, variable in RUN_CONTEXT.items():
         if os.environ.get(variable):
             base_tags[tag] = os.environ[variable]
-    with mlflow.start_run(experiment_id=experiment_id, run_name=stage, tags=base_tags | (tags or {})) as run:
-        mlflow.log_params(flatten(params))
-        try:
-            yield StageRun(run)
-        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (the CLI turns it into one)
-            mlflow.end_run("KILLED")
-            raise
+    try:
+        with tracked("starting the run"):
+            run = mlflow.start_run(experiment_id=_experiment_id(root), run_name=stage, tags=base_tags | (tags or {}))
+            mlflow.log_params(flatten(params))
+    except TrackingError:
+        if mlflow.active_run():
+            _end_run_quietly("FAILED")
+        raise
+    try:
+        yield StageRun(run)
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (the CLI turns it into one)
+        _end_run_quietly("KILLED")
+        raise
+    except BaseException:
+        _end_run_quietly("FAILED")
+        raise
+    with tracked("ending the run"):
+        mlflow.end_run()
+
+
+def _end_run_quietly(status: str) -> None:
+    """End the active run as ``status`` on the way out of a failure: the failure is what the user
+    needs to see, not a second one from a store that is failing too."""
+    try:
+        mlflow.end_run(status)
+    except Exception:  # noqa: BLE001  (the store's own fault, hidden behind the stage's)
+        pass
 
 
 def _client() -> MlflowClient:
@@ -352,6 +414,7 @@ def file_md5(path: Path) -> str:
     return hashlib.md5(Path(path).read_bytes()).hexdigest()
 
 
+@_guarded("finding the run that made a model")
 def model_run_id(model_file: Path) -> str:
     """The MLflow run that made ``model_file``: named in lineage.json beside it, else (a DVC
     experiment's temporary copy, a model checked out from the DVC cache) the latest run in this
@@ -368,6 +431,7 @@ def model_run_id(model_file: Path) -> str:
     return found[0].info.run_id if found else ""
 
 
+@_guarded("adopting the sweep's runs")
 def adopt(parent_run_id: str, run_ids: list[str]) -> list[str]:
     """Make ``run_ids`` children of ``parent_run_id`` (the UI nests them); returns those not found.
 
@@ -382,6 +446,7 @@ def adopt(parent_run_id: str, run_ids: list[str]) -> list[str]:
     return missing
 
 
+@_guarded("registering the models")
 def register(name: str, versions: dict[str, dict[str, str]], aliases: dict[str, str],
              onnx: bool = False) -> dict[str, str]:
     """Register each run's logged model under ``name`` (once per run) and point ``aliases`` at them.

@@ -7,6 +7,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -259,3 +261,105 @@ def test_rerun_report_registers_no_duplicate_versions(team):
     before = versions()
     assert ran(dvc(team["alice"], "repro", "--force", "--single-item", "report", env={"MLFLOW_TRACKING_URI": team["uri"]})) == {"report"}
     assert versions() == before and before.count("'") == 4 * 5  # five versions (teacher + 4), each with its run id
+
+
+class WriteRefusingProxy(BaseHTTPRequestHandler):
+    """A real MLflow server behind a proxy that passes every read and refuses the writes whose path
+    holds ``refuse`` (every POST and PUT where it is ""): a server whose reads work but writes fail."""
+
+    backend = ""
+    refuse = ""
+
+    def _forward(self):
+        if self.command != "GET" and self.refuse in self.path:
+            self.send_response(503)
+            self.end_headers()
+            return
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0)) if self.command != "GET" else None
+        request = urllib.request.Request(self.backend + self.path, data=body, method=self.command,
+                                         headers={k: v for k, v in self.headers.items() if k.lower() != "host"})
+        try:
+            with urllib.request.urlopen(request, timeout=20) as answer:
+                status, payload, kind = answer.status, answer.read(), answer.headers.get("Content-Type", "")
+        except urllib.error.HTTPError as exc:
+            status, payload, kind = exc.code, exc.read(), exc.headers.get("Content-Type", "")
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    do_GET = do_POST = do_PUT = _forward
+
+    def log_message(self, *args):
+        pass
+
+
+def prepare_twice(repo: Path, env: dict[str, str], between=lambda: None) -> tuple[subprocess.CompletedProcess,
+                                                                                 float, dict, dict]:
+    """`prunekd prepare` once against the project's own store, ``between()``, then again with
+    ``env``: the second run's result, how long it took, and the prepared data's bytes before and
+    after it."""
+    def files() -> dict[str, bytes]:
+        return {str(p.relative_to(repo)): p.read_bytes() for p in sorted((repo / "data").rglob("*")) if p.is_file()}
+
+    first = subprocess.run([str(BIN / "prunekd"), "prepare"], cwd=repo, capture_output=True, text=True,
+                           env=clean_env(), timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    between()
+    before, start = files(), time.monotonic()
+    proc = subprocess.run([str(BIN / "prunekd"), "prepare"], cwd=repo, capture_output=True, text=True,
+                          env=clean_env(**env), timeout=120)
+    return proc, time.monotonic() - start, before, files()
+
+
+@pytest.fixture(scope="module")
+def backend(tmp_path_factory):
+    base = tmp_path_factory.mktemp("backend")
+    with server(f"sqlite:///{base / 'server.db'}", base / "artifacts") as uri:
+        yield uri
+
+
+# every write, or only the artifact uploads (the manifest, logged inside the stage's output block)
+@pytest.mark.parametrize("refuse", ["", "/mlflow-artifacts/"], ids=["every-write", "mid-run"])
+def test_a_server_whose_writes_fail_gives_one_line_and_keeps_the_previous_outputs(tmp_path, backend, refuse):
+    repo = copy_repo(tmp_path / "repo")
+    set_params(repo, digits_sweep_params)
+    handler = type("Handler", (WriteRefusingProxy,), {"backend": backend, "refuse": refuse})
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    uri = f"http://127.0.0.1:{httpd.server_address[1]}"
+    try:
+        proc, took, before, after = prepare_twice(repo, {"MLFLOW_TRACKING_URI": uri})
+    finally:
+        httpd.shutdown()
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert len(proc.stderr.strip().splitlines()) == 1 and f"MLflow tracking store {uri}: " in proc.stderr
+    assert after == before and took < 30, f"took {took:.0f} s"
+
+
+def test_an_experiment_deleted_in_the_ui_gives_one_line_and_keeps_the_previous_outputs(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    repo = copy_repo(tmp_path / "repo")
+    set_params(repo, digits_sweep_params)
+
+    def delete():  # the first run made the experiment; delete it as the UI does
+        client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+        client.delete_experiment(client.get_experiment_by_name("prunekd").experiment_id)
+
+    proc, _, before, after = prepare_twice(repo, {}, delete)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert "experiment 'prunekd' is deleted; restore it" in proc.stderr and after == before
+
+
+def test_a_database_store_without_its_driver_gives_one_line(tmp_path):
+    repo = copy_repo(tmp_path / "repo")
+    set_params(repo, digits_sweep_params)
+    uri = "mssql+pyodbc://user:secret@127.0.0.1:1/prunekd"  # no pyodbc here, nor a server
+    proc, took, before, after = prepare_twice(repo, {"MLFLOW_TRACKING_URI": uri})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert len(proc.stderr.strip().splitlines()) == 1 and "MLflow tracking store mssql+pyodbc://" in proc.stderr
+    assert after == before and took < 30
