@@ -326,10 +326,34 @@ class Prepared:
         return {"data_manifest_md5": manifest_hash(self.manifest), "dataset": self.manifest["dataset"]}
 
 
+def check_split(split: Split, manifest: dict, name: str, path: Path) -> None:
+    """Refuse a split that disagrees with the manifest (a split and a manifest edited together, the
+    checksum recomputed): uint8 images of the manifest's shape, as many as it says, one label each,
+    every label one of its classes."""
+    x, y = split.x, split.y
+    shape, classes = tuple(manifest["input_shape"]), len(manifest["classes"])
+    problem = None
+    if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)) or x.dtype != torch.uint8:
+        problem = f"images of dtype {getattr(x, 'dtype', type(x).__name__)}, not uint8"
+    elif x.ndim != 4 or tuple(x.shape[1:]) != shape:
+        problem = f"images of shape {tuple(x.shape[1:])}, not the manifest's {shape}"
+    elif y.ndim != 1 or len(y) != len(x) or len(x) != manifest["sizes"].get(name):
+        problem = f"{len(x)} images and {len(y)} labels; the manifest says {manifest['sizes'].get(name)}"
+    elif y.is_floating_point() or (len(y) and (int(y.min()) < 0 or int(y.max()) >= classes)):
+        problem = f"labels outside 0 .. {classes - 1} (the manifest's {classes} classes)"
+    if problem:
+        raise DataError(f"{path}: {problem}; run the prepare stage again (dvc repro -f prepare)")
+
+
 def load_prepared(prepared: Path) -> Prepared:
     manifest = load_manifest(prepared)
     checksums = manifest.get("split_md5", {})
-    splits = [load_split(prepared / f"{name}.pt", checksums.get(name)) for name in SPLITS]
+    splits = []
+    for name in SPLITS:
+        path = prepared / f"{name}.pt"
+        split = load_split(path, checksums.get(name))
+        check_split(split, manifest, name, path)
+        splits.append(split)
     return Prepared(*splits, manifest)
 
 

@@ -1,3 +1,4 @@
+import re
 import gzip
 import shutil
 
@@ -93,3 +94,20 @@ def test_training_batches_never_hold_a_single_image():
     assert sorted(seen.tolist()) == list(range(257))
     assert [len(y) for _, y in batches(split, 256)] == [256, 1]  # evaluation keeps every batch as it is
     assert [len(y) for _, y in batches(split, 100, torch.Generator())] == [100, 100, 57]
+
+
+@pytest.mark.parametrize("x, y, says", [
+    (torch.zeros(3, 1, 8, 8), torch.zeros(3, dtype=torch.int64), "dtype torch.float32, not uint8"),
+    (torch.zeros(3, 1, 9, 8, dtype=torch.uint8), torch.zeros(3, dtype=torch.int64), "shape (1, 9, 8), not the manifest's (1, 8, 8)"),
+    (torch.zeros(3, 1, 8, 8, dtype=torch.uint8), torch.zeros(2, dtype=torch.int64), "3 images and 2 labels; the manifest says 3"),
+    (torch.zeros(4, 1, 8, 8, dtype=torch.uint8), torch.zeros(4, dtype=torch.int64), "4 images and 4 labels; the manifest says 3"),
+    (torch.zeros(3, 1, 8, 8, dtype=torch.uint8), torch.tensor([0, 1, 10]), "labels outside 0 .. 9"),
+])
+def test_a_split_that_disagrees_with_its_manifest_is_refused(tmp_path, x, y, says):
+    from prunekd.data import DataError, Split, check_split
+
+    manifest = {"input_shape": [1, 8, 8], "classes": [str(i) for i in range(10)], "sizes": {"train": 3}}
+    check_split(Split(torch.zeros(3, 1, 8, 8, dtype=torch.uint8), torch.tensor([0, 9, 5])), manifest, "train",
+                tmp_path / "train.pt")  # agrees: no error
+    with pytest.raises(DataError, match=re.escape(says)):
+        check_split(Split(x, y), manifest, "train", tmp_path / "train.pt")

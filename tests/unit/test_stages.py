@@ -340,8 +340,17 @@ def a_pruned_model_relabelled(layout: Layout) -> None:
     save_model(further, layout.pruned(RATIO) / "model.pt", meta)
 
 
+def a_sensitivity_table_of_another_network(layout: Layout) -> None:
+    raw = yaml.safe_load(layout.params.read_text())
+    raw["prune"]["schedule"] = "sensitivity"
+    layout.params.write_text(yaml.safe_dump(raw, sort_keys=False))
+    curves = pd.read_csv(layout.curves)
+    curves.assign(channels=curves["channels"] * 2).to_csv(layout.curves, index=False)
+
+
 @pytest.mark.parametrize("stage, argv, forge, says", [
     (prune, ["--ratio", "0.3"], a_teacher_of_other_data, "teacher/model.pt: made from other data"),
+    (prune, ["--ratio", "0.3"], a_sensitivity_table_of_another_network, "curves.csv: made for another network"),
     (retrain, ["--ratio", "0.3", "--mode", "kd", "--seed", "0"], a_pruned_model_relabelled,
      "0.3/model.pt: its filters per layer are not what pruning the teacher at 0.3 gives"),
 ])

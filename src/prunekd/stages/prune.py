@@ -12,7 +12,7 @@ import argparse
 import pandas as pd
 
 from ..config import Params
-from ..io import MissingInputError
+from ..io import CorruptInputError, MissingInputError
 from ..data import load_prepared
 from ..measure import count_macs_params
 from ..models import PrunableNet, model_digest
@@ -25,16 +25,26 @@ from .artifacts import load_teacher, log_data, model_folder, save_outputs
 from .cli import ratio_arg, run_cli
 
 
-def sensitivity_curves(params: Params, layout: Layout) -> pd.DataFrame | None:
-    """The sensitivity table, which the sensitivity schedule needs (and only it)."""
+def sensitivity_curves(params: Params, layout: Layout, teacher: PrunableNet) -> pd.DataFrame | None:
+    """The sensitivity table, which the sensitivity schedule needs (and only it), refused unless it
+    is ``teacher``'s: a row for each of its prunable layers, with that layer's filters."""
     if params.prune.schedule != "sensitivity":
         return None
     curves_file = layout.curves
     if not curves_file.is_file():
         raise MissingInputError(f"{curves_file}: not found; run the sensitivity stage first")
-    curves = pd.read_csv(curves_file)
-    if curves.empty or not {"index", "ratio", "drop"} <= set(curves.columns):
-        raise MissingInputError(f"{curves_file}: no sensitivity rows; rerun the sensitivity stage (dvc repro -f sensitivity)")
+    rerun = "rerun the sensitivity stage (dvc repro -f sensitivity)"
+    try:
+        curves = pd.read_csv(curves_file)
+    except (ValueError, UnicodeDecodeError):
+        raise CorruptInputError(f"{curves_file}: not a sensitivity table; {rerun}") from None
+    if curves.empty or not {"index", "channels", "ratio", "drop"} <= set(curves.columns):
+        raise MissingInputError(f"{curves_file}: no sensitivity rows; {rerun}")
+    widths = curves.groupby("index")["channels"].first().to_dict()
+    if widths != dict(enumerate(teacher.channels())):
+        raise CorruptInputError(f"{curves_file}: made for another network ({len(widths)} layers, "
+                                f"{sum(widths.values())} filters) than the teacher ({len(teacher.channels())} layers, "
+                                f"{sum(teacher.channels())} filters); {rerun}")
     return curves
 
 
@@ -55,13 +65,13 @@ def pruned_by_schedule(teacher: PrunableNet, ratio: float, params: Params, curve
 def pruned_channels(teacher: PrunableNet, ratio: float, params: Params, layout: Layout) -> list[int]:
     """The filters per layer that pruning ``teacher`` at ``ratio`` gives under params.yaml: what a
     pruned model's architecture is checked against (``load_pruned``)."""
-    return pruned_by_schedule(teacher, ratio, params, sensitivity_curves(params, layout)).model.channels()
+    return pruned_by_schedule(teacher, ratio, params, sensitivity_curves(params, layout, teacher)).model.channels()
 
 
 def run(params: Params, layout: Layout, ratio: float) -> dict:
     prepared = load_prepared(layout.prepared)
     teacher, teacher_meta = load_teacher(layout, params, prepared)
-    curves = sensitivity_curves(params, layout)
+    curves = sensitivity_curves(params, layout, teacher)
     teacher_file = layout.teacher / MODEL_FILE
     data = {"data_manifest_md5": teacher_meta["data_manifest_md5"], "dataset": teacher_meta["dataset"]}
     lineage = {"teacher_run_id": model_run_id(teacher_file)}
