@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from mlflow.tracking import MlflowClient
 
 from prunekd import data
@@ -363,3 +365,26 @@ def test_a_forged_model_file_is_refused_in_one_line(copied, capsys, stage, argv,
     assert len(err.splitlines()) == 1 and says in err and "Traceback" not in err, err
     after = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
     assert after == before  # the stage's previous outputs, every byte
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(target=st.sampled_from(["teacher/metrics.json", "teacher/predictions.npy", "pruned/0.3/predictions.npy",
+                               "retrained/0.3-ft-0/metrics.json", "retrained/0.3-kd-0/predictions.npy"]),
+       cut=st.floats(0, 1, exclude_max=True), flips=st.lists(st.tuples(st.floats(0, 1, exclude_max=True),
+                                                                       st.integers(1, 255)), max_size=4))
+def test_the_report_on_damaged_inputs_exits_0_or_2_in_one_line_and_keeps_its_outputs(copied, capsys, target, cut,
+                                                                                   flips):
+    path = copied.root / "models" / target
+    good, before = path.read_bytes(), outputs_of(copied)
+    data = bytearray(good[:max(1, int(cut * len(good)))] if cut > 0.5 else good)
+    for where, xor in flips:
+        data[int(where * len(data))] ^= xor
+    path.write_bytes(bytes(data))
+    try:
+        code = report.main([])
+        err = capsys.readouterr().err.strip()
+        assert code in (0, 2) and "Traceback" not in err, err[-2000:]
+        if code == 2:
+            assert len(err.splitlines()) == 1 and outputs_of(copied) == before
+    finally:
+        path.write_bytes(good)
