@@ -245,9 +245,49 @@ EXPERIMENT_TAGS = {
 }
 
 
+# Where the project's own SQLite store records artifact locations, as file: URIs.
+LOCATION_COLUMNS = {"experiments": "artifact_location", "runs": "artifact_uri", "logged_models": "artifact_location",
+                    "model_versions": "storage_location"}
+
+
+def follow_project(root: Path, store: Path, location: str) -> bool:
+    """Point a store kept in the project (a SQLite ``store`` inside ``root``) at the project's
+    artifact folder where it points elsewhere.
+
+    The store keeps absolute artifact locations (``file:///old/place/mlartifacts/...``): in a copy
+    of the project (``cp -r``, a second checkout with its store), every new run's artifacts would
+    be written into the original. Locations under ``location``'s folder are rewritten to the
+    copy's own (whose files the copy brought along); True if anything was. Only for a store inside
+    the project, and only locations that lie outside it."""
+    layout = Layout(root)
+    here = layout.artifacts.as_uri()
+    if (location == here or not location.startswith("file://") or not store.is_file()
+            or not store.resolve().is_relative_to(layout.root.resolve())):
+        return False
+    old = Path(location.removeprefix("file://"))
+    if old.resolve().is_relative_to(layout.root.resolve()):
+        return False
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(store, timeout=30)) as db, db:
+        tables = {name for (name,) in db.execute("select name from sqlite_master where type = 'table'")}
+        for table, column in LOCATION_COLUMNS.items():
+            if table in tables:
+                db.execute(f"update {table} set {column} = ? || substr({column}, ?) where {column} = ? "
+                           f"or {column} like ? escape '\\'",
+                           (here, len(location) + 1, location, location.replace("%", "\\%").replace("_", "\\_") + "/%"))
+    print(f"MLflow store {store}: its artifact locations pointed to {old} (the project it was copied "
+          f"from); they now point to {layout.artifacts}", file=sys.stderr)
+    return True
+
+
 def _experiment_id(root: Path) -> str:
     name = os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT)
     found = mlflow.get_experiment_by_name(name)
+    uri = tracking_uri(root)
+    if found and uri.startswith("sqlite:///") and follow_project(root, Path(uri.removeprefix("sqlite:///")),
+                                                                 found.artifact_location):
+        found = mlflow.get_experiment_by_name(name)
     if found and found.lifecycle_stage == "deleted":
         raise TrackingError(f"MLflow tracking store {mlflow.get_tracking_uri()}: experiment {name!r} is deleted; "
                             f"restore it (mlflow experiments restore --experiment-id {found.experiment_id}) "

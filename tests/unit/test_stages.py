@@ -388,3 +388,19 @@ def test_the_report_on_damaged_inputs_exits_0_or_2_in_one_line_and_keeps_its_out
             assert len(err.splitlines()) == 1 and outputs_of(copied) == before
     finally:
         path.write_bytes(good)
+
+
+def test_a_copied_project_logs_its_artifacts_into_itself_not_the_original(project, copied):
+    from prunekd.tracking import stage_run
+
+    original = sorted(p for p in project.layout.artifacts.rglob("*"))
+    with stage_run("check", project.params, layout=copied) as run:
+        (copied.root / "note.txt").write_text("logged in the copy")
+        run.log_artifact(copied.root / "note.txt")
+    assert sorted(p for p in project.layout.artifacts.rglob("*")) == original  # the original untouched
+    assert [p for p in copied.artifacts.rglob("note.txt")]
+    client = MlflowClient(f"sqlite:///{copied.root / 'store.db'}")
+    experiment = client.get_experiment_by_name("prunekd")
+    assert experiment.artifact_location == copied.artifacts.as_uri()
+    runs = client.search_runs([experiment.experiment_id], max_results=200)
+    assert all(r.info.artifact_uri.startswith(copied.artifacts.as_uri()) for r in runs)
