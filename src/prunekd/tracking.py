@@ -133,9 +133,11 @@ def api_problem(uri: str, timeout: float) -> str | None:
     except (urllib.error.URLError, OSError, ValueError) as exc:
         return str(getattr(exc, "reason", exc))
     try:
-        json.loads(body)
+        answer = json.loads(body)
     except ValueError:
         return "its answer is not MLflow's (not JSON)"
+    if not isinstance(answer, dict) or not {"experiment", "error_code"} & set(answer):
+        return "its answer is not MLflow's (JSON without an experiment or an error_code)"
     return None
 
 
@@ -167,6 +169,13 @@ def check_reachable(uri: str | None = None, timeout: float = 5.0) -> str:
             try:
                 with contextlib.closing(sqlite3.connect(f"{store.as_uri()}?mode=ro", uri=True, timeout=timeout)) as db:
                     db.execute("select count(*) from sqlite_master").fetchone()
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc):
+                    raise TrackingError(f"MLflow tracking store {uri}: not a usable SQLite database ({exc}); move "
+                                        "it away, or point MLFLOW_TRACKING_URI elsewhere") from None
+                raise TrackingError(f"MLflow tracking store {uri}: locked by another process for over {timeout:g} s "
+                                    "(a stage, or an `mlflow ui`, writing to it); wait for it or stop it, then "
+                                    "rerun") from None
             except sqlite3.DatabaseError as exc:
                 raise TrackingError(f"MLflow tracking store {uri}: not a usable SQLite database ({exc}); move it "
                                     "away, or point MLFLOW_TRACKING_URI elsewhere") from None

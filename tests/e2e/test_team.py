@@ -205,11 +205,20 @@ def test_unreachable_tracking_server_fails_fast_before_training(tmp_path):
 
 class BrokenServer(BaseHTTPRequestHandler):
     """A reverse proxy whose backend is down (502 to everything), or, with ``hang``, a server whose
-    health check answers but whose API never does."""
+    health check answers but whose API never does, or, with ``hang`` "json", one that answers
+    every call with JSON that is not MLflow's."""
 
     hang = False
 
     def do_GET(self):
+        if self.hang == "json":
+            body = b'{"status": "ok", "items": []}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
         if self.hang and self.path.startswith("/health"):
             self.send_response(200)
             self.end_headers()
@@ -226,7 +235,7 @@ class BrokenServer(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.mark.parametrize("hang", [False, True], ids=["502", "api-hangs"])
+@pytest.mark.parametrize("hang", [False, True, "json"], ids=["502", "api-hangs", "not-mlflow-json"])
 def test_a_tracking_server_that_answers_with_errors_fails_fast_and_touches_nothing(tmp_path, hang):
     repo = copy_repo(tmp_path)
     (repo / "models/pruned/0.3").mkdir(parents=True)
@@ -353,6 +362,28 @@ def test_an_experiment_deleted_in_the_ui_gives_one_line_and_keeps_the_previous_o
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert len(proc.stderr.strip().splitlines()) == 1
     assert "experiment 'prunekd' is deleted; restore it" in proc.stderr and after == before
+
+
+def test_a_locked_store_gives_one_line_within_the_bound_and_keeps_the_previous_outputs(tmp_path):
+    import sqlite3
+
+    repo = copy_repo(tmp_path / "repo")
+    set_params(repo, digits_sweep_params)
+    holder = []
+
+    def lock():  # another process writing for minutes: the store stays locked
+        db = sqlite3.connect(repo / "mlflow.db", isolation_level=None)
+        db.execute("begin exclusive")
+        holder.append(db)
+
+    try:
+        proc, took, before, after = prepare_twice(repo, {}, lock)
+    finally:
+        for db in holder:
+            db.close()
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert len(proc.stderr.strip().splitlines()) == 1 and "MLflow tracking store sqlite:///" in proc.stderr
+    assert "locked by another process" in proc.stderr and after == before and took < 30, f"took {took:.0f} s"
 
 
 def test_a_database_store_without_its_driver_gives_one_line(tmp_path):
