@@ -275,13 +275,22 @@ def load_manifest(prepared: Path) -> dict:
         raise DataError(f"{path}: manifest not found; run the prepare stage first")
     try:
         manifest = json.loads(path.read_text())
-    except ValueError as exc:
-        raise DataError(f"{path}: not valid JSON ({exc}); run the prepare stage again "
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise DataError(f"{path}: not valid JSON ({' '.join(str(exc).split())[:120]}); run the prepare stage again "
                         "(dvc repro -f prepare)") from None
     missing = sorted(MANIFEST_KEYS - set(manifest)) if isinstance(manifest, dict) else ["(not a mapping)"]
     if missing:
         raise DataError(f"{path}: not a prunekd manifest (missing {', '.join(missing)}); run the prepare stage "
                         "again (dvc repro -f prepare)")
+    shapes = {"classes": list, "input_shape": list, "mean": list, "std": list, "sizes": dict, "dataset": str,
+              "mirror_ok": bool}
+    wrong = [k for k, kind in shapes.items() if not isinstance(manifest[k], kind)]
+    if not wrong and (len(manifest["input_shape"]) != 3 or not all(isinstance(v, int) and v > 0
+                                                                   for v in manifest["input_shape"])):
+        wrong = ["input_shape"]
+    if wrong:
+        raise DataError(f"{path}: not a prunekd manifest ({wrong[0]!r} is not what prepare writes); run the "
+                        "prepare stage again (dvc repro -f prepare)")
     return manifest
 
 

@@ -64,7 +64,7 @@ def read_json(path: Path, keys: tuple[str, ...] = ()) -> dict:
         raise MissingInputError(f"{path}: not found; run the stage that makes it first")
     try:
         data = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as exc:  # cut short, edited, binary
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # cut short, edited, binary, nested deep
         raise CorruptInputError(f"{path}: not valid JSON ({' '.join(str(exc).split())[:120]}); "
                                 "rerun the stage that makes it") from None
     if not isinstance(data, dict):

@@ -30,7 +30,7 @@ def read_latency(path: Path, ratios: list[float]) -> pd.DataFrame:
         raise MissingInputError(f"{path}: not found; run the latency stage first")
     try:
         table = pd.read_csv(path)
-    except (ValueError, UnicodeDecodeError) as exc:  # empty, binary, ragged rows
+    except Exception as exc:  # empty, binary, ragged rows: pandas' parser fails in many ways
         raise CorruptInputError(f"{path}: not the latency stage's table ({' '.join(str(exc).split())[:120]}); "
                                 "rerun the latency stage") from None
     absent = [c for c in ("ratio", "runtime", "batch", "median_ms") if c not in table.columns]
@@ -139,7 +139,7 @@ def _correct(path: Path, labels: np.ndarray, stage: str, top1: float) -> np.ndar
         raise MissingInputError(f"{path}: not found; rerun {stage}")
     try:
         predicted = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
+    except Exception as exc:  # a damaged header fails numpy's parser in many ways (SyntaxError, TokenError, ...)
         raise CorruptInputError(f"{path}: not a predictions file ({' '.join(str(exc).split())[:120]}); "
                                 f"rerun {stage}") from None
     if predicted.shape != labels.shape:
