@@ -97,3 +97,26 @@ def test_across_runs_gives_each_difference_a_t_interval_over_runs(tmp_path, monk
     assert "FT − none" not in table.columns or table["FT − none"].isna().all()
     report = controls.compare(["seed-0", "seed-1", "seed-2"], random_runs=True)
     assert "| across 3 runs" in report and "93.00" in report  # a row per run with its teacher, then the mean
+
+
+def test_the_dense_width_matching_a_pruned_size_is_found_and_mixed_teachers_are_refused(tmp_path, monkeypatch):
+    from prunekd.models import build_model
+
+    budgets = script("compare_budgets")
+    count = sum(p.numel() for p in build_model("lenet5", 10, (1, 8, 8), 0.5).parameters())
+    assert budgets.dense_width(count, "lenet5", (1, 8, 8), 10) == (0.5, count)
+    runs = tmp_path / "runs"
+    published(runs, "a", "l1", {0: 90.0, 1: 91.0})
+    published(runs, "b", "l1", {0: 90.5, 1: 91.5})
+    for name in ("a", "b"):
+        results = pd.read_csv(runs / name / "results.csv").assign(params=1000)
+        if name == "b":
+            results.loc[results["mode"] == "teacher", "top1"] = 93.0  # another teacher
+        results.to_csv(runs / name / "results.csv", index=False)
+        params = yaml.safe_load((runs / name / "params.yaml").read_text())
+        (runs / name / "params.yaml").write_text(yaml.safe_dump(params | {"retrain": {"epochs": 2, "lr": 0.02}}))
+    monkeypatch.setattr(budgets, "RUNS", runs)
+    table, teacher = budgets.rows(["a"], pd.Series({0.5: 0.05}))
+    assert teacher == 92.0 and table.loc[0, "− teacher"] == "-1.50 [-7.85, +4.85]*"  # -2, -1 over seeds
+    with pytest.raises(SystemExit, match="different teachers"):
+        budgets.rows(["a", "b"], pd.Series({0.5: 0.05}))
