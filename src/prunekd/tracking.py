@@ -342,10 +342,17 @@ class StageRun:
     def set_tags(self, tags: dict[str, str]) -> None:
         mlflow.set_tags(tags)
 
+    @_guarded("setting the description")
+    def describe(self, markdown: str) -> None:
+        """The run's description in MLflow's UI (markdown): what the run page opens with."""
+        mlflow.set_tag("mlflow.note.content", markdown)
+
     @_guarded("logging an artifact")
     def log_artifact(self, path: Path, folder: str | None = None) -> None:
+        """A file, or a folder as a folder (``figures/`` stays ``<folder>/figures/``, so a logged
+        report.md's links to its figures work in MLflow's artifact view)."""
         if Path(path).is_dir():
-            mlflow.log_artifacts(str(path), folder)
+            mlflow.log_artifacts(str(path), f"{folder}/{Path(path).name}" if folder else Path(path).name)
         else:
             mlflow.log_artifact(str(path), folder)
 
@@ -411,6 +418,17 @@ def dvc_experiment() -> str | None:
     return os.environ.get(DVC_EXP_ENV) or None
 
 
+TRAINING_STAGES = {"teacher", "retrain"}  # their runs sample CPU and memory (MLflow's system metrics)
+
+
+def describe_stage(stage: str, experiment_id: str, tags: dict[str, str]) -> str:
+    """A run's description in MLflow's UI: its DVC stage, and links to the runs it was made from
+    (``teacher_run_id``, ``prune_run_id``: plain tags otherwise)."""
+    links = [f"[{key.removesuffix('_run_id')} run](#/experiments/{experiment_id}/runs/{value})"
+             for key, value in tags.items() if key.endswith("_run_id") and value]
+    return f"DVC stage `{stage}`" + (f", made from the {' and the '.join(links)}." if links else ".")
+
+
 @contextmanager
 def stage_run(stage: str, params: Params, tags: dict[str, str] | None = None,
               layout: Layout = Layout()) -> Iterator[StageRun]:
@@ -425,8 +443,11 @@ def stage_run(stage: str, params: Params, tags: dict[str, str] | None = None,
             base_tags[tag] = os.environ[variable]
     try:
         with tracked("starting the run"):
-            run = mlflow.start_run(experiment_id=_experiment_id(root), run_name=stage, tags=base_tags | (tags or {}))
+            experiment_id = _experiment_id(root)
+            run = mlflow.start_run(experiment_id=experiment_id, run_name=stage, tags=base_tags | (tags or {}),
+                                   log_system_metrics=stage.split("@")[0] in TRAINING_STAGES)
             mlflow.log_params(flatten(params))
+            mlflow.set_tag("mlflow.note.content", describe_stage(stage, experiment_id, tags or {}))
     except TrackingError:
         if mlflow.active_run():
             _end_run_quietly("FAILED")

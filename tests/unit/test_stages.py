@@ -62,6 +62,7 @@ def project(tmp_path_factory) -> Project:
     uri = f"sqlite:///{root / 'store.db'}"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", uri)
+        mp.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.2")  # seconds-long runs get samples too
         mp.chdir(elsewhere)
         results = {"check": check.run(params, layout),
                    "prepare": prepare.run(params, layout),
@@ -176,6 +177,27 @@ def test_report_writes_its_outputs_and_registers_the_models(project):
     # MLflow's UI opens the experiment on its runs, not on the GenAI overview
     experiment = MlflowClient(project.uri).get_experiment_by_name("prunekd")
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_mlflow_shows_the_answer_links_the_lineage_and_the_reports_figures(project):
+    client = MlflowClient(project.uri)
+    by_stage = {run.data.tags["dvc_stage"]: run for run in project.runs()}
+    report_run = by_stage["report"]
+    # the report run opens on the answer, lists the answer's metrics, and its report.md finds its figures
+    assert report_run.data.tags["mlflow.note.content"].startswith("## The answer")
+    assert "kd_minus_ft_30" in report_run.data.metrics and "ft_minus_none_30" in report_run.data.metrics
+    assert all(k.startswith("latency/") for k in report_run.data.metrics if "median_ms" in k)
+    figures = {a.path for a in client.list_artifacts(report_run.info.run_id, "report/figures")}
+    assert "report/figures/kd_minus_ft.png" in figures
+    # a retrain run's description links the runs it was made from
+    kd = by_stage["retrain@0.3-kd-0"]
+    note = kd.data.tags["mlflow.note.content"]
+    assert f"/runs/{kd.data.tags['teacher_run_id']})" in note and f"/runs/{kd.data.tags['prune_run_id']})" in note
+    assert any(k.startswith("system/") for k in kd.data.metrics)  # CPU and memory while it trained
+    # registry tags: seeds as whole numbers, the teacher's empty
+    versions = client.search_model_versions("name = 'prunekd-digits-lenet5'")
+    seeds = {v.tags["mode"]: v.tags["seed"] for v in versions}
+    assert seeds["teacher"] == "" and seeds["kd"] == "0"
 
 
 # ---- outputs appear whole or not at all ---------------------------------------------------------

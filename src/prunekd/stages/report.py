@@ -49,7 +49,8 @@ def record_sweep(run: StageRun, params: Params, layout: Layout, results: pd.Data
         print(f"report: {len(missing)} run(s) not in this tracking store (models made elsewhere): "
               f"{', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}", file=sys.stderr)
     experiment = dvc_experiment()
-    versions = {run_id: {"mode": row["mode"], "ratio": str(row["ratio"]), "seed": str(row["seed"]),
+    versions = {run_id: {"mode": row["mode"], "ratio": f"{row['ratio']:g}",
+                         "seed": "" if pd.isna(row["seed"]) else str(int(row["seed"])),
                          "test_top1": f"{row['top1']:.2f}", "params": str(int(row["params"]))}
                         | ({"dvc_exp": experiment} if experiment else {})
                 for run_id, (_, row) in zip(run_ids, results.iterrows()) if run_id and run_id not in missing}
@@ -64,6 +65,15 @@ def record_sweep(run: StageRun, params: Params, layout: Layout, results: pd.Data
         print(f"registered {registered_as}: " + ", ".join(f"@{a} v{v}" for a, v in chosen.items()))
     run.set_tags({"registered_model": name, "registered_onnx_model": f"{name}-onnx"})
     return chosen
+
+
+def run_description(report: str) -> str:
+    """The report run's description in MLflow's UI: the report's answer section (the whole report
+    is its artifact report/report.md, figures beside it)."""
+    answer = [part for part in report.split("\n## ") if part.startswith("The answer")]
+    body = ("## " + answer[0].strip()) if answer else "No answer section: this sweep ran no ft or kd mode."
+    body = "\n".join(line for line in body.splitlines() if not line.startswith("!["))  # figures: in report.md
+    return body + "\n\nThe whole report, with its figures: artifacts, `report/report.md`."
 
 
 OUTPUTS = ("results.csv", "summary.csv", "report.md", "figures", "metrics.json", "plots")  # in layout.reports
@@ -90,7 +100,8 @@ def run(params: Params, layout: Layout) -> dict:
             kd_gain_figure(results, summary, tmp / KD_FIGURE, correct)
         results.to_csv(tmp / "results.csv", index=False)
         summary.to_csv(tmp / "summary.csv", index=False)
-        write_json(tmp / "metrics.json", flat_metrics(results, summary, correct))  # what `dvc exp show` lists
+        flat = flat_metrics(results, summary, correct)
+        write_json(tmp / "metrics.json", flat)  # what `dvc exp show` lists
         (tmp / "plots").mkdir()  # the table dvc.yaml's accuracy plot draws (dvc plots diff compares it)
         accuracy_table(summary, float(teacher["top1"])).to_csv(tmp / "plots" / "accuracy.csv", index=False)
         (tmp / "report.md").write_text(markdown(results, summary, FIGURE, latency, LATENCY_FIGURE, PARETO,
@@ -100,8 +111,10 @@ def run(params: Params, layout: Layout) -> dict:
             for name in OUTPUTS:
                 run.log_artifact(tmp / name, "report")
             run.log_artifact(layout.latency, "report")
-            run.log_metrics({f"{k}_ratio_{r['ratio']:g}": v for r in latency.to_dict("records")
+            run.log_metrics(flat)  # the answer first: what the runs table shows for this run
+            run.log_metrics({f"latency/{k}_ratio_{r['ratio']:g}": v for r in latency.to_dict("records")
                              for k, v in latency_metrics(r).items()})
+            run.describe(run_description((tmp / "report.md").read_text()))
             record_sweep(run, params, layout, results)
     print(layout.report.read_text())
     return {"runs": len(results) - 1, "teacher_top1": float(teacher["top1"])}
