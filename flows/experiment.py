@@ -349,12 +349,16 @@ def unusable_service(args: argparse.Namespace, timeout: float = 5.0) -> str | No
             socket.create_connection((where.hostname, where.port or 8786), timeout=timeout).close()
         except (OSError, ValueError) as exc:
             return f"Dask scheduler {address}: not reachable ({exc})"
-    api = os.environ.get("PREFECT_API_URL")
+    from prefect.settings import PREFECT_API_URL
+
+    api = PREFECT_API_URL.value()  # the environment's, else the active profile's (`prefect config set`)
     if api:
+        source = ("PREFECT_API_URL" if os.environ.get("PREFECT_API_URL")
+                  else "PREFECT_API_URL in the Prefect profile: prefect config unset PREFECT_API_URL to run without it")
         try:
             urllib.request.urlopen(f"{api.rstrip('/')}/health", timeout=timeout).close()
         except (urllib.error.URLError, OSError, ValueError) as exc:
-            return f"Prefect API {api} (PREFECT_API_URL): not reachable ({getattr(exc, 'reason', exc)})"
+            return f"Prefect API {api} ({source}): not reachable ({getattr(exc, 'reason', exc)})"
     return None
 
 

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -31,6 +32,18 @@ def test_the_flows_own_bad_arguments_get_one_line(args, env, says):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"flows/experiment.py: error: {says}"), lines
     assert time.monotonic() - start < 60
+
+
+def test_the_prefect_profiles_api_url_is_checked_too(tmp_path):
+    home = str(tmp_path / "prefect-home")  # a profile of its own, set the way the guide says
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")} | {"PREFECT_HOME": home}
+    subprocess.run([str(Path(sys.executable).parent / "prefect"), "config", "set", "PREFECT_API_URL=http://127.0.0.1:9/api"],
+                   env=environ, check=True, capture_output=True, timeout=120)
+    proc = run_flow(PREFECT_HOME=home)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith("flows/experiment.py: error: Prefect API http://127.0.0.1:9/api (PREFECT_API_URL in the "
+                           "Prefect profile")
 
 
 def test_a_second_flow_on_the_same_repository_says_so_in_one_line(tmp_path):
