@@ -114,12 +114,27 @@ def dvc(root: Path, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True)
 
 
-def stale_stages(root: Path, *names: str) -> set[str]:
-    """The stages (of ``names``, or all) that ``dvc status`` finds stale: one call, one graph walk."""
+def dvc_status(root: Path, *names: str) -> dict[str, list]:
+    """``dvc status --json`` of the stages ``names`` (or all): stage -> what changed."""
     proc = dvc(root, "--wait-for-lock", "status", "--json", *names)
     if proc.returncode != 0:
         raise RuntimeError(f"dvc status {' '.join(names)} failed: {proc.stderr.strip()}")
-    return set(json.loads(proc.stdout or "{}"))
+    return json.loads(proc.stdout or "{}")
+
+
+def stale_stages(root: Path, *names: str) -> set[str]:
+    """The stages (of ``names``, or all) that ``dvc status`` finds stale: one call, one graph walk."""
+    return set(dvc_status(root, *names))
+
+
+def restored_from_cache(root: Path, name: str) -> bool:
+    """Restore a stage whose only change is to its outputs (deleted, edited) from DVC's cache, as
+    `dvc repro` does, instead of running it; True if that made it up to date. A stage whose
+    command, dependencies or params changed is left to run."""
+    changes = dvc_status(root, name).get(name, [])
+    if not changes or any(not isinstance(c, dict) or set(c) != {"changed outs"} for c in changes):
+        return False
+    return dvc(root, "--wait-for-lock", "checkout", name).returncode == 0 and not stale_stages(root, name)
 
 
 def streamed(argv: list[str], cwd: Path, env: dict[str, str], log) -> tuple[int, list[str]]:
@@ -160,9 +175,17 @@ def run_stage(stage: Stage, root: str, threads: int, env: dict[str, str], stale:
     and DVC now finds it stale; record it into dvc.lock. ``upstream``: those stages' results."""
     root_path = Path(root)
     upstream_ran = any(isinstance(r, dict) and r.get("ran") for r in upstream)
-    if stage.name not in stale and not (upstream_ran and stale_stages(root_path, stage.name)):
+    if stage.name in stale:  # stale when the flow started; if nothing upstream ran, an upstream stage
+        # restored from DVC's cache may have made it current again (its input is back, the same bytes)
+        current = bool(stage.upstream) and not upstream_ran and not stale_stages(root_path, stage.name)
+    else:
+        current = not (upstream_ran and stale_stages(root_path, stage.name))
+    if current:
         return Completed(message=f"{stage.name} is up to date in dvc.lock", name="Cached")
     log = get_run_logger()
+    if restored_from_cache(root_path, stage.name):
+        log.info("%s: outputs restored from DVC's cache (dvc checkout), nothing rerun", stage.name)
+        return Completed(message=f"{stage.name}: outputs restored from DVC's cache", name="Restored")
     log.info("running %s: %s", stage.name, stage.cmd)
     child_env = with_bin_on_path(os.environ | env | {"OMP_NUM_THREADS": str(threads),
                                                      "MKL_NUM_THREADS": str(threads), "DVC_STAGE": stage.name})

@@ -85,6 +85,17 @@ def test_stage_output_reaches_the_task_runs_log(flow_repo):
     assert any(line.startswith("models/teacher: top1") for line in lines)
 
 
+def test_a_deleted_output_is_restored_from_dvcs_cache_not_retrained(flows, flow_repo):
+    repo, _ = flow_repo
+    model = repo / "models/retrained/0.3-kd-0/model.pt"
+    before, runs_before = model.read_bytes(), len(runs(repo))
+    model.unlink()
+    states = flows.configured()(root=str(repo))
+    assert states["retrain@0.3-kd-0"] == "Restored" and {s for n, s in states.items()} <= {"Cached", "Restored"}
+    assert model.read_bytes() == before and len(runs(repo)) == runs_before  # no training run logged
+    assert ran(dvc(repo, "repro")) == set()
+
+
 def test_a_rerun_that_makes_the_same_model_leaves_downstream_cached(flows, flow_repo):
     repo, _ = flow_repo
     # A comment in the teacher stage's code: the stage is stale, its model the same bytes.
