@@ -5,7 +5,7 @@ the one teacher, on one figure of accuracy against cost.
 
 Reads each run's results.csv, metrics.json, params.yaml and run.json (docs/runs/<name>/, from
 scripts/publish_run.py; ``default``: this repository's reports/ and params.yaml) and writes
-docs/runs/<out>/report.md and budgets.png: per run, mode and ratio, the training it had
+docs/runs/<out>/report.md and figures/budgets.png: per run, mode and ratio, the training it had
 (epochs, learning rate, images), the architecture's params, MACs and ONNX Runtime latency, top-1
 (mean over seeds) and top-1 minus the teacher's with its 95 % interval. The runs must share one
 teacher (the same top-1). The uniformly pruned MobileNet is a thinner dense MobileNet up to
@@ -124,7 +124,7 @@ def compare(names: list[str], out: Path) -> str:
     default = pd.read_csv(folder("default") / "results.csv")
     teacher_row = default[default["mode"] == "teacher"].iloc[0]
     teacher = {"MMACs": teacher_row["macs"] / 1e6, "latency_us": 1000 * latency.get(0.0, np.nan), "top1": teacher_top1}
-    plot(table, teacher, out / "budgets.png")
+    plot(table, teacher, out / "figures" / "budgets.png")
     model = params_of("default")["model"]
     widths = []
     for ratio, params in table.groupby("ratio")["params"].first().items():
@@ -146,7 +146,7 @@ def compare(names: list[str], out: Path) -> str:
         "A uniformly pruned MobileNet is a thinner dense MobileNet up to the rounding of each layer to 16 filters, "
         "so `scratch` and `scratch + KD` on it are the \"train a thin network instead\" baseline:", "",
         *widths, "",
-        "![accuracy against cost](budgets.png)", "",
+        "![accuracy against cost](figures/budgets.png)", "",
         "## Runs", "", commands, ""])
 
 
