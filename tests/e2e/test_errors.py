@@ -312,21 +312,25 @@ def start_then_kill(repo: Path, args: list[str], ready: Path, timeout: float = 3
 
 
 @e2e
-def test_killed_mid_training_leaves_no_output(repo):
+def test_killed_mid_training_keeps_the_earlier_outputs_whole(repo):
     params = bad_params(repo, lambda p: p["teacher"].update(epochs=200))
-    assert (repo / "models/teacher/model.pt").is_file()  # an earlier run's outputs
+    before = {p.name: p.read_bytes() for p in (repo / "models/teacher").iterdir() if p.is_file()}
+    assert "model.pt" in before  # an earlier run's outputs
     start_then_kill(repo, ["teacher", "--params", params], repo / ".prunekd/checkpoints/teacher/checkpoint.pt")
-    assert [p.name for p in (repo / "models/teacher").iterdir() if not p.name.endswith(".tmp")] == []
+    after = {p.name: p.read_bytes() for p in (repo / "models/teacher").iterdir() if p.is_file()}
+    assert after == before  # nothing half-written, nothing lost
 
 
 @e2e
-def test_killed_while_measuring_leaves_no_output_and_dvc_ignores_the_scratch_folder(repo):
+def test_killed_while_measuring_keeps_the_earlier_outputs_and_dvc_ignores_the_scratch_folder(repo):
     # evaluating on the test split and logging to MLflow keep the window between saving the model
     # and swapping it in about a second long
     scratch = repo / "models/pruned/0.3/.model.pt.tmp"
+    folder = repo / "models/pruned/0.3"
+    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} if folder.is_dir() else {}
     start_then_kill(repo, ["prune", "--ratio", "0.3"], scratch / "model.pt")
     assert (scratch / "model.pt").is_file()  # killed after saving, before the swap
-    assert [p.name for p in (repo / "models/pruned/0.3").iterdir()] == [scratch.name]
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before  # the earlier ones, whole
     # the scratch folder sits inside report's dependency models/pruned: DVC and git must not see it
     ignored = subprocess.run([str(BIN / "dvc"), "check-ignore", "models/pruned/0.3/.model.pt.tmp"], cwd=repo,
                              env=clean_env(), capture_output=True, text=True)
