@@ -290,12 +290,15 @@ def test_corrupted_model_file(repo, damage, names):
 @e2e
 def test_diverging_run_stops_at_once_naming_the_epoch(repo):
     params = bad_params(repo, lambda p: p["teacher"].update(lr=1e6))
+    teacher = repo / "models/teacher"
+    before = {p.name: p.read_bytes() for p in teacher.iterdir() if p.is_file()} if teacher.is_dir() else {}
     proc = prunekd(repo, "teacher", "--params", params)
     line = error_line(proc, "teacher", only_line=False)
     assert "teacher epoch 1/2: the loss became nan at step" in line and "lower the learning rate (lr 1e+06)" in line
     assert "epoch 2/2" not in proc.stderr  # stopped at once
-    # the earlier teacher's outputs were cleared before training: none is left to be mistaken for this run's
-    assert not any((repo / "models/teacher").glob("*")) and not (repo / "models/teacher.tmp").exists()
+    # the earlier teacher's outputs stay whole (dvc.lock still names them); nothing half-written is left
+    after = {p.name: p.read_bytes() for p in teacher.iterdir() if p.is_file()} if teacher.is_dir() else {}
+    assert after == before and not [p for p in teacher.glob(".*.tmp")]
 
 
 # ---- atomic outputs ------------------------------------------------------------------------
