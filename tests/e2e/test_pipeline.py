@@ -95,7 +95,8 @@ def test_metrics_and_plots_show(repo):
     results = pd.read_csv(repo / "reports/results.csv")
     # one seed: no difference has an interval, so no <difference>_<r>_ci95
     assert set(flat) == {"teacher_top1", *(f"{k}_{r}" for r in ("30", "60") for k in (
-        "params_removed", "top1_none", "top1_ft", "top1_kd", "kd_minus_ft", "kd_minus_none", "ft_minus_none"))}
+        "params_removed", "top1_none", "top1_ft", "top1_kd", "kd_minus_ft", "kd_minus_none", "ft_minus_none",
+        "ft_minus_teacher", "kd_minus_teacher"))}
     mean = results[(results["ratio"] == 0.3) & (results["mode"] == "kd")]["top1"].mean()
     assert flat["top1_kd_30"] == pytest.approx(mean)
     accuracy = pd.read_csv(repo / "reports/plots/accuracy.csv")
