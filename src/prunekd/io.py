@@ -75,6 +75,17 @@ def read_json(path: Path, keys: tuple[str, ...] = ()) -> dict:
     return data
 
 
+def read_table(path: Path, what: str, fix: str):
+    """A CSV table a stage wrote, as a DataFrame; one user error if pandas cannot parse it (empty,
+    binary, ragged rows: its parser fails in many ways)."""
+    import pandas as pd
+
+    try:
+        return pd.read_csv(path)
+    except Exception as exc:  # noqa: BLE001
+        raise CorruptInputError(f"{path}: not {what} ({' '.join(str(exc).split())[:120]}); {fix}") from None
+
+
 def read_lineage(model_file: Path) -> dict[str, str]:
     """The run ids kept beside ``model_file`` (``lineage.json``): ``mlflow_run_id`` of the run that
     made it, and its parents'. Empty where none is kept (a model pulled from a DVC remote, say)."""

@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .io import CorruptInputError, MissingInputError, read_json  # noqa: E402
+from .io import CorruptInputError, MissingInputError, read_json, read_table  # noqa: E402
 from .stats import (Estimate, Heterogeneity, Pooled, bootstrap, crossed_se, crossed_t, heterogeneity,  # noqa: E402
                     paired_t, pooled, pooled_bootstrap)
 from .paths import HISTORY_FILE, METRICS_FILE, PREDICTIONS_FILE, Layout  # noqa: E402
@@ -28,11 +28,7 @@ def read_latency(path: Path, ratios: list[float]) -> pd.DataFrame:
     """The latency stage's table, checked to cover the teacher and every ratio."""
     if not path.is_file():
         raise MissingInputError(f"{path}: not found; run the latency stage first")
-    try:
-        table = pd.read_csv(path)
-    except Exception as exc:  # empty, binary, ragged rows: pandas' parser fails in many ways
-        raise CorruptInputError(f"{path}: not the latency stage's table ({' '.join(str(exc).split())[:120]}); "
-                                "rerun the latency stage") from None
+    table = read_table(path, "the latency stage's table", "rerun the latency stage")
     absent = [c for c in ("ratio", "runtime", "batch", "median_ms") if c not in table.columns]
     if absent:
         raise CorruptInputError(f"{path}: no column {absent[0]!r}; rerun the latency stage")

@@ -12,7 +12,7 @@ import argparse
 import pandas as pd
 
 from ..config import Params
-from ..io import CorruptInputError, MissingInputError
+from ..io import CorruptInputError, MissingInputError, read_table
 from ..data import load_prepared
 from ..measure import count_macs_params
 from ..models import PrunableNet, model_digest
@@ -34,10 +34,7 @@ def sensitivity_curves(params: Params, layout: Layout, teacher: PrunableNet) -> 
     if not curves_file.is_file():
         raise MissingInputError(f"{curves_file}: not found; run the sensitivity stage first")
     rerun = "rerun the sensitivity stage (dvc repro -f sensitivity)"
-    try:
-        curves = pd.read_csv(curves_file)
-    except (ValueError, UnicodeDecodeError):
-        raise CorruptInputError(f"{curves_file}: not a sensitivity table; {rerun}") from None
+    curves = read_table(curves_file, "a sensitivity table", rerun)
     if curves.empty or not {"index", "channels", "ratio", "drop"} <= set(curves.columns):
         raise MissingInputError(f"{curves_file}: no sensitivity rows; {rerun}")
     widths = curves.groupby("index")["channels"].first().to_dict()
