@@ -5,6 +5,8 @@ scripts/publish_run.py). Each document holds blocks
     <!-- results:begin --> ... <!-- results:end -->            the default run's answer and the thesis
     <!-- results-cost:begin --> ... <!-- results-cost:end -->  the default run's cost and latency tables
     <!-- run:<name>:begin --> ... <!-- run:<name>:end -->      a published run's answer or comparison
+    <!-- params:begin --> ... <!-- params:end -->              every parameter: params.yaml's default and
+                                                             comment, the bounds config.py enforces
 
 and this script rewrites what is between the markers, with links relative to the document.
 Run after scripts/timed_repro.sh; the results are generated, never typed.
@@ -18,7 +20,7 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCUMENTS = ("README.md", "docs/results.md")
+DOCUMENTS = ("README.md", "docs/results.md", "docs/guide.md")
 RUN_BLOCK = re.compile(r"(<!-- run:([\w.-]+):begin -->).*?(<!-- run:\2:end -->)", re.DOTALL)
 # Of a report, the sections a block shows (the rest is one link away).
 RUN_SECTIONS = ("## The answer", "## Compared")
@@ -79,12 +81,71 @@ def run_section(name: str, prefix: str = "") -> str:
                   + (sections(report, RUN_SECTIONS) or sections(report, OLD_RUN_SECTIONS)) + "\n")
 
 
+KEY_LINE = re.compile(r"^(?P<indent> *)(?P<key>\w+):(?P<value>[^#]*)(?:#\s?(?P<comment>.*))?$")
+COMMENT_LINE = re.compile(r"^ +#\s?(?P<comment>.*)$")
+
+
+def documented_keys(params_text: str) -> dict[str, tuple[str, str]]:
+    """Each key of a params file (``section.key``) with its value as written and its comment,
+    a comment's continuation lines (indented comment-only lines right below) joined on."""
+    keys: dict[str, tuple[str, str]] = {}
+    section, last = "", None
+    for line in params_text.splitlines():
+        if (m := KEY_LINE.match(line)):
+            name = m["key"] if not m["indent"] else f"{section}.{m['key']}"
+            section = m["key"] if not m["indent"] else section
+            keys[name] = (m["value"].strip(), (m["comment"] or "").strip())
+            last = name
+        elif last and (m := COMMENT_LINE.match(line)):
+            value, comment = keys[last]
+            keys[last] = (value, f"{comment} {m['comment'].strip()}".strip())
+        else:
+            last = None
+    return keys
+
+
+JSON_TYPES = {"integer": "int", "number": "float", "boolean": "bool", "string": "text", "null": "null"}
+BOUNDS = (("minimum", "≥"), ("exclusiveMinimum", ">"), ("maximum", "≤"), ("exclusiveMaximum", "<"))
+
+
+def allowed(schema: dict) -> str:
+    """What the config's validation accepts for one key, from its JSON schema."""
+    if "anyOf" in schema:
+        return " or ".join(allowed(option) for option in schema["anyOf"])
+    if "enum" in schema:
+        return " \\| ".join(f"`{v}`" for v in schema["enum"])
+    if schema.get("type") == "array":
+        return f"list of {allowed(schema['items'])}"
+    bounds = [f"{sign} {schema[k]:,}" if isinstance(schema[k], int) else f"{sign} {schema[k]:g}"
+              for k, sign in BOUNDS if k in schema]
+    return " ".join([JSON_TYPES.get(schema.get("type"), "any"), ", ".join(bounds)]).strip()
+
+
+def params_block(prefix: str = "") -> str:
+    from prunekd.config import Params
+
+    schema = Params.model_json_schema()
+    documented = documented_keys((ROOT / "params.yaml").read_text())
+    rows = ["| key | default | allowed | meaning |", "|---|---|---|---|"]
+    for name, prop in schema["properties"].items():
+        ref = prop.get("$ref", "").rsplit("/", 1)[-1]
+        leaves = schema["$defs"][ref]["properties"].items() if ref else [(None, prop)]
+        for leaf, leaf_schema in leaves:
+            key = f"{name}.{leaf}" if leaf else name
+            value, comment = documented.get(key, ("", ""))
+            comment = comment.replace("|", "\\|")
+            rows.append(f"| `{key}` | `{value}` | {allowed(leaf_schema)} | {comment} |")
+    return "\n".join(rows) + "\n"
+
+
 def fill(text: str, prefix: str) -> str:
     """``text`` with every block's contents regenerated; a run not yet published keeps its block."""
     for name in DEFAULT_BLOCKS:
         begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
         pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.DOTALL)
         text = pattern.sub(lambda _, n=name, b=begin, e=end: f"{b}\n{default_block(n, prefix)}{e}", text)
+    text = re.sub(r"(<!-- params:begin -->).*?(<!-- params:end -->)",
+                  lambda m: f"{m.group(1)}\n{params_block(prefix)}{m.group(2)}", text, flags=re.DOTALL)
 
     def run_block(block: re.Match) -> str:
         if not (ROOT / "docs" / "runs" / block.group(2) / "run.json").is_file():  # announced, not yet published

@@ -1,5 +1,6 @@
 """The documents a reader opens first: every link resolves, and the front page stays short."""
 
+import importlib.util
 import re
 from pathlib import Path
 
@@ -47,3 +48,27 @@ def test_the_slug_follows_githubs_rule():
 
 def test_the_front_page_stays_a_front_page():
     assert len((ROOT / "README.md").read_text().splitlines()) <= 300
+
+
+def test_the_parameter_reference_is_generated_and_documents_every_key():
+    spec = importlib.util.spec_from_file_location("update_readme", ROOT / "scripts" / "update_readme.py")
+    update_readme = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(update_readme)
+    block = update_readme.params_block()
+    guide = (ROOT / "docs" / "guide.md").read_text()
+    assert block in guide, "docs/guide.md's parameter table is stale: run python scripts/update_readme.py"
+    rows = [row.split(" | ") for row in block.splitlines()[2:]]
+    undocumented = [row[0] for row in rows if not row[-1].strip(" |")]
+    assert not undocumented, f"params.yaml keys with no comment: {undocumented}"
+    in_file = {key for key, (value, _) in update_readme.documented_keys((ROOT / "params.yaml").read_text()).items()
+               if value}  # a section's own line has no value
+    assert {row[0].strip("| `") for row in rows} == in_file  # every key of params.yaml, and no other
+
+
+def test_a_keys_comment_continues_on_the_indented_comment_lines_below_it():
+    spec = importlib.util.spec_from_file_location("update_readme", ROOT / "scripts" / "update_readme.py")
+    update_readme = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(update_readme)
+    text = "# file\nseed: 0  # one\n\nkd:  # section\n  alpha: 0.9  # two\n             # three\n  temperature: 4\n"
+    assert update_readme.documented_keys(text) == {
+        "seed": ("0", "one"), "kd": ("", "section"), "kd.alpha": ("0.9", "two three"), "kd.temperature": ("4", "")}
