@@ -1,14 +1,16 @@
 """The controls of a published regime in one table: what each run changed, and what each mode did
 to the pruned network (mode - none) and KD - FT, each with its 95 % interval.
 
-    python scripts/compare_controls.py [--across] controls headroom ctl-ft-best ctl-ft-lr0.002 ...
+    python scripts/compare_controls.py [--across | --curve KEY] controls headroom ctl-ft-best ctl-ft-lr0.002 ...
 
 Reads docs/runs/<name>/{run.json,metrics.json} (scripts/publish_run.py; the first name is the
 regime the others change one thing of) and writes docs/runs/<out>/report.md and run.json;
 `python scripts/update_readme.py` copies it into a README block <!-- run:<out>:begin -->.
 With --across, the runs are draws of one thing (the same regime under other `seed`s: another
 split of the training set and another teacher) and a last row per ratio gives each difference's
-mean over them with a t interval over runs: the teacher as a random draw.
+mean over them with a t interval over runs: the teacher as a random draw. With --curve KEY, the
+runs differ in one numeric param (e.g. retrain.train_subset), and a figure plots each difference
+with its interval against that param's value.
 """
 
 from __future__ import annotations
@@ -87,9 +89,58 @@ def across(names: list[str]) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def compare(names: list[str], random_runs: bool = False) -> str:
+def value_of(name: str, key: str) -> float:
+    """The last value the run's command set for ``key`` (``-S key=value``)."""
+    values = [o.split("=", 1)[1] for o in overrides(name) if o.split("=", 1)[0] == key]
+    if not values:
+        sys.exit(f"compare_controls: run {name} does not set {key} (its command has no -S {key}=...)")
+    try:
+        return float(values[-1])
+    except ValueError:
+        sys.exit(f"compare_controls: run {name} sets {key}={values[-1]}, not a number")
+
+
+def curve_points(names: list[str], key: str) -> pd.DataFrame:
+    """One row per run, ratio and difference: the param's value, the estimate and its half-width."""
+    out = []
+    for name in names:
+        metrics, value = read(name), value_of(name, key)
+        for k in metrics:
+            for column, label in COLUMNS:
+                prefix = f"{column}_"
+                if k.startswith(prefix) and not k.endswith("_ci95"):
+                    out.append({"value": value, "ratio": k.removeprefix(prefix), "difference": label,
+                                "diff": metrics[k], "half": metrics.get(f"{k}_ci95", float("nan"))})
+    return pd.DataFrame(out).sort_values(["difference", "ratio", "value"], ignore_index=True)
+
+
+def plot_curve(points: pd.DataFrame, key: str, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for (label, ratio), group in points.groupby(["difference", "ratio"], sort=False):
+        ax.errorbar(group["value"], group["diff"], yerr=group["half"], marker="o", capsize=3,
+                    label=f"{label} ({ratio} % pruned)")
+    ax.axhline(0, color="grey", linewidth=0.8)
+    ax.set_xscale("log")
+    ax.set_xticks(sorted(points["value"].unique()), [f"{v:g}" for v in sorted(points["value"].unique())])
+    ax.set_xlabel(key)
+    ax.set_ylabel("test top-1 difference (points, 95 % CI)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def compare(names: list[str], random_runs: bool = False, curve: str | None = None) -> str:
     command = json.loads((RUNS / names[0] / "run.json").read_text())["command"]
     table = rows(names)
+    if curve:
+        table = table.assign(_at=[value_of(n, curve) for n in table["run"]]).sort_values("_at", kind="stable")
+        table = table.drop(columns="_at")
     if random_runs:
         table = pd.concat([table, across(names)], ignore_index=True).astype(object).fillna("")
     heading = (f"the same regime as `{names[0]}` under other draws" if random_runs
@@ -101,22 +152,32 @@ def compare(names: list[str], random_runs: bool = False) -> str:
         "the same for every run of one ratio and teacher. Intervals: 95 %, over retraining seeds and test "
         "images (each run's report has the rest)" + ("; the last row's, over runs (the teacher and the split "
                                                      "as random draws)." if random_runs else "."), "",
-        fmt_table(table), ""])
+        fmt_table(table), "",
+        *([f"![each difference against {curve}](figures/curve.png)", ""] if curve else [])])
 
 
-def main(out: str, names: list[str], random_runs: bool = False) -> None:
+def main(out: str, names: list[str], random_runs: bool = False, curve: str | None = None) -> None:
     sys.path.insert(0, str(Path(__file__).parent))
     from compare_runs import publish
 
-    flag = ["--across"] if random_runs else []
-    publish(RUNS, out, names, compare(names, random_runs),
-            " ".join(["python scripts/compare_controls.py", *flag, out, *names]))
+    flag = ["--across"] if random_runs else ["--curve", curve] if curve else []
+    report = compare(names, random_runs, curve)
+    if curve:
+        plot_curve(curve_points(names, curve), curve, RUNS / out / "figures" / "curve.png")
+    publish(RUNS, out, names, report, " ".join(["python scripts/compare_controls.py", *flag, out, *names]))
 
 
 if __name__ == "__main__":
     args = sys.argv[1:]
     random_runs = "--across" in args
     args = [a for a in args if a != "--across"]
+    curve = None
+    if "--curve" in args:
+        at = args.index("--curve")
+        if at + 1 >= len(args):
+            sys.exit("compare_controls: --curve needs the param that the runs vary (e.g. retrain.train_subset)")
+        curve = args[at + 1]
+        del args[at:at + 2]
     if len(args) < 3:
         sys.exit(f"usage: {__doc__.splitlines()[3].strip()}")
-    main(args[0], args[1:], random_runs)
+    main(args[0], args[1:], random_runs, curve)

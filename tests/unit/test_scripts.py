@@ -120,3 +120,26 @@ def test_the_dense_width_matching_a_pruned_size_is_found_and_mixed_teachers_are_
     assert teacher == 92.0 and table.loc[0, "− teacher"] == "-1.50 [-7.85, +4.85]*"  # -2, -1 over seeds
     with pytest.raises(SystemExit, match="different teachers"):
         budgets.rows(["a", "b"], pd.Series({0.5: 0.05}))
+
+
+def test_a_curve_orders_the_runs_by_the_param_they_vary_and_plots_each_difference(tmp_path, monkeypatch):
+    controls = script("compare_controls")
+    runs = tmp_path / "runs"
+    regime = "dvc exp run -n base -S retrain.train_subset=1000 -S 'prune.ratios=[0.26]'"
+    for name, extra, gain in [("base", "", 2.0), ("big", " -S retrain.train_subset=5000", 0.5),
+                              ("small", " -S retrain.train_subset=500", 3.0)]:
+        (runs / name).mkdir(parents=True)
+        (runs / name / "run.json").write_text(json.dumps({"command": regime + extra, "commit": "abc"}))
+        (runs / name / "metrics.json").write_text(json.dumps({
+            "top1_none_26": 90.0, "kd_minus_ft_26": gain, "kd_minus_ft_26_ci95": 0.4}))
+    monkeypatch.setattr(controls, "RUNS", runs)
+    assert controls.value_of("big", "retrain.train_subset") == 5000  # the last -S for the key wins
+    points = controls.curve_points(["base", "big", "small"], "retrain.train_subset")
+    assert points["value"].tolist() == [500, 1000, 5000] and points["diff"].tolist() == [3.0, 2.0, 0.5]
+    report = controls.compare(["base", "big", "small"], curve="retrain.train_subset")
+    order = [line.split("|")[1].strip() for line in report.splitlines() if line.startswith("| ") and "run" not in line]
+    assert order == ["small", "base", "big"]
+    controls.plot_curve(points, "retrain.train_subset", tmp_path / "curve.png")
+    assert (tmp_path / "curve.png").stat().st_size > 1000
+    with pytest.raises(SystemExit, match="does not set retrain.lr"):
+        controls.value_of("big", "retrain.lr")
