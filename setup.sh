@@ -1,19 +1,25 @@
 #!/usr/bin/env bash
 # Installs what prunekd needs on a fresh Debian/Ubuntu machine: the real Fashion-MNIST files
-# (Debian package dataset-fashion-mnist), a virtual environment in .venv, PyTorch, and prunekd
-# itself with its test extras. Safe to rerun: what is there already is kept.
+# (Debian package dataset-fashion-mnist), Chromium (the end-to-end test of MLflow's UI and
+# scripts/mlflow_screenshot.py look at the UI in it), a virtual environment in .venv, PyTorch, and
+# prunekd itself with its test extras. Safe to rerun: what is there already is kept.
 set -euo pipefail
 cd "$(dirname "$0")"
 
-if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
+packages=()
+[ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || packages+=(dataset-fashion-mnist)
+command -v chromium >/dev/null || packages+=(chromium)
+if [ ${#packages[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
   if command -v apt-get >/dev/null && { [ -z "$sudo" ] || sudo -n true 2>/dev/null; }; then
     $sudo apt-get update -qq
-    $sudo apt-get install -y -qq dataset-fashion-mnist
+    $sudo apt-get install -y -qq "${packages[@]}"
   else
-    # Not fatal: `prunekd prepare` also reads data/raw/fashion_mnist/ or downloads the files.
-    echo "setup.sh: not installing the Debian package dataset-fashion-mnist (needs apt-get, and root or" \
-         "sudo without a password); prepare will read data/raw/fashion_mnist/ or download Fashion-MNIST" >&2
+    # Not fatal: `prunekd prepare` also reads data/raw/fashion_mnist/ or downloads the files; without
+    # Chromium, tests/e2e/test_mlflow_ui.py fails, saying so.
+    echo "setup.sh: not installing the Debian package(s) ${packages[*]} (needs apt-get, and root or sudo" \
+         "without a password); prepare will read data/raw/fashion_mnist/ or download Fashion-MNIST, and" \
+         "the MLflow UI test needs Chromium (apt-get install chromium)" >&2
   fi
 fi
 

@@ -1,47 +1,308 @@
-"""A screenshot of what MLflow's UI shows first for this project: the report run's page, which
-opens on the answer (its description), for the README.
+"""Screenshots of MLflow's UI on this project's store, for the README: the experiment's runs table,
+whose first row is the latest sweep's report run with the answer's metrics as columns, and that
+report run's page, which opens on the answer (its description).
 
-    python scripts/mlflow_screenshot.py [docs/img/mlflow-report-run.png]
+    python scripts/mlflow_screenshot.py [--store mlflow.db] [--out docs/img] [--no-check]
 
-Starts a real `mlflow server` on 127.0.0.1 over the project's store (./mlflow.db, after `dvc
-repro`) and takes the picture with headless Chromium (Debian: apt-get install chromium).
+It starts a real `mlflow server` on 127.0.0.1 over a copy of the store (./mlflow.db after `dvc
+repro`; the original is only read) and takes the pictures with headless Chromium (Debian: apt-get
+install chromium). Unless --no-check, it then fails unless the pages, as the browser rendered
+them, show the project's experiment in MLflow's model-training view, the report run first in the
+runs table with its answer's metrics, and the run page the report run's description.
+
+MLflow 3.17's UI opens the GenAI view in a fresh browser whatever the experiment's kind tag says
+(the view is a browser-wide toggle): the pages are opened with ?workflowType=machine_learning
+(tracking.ui_url). The runs table's columns come from a view shared the way MLflow's UI shares one
+(an experiment tag that ?viewStateShareKey= names), set in the copy.
+
+A store written before report runs carried their answer (description, summary metrics) gets them,
+in the copy, from the run's own logged report/ (report.md, metrics.json), as the report stage
+logs them now; the script says so.
 """
 
 from __future__ import annotations
 
+import argparse
+import html
+import json
+import os
+import re
 import shutil
+import signal
+import sqlite3
 import subprocess
 import sys
+import tempfile
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+from prunekd.stages.report import run_description
+from prunekd.tracking import EXPERIMENT, EXPERIMENT_TAGS, free_port, server, ui_url
 
 ROOT = Path(__file__).resolve().parents[1]
 
+RUNS_PNG, RUN_PNG = "mlflow-runs.png", "mlflow-report-run.png"
+WINDOW = "1800,1100"
+# The browser reaches the server (on 127.0.0.1) by this name: on a page served from localhost or
+# 127.0.0.1, MLflow's UI opens its chat assistant over a quarter of the screen on a browser's first
+# visit, and a headless browser's every visit is its first. `.localhost` never leaves the machine.
+HOST = "prunekd.localhost"
+BROWSER_TIMEOUT = 150  # seconds for one page, on a busy machine (it takes 5 to 35)
+VIEW = "prunekd-answer"  # the runs table's view: the answer's metrics as columns
+# What only the GenAI view shows: its sidebar and the run page's breadcrumb.
+GENAI_MARKERS = ("Judges", "Agent versions", "Evaluations")
 
-def main(out: Path) -> None:
-    from mlflow.tracking import MlflowClient
 
-    from prunekd.paths import Layout
-    from prunekd.tracking import EXPERIMENT, server
+class ScreenshotError(RuntimeError):
+    """The pictures cannot be taken, or do not show what they should."""
 
-    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-    if browser is None:
-        sys.exit("mlflow_screenshot: no Chromium found (Debian: apt-get install chromium)")
-    layout = Layout(ROOT)
-    if not layout.store.is_file():
-        sys.exit(f"mlflow_screenshot: {layout.store} not found: run `dvc repro` first")
-    store = f"sqlite:///{layout.store}"
-    client = MlflowClient(store)
-    experiment = client.get_experiment_by_name(EXPERIMENT)
-    [report] = client.search_runs([experiment.experiment_id], "tags.`prunekd.stage` = 'report'",
-                                  order_by=["attributes.start_time DESC"], max_results=1)
-    with server(store, layout.artifacts, proxy=False) as uri:
-        page = f"{uri}/#/experiments/{experiment.experiment_id}/runs/{report.info.run_id}"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                        "--window-size=1400,1000", "--virtual-time-budget=15000", f"--screenshot={out}", page],
-                       check=True, capture_output=True, timeout=120)
-    print(f"wrote {out} ({page})")
+
+@dataclass(frozen=True)
+class Shots:
+    runs_png: Path  # the experiment's runs table, the answer's metrics as columns
+    run_png: Path  # the latest report run's page
+    runs_url: str  # each page's address on the server: /#/experiments/...
+    run_url: str
+    runs_text: str  # each page's text as Chromium rendered it
+    run_text: str
+    experiment: str
+    run_id: str  # the report run's
+    description: str  # the report run's, Markdown
+    columns: dict[str, float]  # the answer's metrics the runs table shows, as the report run logged them
+    description_cut: bool  # the run page shows only the description's first 150 px ("Show more")
+    filled_in: tuple[str, ...]  # what the copy of the store got that the store lacked
+
+
+def browser() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if found is None:
+        raise ScreenshotError("no Chromium found on PATH (Debian: apt-get install chromium; ./setup.sh installs it)")
+    return found
+
+
+def copy_store(store: Path, dest: Path) -> Path:
+    """A consistent copy of the SQLite ``store`` (a stage may be writing to it) at ``dest``."""
+    if not store.is_file():
+        raise ScreenshotError(f"{store} not found: run `dvc repro` first")
+    with closing(sqlite3.connect(f"{store.resolve().as_uri()}?mode=ro", uri=True, timeout=30)) as src, \
+            closing(sqlite3.connect(dest)) as copy:
+        src.backup(copy)
+    return dest
+
+
+def latest_report(client: MlflowClient, experiment_id: str):
+    found = client.search_runs([experiment_id], "tags.`prunekd.stage` = 'report' and attributes.status = 'FINISHED'",
+                               order_by=["attributes.start_time DESC"], max_results=1)
+    if not found:
+        raise ScreenshotError("no finished report run in the store: run `dvc repro` first")
+    return found[0]
+
+
+def fill_in(client: MlflowClient, experiment, report) -> list[str]:
+    """Give an older store's experiment and report run what the pipeline logs today."""
+    done = []
+    missing = {k: v for k, v in EXPERIMENT_TAGS.items() if k not in experiment.tags}
+    for key, value in missing.items():
+        client.set_experiment_tag(experiment.experiment_id, key, value)
+    if missing:
+        done.append(f"experiment tags {', '.join(missing)}")
+    run_id = report.info.run_id
+    if "mlflow.note.content" not in report.data.tags:
+        with tempfile.TemporaryDirectory() as tmp:
+            markdown = Path(client.download_artifacts(run_id, "report/report.md", tmp)).read_text()
+        client.set_tag(run_id, "mlflow.note.content", run_description(markdown))
+        done.append("the report run's description, from its report/report.md")
+    with tempfile.TemporaryDirectory() as tmp:
+        flat = json.loads(Path(client.download_artifacts(run_id, "report/metrics.json", tmp)).read_text())
+    absent = {k: float(v) for k, v in flat.items() if isinstance(v, (int, float)) and k not in report.data.metrics}
+    for key, value in absent.items():
+        client.log_metric(run_id, key, value)
+    if absent:
+        done.append(f"the report run's {len(absent)} summary metrics, from its report/metrics.json")
+    return done
+
+
+@contextmanager
+def environ(**values: str):
+    """``values`` in os.environ for the block (what a server started in it inherits)."""
+    before = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@contextmanager
+def ui_server(store_uri: str, artifacts: Path):
+    """A real `mlflow server` on 127.0.0.1 over ``store_uri`` that also answers to HOST; yields its
+    URI by that name."""
+    port = free_port()
+    named = f"{HOST}:{port}"
+    # MLflow's server refuses Host headers, and API calls from origins, other than localhost's
+    with environ(MLFLOW_SERVER_ALLOWED_HOSTS=f"127.0.0.1:{port},{named}",
+                 MLFLOW_SERVER_CORS_ALLOWED_ORIGINS=f"http://{named}"), \
+            server(store_uri, artifacts, proxy=False, port=port):
+        yield f"http://{named}"
+
+
+def answer_columns(metrics: dict[str, float]) -> list[str]:
+    """The report run's answer metrics: the teacher, then per ratio (params removed %) FT, KD and
+    KD - FT."""
+    ratios = sorted({int(m.group(1)) for k in metrics if (m := re.fullmatch(r"kd_minus_ft_(\d+)", k))})
+    keys = ["teacher_top1", *(f"{what}_{r}" for r in ratios for what in ("top1_ft", "top1_kd", "kd_minus_ft"))]
+    return [k for k in keys if k in metrics]
+
+
+def add_view(client: MlflowClient, experiment_id: str, metrics: list[str]) -> None:
+    """A runs-table view that shows ``metrics`` as columns, in that order, as MLflow's UI shares
+    one: an experiment tag mlflow.sharedViewState.<key> that ?viewStateShareKey=<key> opens."""
+    columns = [f"metrics.`{key}`" for key in metrics]
+    client.set_experiment_tag(experiment_id, f"mlflow.sharedViewState.{VIEW}",
+                              json.dumps({"selectedColumns": columns, "columnOrder": columns}))
+
+
+def chromium(url: str, png: Path, tries: int = 2) -> str:
+    """Open ``url`` in headless Chromium, write a screenshot of it to ``png`` and return its DOM,
+    both as the page stood when its time budget ran out. A browser that hangs is killed, with its
+    children, and tried once more."""
+    cmd = [browser(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+           f"--host-resolver-rules=MAP {HOST} 127.0.0.1", f"--window-size={WINDOW}",
+           "--virtual-time-budget=15000", f"--screenshot={png}", "--dump-dom", url]
+    for _ in range(tries):
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            dom, err = proc.communicate(timeout=BROWSER_TIMEOUT)
+            break
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    else:
+        raise ScreenshotError(f"Chromium did not finish {url} within {BROWSER_TIMEOUT} s, {tries} times")
+    if proc.returncode != 0 or not (png.is_file() and png.stat().st_size):
+        raise ScreenshotError(f"Chromium failed on {url} (exit {proc.returncode}): {err[-1500:]}")
+    return dom
+
+
+def page_text(dom: str) -> str:
+    """The visible text of a DOM dump: no scripts or styles, no tags, one space between words."""
+    dom = re.sub(r"<(script|style)\b.*?</\1>", " ", dom, flags=re.S | re.I)
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", dom)).split())
+
+
+def answer_lines(description: str) -> list[str]:
+    """What the run page must show of the description, as text: its heading, the first row of
+    its table and its bullet points."""
+    lines = [line.strip() for line in description.splitlines() if line.strip()]
+    rows = [line for line in lines if line.startswith("|") and re.search(r"\d", line) and "---" not in line]
+    bullets = [line[2:] for line in lines if line.startswith("- ")]
+    shown = [lines[0].lstrip("#"), *rows[:1], *bullets] if lines else []
+    return [" ".join(re.sub(r"[*`|]", " ", line).split()) for line in shown]
+
+
+def js_number(value: float) -> str:
+    """``value`` as the UI's JavaScript prints it (a whole number without '.0')."""
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
+def first_run_name(runs_text: str) -> str | None:
+    """The run name in the runs table's first row (each row's name follows its pin button)."""
+    found = re.search(r"Pin run #[0-9a-f]{6} (\S+)", runs_text)
+    return found.group(1) if found else None
+
+
+def check(shots: Shots) -> None:
+    """Fail unless both pages show the experiment in the model-training view, the runs table the
+    report run's answer metrics, and the run page the report run's description."""
+    problems = []
+    for name, text in (("runs table", shots.runs_text), ("report run page", shots.run_text)):
+        if shots.experiment not in text:
+            problems.append(f"the {name} does not name the experiment {shots.experiment!r}")
+        genai = [m for m in GENAI_MARKERS if m in text]
+        if genai:
+            problems.append(f"the {name} is MLflow's GenAI view (it shows {', '.join(genai)})")
+    if not shots.columns:
+        problems.append("the report run has no answer metrics (teacher_top1, top1_ft_<r>, ...)")
+    missing = [key for key in shots.columns if key not in shots.runs_text]
+    if missing:
+        problems.append(f"the runs table has no column {', '.join(missing)}")
+    if first_run_name(shots.runs_text) != "report":
+        problems.append(f"the runs table's first row is {first_run_name(shots.runs_text)!r}, not the report run")
+    row = " ".join(map(js_number, shots.columns.values()))
+    if row not in shots.runs_text:
+        problems.append(f"the runs table does not show the report run's answer metrics ({row})")
+    if not shots.description:
+        problems.append("the report run has no description")
+    for line in answer_lines(shots.description):
+        if line not in shots.run_text:
+            problems.append(f"the report run page does not show its description's {line[:80]!r}")
+    if problems:
+        raise ScreenshotError("; ".join(problems) + f" (pages: {shots.runs_url}, {shots.run_url})")
+
+
+def screenshots(store: Path, out: Path, artifacts: Path | None = None, fill: bool = True,
+                verify: bool = True) -> Shots:
+    """Screenshots of the runs table and of the latest report run's page of ``store`` (a SQLite
+    MLflow store), written to ``out`` (RUNS_PNG, RUN_PNG). ``fill``: first give the copy of an older
+    store what the report stage logs today; ``verify``: then ``check`` the pages' text."""
+    browser()  # fail before starting a server
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="mlflow-screenshot-") as tmp:
+        uri = f"sqlite:///{copy_store(store, Path(tmp) / 'mlflow.db')}"
+        client = MlflowClient(uri)
+        experiment = client.get_experiment_by_name(EXPERIMENT)
+        if experiment is None:
+            raise ScreenshotError(f"no MLflow experiment {EXPERIMENT!r} in {store}")
+        run_id = latest_report(client, experiment.experiment_id).info.run_id
+        with environ(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false"):
+            filled = fill_in(client, experiment, client.get_run(run_id)) if fill else []
+        report = client.get_run(run_id)
+        columns = {key: report.data.metrics[key] for key in answer_columns(report.data.metrics)}
+        add_view(client, experiment.experiment_id, list(columns))
+        # runs keep their own artifact locations; this is only where new ones would go
+        with ui_server(uri, artifacts or store.parent / "mlartifacts") as base:
+            urls = (ui_url(base, experiment.experiment_id) + f"&viewStateShareKey={VIEW}",
+                    ui_url(base, experiment.experiment_id, run_id))
+            pngs = (out / RUNS_PNG, out / RUN_PNG)
+            doms = [chromium(url, png) for url, png in zip(urls, pngs)]
+    shots = Shots(*pngs, *(url.removeprefix(base) for url in urls), *map(page_text, doms), EXPERIMENT, run_id,
+                  report.data.tags.get("mlflow.note.content", ""), columns,
+                  'data-testid="show-comment-toggle"' in doms[1], tuple(filled))
+    if verify:
+        check(shots)
+    return shots
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--store", type=Path, default=ROOT / "mlflow.db", help="the SQLite MLflow store")
+    parser.add_argument("--artifacts", type=Path, help="its artifact folder (default: mlartifacts beside it)")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "img", help="where the PNGs go")
+    parser.add_argument("--no-check", action="store_true", help="do not check the pages' text")
+    args = parser.parse_args(argv)
+    try:
+        shots = screenshots(args.store, args.out, args.artifacts, verify=not args.no_check)
+    except ScreenshotError as exc:
+        print(f"mlflow_screenshot: {exc}", file=sys.stderr)
+        return 1
+    for what in shots.filled_in:
+        print(f"filled in, in a copy of {args.store}: {what}", file=sys.stderr)
+    print(f"wrote {shots.runs_png} ({shots.runs_url})\nwrote {shots.run_png} ({shots.run_url})")
+    if not args.no_check:
+        print(f"checked: both pages show experiment {shots.experiment!r} in the model-training view, the runs "
+              f"table the report run's {len(shots.columns)} answer metrics, its page its description")
+    if shots.description_cut:
+        print("note: the run page shows the description's first 150 px only, the rest behind 'Show more'",
+              file=sys.stderr)
+    return 0
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "docs" / "img" / "mlflow-report-run.png")
+    raise SystemExit(main())

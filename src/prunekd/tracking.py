@@ -243,8 +243,8 @@ def git_commit(root: Path | None = None) -> str:
         return "unknown"
 
 
-# MLflow 3's UI picks an experiment's first screen from mlflow.experimentKind; untagged, it opens
-# in the GenAI view (traces, token usage). This one opens on the runs table.
+# The experiment is a model-training one, with a description its runs page shows. (MLflow 3.17's UI
+# picks its GenAI or model-training view from a browser-wide toggle, not from this tag: see ui_url.)
 EXPERIMENT_TAGS = {
     "mlflow.experimentKind": "custom_model_development",
     "mlflow.note.content": "prunekd: filter pruning (L1, Li et al. 2016) + retraining with and without knowledge "
@@ -252,6 +252,18 @@ EXPERIMENT_TAGS = {
                            "sweep holds report.md with the answer. Compare: chart test_top1 against ratio, "
                            "grouped by mode.",
 }
+
+# MLflow 3.17's UI takes its view (GenAI or model training) from the sidebar's toggle, kept in the
+# browser's localStorage and GenAI until someone flips it, whatever the experiment's kind tag says:
+# a fresh browser opens a run in the GenAI view ("Evaluations"). This URL parameter overrides it.
+UI_VIEW = "workflowType=machine_learning"
+
+
+def ui_url(base: str, experiment_id: str, run_id: str | None = None) -> str:
+    """The MLflow UI's page of an experiment's runs table (or of one run) at server ``base``, in
+    the model-training view."""
+    page = f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs"
+    return f"{page}/{run_id}?{UI_VIEW}" if run_id else f"{page}?{UI_VIEW}"
 
 
 # Where the project's own SQLite store records artifact locations, as file: URIs.
