@@ -20,6 +20,8 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
+from .errors import UserError
+
 SYSTEM_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
@@ -44,7 +46,7 @@ FASHION_FILES = {
 DOWNLOAD_TIMEOUT_S = 30.0
 
 
-class DataError(RuntimeError):
+class DataError(UserError, RuntimeError):
     """Data that is missing, corrupt or unreachable; the message names the file."""
 
 
