@@ -245,7 +245,6 @@ def test_an_output_folder_linked_out_of_the_project_is_refused_and_its_target_un
 
 class FakeRun:
     run_id = "0" * 32
-    epochs = []
 
     def __init__(self, fail: bool):
         self.fail = fail
