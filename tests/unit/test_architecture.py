@@ -40,3 +40,27 @@ def test_every_stage_reads_and_writes_through_its_layout():
         assert parameter is not None and parameter.annotation in (Layout, "Layout"), name
         source = inspect.getsource(module)
         assert not re.search(r"Path\(\s*[\"']", source), f"{name}: a path of its own"
+
+
+class FakeItem:
+    def __init__(self, path, marked=False):
+        self.path, self.nodeid, self.markers = path, str(path), (["e2e"] if marked else [])
+
+    def add_marker(self, marker):
+        self.markers.append(marker.name)
+
+    def get_closest_marker(self, name):
+        return name if name in self.markers else None
+
+
+def test_markers_follow_folders():
+    """Every test under tests/e2e is marked e2e, and a test elsewhere cannot be."""
+    import pytest
+
+    from .. import conftest
+
+    e2e, unit = FakeItem(ROOT / "tests/e2e/test_x.py"), FakeItem(ROOT / "tests/unit/test_x.py")
+    conftest.pytest_collection_modifyitems(None, [e2e, unit])
+    assert e2e.markers == ["e2e"] and unit.markers == []
+    with pytest.raises(pytest.UsageError, match="outside tests/e2e"):
+        conftest.pytest_collection_modifyitems(None, [FakeItem(ROOT / "tests/unit/test_y.py", marked=True)])
