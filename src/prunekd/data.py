@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from .errors import UserError
+from .paths import split_file
 
 SYSTEM_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -361,7 +362,7 @@ def load_prepared(prepared: Path) -> Prepared:
     checksums = manifest.get("split_md5", {})
     splits = []
     for name in SPLITS:
-        path = prepared / f"{name}.pt"
+        path = split_file(prepared, name)
         split = load_split(path, checksums.get(name))
         check_split(split, manifest, name, path)
         splits.append(split)

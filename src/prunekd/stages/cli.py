@@ -13,7 +13,7 @@ from ..config import Params, load_params
 from ..constants import USER_ERROR
 from ..errors import UserError
 from ..io import exclusive
-from ..paths import Layout
+from ..paths import PARAMS_FILE, Layout
 from ..tracking import check_reachable
 
 Body = Callable[[argparse.Namespace, Params, Layout], object]
@@ -87,7 +87,7 @@ def run_cli(stage: str, argv: list[str] | None, body: Body,
     """Parse the CLI, load params, run the stage in the working directory's layout; user errors
     exit 2 with one clear line."""
     p = argparse.ArgumentParser(prog=f"prunekd {stage}", description=doc)
-    p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    p.add_argument("--params", default=PARAMS_FILE, help=f"params file (default: {PARAMS_FILE})")
     add_arguments(p)
     argv = list(sys.argv[1:] if argv is None else argv)
     args = p.parse_args(argv + item_arguments(stage, p, argv))
