@@ -15,6 +15,17 @@ from prunekd import sandbox
 from prunekd.sandbox import digits_params, digits_sweep_params, set_params, tiny_params  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
+E2E = ROOT / "tests" / "e2e"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Markers follow folders: every test under tests/e2e is ``e2e`` (``-m "not e2e"`` skips the
+    slow ones), and one outside it that carries the marker is refused."""
+    for item in items:
+        if item.path.is_relative_to(E2E):
+            item.add_marker(pytest.mark.e2e)
+        elif item.get_closest_marker("e2e"):
+            raise pytest.UsageError(f"{item.nodeid}: marked e2e outside tests/e2e; move it there")
 
 
 @pytest.fixture

@@ -7,6 +7,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, ValidationError, field_validator
 
+from .errors import UserError
+
 DATASETS = ("fashion_mnist", "mnist", "cifar10", "cifar100", "digits")
 ARCHS = ("mobilenet_v1", "lenet5", "alexnet", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "vgg16")
 # torchvision classification models, spelled "torchvision/<name>" (models.TORCHVISION adapts each)
@@ -21,7 +23,7 @@ RESIDUAL = ("coupled", "inner")
 KEEP = ("last", "best_val")  # which epoch's weights a training run ends with
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A params file that cannot be used; the message names the key at fault."""
 
 

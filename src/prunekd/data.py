@@ -20,6 +20,9 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
+from .errors import UserError
+from .paths import split_file
+
 SYSTEM_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
@@ -44,7 +47,7 @@ FASHION_FILES = {
 DOWNLOAD_TIMEOUT_S = 30.0
 
 
-class DataError(RuntimeError):
+class DataError(UserError, RuntimeError):
     """Data that is missing, corrupt or unreachable; the message names the file."""
 
 
@@ -359,7 +362,7 @@ def load_prepared(prepared: Path) -> Prepared:
     checksums = manifest.get("split_md5", {})
     splits = []
     for name in SPLITS:
-        path = prepared / f"{name}.pt"
+        path = split_file(prepared, name)
         split = load_split(path, checksums.get(name))
         check_split(split, manifest, name, path)
         splits.append(split)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Iterator
 
 import torch
+from .errors import UserError
 from .measure import fold_batchnorm
 from .models import ModelFileError, PrunableNet, load_model
 
@@ -24,7 +25,7 @@ INPUT, OUTPUT = "input", "logits"
 OPSET = 17
 
 
-class ExportError(RuntimeError):
+class ExportError(UserError, RuntimeError):
     """A model that ONNX cannot express; the message names the model and the operator."""
 
 

@@ -9,20 +9,21 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from .errors import UserError
 from .paths import LINEAGE_FILE, safe_name
 
 
-class MissingInputError(FileNotFoundError):
+class MissingInputError(UserError, FileNotFoundError):
     """An input a stage reads is not there (run the stage that makes it): a user error, unlike
     any other missing file, which is a fault of prunekd's own."""
 
 
-class CorruptInputError(ValueError):
+class CorruptInputError(UserError, ValueError):
     """An input a stage reads is there but unreadable or not what its stage writes (cut short,
     edited, another format): a user error; rerun the stage that makes it."""
 
 
-class StageBusyError(RuntimeError):
+class StageBusyError(UserError, RuntimeError):
     """Another run of the same stage holds its lock."""
 
 
@@ -105,7 +106,7 @@ def remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-class OutsideProjectError(RuntimeError):
+class OutsideProjectError(UserError, RuntimeError):
     """An output path that leads out of the project (through a symlink): never cleared or written."""
 
 

@@ -25,12 +25,14 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from .errors import UserError
+
 # MobileNet v1 (Howard et al. 2017): (pointwise output channels, depthwise stride) per block.
 MOBILENET_V1_BLOCKS = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
                        (512, 1), (512, 1), (512, 1), (512, 1), (512, 1), (1024, 2), (1024, 1)]
 
 
-class ModelFileError(RuntimeError):
+class ModelFileError(UserError, RuntimeError):
     """A model file that is missing, corrupt, or not one prunekd wrote."""
 
 

@@ -19,7 +19,23 @@ HISTORY_FILE = "history.csv"  # a trained model's metrics after each epoch
 # the model file (whose bytes depend on the model alone) and out of DVC (.dvcignore): lineage.
 LINEAGE_FILE = "lineage.json"
 MODEL_OUTPUTS = (MODEL_FILE, ONNX_FILE, PREDICTIONS_FILE, METRICS_FILE, HISTORY_FILE, LINEAGE_FILE)
+PARAMS_FILE = "params.yaml"
 CURVES_FILE = "curves.csv"
+SENSITIVITY_FIGURE = "sensitivity.png"  # beside the curves
+# The report stage's outputs, relative to the reports folder (report.md links its figures so);
+# its metrics.json (METRICS_FILE) is the study's answer, flat.
+RESULTS_FILE = "results.csv"
+SUMMARY_FILE = "summary.csv"
+REPORT_FILE = "report.md"
+FIGURES_DIR = "figures"
+PLOTS_DIR = "plots"  # the tables of dvc.yaml's data-series plots
+REPORT_OUTPUTS = (RESULTS_FILE, SUMMARY_FILE, REPORT_FILE, FIGURES_DIR, METRICS_FILE, PLOTS_DIR)
+ACCURACY_FIGURE = f"{FIGURES_DIR}/accuracy_vs_ratio.png"
+PARETO_FIGURE = f"{FIGURES_DIR}/pareto.png"
+LATENCY_FIGURE = f"{FIGURES_DIR}/latency.png"
+KD_FIGURE = f"{FIGURES_DIR}/kd_minus_ft.png"
+RETRAINING_FIGURE = f"{FIGURES_DIR}/retraining_curves.png"
+ACCURACY_PLOT = f"{PLOTS_DIR}/accuracy.csv"
 STORE_FILE = "mlflow.db"  # the default MLflow store, a SQLite file in the project folder
 ARTIFACTS_DIR = "mlartifacts"  # its artifacts
 
@@ -28,6 +44,11 @@ def ratio_key(ratio: float) -> str:
     """A ratio as DVC's matrix names it (``prune@0.5``) and as folders are named: Python's
     shortest float repr. The one place a ratio becomes text."""
     return repr(float(ratio))
+
+
+def split_file(folder: Path, split: str) -> Path:
+    """A prepared split's file in ``folder``: ``train.pt``, ``val.pt`` or ``test.pt``."""
+    return Path(folder) / f"{split}.pt"
 
 
 def safe_name(stage: str) -> str:
@@ -40,7 +61,7 @@ class Layout:
 
     def __init__(self, root: str | Path = "."):
         self.root = Path(root)
-        self.params = self.root / "params.yaml"
+        self.params = self.root / PARAMS_FILE
         self.raw = self.root / "data" / "raw"
         self.prepared = self.root / "data" / "prepared"
         self.teacher = self.root / "models" / "teacher"
@@ -50,9 +71,10 @@ class Layout:
         self.checked = self.reports / "check.json"  # check's: every other stage runs after it
         self.sensitivity = self.reports / "sensitivity"
         self.curves = self.sensitivity / CURVES_FILE
+        self.sensitivity_figure = self.sensitivity / SENSITIVITY_FIGURE
         self.latency = self.reports / "latency.csv"
-        self.results = self.reports / "results.csv"  # the report stage's: one row per model
-        self.report = self.reports / "report.md"
+        self.results = self.reports / RESULTS_FILE  # the report stage's: one row per model
+        self.report = self.reports / REPORT_FILE
         self.locks = self.root / ".prunekd" / "locks"  # one run of a stage at a time (io.exclusive)
         self.checkpoints = self.root / ".prunekd" / "checkpoints"  # of interrupted training stages
         self.store = self.root / STORE_FILE

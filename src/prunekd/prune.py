@@ -15,6 +15,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from .errors import UserError
 from .measure import count_macs_params
 from .models import PrunableNet, TorchvisionNet, build_model, dependency_graph, produces_channels, shrink
 
@@ -99,7 +100,7 @@ CRITERIA: dict[str, Callable[[], tp.importance.Importance]] = {
 }
 
 
-class PruneTargetError(ValueError):
+class PruneTargetError(UserError, ValueError):
     """No plan reaches the requested reduction within tolerance."""
 
 

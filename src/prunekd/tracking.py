@@ -41,6 +41,7 @@ from torch import nn
 
 from .config import Params, flatten
 from .constants import DVC_EXP_ENV, DVC_ROOT_ENV, FLOW_RUN_ENV
+from .errors import UserError
 from .io import read_lineage
 from .paths import Layout
 
@@ -54,7 +55,7 @@ ONNX_URI_TAG = "prunekd.onnx_model_uri"
 log = logging.getLogger(__name__)
 
 
-class TrackingError(RuntimeError):
+class TrackingError(UserError, RuntimeError):
     """The MLflow tracking store cannot be used."""
 
 

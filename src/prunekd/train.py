@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from .checkpoint import Checkpoint
 from .data import Normalization, Split, augment, batches, normalize
+from .errors import UserError
 from .progress import progress
 
 if TYPE_CHECKING:
@@ -25,7 +26,7 @@ class EpochCallback(Protocol):
     def __call__(self, epoch: int, metrics: dict[str, float]) -> None: ...
 
 
-class DivergenceError(RuntimeError):
+class DivergenceError(UserError, RuntimeError):
     """Training produced a non-finite loss."""
 
 

@@ -3,11 +3,8 @@
 that other modules go on to use: LeNet-5's is test_pipeline's, AlexNet's test_experiments'."""
 
 import pandas as pd
-import pytest
 
 from ..conftest import Repro, ran
-
-pytestmark = pytest.mark.e2e
 
 
 def check_run(repro: Repro, layers: int) -> None:

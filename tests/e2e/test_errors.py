@@ -23,7 +23,6 @@ from prunekd.models import load_model
 
 from ..conftest import BIN, clean_env, copy_repo, digits_params, runs, set_params
 
-e2e = pytest.mark.e2e
 SYSTEM_FASHION = Path("/usr/share/datasets/fashion-mnist")
 OUTPUTS = ("data/prepared", "models", "reports")
 
@@ -95,14 +94,12 @@ def fails_cleanly(repo: Path, stage: str, *args: str, names: tuple[str, ...], on
 
 # ---- params.yaml ---------------------------------------------------------------------------
 
-@e2e
 def test_unknown_top_level_key(repo):
     params = bad_params(repo, lambda p: p.update(sed=1))
     line = fails_cleanly(repo, "check", "--params", params, names=("sed", "unknown key"))
     assert line == "prunekd check: error: bad.yaml: sed: unknown key (check its spelling)"
 
 
-@e2e
 @pytest.mark.parametrize("stage, args", [("check", ()), ("retrain", ("--ratio", "0.3", "--mode", "ft", "--seed", "0"))])
 def test_misspelled_key_inside_a_section(repo, stage, args):
     # retrain ft does not read kd at all, and still refuses the typo
@@ -111,13 +108,11 @@ def test_misspelled_key_inside_a_section(repo, stage, args):
     assert line.endswith("bad.yaml: kd.temprature: unknown key (check its spelling)")
 
 
-@e2e
 def test_wrong_type(repo):
     params = bad_params(repo, lambda p: p["teacher"].update(epochs="ten"))
     fails_cleanly(repo, "teacher", "--params", params, names=("teacher.epochs", "integer", "'ten'"))
 
 
-@e2e
 @pytest.mark.parametrize("stage, args, section, change, names", [
     ("retrain", ("--ratio", "0.3", "--mode", "ft", "--seed", "0"), "retrain", {"lr": -1},
      ("retrain.lr", "greater than 0", "-1")),
@@ -136,7 +131,6 @@ def test_out_of_range_value(repo, stage, args, section, change, names):
     fails_cleanly(repo, stage, *args, "--params", params, names=names)
 
 
-@e2e
 @pytest.mark.parametrize("stage, args, section, key, value", [
     ("prepare", (), "data", "dataset", "emnist"),
     ("teacher", (), "model", "arch", "resnet"),
@@ -149,7 +143,6 @@ def test_unknown_choice(repo, stage, args, section, key, value):
     assert repr(value if isinstance(value, str) else value[-1]) in line
 
 
-@e2e
 @pytest.mark.parametrize("args, message", [
     (("retrain", "--ratio", "0.3", "--mode", "xx", "--seed", "0"), "argument --mode: invalid choice: 'xx'"),
     (("prune", "--ratio", "1.5"), "argument --ratio: '1.5' is not between 0 and 1"),
@@ -189,7 +182,6 @@ def alter_one_label(path: Path) -> None:
     path.write_bytes(gzip.compress(bytes(payload)))
 
 
-@e2e
 def test_truncated_dataset_file(repo):
     params = fashion_copy(repo, truncate)
     line = fails_cleanly(repo, "prepare", "--params", params,
@@ -197,14 +189,12 @@ def test_truncated_dataset_file(repo):
     assert "delete it and prepare again" in line
 
 
-@e2e
 def test_corrupted_dataset_file(repo):
     params = fashion_copy(repo, alter_one_label)
     fails_cleanly(repo, "prepare", "--params", params,
                   names=("data/raw/fashion_mnist/t10k-labels-idx1-ubyte.gz", "checksum mismatch"))
 
 
-@e2e
 @pytest.mark.parametrize("damage, names", [
     (truncate, ("unreadable prepared split",)),
     (lambda path: torch.save({"x": torch.zeros(3, 1, 8, 8, dtype=torch.uint8), "y": torch.zeros(3, dtype=torch.int64)},
@@ -227,7 +217,6 @@ def offline(proxy: str) -> dict[str, str]:
             "no_proxy": "", "NO_PROXY": ""}
 
 
-@e2e
 def test_no_local_data_and_no_network(repo):
     params = bad_params(repo, lambda p: p["data"].update(dataset="mnist"))
     start = time.monotonic()
@@ -268,13 +257,11 @@ def flip_a_weight(path: Path) -> None:
     path.write_bytes(bytes(blob))
 
 
-@e2e
 def test_missing_model_file(repo):
     fails_cleanly(repo, "retrain", "--ratio", "0.4", "--mode", "ft", "--seed", "0",
                   names=("models/pruned/0.4/model.pt", "model file not found"))
 
 
-@e2e
 @pytest.mark.parametrize("damage, names", [
     (truncate, ("not a prunekd model file or corrupt", "truncated")),
     (flip_a_weight, ("corrupt", "SHA-256")),
@@ -287,7 +274,6 @@ def test_corrupted_model_file(repo, damage, names):
 
 # ---- training ------------------------------------------------------------------------------
 
-@e2e
 def test_diverging_run_stops_at_once_naming_the_epoch(repo):
     params = bad_params(repo, lambda p: p["teacher"].update(lr=1e6))
     teacher = repo / "models/teacher"
@@ -314,7 +300,6 @@ def start_then_kill(repo: Path, args: list[str], ready: Path, timeout: float = 3
         assert proc.wait() == -signal.SIGKILL, (repo / "killed.log").read_text()[-2000:]
 
 
-@e2e
 def test_killed_mid_training_keeps_the_earlier_outputs_whole(repo):
     params = bad_params(repo, lambda p: p["teacher"].update(epochs=200))
     before = {p.name: p.read_bytes() for p in (repo / "models/teacher").iterdir() if p.is_file()}
@@ -324,7 +309,6 @@ def test_killed_mid_training_keeps_the_earlier_outputs_whole(repo):
     assert after == before  # nothing half-written, nothing lost
 
 
-@e2e
 def test_killed_while_measuring_keeps_the_earlier_outputs_and_dvc_ignores_the_scratch_folder(repo):
     # evaluating on the test split and logging to MLflow keep the window between saving the model
     # and swapping it in about a second long
@@ -350,7 +334,6 @@ def test_killed_while_measuring_keeps_the_earlier_outputs_and_dvc_ignores_the_sc
 
 # ---- interrupted and concurrent runs -----------------------------------------------------------
 
-@e2e
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_mid_training_ends_the_mlflow_run_as_killed_in_one_line(repo, sig):
     params = bad_params(repo, lambda p: p["teacher"].update(epochs=200))
@@ -383,7 +366,6 @@ def held(lock: Path) -> bool:
     return False
 
 
-@e2e
 def test_a_second_run_of_a_running_stage_stops_and_leaves_the_first_alone(repo):
     params = bad_params(repo, lambda p: p["teacher"].update(epochs=10))
     first = subprocess.Popen([str(BIN / "prunekd"), "teacher", "--params", params], cwd=repo, env=clean_env(),
@@ -399,7 +381,6 @@ def test_a_second_run_of_a_running_stage_stops_and_leaves_the_first_alone(repo):
     assert {p.name for p in (repo / "models/teacher").iterdir()} >= {"model.pt", "model.onnx", "metrics.json"}
 
 
-@e2e
 def test_the_sensitivity_schedule_without_its_table_touches_no_output(repo):
     params = bad_params(repo, lambda p: p["prune"].update(schedule="sensitivity"))
     shutil.rmtree(repo / "reports/sensitivity", ignore_errors=True)
@@ -412,14 +393,12 @@ def test_the_sensitivity_schedule_without_its_table_touches_no_output(repo):
 
 # ---- foreign or hand-edited inputs, values the code cannot use ----------------------------------
 
-@e2e
 def test_a_validation_fraction_that_leaves_no_training_images(repo):
     params = bad_params(repo, lambda p: p["data"].update(val_fraction=0.9999))
     line = error_line(prunekd(repo, "prepare", "--params", params), "prepare")
     assert "data.val_fraction: 0.9999 of" in line and "leaves none to train on" in line
 
 
-@e2e
 def test_a_manifest_missing_keys_is_refused_before_training(repo):
     manifest = repo / "data/prepared/manifest.json"
     data = json.loads(manifest.read_text())
@@ -430,7 +409,6 @@ def test_a_manifest_missing_keys_is_refused_before_training(repo):
     assert (repo / "models/teacher/model.pt").is_file()  # the earlier outputs untouched
 
 
-@e2e
 def test_an_empty_sensitivity_table(repo):
     params = bad_params(repo, lambda p: p["prune"].update(schedule="sensitivity"))
     (repo / "reports/sensitivity").mkdir(parents=True, exist_ok=True)
@@ -439,7 +417,6 @@ def test_an_empty_sensitivity_table(repo):
     assert "curves.csv: no sensitivity rows" in line
 
 
-@e2e
 def test_a_corrupt_tracking_store(repo):
     store = repo / "mlflow.db"
     good = store.read_bytes()
@@ -452,7 +429,6 @@ def test_a_corrupt_tracking_store(repo):
     assert (repo / "models/teacher/model.pt").is_file()
 
 
-@e2e
 def test_a_tracking_uri_with_an_unknown_scheme(repo):
     line = error_line(prunekd(repo, "teacher", MLFLOW_TRACKING_URI="postgress://db/mlflow"), "teacher")
     assert "postgress://db/mlflow (MLFLOW_TRACKING_URI): unknown scheme" in line
@@ -460,7 +436,6 @@ def test_a_tracking_uri_with_an_unknown_scheme(repo):
 
 # ---- integrity and lineage are not optional ------------------------------------------------------
 
-@e2e
 def test_a_model_file_without_its_digest_is_refused(repo):
     path = repo / "models/teacher/model.pt"
     blob = torch.load(path, weights_only=True)
@@ -472,7 +447,6 @@ def test_a_model_file_without_its_digest_is_refused(repo):
     assert "models/teacher/model.pt: holds no SHA-256 of its contents" in line
 
 
-@e2e
 def test_a_pruned_model_is_checked_against_its_ratio_and_teacher(repo):
     assert prunekd(repo, "prune", "--ratio", "0.3").returncode == 0
     (repo / "models/pruned/0.5").mkdir(parents=True)
@@ -485,14 +459,12 @@ def test_a_pruned_model_is_checked_against_its_ratio_and_teacher(repo):
     assert not (repo / "models/retrained").exists()
 
 
-@e2e
 def test_a_teacher_of_another_architecture_is_refused(repo):
     params = bad_params(repo, lambda p: p["model"].update(arch="alexnet"))
     line = error_line(prunekd(repo, "prune", "--ratio", "0.3", "--params", params), "prune")
     assert "models/teacher/model.pt: a lenet5 model, but model.arch is alexnet" in line
 
 
-@e2e
 def test_runs_where_there_is_no_store_says_so_and_creates_none(tmp_path):
     proc = subprocess.run([str(BIN / "prunekd"), "runs"], cwd=tmp_path, env=clean_env(), capture_output=True,
                           text=True, timeout=120)

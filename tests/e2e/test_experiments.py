@@ -17,7 +17,6 @@ from prunekd.tracking import free_port
 
 from ..conftest import BIN, ROOT, clean_env, dvc, runs
 
-pytestmark = pytest.mark.e2e
 MODEL = "prunekd-digits-alexnet"
 
 

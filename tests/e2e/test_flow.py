@@ -9,7 +9,6 @@ import yaml
 from ..conftest import (ROOT, copy_repo, digits_params, digits_sweep_params, dvc, load_flow_module, ran, runs,
                         set_params)
 
-pytestmark = pytest.mark.e2e
 KEY = ["ratio", "mode", "seed", "top1", "top1_pruned", "params", "macs"]
 
 

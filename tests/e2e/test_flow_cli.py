@@ -10,8 +10,6 @@ import pytest
 
 from ..conftest import ROOT
 
-pytestmark = pytest.mark.e2e  # each case starts the flow's process
-
 
 def run_flow(*args: str, **env: str) -> subprocess.CompletedProcess:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")} | env

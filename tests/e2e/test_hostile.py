@@ -8,7 +8,6 @@ import pytest
 
 from ..conftest import BIN, ROOT, clean_env, copy_repo, digits_params, set_params
 
-pytestmark = pytest.mark.e2e
 
 HOSTILE = "0.4; touch pwned"
 

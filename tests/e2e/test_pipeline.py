@@ -17,7 +17,6 @@ from mlflow.tracking import MlflowClient
 
 from ..conftest import BIN, THREADS, clean_env, copy_repo, dvc, ran, runs, set_params, tiny_params
 
-pytestmark = pytest.mark.e2e
 RATIOS = (0.3, 0.6)  # digits_sweep_params's
 
 

@@ -84,7 +84,6 @@ def test_killed_and_resumed_fit_equals_uninterrupted(digits, tmp_path, capsys, l
     assert seen == reference_seen  # epoch 1 replayed from the checkpoint, 2 and 3 trained again
 
 
-
 def test_resuming_with_another_thread_count_says_so(digits, tmp_path, capsys):
     with pytest.raises(Killed):
         train(digits, Checkpoint("t", (), tmp_path), kill_at=3)
@@ -180,7 +179,6 @@ def kill_after_first_checkpoint(repo, timeout: float = 300) -> int:
     return torch.load(checkpoint, weights_only=True)["epoch"]
 
 
-@pytest.mark.e2e
 def test_teacher_killed_after_an_epoch_resumes_to_the_uninterrupted_result(tmp_path):
     repo = copy_repo(tmp_path)
     set_params(repo, teacher_params)

@@ -19,7 +19,6 @@ from prunekd.tracking import free_port, server
 
 from ..conftest import BIN, clean_env, copy_repo, digits_sweep_params, dvc, ran, set_params
 
-pytestmark = pytest.mark.e2e
 
 MODEL = "prunekd-digits-lenet5"
 

@@ -1,6 +1,9 @@
 """The science stays plain PyTorch: orchestration imports live at the edges."""
 
+import ast
 import re
+
+import pytest
 
 from ..conftest import ROOT
 
@@ -38,5 +41,57 @@ def test_every_stage_reads_and_writes_through_its_layout():
         module = importlib.import_module(f"prunekd.stages.{name}")
         parameter = inspect.signature(module.run).parameters.get("layout")
         assert parameter is not None and parameter.annotation in (Layout, "Layout"), name
-        source = inspect.getsource(module)
-        assert not re.search(r"Path\(\s*[\"']", source), f"{name}: a path of its own"
+    for path in sorted((ROOT / "src" / "prunekd" / "stages").glob("*.py")):  # the helpers too
+        source = path.read_text()
+        assert not re.search(r"Path\(\s*[\"']", source), f"{path.name}: a path of its own"
+        assert not paths_named(source), f"{path.name}: a path of its own: {paths_named(source)}"
+
+
+# A file name: a name with one of the suffixes prunekd's files have.
+FILE_NAME = re.compile(r"\.(pt|onnx|npy|json|csv|png|md|yaml|db|txt)\b")
+# Strings with a "/" that are not paths: a character, and an MLflow metric key's prefix.
+NOT_PATHS = {"/", "latency/"}
+
+
+def paths_named(source: str) -> list[str]:
+    """The string literals in ``source`` (docstrings aside; f-strings by their literal parts) that
+    name a file or a folder path: a "/" or a file's suffix."""
+    tree = ast.parse(source)
+    docstrings = {node.body[0].value for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                  and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+    return [node.value for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node not in docstrings
+            and node.value not in NOT_PATHS and ("/" in node.value or FILE_NAME.search(node.value))]
+
+
+@pytest.mark.parametrize("source, named", [
+    ('out = layout.reports / "figures/pareto.png"', ["figures/pareto.png"]),
+    ('save(model, scratch / f"{name}.pt")', [".pt"]),
+    ('table = Path("reports") / "latency.csv"', ["latency.csv"]),
+    ('"""Writes reports/report.md."""\nout = layout.report', []),
+    ('name = arch.replace("/", "-")', []),
+])
+def test_a_path_of_its_own_is_found(source, named):
+    assert paths_named(source) == named
+
+class FakeItem:
+    def __init__(self, path, marked=False):
+        self.path, self.nodeid, self.markers = path, str(path), (["e2e"] if marked else [])
+
+    def add_marker(self, marker):
+        self.markers.append(marker.name)
+
+    def get_closest_marker(self, name):
+        return name if name in self.markers else None
+
+
+def test_markers_follow_folders():
+    """Every test under tests/e2e is marked e2e, and a test elsewhere cannot be."""
+    from .. import conftest
+
+    e2e, unit = FakeItem(ROOT / "tests/e2e/test_x.py"), FakeItem(ROOT / "tests/unit/test_x.py")
+    conftest.pytest_collection_modifyitems(None, [e2e, unit])
+    assert e2e.markers == ["e2e"] and unit.markers == []
+    with pytest.raises(pytest.UsageError, match="outside tests/e2e"):
+        conftest.pytest_collection_modifyitems(None, [FakeItem(ROOT / "tests/unit/test_y.py", marked=True)])

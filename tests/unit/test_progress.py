@@ -43,3 +43,13 @@ def test_a_stage_output_is_logged_line_by_line_as_it_comes(tmp_path):
     assert set(times) == {"epoch 1/2", "progress", "epoch 2/2", "prunekd x: error: bad"}
     assert times["epoch 2/2"] - times["epoch 1/2"] > 1.0  # logged while the stage ran, not at its end
 
+
+
+def test_every_item_passes_through_unchanged_on_a_terminal_or_not(capsys, monkeypatch):
+    """Why progress.py is no stage's dep (test_dvc_yaml.EXEMPT): it prints, and changes nothing."""
+    monkeypatch.setenv(EVERY_ENV, "0")
+    items = [object() for _ in range(5)]
+    for terminal in (False, True):
+        monkeypatch.setattr(sys.stderr, "isatty", lambda: terminal)
+        passed = list(progress(iter(items), len(items), "teacher epoch 1/2"))
+        assert len(passed) == len(items) and all(a is b for a, b in zip(passed, items))

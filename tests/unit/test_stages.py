@@ -245,7 +245,6 @@ def test_an_output_folder_linked_out_of_the_project_is_refused_and_its_target_un
 
 class FakeRun:
     run_id = "0" * 32
-    epochs = []
 
     def __init__(self, fail: bool):
         self.fail = fail
@@ -426,3 +425,31 @@ def test_a_copied_project_logs_its_artifacts_into_itself_not_the_original(projec
     assert experiment.artifact_location == copied.artifacts.as_uri()
     runs = client.search_runs([experiment.experiment_id], max_results=200)
     assert all(r.info.artifact_uri.startswith(copied.artifacts.as_uri()) for r in runs)
+
+
+REFUSALS = [("config", "ConfigError", ValueError), ("data", "DataError", RuntimeError),
+            ("models", "ModelFileError", RuntimeError), ("prune", "PruneTargetError", ValueError),
+            ("train", "DivergenceError", RuntimeError), ("io", "MissingInputError", FileNotFoundError),
+            ("io", "CorruptInputError", ValueError), ("io", "StageBusyError", RuntimeError),
+            ("io", "OutsideProjectError", RuntimeError), ("export", "ExportError", RuntimeError),
+            ("tracking", "TrackingError", RuntimeError)]
+
+
+@pytest.mark.parametrize("module, name, base", REFUSALS, ids=[name for _, name, _ in REFUSALS])
+def test_every_refusal_is_a_user_error_the_cli_prints_in_one_line(tmp_path, monkeypatch, capsys, module, name, base):
+    import importlib
+
+    from prunekd.errors import UserError
+    from prunekd.stages.cli import run_cli
+
+    cls = getattr(importlib.import_module(f"prunekd.{module}"), name)
+    assert issubclass(cls, UserError) and issubclass(cls, base)  # callers catching the old base still do
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'store.db'}")
+    monkeypatch.chdir(tmp_path)
+
+    def body(args, params, layout):
+        raise cls("input.pt: what is wrong\nand what to do")
+
+    assert run_cli("check", [], body) == 2
+    assert capsys.readouterr().err == "prunekd check: error: input.pt: what is wrong and what to do\n"

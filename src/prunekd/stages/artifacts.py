@@ -86,6 +86,19 @@ def log_data(run: StageRun, prepared: Prepared, folder: Path, context: str) -> N
         run.log_dataset(folder, prepared.manifest, prepared.identity["data_manifest_md5"], context)
 
 
+class EpochLog:
+    """A training run's metrics after each epoch: logged to its MLflow run, and kept here, in order,
+    for history.csv (a DVC output, so its rows come from the stage, not from the tracking code)."""
+
+    def __init__(self, run: StageRun):
+        self.run = run
+        self.epochs: list[dict[str, float]] = []
+
+    def __call__(self, epoch: int, metrics: dict[str, float]) -> None:
+        self.run.log_epoch(epoch, metrics)
+        self.epochs.append(dict(metrics))
+
+
 def measure_on_test(model: PrunableNet, model_file: Path, prepared: Prepared) -> tuple[np.ndarray, dict]:
     """Each test image's predicted class, and the model's test top-1 and cost (params, MACs, size)."""
     predicted = predictions(model, prepared.test, prepared.normalization)
@@ -101,10 +114,11 @@ def model_folder(folder: Path, root: Path) -> Iterator[Path]:
 
 
 def save_outputs(model: PrunableNet, folder: Path, scratch: Path, prepared: Prepared, run: StageRun, meta: dict,
-                 lineage: dict[str, str] | None = None, extra: dict | None = None) -> dict:
+                 lineage: dict[str, str] | None = None, extra: dict | None = None,
+                 history: list[dict[str, float]] | None = None) -> dict:
     """Write ``model``'s folder into ``scratch`` (from ``model_folder(folder)``): the model, its
     deploy form (ONNX), its test predictions (for the report's statistics), metrics.json, and for a
-    trained model history.csv (the per-epoch metrics the run logged); log them to MLflow.
+    trained model history.csv (``history``: its ``EpochLog``'s rows); log them to MLflow.
 
     ``meta`` goes into the model file and must not depend on the run (the same weights give the
     same bytes, so DVC sees no change where there is none); the run's id and ``lineage`` (its
@@ -119,8 +133,8 @@ def save_outputs(model: PrunableNet, folder: Path, scratch: Path, prepared: Prep
     run.log_metrics({("test_top1" if k == "top1" else k): v for k, v in metrics.items()})
     run.log_model(model, model_file, onnx_file, scratch / LINEAGE_FILE)
     write_json(scratch / METRICS_FILE, metrics)
-    if run.epochs:  # a trained model: its per-epoch metrics, a plot of its stage in dvc.yaml
-        pd.DataFrame(run.epochs).rename_axis("epoch").rename(lambda i: i + 1).reset_index().to_csv(
+    if history:  # a trained model: its per-epoch metrics, a plot of its stage in dvc.yaml
+        pd.DataFrame(history).rename_axis("epoch").rename(lambda i: i + 1).reset_index().to_csv(
             scratch / HISTORY_FILE, index=False, float_format="%.6g")
     print(f"{folder}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
     return metrics

@@ -9,20 +9,12 @@ import signal
 import sys
 from typing import Callable
 
-from ..config import ConfigError, Params, load_params
+from ..config import Params, load_params
 from ..constants import USER_ERROR
-from ..data import DataError
-from ..export import ExportError
-from ..io import CorruptInputError, MissingInputError, OutsideProjectError, StageBusyError, exclusive
-from ..models import ModelFileError
-from ..paths import Layout
-from ..prune import PruneTargetError
-from ..tracking import TrackingError, check_reachable
-from ..train import DivergenceError
-
-# Failures a user can fix; they get one line, not a traceback.
-USER_ERRORS = (ConfigError, DataError, ModelFileError, PruneTargetError, DivergenceError, MissingInputError,
-               TrackingError, ExportError, StageBusyError, OutsideProjectError, PermissionError, CorruptInputError)
+from ..errors import UserError
+from ..io import exclusive
+from ..paths import PARAMS_FILE, Layout
+from ..tracking import check_reachable
 
 Body = Callable[[argparse.Namespace, Params, Layout], object]
 
@@ -95,7 +87,7 @@ def run_cli(stage: str, argv: list[str] | None, body: Body,
     """Parse the CLI, load params, run the stage in the working directory's layout; user errors
     exit 2 with one clear line."""
     p = argparse.ArgumentParser(prog=f"prunekd {stage}", description=doc)
-    p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    p.add_argument("--params", default=PARAMS_FILE, help=f"params file (default: {PARAMS_FILE})")
     add_arguments(p)
     argv = list(sys.argv[1:] if argv is None else argv)
     args = p.parse_args(argv + item_arguments(stage, p, argv))
@@ -109,7 +101,7 @@ def run_cli(stage: str, argv: list[str] | None, body: Body,
         check_reachable()  # before any data is read or any epoch trained
         with exclusive(stage_key(stage, args), layout.locks):
             body(args, params, layout)
-    except USER_ERRORS as exc:
+    except (UserError, PermissionError) as exc:  # failures a user can fix: one line, not a traceback
         message = " ".join(line.strip() for line in str(exc).splitlines())
         print(f"prunekd {stage}: error: {message}", file=sys.stderr)
         return USER_ERROR

@@ -9,7 +9,7 @@ import torch
 from ..config import Params
 from ..data import DATASETS, MANIFEST_FILE, SPLITS, Split, manifest_hash, save_split, split_md5, split_train_val
 from ..io import stage_outputs
-from ..paths import Layout
+from ..paths import Layout, split_file
 from ..tracking import stage_run
 from .cli import run_cli
 
@@ -43,7 +43,7 @@ def run(params: Params, layout: Layout) -> dict:
         out = scratch / layout.prepared.name
         out.mkdir()
         for name in SPLITS:
-            save_split(splits[name], out / f"{name}.pt")
+            save_split(splits[name], split_file(out, name))
         (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
         run.log_artifact(out / MANIFEST_FILE, "data")
         run.log_metrics({f"n_{k}": v for k, v in manifest["sizes"].items()})

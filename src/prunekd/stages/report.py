@@ -7,14 +7,16 @@ registers the retrained models (and the teacher) under ``prunekd-<dataset>-<arch
 from __future__ import annotations
 
 import sys
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
 from ..config import Params
 from ..io import stage_outputs, write_json
 from ..models import read_meta
-from ..paths import MODEL_FILE, Layout
+from ..paths import (ACCURACY_FIGURE, ACCURACY_PLOT, KD_FIGURE, LATENCY_FIGURE, METRICS_FILE, MODEL_FILE,
+                     PARETO_FIGURE, PLOTS_DIR, REPORT_FILE, REPORT_OUTPUTS, RESULTS_FILE, RETRAINING_FIGURE,
+                     SUMMARY_FILE, Layout)
 from ..data import load_prepared
 from ..report import (accuracy_table, aliases, collect, collect_correct, collect_histories, flat_metrics,
                       kd_gain_figure, latency_label, markdown, plot_accuracy, plot_curves, plot_latency, plot_pareto,
@@ -23,11 +25,7 @@ from ..latency import latency_metrics
 from ..tracking import StageRun, adopt, dvc_experiment, model_run_id, register, stage_run
 from .cli import run_cli
 
-FIGURE = "figures/accuracy_vs_ratio.png"
-PARETO = "figures/pareto.png"
-LATENCY_FIGURE = "figures/latency.png"
-KD_FIGURE = "figures/kd_minus_ft.png"
-CURVES_FIGURE = "figures/retraining_curves.png"
+ARTIFACTS = "report"  # the report run's artifact folder in MLflow
 
 
 def model_file(layout: Layout, row: pd.Series) -> Path:
@@ -73,10 +71,7 @@ def run_description(report: str) -> str:
     answer = [part for part in report.split("\n## ") if part.startswith("The answer")]
     body = ("## " + answer[0].strip()) if answer else "No answer section: this sweep ran no ft or kd mode."
     body = "\n".join(line for line in body.splitlines() if not line.startswith("!["))  # figures: in report.md
-    return body + "\n\nThe whole report, with its figures: artifacts, `report/report.md`."
-
-
-OUTPUTS = ("results.csv", "summary.csv", "report.md", "figures", "metrics.json", "plots")  # in layout.reports
+    return body + f"\n\nThe whole report, with its figures: artifacts, `{PurePosixPath(ARTIFACTS, REPORT_FILE)}`."
 
 
 def run(params: Params, layout: Layout) -> dict:
@@ -91,30 +86,31 @@ def run(params: Params, layout: Layout) -> dict:
     summary = summarize(results)
     teacher = results[results["mode"] == "teacher"].iloc[0]
     # the new outputs replace the previous ones once the block, MLflow logging included, succeeds
-    with stage_outputs(*(layout.reports / name for name in OUTPUTS), root=layout.root) as tmp:
-        plot_accuracy(summary, float(teacher["top1"]), tmp / FIGURE)
-        plot_pareto(summary, teacher, tmp / PARETO, latency_label(latency))
+    sensitivity_figure = layout.sensitivity_figure.relative_to(layout.reports).as_posix()  # as report.md links it
+    with stage_outputs(*(layout.reports / name for name in REPORT_OUTPUTS), root=layout.root) as tmp:
+        plot_accuracy(summary, float(teacher["top1"]), tmp / ACCURACY_FIGURE)
+        plot_pareto(summary, teacher, tmp / PARETO_FIGURE, latency_label(latency))
         plot_latency(latency, tmp / LATENCY_FIGURE)
-        plot_curves(histories, summary, tmp / CURVES_FIGURE)
+        plot_curves(histories, summary, tmp / RETRAINING_FIGURE)
         if {"kd", "ft"} & set(params.retrain.modes):
             kd_gain_figure(results, summary, tmp / KD_FIGURE, correct)
-        results.to_csv(tmp / "results.csv", index=False)
-        summary.to_csv(tmp / "summary.csv", index=False)
+        results.to_csv(tmp / RESULTS_FILE, index=False)
+        summary.to_csv(tmp / SUMMARY_FILE, index=False)
         flat = flat_metrics(results, summary, correct)
-        write_json(tmp / "metrics.json", flat)  # what `dvc exp show` lists
-        (tmp / "plots").mkdir()  # the table dvc.yaml's accuracy plot draws (dvc plots diff compares it)
-        accuracy_table(summary, float(teacher["top1"])).to_csv(tmp / "plots" / "accuracy.csv", index=False)
-        (tmp / "report.md").write_text(markdown(results, summary, FIGURE, latency, LATENCY_FIGURE, PARETO,
-                                                curves, "sensitivity/sensitivity.png", correct, regime,
-                                                prepared.num_classes, KD_FIGURE, CURVES_FIGURE))
+        write_json(tmp / METRICS_FILE, flat)  # what `dvc exp show` lists
+        (tmp / PLOTS_DIR).mkdir()  # the table dvc.yaml's accuracy plot draws (dvc plots diff compares it)
+        accuracy_table(summary, float(teacher["top1"])).to_csv(tmp / ACCURACY_PLOT, index=False)
+        (tmp / REPORT_FILE).write_text(markdown(results, summary, ACCURACY_FIGURE, latency, LATENCY_FIGURE,
+                                                PARETO_FIGURE, curves, sensitivity_figure, correct, regime,
+                                                prepared.num_classes, KD_FIGURE, RETRAINING_FIGURE))
         with stage_run("report", params, layout=layout) as run:
-            for name in OUTPUTS:
-                run.log_artifact(tmp / name, "report")
-            run.log_artifact(layout.latency, "report")
+            for name in REPORT_OUTPUTS:
+                run.log_artifact(tmp / name, ARTIFACTS)
+            run.log_artifact(layout.latency, ARTIFACTS)
             run.log_metrics(flat)  # the answer first: what the runs table shows for this run
             run.log_metrics({f"latency/{k}_ratio_{r['ratio']:g}": v for r in latency.to_dict("records")
                              for k, v in latency_metrics(r).items()})
-            run.describe(run_description((tmp / "report.md").read_text()))
+            run.describe(run_description((tmp / REPORT_FILE).read_text()))
             record_sweep(run, params, layout, results)
     print(layout.report.read_text())
     return {"runs": len(results) - 1, "teacher_top1": float(teacher["top1"])}

@@ -23,7 +23,7 @@ from ..models import PrunableNet, build_model, load_model
 from ..paths import MODEL_FILE, Layout, ratio_key
 from ..tracking import model_run_id, stage_run
 from ..train import LossFn, device, fit, seed_everything
-from .artifacts import first_images, load_pruned, load_teacher, log_data, model_folder, save_outputs
+from .artifacts import EpochLog, first_images, load_pruned, load_teacher, log_data, model_folder, save_outputs
 from .prune import pruned_channels
 from .cli import ratio_arg, run_cli, seed_arg
 
@@ -86,10 +86,11 @@ def run(params: Params, layout: Layout, ratio: float, mode: str, seed: int) -> d
         run.log_params({"ratio": key, "mode": mode, "retrain_seed": seed, "unit": params.prune.unit,
                         "criterion": params.prune.criterion})
         log_data(run, prepared, layout.prepared, "training")
+        epochs = EpochLog(run)
         fit(model, train, prepared.val, prepared.normalization, params.retrain.for_data(prepared.mirror_ok),
-            loss, seed, run.log_epoch, name=name, checkpoint=checkpoint, on_keep=run.log_kept)
+            loss, seed, epochs, name=name, checkpoint=checkpoint, on_keep=run.log_kept)
         run.set_tags(checkpoint.tags())
-        return save_outputs(model, folder, scratch, prepared, run, meta=data, lineage=lineage)
+        return save_outputs(model, folder, scratch, prepared, run, meta=data, lineage=lineage, history=epochs.epochs)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -6,15 +6,12 @@ from __future__ import annotations
 from ..config import Params
 from ..data import load_prepared
 from ..io import stage_outputs
-from ..paths import CURVES_FILE, MODEL_FILE, Layout
+from ..paths import CURVES_FILE, MODEL_FILE, SENSITIVITY_FIGURE, Layout
 from ..sensitivity import curves, plot
 from ..tracking import model_run_id, stage_run
 from ..train import evaluate, recalibrate_batchnorm
 from .artifacts import load_teacher, log_data
 from .cli import run_cli
-
-FIGURE = "sensitivity.png"
-
 
 def run(params: Params, layout: Layout) -> dict:
     prepared = load_prepared(layout.prepared)
@@ -32,7 +29,7 @@ def run(params: Params, layout: Layout) -> dict:
             out = scratch / layout.sensitivity.name
             out.mkdir()
             table.to_csv(out / CURVES_FILE, index=False, float_format="%.6g")
-            plot(table, out / FIGURE)
+            plot(table, out / SENSITIVITY_FIGURE)
             run.log_artifact(out, "sensitivity")
         worst = table.loc[table["drop"].idxmax()]
         run.log_metrics({"layers": table["index"].nunique(), "max_drop": float(worst["drop"])})

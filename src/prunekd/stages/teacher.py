@@ -10,7 +10,7 @@ from ..models import build_model
 from ..paths import Layout
 from ..tracking import stage_run
 from ..train import fit, seed_everything
-from .artifacts import first_images, log_data, model_folder, save_outputs
+from .artifacts import EpochLog, first_images, log_data, model_folder, save_outputs
 from .cli import run_cli
 
 
@@ -23,11 +23,13 @@ def run(params: Params, layout: Layout) -> dict:
           resumable("teacher", params.teacher, params.model, root=layout.checkpoints) as checkpoint,
           model_folder(layout.teacher, layout.root) as scratch):  # the previous outputs stay until this block succeeds
         log_data(run, prepared, layout.prepared, "training")
+        epochs = EpochLog(run)
         fit(model, train, prepared.val, prepared.normalization, params.teacher.for_data(prepared.mirror_ok),
-            cross_entropy_loss(), params.seed, run.log_epoch, name="teacher", checkpoint=checkpoint,
+            cross_entropy_loss(), params.seed, epochs, name="teacher", checkpoint=checkpoint,
             on_keep=run.log_kept)
         run.set_tags(checkpoint.tags())
-        return save_outputs(model, layout.teacher, scratch, prepared, run, meta=prepared.identity)
+        return save_outputs(model, layout.teacher, scratch, prepared, run, meta=prepared.identity,
+                            history=epochs.epochs)
 
 
 def main(argv: list[str] | None = None) -> int:
