@@ -330,12 +330,10 @@ class StageRun:
 
     def __init__(self, run: mlflow.ActiveRun):
         self.run_id = run.info.run_id
-        self.epochs: list[dict[str, float]] = []  # what log_epoch logged, in order
 
     @_guarded("logging an epoch")
     def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         mlflow.log_metrics(metrics, step=epoch)
-        self.epochs.append(dict(metrics))
 
     @_guarded("logging the kept epoch")
     def log_kept(self, epoch: int, val_top1: float) -> None:
@@ -437,7 +435,7 @@ TRAINING_STAGES = {"teacher", "retrain"}  # their runs sample CPU and memory (ML
 def describe_stage(stage: str, experiment_id: str, tags: dict[str, str]) -> str:
     """A run's description in MLflow's UI: its DVC stage, and links to the runs it was made from
     (``teacher_run_id``, ``prune_run_id``: plain tags otherwise)."""
-    links = [f"[{key.removesuffix('_run_id')} run](#/experiments/{experiment_id}/runs/{value})"
+    links = [f"[{key.removesuffix('_run_id')} run](#/experiments/{experiment_id}/runs/{value}?{UI_VIEW})"
              for key, value in tags.items() if key.endswith("_run_id") and value]
     return f"DVC stage `{stage}`" + (f", made from the {' and the '.join(links)}." if links else ".")
 

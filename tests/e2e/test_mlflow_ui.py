@@ -14,7 +14,6 @@ from mlflow.tracking import MlflowClient
 
 from ..conftest import ROOT
 
-pytestmark = pytest.mark.e2e
 RATIOS = (30, 60)  # digits_sweep_params's ratios, as params removed %
 
 

@@ -192,7 +192,8 @@ def test_mlflow_shows_the_answer_links_the_lineage_and_the_reports_figures(proje
     # a retrain run's description links the runs it was made from
     kd = by_stage["retrain@0.3-kd-0"]
     note = kd.data.tags["mlflow.note.content"]
-    assert f"/runs/{kd.data.tags['teacher_run_id']})" in note and f"/runs/{kd.data.tags['prune_run_id']})" in note
+    view = "?workflowType=machine_learning)"  # the model-training view, as tracking.ui_url opens pages
+    assert f"/runs/{kd.data.tags['teacher_run_id']}{view}" in note and f"/runs/{kd.data.tags['prune_run_id']}{view}" in note
     assert any(k.startswith("system/") for k in kd.data.metrics)  # CPU and memory while it trained
     # registry tags: seeds as whole numbers, the teacher's empty
     versions = client.search_model_versions("name = 'prunekd-digits-lenet5'")
@@ -453,3 +454,19 @@ def test_every_refusal_is_a_user_error_the_cli_prints_in_one_line(tmp_path, monk
 
     assert run_cli("check", [], body) == 2
     assert capsys.readouterr().err == "prunekd check: error: input.pt: what is wrong and what to do\n"
+
+
+def test_the_report_runs_description_states_the_verdicts_before_the_table():
+    from prunekd.stages.report import run_description
+
+    report = "\n".join(["# Report", "", "## The answer: what retraining adds", "", "In this regime (2 epochs).", "",
+                        "| ratio | FT |", "|---|---|", "| 0.5 | 91 |", "",
+                        "- **50 % of params removed**: KD − FT: +0.10", "- **75 % of params removed**: KD − FT: +0.20",
+                        "", "Pooled across the 2 ratios: KD − FT: +0.15", "", "This block states 5 intervals.", "",
+                        "![figure](figures/x.png)", "", "## Against the thesis", "", "other"])
+    paragraphs = run_description(report).split("\n\n")
+    assert paragraphs[0] == "## The answer: what retraining adds"
+    assert paragraphs[1].startswith("- **50 %") and paragraphs[1].endswith("+0.20")
+    assert paragraphs[2].startswith("Pooled across") and paragraphs[3].startswith("In this regime")
+    assert paragraphs[4].startswith("| ratio") and "![figure]" not in run_description(report)
+    assert "Against the thesis" not in run_description(report)

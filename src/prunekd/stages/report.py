@@ -65,12 +65,20 @@ def record_sweep(run: StageRun, params: Params, layout: Layout, results: pd.Data
     return chosen
 
 
+VERDICT_STARTS = ("- **", "Pooled across", "KD − FT differs")  # the answer's paragraphs that state a verdict
+
+
 def run_description(report: str) -> str:
     """The report run's description in MLflow's UI: the report's answer section (the whole report
     is its artifact report/report.md, figures beside it)."""
     answer = [part for part in report.split("\n## ") if part.startswith("The answer")]
     body = ("## " + answer[0].strip()) if answer else "No answer section: this sweep ran no ft or kd mode."
     body = "\n".join(line for line in body.splitlines() if not line.startswith("!["))  # figures: in report.md
+    # The UI shows a description's first lines and folds the rest: the verdicts (each ratio's line,
+    # the pooled one) come first, then the regime they hold for and the table.
+    heading, *paragraphs = [p for p in body.split("\n\n") if p.strip()]
+    verdicts = [p for p in paragraphs if p.startswith(VERDICT_STARTS)]
+    body = "\n\n".join([heading, *verdicts, *(p for p in paragraphs if p not in verdicts)])
     return body + f"\n\nThe whole report, with its figures: artifacts, `{PurePosixPath(ARTIFACTS, REPORT_FILE)}`."
 
 
