@@ -2,7 +2,11 @@
 client process follows the lineage and loads the registered model, and a teammate's clone gets
 every result from a real DVC remote without retraining."""
 
+import contextlib
+import io
 import json
+import shutil
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -15,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from prunekd.tracking import free_port, server
+from prunekd.tracking import follow_project, free_port, server
 
 from ..conftest import BIN, clean_env, copy_repo, digits_sweep_params, dvc, ran, set_params
 
@@ -303,18 +307,34 @@ class WriteRefusingProxy(BaseHTTPRequestHandler):
         pass
 
 
-def prepare_twice(repo: Path, env: dict[str, str], between=lambda: None) -> tuple[subprocess.CompletedProcess,
-                                                                                 float, dict, dict]:
-    """`prunekd prepare` once against the project's own store, ``between()``, then again with
-    ``env``: the second run's result, how long it took, and the prepared data's bytes before and
-    after it."""
-    def files() -> dict[str, bytes]:
-        return {str(p.relative_to(repo)): p.read_bytes() for p in sorted((repo / "data").rglob("*")) if p.is_file()}
-
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> Path:
+    """A repo after one `prunekd prepare` against its own store: the previous outputs (and a store
+    with the experiment) that each fault below must leave as they are. Each test works on a copy."""
+    repo = copy_repo(tmp_path_factory.mktemp("prepared"))
+    set_params(repo, digits_sweep_params)
     first = subprocess.run([str(BIN / "prunekd"), "prepare"], cwd=repo, capture_output=True, text=True,
                            env=clean_env(), timeout=300)
     assert first.returncode == 0, first.stderr[-2000:]
-    between()
+    return repo
+
+
+def prepare_again(prepared: Path, dest: Path, env: dict[str, str], between=lambda repo: None
+                  ) -> tuple[subprocess.CompletedProcess, float, dict, dict]:
+    """In a copy of the ``prepared`` repo, ``between(copy)``, then `prunekd prepare` again with
+    ``env``: its result, how long it took, and the prepared data's bytes before and after it."""
+    repo = Path(shutil.copytree(prepared, dest, symlinks=True))
+    # the copy's store points at its own artifacts from the start (what a stage in a copied project
+    # does, with a line on stderr, tested on its own): the fault is the only news here
+    with contextlib.closing(sqlite3.connect(repo / "mlflow.db")) as db:
+        [location] = db.execute("select artifact_location from experiments where name = 'prunekd'").fetchone()
+    with contextlib.redirect_stderr(io.StringIO()):
+        assert follow_project(repo, repo / "mlflow.db", location)
+
+    def files() -> dict[str, bytes]:
+        return {str(p.relative_to(repo)): p.read_bytes() for p in sorted((repo / "data").rglob("*")) if p.is_file()}
+
+    between(repo)
     before, start = files(), time.monotonic()
     proc = subprocess.run([str(BIN / "prunekd"), "prepare"], cwd=repo, capture_output=True, text=True,
                           env=clean_env(**env), timeout=120)
@@ -330,16 +350,15 @@ def backend(tmp_path_factory):
 
 # every write, or only the artifact uploads (the manifest, logged inside the stage's output block)
 @pytest.mark.parametrize("refuse", ["", "/mlflow-artifacts/"], ids=["every-write", "mid-run"])
-def test_a_server_whose_writes_fail_gives_one_line_and_keeps_the_previous_outputs(tmp_path, backend, refuse):
-    repo = copy_repo(tmp_path / "repo")
-    set_params(repo, digits_sweep_params)
+def test_a_server_whose_writes_fail_gives_one_line_and_keeps_the_previous_outputs(tmp_path, prepared, backend,
+                                                                                   refuse):
     handler = type("Handler", (WriteRefusingProxy,), {"backend": backend, "refuse": refuse})
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     httpd.daemon_threads = True
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     uri = f"http://127.0.0.1:{httpd.server_address[1]}"
     try:
-        proc, took, before, after = prepare_twice(repo, {"MLFLOW_TRACKING_URI": uri})
+        proc, took, before, after = prepare_again(prepared, tmp_path / "repo", {"MLFLOW_TRACKING_URI": uri})
     finally:
         httpd.shutdown()
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
@@ -347,36 +366,29 @@ def test_a_server_whose_writes_fail_gives_one_line_and_keeps_the_previous_output
     assert after == before and took < 30, f"took {took:.0f} s"
 
 
-def test_an_experiment_deleted_in_the_ui_gives_one_line_and_keeps_the_previous_outputs(tmp_path):
+def test_an_experiment_deleted_in_the_ui_gives_one_line_and_keeps_the_previous_outputs(tmp_path, prepared):
     from mlflow.tracking import MlflowClient
 
-    repo = copy_repo(tmp_path / "repo")
-    set_params(repo, digits_sweep_params)
-
-    def delete():  # the first run made the experiment; delete it as the UI does
+    def delete(repo):  # the first run made the experiment; delete it as the UI does
         client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
         client.delete_experiment(client.get_experiment_by_name("prunekd").experiment_id)
 
-    proc, _, before, after = prepare_twice(repo, {}, delete)
+    proc, _, before, after = prepare_again(prepared, tmp_path / "repo", {}, delete)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert len(proc.stderr.strip().splitlines()) == 1
     assert "experiment 'prunekd' is deleted; restore it" in proc.stderr and after == before
 
 
-def test_a_locked_store_gives_one_line_within_the_bound_and_keeps_the_previous_outputs(tmp_path):
-    import sqlite3
-
-    repo = copy_repo(tmp_path / "repo")
-    set_params(repo, digits_sweep_params)
+def test_a_locked_store_gives_one_line_within_the_bound_and_keeps_the_previous_outputs(tmp_path, prepared):
     holder = []
 
-    def lock():  # another process writing for minutes: the store stays locked
+    def lock(repo):  # another process writing for minutes: the store stays locked
         db = sqlite3.connect(repo / "mlflow.db", isolation_level=None)
         db.execute("begin exclusive")
         holder.append(db)
 
     try:
-        proc, took, before, after = prepare_twice(repo, {}, lock)
+        proc, took, before, after = prepare_again(prepared, tmp_path / "repo", {}, lock)
     finally:
         for db in holder:
             db.close()
@@ -385,11 +397,9 @@ def test_a_locked_store_gives_one_line_within_the_bound_and_keeps_the_previous_o
     assert "locked by another process" in proc.stderr and after == before and took < 30, f"took {took:.0f} s"
 
 
-def test_a_database_store_without_its_driver_gives_one_line(tmp_path):
-    repo = copy_repo(tmp_path / "repo")
-    set_params(repo, digits_sweep_params)
+def test_a_database_store_without_its_driver_gives_one_line(tmp_path, prepared):
     uri = "mssql+pyodbc://user:secret@127.0.0.1:1/prunekd"  # no pyodbc here, nor a server
-    proc, took, before, after = prepare_twice(repo, {"MLFLOW_TRACKING_URI": uri})
+    proc, took, before, after = prepare_again(prepared, tmp_path / "repo", {"MLFLOW_TRACKING_URI": uri})
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert len(proc.stderr.strip().splitlines()) == 1 and "MLflow tracking store mssql+pyodbc://" in proc.stderr
     assert after == before and took < 30
