@@ -125,6 +125,7 @@ def plot_curve(points: pd.DataFrame, key: str, path: Path) -> None:
                     label=f"{label} ({ratio} % pruned)")
     ax.axhline(0, color="grey", linewidth=0.8)
     ax.set_xscale("log")
+    ax.minorticks_off()
     ax.set_xticks(sorted(points["value"].unique()), [f"{v:g}" for v in sorted(points["value"].unique())])
     ax.set_xlabel(key)
     ax.set_ylabel("test top-1 difference (points, 95 % CI)")
