@@ -19,9 +19,29 @@ def test_src_never_imports_prefect_or_dvc():
         assert not imported(path) & {"prefect", "dvc"}, path
 
 
+def mlflow_users_outside_tracking(src) -> set[str]:
+    """The files under ``src`` that import mlflow and lie outside ``prunekd/tracking/``."""
+    tracking = src / "prunekd" / "tracking"
+    return {p.relative_to(src).as_posix() for p in src.rglob("*.py")
+            if "mlflow" in imported(p) and not p.is_relative_to(tracking)}
+
+
 def test_only_tracking_imports_mlflow():
-    users = {p.name for p in (ROOT / "src").rglob("*.py") if "mlflow" in imported(p)}
-    assert users == {"tracking.py"}
+    src = ROOT / "src"
+    assert mlflow_users_outside_tracking(src) == set()
+    assert any("mlflow" in imported(p) for p in (src / "prunekd" / "tracking").glob("*.py"))  # the rule holds something
+
+
+def test_an_mlflow_import_outside_tracking_is_found(tmp_path):
+    for name, source in [("prunekd/tracking/run.py", "import mlflow\n"),
+                         ("prunekd/tracking/_store.py", "from mlflow.tracking import MlflowClient\n"),
+                         ("prunekd/report.py", "def f():\n    from mlflow import log_metric\n"),
+                         ("prunekd/stages/tracking.py", "import mlflow.pytorch\n"),
+                         ("prunekd/tracking.py", "import mlflow\n")]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(source)
+    assert mlflow_users_outside_tracking(tmp_path) == {"prunekd/report.py", "prunekd/stages/tracking.py",
+                                                       "prunekd/tracking.py"}
 
 
 def test_every_stage_reads_and_writes_through_its_layout():

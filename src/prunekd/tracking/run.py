@@ -1,0 +1,272 @@
+"""A stage's MLflow run: one run per stage execution, tagged with its DVC stage, git commit and
+the runs it was made from, and what the stage logs into it (epochs, metrics, artifacts, the
+dataset, the model in MLflow's PyTorch and ONNX flavours)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import subprocess
+import sys
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import mlflow
+import torch
+from mlflow.data.dataset_source_registry import resolve_dataset_source
+from mlflow.data.meta_dataset import MetaDataset
+from mlflow.models import infer_signature
+from torch import nn
+
+from ..config import Params, flatten
+from ..constants import DVC_EXP_ENV, FLOW_RUN_ENV
+from ..paths import Layout
+from ._store import (MODEL_ARTIFACT, MODEL_MD5_TAG, MODEL_URI_TAG, ONNX_ARTIFACT, ONNX_URI_TAG, UI_VIEW,
+                     TrackingError, experiment_name, file_md5, guarded, project_root, store_client, tracked,
+                     tracking_uri)
+
+
+# What decides results; dvc.lock and the metrics files change during every run and do not count.
+CODE_PATHS = ("src", "flows", "dvc.yaml", "params.yaml", "pyproject.toml")
+
+
+def git_commit(root: Path | None = None) -> str:
+    """HEAD's hash, suffixed '-dirty' when the code or params have uncommitted changes."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=root or Path.cwd(), capture_output=True,
+                              text=True, check=True).stdout.strip()
+    try:
+        commit = git("rev-parse", "HEAD")
+        return commit + ("-dirty" if git("status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS) else "")
+    except (subprocess.CalledProcessError, FileNotFoundError):
+        return "unknown"
+
+
+# The experiment is a model-training one, with a description its runs page shows. (MLflow 3.17's UI
+# picks its GenAI or model-training view from a browser-wide toggle, not from this tag: see ui_url.)
+EXPERIMENT_TAGS = {
+    "mlflow.experimentKind": "custom_model_development",
+    "mlflow.note.content": "prunekd: filter pruning (L1, Li et al. 2016) + retraining with and without knowledge "
+                           "distillation. Each prune ratio x mode x seed is one retrain run; the report run of a "
+                           "sweep holds report.md with the answer. Compare: chart test_top1 against ratio, "
+                           "grouped by mode.",
+}
+
+# Where the project's own SQLite store records artifact locations, as file: URIs.
+LOCATION_COLUMNS = {"experiments": "artifact_location", "runs": "artifact_uri", "logged_models": "artifact_location",
+                    "model_versions": "storage_location"}
+
+
+def follow_project(root: Path, store: Path, location: str) -> bool:
+    """Point a store kept in the project (a SQLite ``store`` inside ``root``) at the project's
+    artifact folder where it points elsewhere.
+
+    The store keeps absolute artifact locations (``file:///old/place/mlartifacts/...``): in a copy
+    of the project (``cp -r``, a second checkout with its store), every new run's artifacts would
+    be written into the original. Locations under ``location``'s folder are rewritten to the
+    copy's own (whose files the copy brought along); True if anything was. Only for a store inside
+    the project, and only locations that lie outside it."""
+    layout = Layout(root)
+    here = layout.artifacts.as_uri()
+    if (location == here or not location.startswith("file://") or not store.is_file()
+            or not store.resolve().is_relative_to(layout.root.resolve())):
+        return False
+    old = Path(location.removeprefix("file://"))
+    if old.resolve().is_relative_to(layout.root.resolve()):
+        return False
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(store, timeout=30)) as db, db:
+        tables = {name for (name,) in db.execute("select name from sqlite_master where type = 'table'")}
+        for table, column in LOCATION_COLUMNS.items():
+            if table in tables:
+                db.execute(f"update {table} set {column} = ? || substr({column}, ?) where {column} = ? "
+                           f"or {column} like ? escape '\\'",
+                           (here, len(location) + 1, location, location.replace("%", "\\%").replace("_", "\\_") + "/%"))
+    print(f"MLflow store {store}: its artifact locations pointed to {old} (the project it was copied "
+          f"from); they now point to {layout.artifacts}", file=sys.stderr)
+    return True
+
+
+def _experiment_id(root: Path) -> str:
+    name = experiment_name()
+    found = mlflow.get_experiment_by_name(name)
+    uri = tracking_uri(root)
+    if found and uri.startswith("sqlite:///") and follow_project(root, Path(uri.removeprefix("sqlite:///")),
+                                                                 found.artifact_location):
+        found = mlflow.get_experiment_by_name(name)
+    if found and found.lifecycle_stage == "deleted":
+        raise TrackingError(f"MLflow tracking store {mlflow.get_tracking_uri()}: experiment {name!r} is deleted; "
+                            f"restore it (mlflow experiments restore --experiment-id {found.experiment_id}) "
+                            "or set MLFLOW_EXPERIMENT_NAME to another name")
+    if found:
+        return found.experiment_id
+    # A server keeps the artifacts where it was told to; any other store would put them in ./mlruns
+    # of whatever the working directory is: they go beside the project's store instead.
+    artifacts = None if tracking_uri(root).startswith(("http://", "https://")) else Layout(root).artifacts.as_uri()
+    try:
+        return mlflow.create_experiment(name, artifact_location=artifacts, tags=EXPERIMENT_TAGS)
+    except mlflow.exceptions.MlflowException:  # a concurrent stage created it first
+        return mlflow.get_experiment_by_name(name).experiment_id
+
+
+class StageRun:
+    """What a stage logs into its MLflow run."""
+
+    def __init__(self, run: mlflow.ActiveRun):
+        self.run_id = run.info.run_id
+
+    @guarded("logging an epoch")
+    def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        mlflow.log_metrics(metrics, step=epoch)
+
+    @guarded("logging the kept epoch")
+    def log_kept(self, epoch: int, val_top1: float) -> None:
+        """The epoch whose weights a ``keep: best_val`` run ended with."""
+        mlflow.set_tags({"kept_epoch": str(epoch)})
+        mlflow.log_metric("kept_val_top1", val_top1)
+
+    @guarded("logging metrics")
+    def log_metrics(self, metrics: dict[str, float]) -> None:
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+
+    @guarded("logging params")
+    def log_params(self, params: dict[str, object]) -> None:
+        mlflow.log_params(params)
+
+    @guarded("setting tags")
+    def set_tags(self, tags: dict[str, str]) -> None:
+        mlflow.set_tags(tags)
+
+    @guarded("setting the description")
+    def describe(self, markdown: str) -> None:
+        """The run's description in MLflow's UI (markdown): what the run page opens with."""
+        mlflow.set_tag("mlflow.note.content", markdown)
+
+    @guarded("logging an artifact")
+    def log_artifact(self, path: Path, folder: str | None = None) -> None:
+        """A file, or a folder as a folder (``figures/`` stays ``<folder>/figures/``, so a logged
+        report.md's links to its figures work in MLflow's artifact view)."""
+        if Path(path).is_dir():
+            mlflow.log_artifacts(str(path), f"{folder}/{Path(path).name}" if folder else Path(path).name)
+        else:
+            mlflow.log_artifact(str(path), folder)
+
+    @guarded("logging the dataset")
+    def log_dataset(self, folder: Path, manifest: dict, digest: str, context: str) -> None:
+        """The prepared data as a run input: name, manifest hash and where it lives."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "can be interpreted in multiple ways": a local folder either way
+            source = resolve_dataset_source(str(Path(folder).resolve()))
+        dataset = MetaDataset(source, name=manifest["dataset"], digest=digest[:36])
+        mlflow.log_input(dataset, context=context, tags={"sizes": str(manifest["sizes"])})
+
+    @guarded("logging the model")
+    def log_model(self, model: nn.Module, model_file: Path, onnx_file: Path, lineage_file: Path) -> None:
+        """The model twice: in MLflow's PyTorch flavour, with prunekd's own pickle-free file and its
+        lineage inside it, and its deploy form in MLflow's ONNX flavour (what an ONNX runtime serves)."""
+        import onnx
+
+        model = model.cpu().eval()
+        # Two images, not one: torch.export would otherwise fix the batch dimension at 1.
+        example = torch.zeros(2, *model.input_shape).numpy()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            # MLflow 3 saves PyTorch models as torch.export programs ('pt2'): no pickle.
+            info = mlflow.pytorch.log_model(model, name=MODEL_ARTIFACT, input_example=example,
+                                            extra_files=[str(model_file), str(lineage_file)],
+                                            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
+            # The signature given, not inferred: inferring it loads the model back (a download,
+            # a progress bar) only to run the example through it.
+            with torch.no_grad():
+                signature = infer_signature(example, model(torch.from_numpy(example)).numpy())
+            deploy = mlflow.onnx.log_model(onnx.load(str(onnx_file)), name=ONNX_ARTIFACT, signature=signature,
+                                           save_as_external_data=False, onnx_execution_providers=["CPUExecutionProvider"],
+                                           pip_requirements=[f"onnxruntime=={_version('onnxruntime')}"])
+        mlflow.set_tags({MODEL_URI_TAG: info.model_uri, ONNX_URI_TAG: deploy.model_uri,  # what report registers
+                         MODEL_MD5_TAG: file_md5(model_file)})
+
+    @guarded("logging metrics to a model's run")
+    def log_metrics_to(self, run_id: str, metrics: dict[str, float]) -> bool:
+        """Add ``metrics`` to another run (a model's own); False if that run is not in this store."""
+        try:
+            client = store_client()
+            for key, value in metrics.items():
+                client.log_metric(run_id, key, float(value))
+        except mlflow.exceptions.MlflowException:
+            return False
+        return True
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import version
+
+    return version(package)
+
+
+# Tags a stage's run gets from its environment: the Prefect flow run that ran it (set by the flow),
+# and the DVC experiment it belongs to (set by `dvc exp run`).
+RUN_CONTEXT = {"prefect_flow_run_id": FLOW_RUN_ENV, "dvc_exp": DVC_EXP_ENV}
+
+
+def dvc_experiment() -> str | None:
+    """The DVC experiment this stage runs in (``dvc exp run`` names it), if any."""
+    return os.environ.get(DVC_EXP_ENV) or None
+
+
+TRAINING_STAGES = {"teacher", "retrain"}  # their runs sample CPU and memory (MLflow's system metrics)
+
+
+def describe_stage(stage: str, experiment_id: str, tags: dict[str, str]) -> str:
+    """A run's description in MLflow's UI: its DVC stage, and links to the runs it was made from
+    (``teacher_run_id``, ``prune_run_id``: plain tags otherwise)."""
+    links = [f"[{key.removesuffix('_run_id')} run](#/experiments/{experiment_id}/runs/{value}?{UI_VIEW})"
+             for key, value in tags.items() if key.endswith("_run_id") and value]
+    return f"DVC stage `{stage}`" + (f", made from the {' and the '.join(links)}." if links else ".")
+
+
+@contextmanager
+def stage_run(stage: str, params: Params, tags: dict[str, str] | None = None,
+              layout: Layout = Layout()) -> Iterator[StageRun]:
+    """One MLflow run for one stage execution of the project at ``layout``, tagged with the DVC
+    stage and git commit."""
+    root = project_root(layout.root)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    mlflow.set_tracking_uri(tracking_uri(root))
+    base_tags = {"dvc_stage": stage, "git_commit": git_commit(layout.root), "prunekd.stage": stage.split("@")[0]}
+    for tag, variable in RUN_CONTEXT.items():
+        if os.environ.get(variable):
+            base_tags[tag] = os.environ[variable]
+    try:
+        with tracked("starting the run"):
+            experiment_id = _experiment_id(root)
+            run = mlflow.start_run(experiment_id=experiment_id, run_name=stage, tags=base_tags | (tags or {}),
+                                   log_system_metrics=stage.split("@")[0] in TRAINING_STAGES)
+            mlflow.log_params(flatten(params))
+            mlflow.set_tag("mlflow.note.content", describe_stage(stage, experiment_id, tags or {}))
+    except TrackingError:
+        if mlflow.active_run():
+            _end_run_quietly("FAILED")
+        raise
+    try:
+        yield StageRun(run)
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (the CLI turns it into one)
+        _end_run_quietly("KILLED")
+        raise
+    except BaseException:
+        _end_run_quietly("FAILED")
+        raise
+    with tracked("ending the run"):
+        mlflow.end_run()
+
+
+def _end_run_quietly(status: str) -> None:
+    """End the active run as ``status`` on the way out of a failure: the failure is what the user
+    needs to see, not a second one from a store that is failing too."""
+    try:
+        mlflow.end_run(status)
+    except Exception:  # noqa: BLE001  (the store's own fault, hidden behind the stage's)
+        pass
