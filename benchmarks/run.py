@@ -30,7 +30,7 @@ from prunekd.export import export_onnx
 from prunekd.latency import Architecture, latency_table
 from prunekd.models import build_model
 from prunekd.prune import prune
-from prunekd.config import TrainConfig
+from prunekd.config import MeasureConfig, TrainConfig
 from prunekd.train import Normalization, fit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,7 +111,9 @@ def latency_rounding(threads: int = 1) -> list[dict]:
     models["floor/16"] = prune(base, 0.99, "channels", "l1", round_to=16).model
     with tempfile.TemporaryDirectory() as folder:
         archs = exported(models, Path(folder))
-        rows = latency_table(archs, ["onnxruntime", "torch"], [1, 64], threads, warmup=10, repeats=200, rounds=10)
+        measure = MeasureConfig(runtimes=["onnxruntime", "torch"], batch_sizes=[1, 64], threads=threads, warmup=10,
+                                repeats=200, rounds=10)
+        rows = latency_table(archs, measure)
     names = list(models)
     out = []
     for row in rows:

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .config import MeasureConfig
 from .measure import count_macs_params, fold_batchnorm, torch_threads
 from .models import ModelFileError, PrunableNet
 
@@ -109,24 +110,24 @@ LATENCY_COLUMNS = ["ratio", "runtime", "batch", "median_ms", "p25_ms", "p75_ms",
                    "speedup", "macs_ratio"]
 
 
-def latency_table(archs: list[Architecture], runtimes: list[str], batch_sizes: list[int], threads: int = 1,
-                  warmup: int = 10, repeats: int = 300, rounds: int = 10, seed: int = 0) -> list[dict]:
-    """Latency of every architecture on every runtime at every batch size, on the CPU.
+def latency_table(archs: list[Architecture], measure: MeasureConfig, *, seed: int = 0) -> list[dict]:
+    """Latency of every architecture on every runtime at every batch size of ``measure``, on the CPU.
 
     For each (runtime, batch) the architectures are timed in turns in this process with
-    ``threads`` threads. ``speedup`` and ``macs_ratio`` are the first architecture's (the
-    teacher's) time and MACs over this one's: pruning pays off as far as the one follows the other.
+    ``measure.threads`` threads; ``seed`` draws the input batches. ``speedup`` and ``macs_ratio``
+    are the first architecture's (the teacher's) time and MACs over this one's: pruning pays off
+    as far as the one follows the other.
     """
     macs = [count_macs_params(a.model)[0] for a in archs]
     rng = np.random.default_rng(seed)
     rows = []
-    with torch_threads(threads):
-        for runtime in runtimes:
-            for batch in batch_sizes:
+    with torch_threads(measure.threads):
+        for runtime in measure.runtimes:
+            for batch in measure.batch_sizes:
                 runners = [RUNTIMES[runtime](a.model, a.onnx_file,
                                              rng.standard_normal((batch, *a.model.input_shape), dtype=np.float32),
-                                             threads) for a in archs]
-                times = times_in_turns(runners, warmup, repeats, rounds)
+                                             measure.threads) for a in archs]
+                times = times_in_turns(runners, measure.warmup, measure.repeats, measure.rounds)
                 base = float(np.median(times[0]))
                 for arch, t, m in zip(archs, times, macs):
                     median = float(np.median(t))

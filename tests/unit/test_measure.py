@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch import nn
 
+from prunekd.config import MeasureConfig
 from prunekd.export import export_onnx
 from prunekd.latency import LATENCY_COLUMNS, Architecture, latency_table
 from prunekd.measure import count_macs_params, fold_batchnorm
@@ -51,7 +52,9 @@ def test_latency_table_times_every_architecture_on_every_runtime_and_batch(tmp_p
     base = trained_like("mobilenet_v1")
     pruned = prune(base, 0.75, "channels", "l1").model
     archs = [Architecture(r, m, export_onnx(m, tmp_path / f"{r}.onnx")) for r, m in ((0.0, base), (0.75, pruned))]
-    rows = latency_table(archs, ["onnxruntime", "torch"], [1, 3], threads=1, warmup=1, repeats=4, rounds=2)
+    measure = MeasureConfig(runtimes=["onnxruntime", "torch"], batch_sizes=[1, 3], threads=1, warmup=1, repeats=4,
+                            rounds=2)
+    rows = latency_table(archs, measure)
     assert [(r["runtime"], r["batch"], r["ratio"]) for r in rows] == [
         (rt, b, ratio) for rt in ("onnxruntime", "torch") for b in (1, 3) for ratio in (0.0, 0.75)]
     assert all(set(r) == set(LATENCY_COLUMNS) for r in rows)

@@ -42,7 +42,7 @@ def run(params: Params, layout: Layout) -> dict:
           stage_outputs(layout.latency, root=layout.root) as scratch):  # the previous table stays until this block succeeds
         print(f"latency: {len(archs)} architectures x {m.runtimes} x batch {m.batch_sizes}, "
               f"{m.threads} thread(s), median of {m.repeats} passes in {m.rounds} rounds")
-        rows = latency_table(archs, m.runtimes, m.batch_sizes, m.threads, m.warmup, m.repeats, m.rounds, params.seed)
+        rows = latency_table(archs, m, seed=params.seed)
         table = pd.DataFrame(rows, columns=LATENCY_COLUMNS)
         # Each architecture's own MLflow run (the prune run; the teacher's) gets its figures.
         for arch, run_id in zip(archs, run_ids):
