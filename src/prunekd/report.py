@@ -49,7 +49,7 @@ def latency_label(latency: pd.DataFrame) -> str:
     return f"{first['runtime']}, batch {first['batch']}"
 
 
-def collect(layout: Layout, ratios: list[float], modes: list[str], seeds: list[int],
+def collect(layout: Layout, *, ratios: list[float], modes: list[str], seeds: list[int],
             latency: pd.DataFrame) -> pd.DataFrame:
     """One row for the teacher, then one per retrain run: accuracy, cost, reduction vs teacher.
     ``latency_ms`` is the architecture's headline latency (``primary``): one figure per ratio."""
@@ -194,7 +194,7 @@ def per_image(correct: Correct | None, ratio: float, a: str, b: str, seeds: list
     return np.stack([correct[ratio, a, s].astype(float) - correct[ratio, b, s] for s in seeds])
 
 
-def paired_difference(results: pd.DataFrame, a: str = "kd", b: str = "ft", level: float = 0.95,
+def paired_difference(results: pd.DataFrame, a: str = "kd", b: str = "ft", *, level: float = 0.95,
                       correct: Correct | None = None) -> pd.DataFrame:
     """Per ratio: mean of top-1(a) - top-1(b) over the seeds run in both, with three ``level``
     intervals: a paired t over seeds (``ci_*``, n - 1 degrees of freedom), and with ``correct``
@@ -396,7 +396,8 @@ def comparisons(results: pd.DataFrame) -> list[tuple[str, str, str]]:
 
 def paired_differences(results: pd.DataFrame, level: float = 0.95, correct: Correct | None = None) -> pd.DataFrame:
     """``paired_difference`` for every comparison of ``comparisons``."""
-    tables = [paired_difference(results, a, b, level, correct).assign(comparison=f"{a} - {b}", meaning=meaning)
+    tables = [paired_difference(results, a, b, level=level, correct=correct)
+              .assign(comparison=f"{a} - {b}", meaning=meaning)
               for a, b, meaning in comparisons(results)]
     columns = ["comparison", "meaning", *PAIRED_COLUMNS]
     if not tables:
@@ -418,7 +419,8 @@ def pooled_differences(results: pd.DataFrame, level: float = 0.95, correct: Corr
         if len(pairs) < 2:
             continue
         p = pooled_difference(results, a, b, level)
-        table = paired_difference(results, a, b, level, correct)  # each ratio's difference and standard error
+        # each ratio's difference and standard error
+        table = paired_difference(results, a, b, level=level, correct=correct)
         het = heterogeneity(table["diff"].tolist(), table["se"].tolist())
         boot = pooled_images(pairs, correct, a, b, level)
         rows.append({"comparison": f"{a} - {b}", "ratios": len(pairs), "df": p.df, "diff": p.diff,
@@ -685,10 +687,15 @@ def sensitivity_section(table: pd.DataFrame | None, figure: str) -> list[str]:
             fmt_table(drops.reset_index().drop(columns="index")), "", f"![sensitivity]({figure})", ""]
 
 
-def markdown(results: pd.DataFrame, summary: pd.DataFrame, figure: str, latency: pd.DataFrame,
-             latency_figure: str, pareto: str | None = None, sensitivity: pd.DataFrame | None = None,
-             sensitivity_figure: str = "", correct: Correct | None = None, regime_params: dict | None = None,
-             num_classes: int = 10, kd_figure: str | None = None, curves_figure: str | None = None) -> str:
+def markdown(results: pd.DataFrame, *, summary: pd.DataFrame, latency: pd.DataFrame,
+             sensitivity: pd.DataFrame | None = None, correct: Correct | None = None,
+             regime_params: dict | None = None, num_classes: int = 10, accuracy_figure: str,
+             latency_figure: str, pareto_figure: str | None = None, sensitivity_figure: str = "",
+             kd_figure: str | None = None, retraining_figure: str | None = None) -> str:
+    """report.md: ``results`` and ``summary`` (``collect``, ``summarize``), the ``latency`` table
+    and the ``sensitivity`` curves as tables, ``correct`` (per-image results) for the intervals,
+    ``regime_params`` (the retraining settings) for the answer section; the figures are linked by
+    the paths given, relative to report.md."""
     teacher = results[results["mode"] == "teacher"].iloc[0]
     cost_table = summary[["ratio", "mode", "top1_mean", "top1_std", "n", *COST_COLUMNS,
                           "params_reduction_pct"]].copy()
@@ -702,7 +709,7 @@ def markdown(results: pd.DataFrame, summary: pd.DataFrame, figure: str, latency:
         *(answer_section(results, summary, regime_params, correct) if regime_params else []),
         *([f"![what retraining and distillation add]({kd_figure})", ""]
           if kd_figure and set(ANSWER_MODES) & set(results["mode"]) else []),
-        *([f"![validation top-1 while retraining]({curves_figure})", ""] if curves_figure else []),
+        *([f"![validation top-1 while retraining]({retraining_figure})", ""] if retraining_figure else []),
         *study_section(summary),
         f"Teacher: top-1 **{teacher['top1']:.2f} %**, {int(teacher['params']):,} params, "
         f"{teacher['macs'] / 1e6:.2f} MMACs, {teacher['size_mb']:.2f} MB, {1000 * teacher['latency_ms']:.1f} µs "
@@ -713,6 +720,6 @@ def markdown(results: pd.DataFrame, summary: pd.DataFrame, figure: str, latency:
         f"## Cost per ratio and mode (mean over seeds; latency: {latency_label(latency)})", "",
         fmt_table(cost_table), "",
         *latency_section(latency, latency_figure),
-        f"![accuracy vs ratio]({figure})", "",
-        *([f"![accuracy against MACs and latency]({pareto})", ""] if pareto else []),
+        f"![accuracy vs ratio]({accuracy_figure})", "",
+        *([f"![accuracy against MACs and latency]({pareto_figure})", ""] if pareto_figure else []),
         *sensitivity_section(sensitivity, sensitivity_figure)])

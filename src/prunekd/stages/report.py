@@ -84,11 +84,12 @@ def run_description(report: str) -> str:
 
 def run(params: Params, layout: Layout) -> dict:
     latency = read_latency(layout.latency, params.prune.ratios)
-    results = collect(layout, params.prune.ratios, params.retrain.modes, params.retrain.seeds, latency)
+    results = collect(layout, ratios=params.prune.ratios, modes=params.retrain.modes, seeds=params.retrain.seeds,
+                      latency=latency)
     prepared = load_prepared(layout.prepared)
     correct = collect_correct(layout, results, prepared.test.y.numpy())
     histories = collect_histories(layout, results)
-    curves = pd.read_csv(layout.curves) if layout.curves.is_file() else None
+    sensitivity = pd.read_csv(layout.curves) if layout.curves.is_file() else None
     r = params.retrain
     regime = {"train_subset": r.train_subset, "epochs": r.epochs, "lr": r.lr, "keep": r.keep, "n_seeds": len(r.seeds)}
     summary = summarize(results)
@@ -108,9 +109,11 @@ def run(params: Params, layout: Layout) -> dict:
         write_json(tmp / METRICS_FILE, flat)  # what `dvc exp show` lists
         (tmp / PLOTS_DIR).mkdir()  # the table dvc.yaml's accuracy plot draws (dvc plots diff compares it)
         accuracy_table(summary, float(teacher["top1"])).to_csv(tmp / ACCURACY_PLOT, index=False)
-        (tmp / REPORT_FILE).write_text(markdown(results, summary, ACCURACY_FIGURE, latency, LATENCY_FIGURE,
-                                                PARETO_FIGURE, curves, sensitivity_figure, correct, regime,
-                                                prepared.num_classes, KD_FIGURE, RETRAINING_FIGURE))
+        (tmp / REPORT_FILE).write_text(markdown(
+            results, summary=summary, latency=latency, sensitivity=sensitivity, correct=correct,
+            regime_params=regime, num_classes=prepared.num_classes, accuracy_figure=ACCURACY_FIGURE,
+            latency_figure=LATENCY_FIGURE, pareto_figure=PARETO_FIGURE, sensitivity_figure=sensitivity_figure,
+            kd_figure=KD_FIGURE, retraining_figure=RETRAINING_FIGURE))
         with stage_run("report", params, layout=layout) as run:
             for name in REPORT_OUTPUTS:
                 run.log_artifact(tmp / name, ARTIFACTS)
