@@ -196,7 +196,7 @@ def shaped(model: PrunableNet, widths: list[int]) -> PrunableNet:
     return build_model(**(model.spec() | {"channels": list(widths)}))
 
 
-def round_widths(model: PrunableNet, layer_ratios: list[float], round_to: int, target: float, unit: str,
+def round_widths(model: PrunableNet, layer_ratios: list[float], *, round_to: int, target: float, unit: str,
                  keep: list[bool] | None = None) -> list[int]:
     """Layer widths for a plan of per-layer ratios, each a multiple of ``round_to`` filters,
     removing as close to ``target`` of ``unit`` as such widths can.
@@ -247,7 +247,7 @@ def predicted_shape(model: PrunableNet, layer_ratios: list[float]) -> PrunableNe
     return shaped(model, [kept_filters(c, r) for c, r in zip(model.channels(), layer_ratios)])
 
 
-def bisect(achieved: Callable[[float], float], target: float, lo: float, hi: float, tolerance: float,
+def bisect(achieved: Callable[[float], float], target: float, lo: float, hi: float, *, tolerance: float,
            steps: int = 20, seen: tuple[float, float] | None = None) -> tuple[float, float]:
     """(x, achieved(x)) for the x in [lo, hi] that comes closest to ``target`` among the points a
     bisection visits, ``achieved`` being increasing in x. It stops at a point within
@@ -271,7 +271,7 @@ def _layer_plan(common: float, caps: list[float] | None, keep: list[bool]) -> li
     return _masked([min(common, cap) for cap in caps], keep)
 
 
-def _common_ratio(model: PrunableNet, ratio: float, unit: str, tolerance: float, caps: list[float] | None,
+def _common_ratio(model: PrunableNet, ratio: float, *, unit: str, tolerance: float, caps: list[float] | None,
                   keep: list[bool], hi: float | None) -> float:
     """The common ratio, at most ``hi``, whose ``_layer_plan`` removes ``ratio`` of ``unit`` (unrounded).
 
@@ -287,7 +287,7 @@ def _common_ratio(model: PrunableNet, ratio: float, unit: str, tolerance: float,
         if unit == "channels":
             return ratio
         hi = 1 - 1 / min(model.channels()) if hi is None else hi  # every layer keeps a filter
-        return bisect(achieved, ratio, 0.0, hi, tolerance)[0]
+        return bisect(achieved, ratio, 0.0, hi, tolerance=tolerance)[0]
     hi = max(caps) if hi is None else hi
     most = achieved(hi)  # every layer at its cap: the most the plan can remove
     if most < ratio - tolerance:
@@ -295,7 +295,7 @@ def _common_ratio(model: PrunableNet, ratio: float, unit: str, tolerance: float,
             f"prune.ratios: {ratio} of {unit} is out of reach when no layer may lose more accuracy than "
             f"prune.sensitivity_max_drop allows: at most {most:.3f} within prune.sensitivity_ratios up to "
             f"{hi:g}; allow a larger drop or add larger ratios")
-    common, reached = bisect(achieved, ratio, 0.0, hi, tolerance, seen=(hi, most))
+    common, reached = bisect(achieved, ratio, 0.0, hi, tolerance=tolerance, seen=(hi, most))
     if abs(reached - ratio) > tolerance:
         raise PruneTargetError(f"prune.ratios: {ratio} of {unit} is out of reach with the sensitivity "
                                f"schedule: the closest plan removes {reached:.3f}")
@@ -320,13 +320,15 @@ def prune(model: PrunableNet, ratio: float, unit: str, criterion: str, *, seed: 
     if caps is not None and len(caps) != len(model.prunable()):
         raise ValueError(f"{len(caps)} caps for {len(model.prunable())} prunable layers")
     keep = kept_whole(model, residual)
-    common = _common_ratio(model, ratio, unit, tolerance, caps, keep, max_channel_ratio)
+    common = _common_ratio(model, ratio, unit=unit, tolerance=tolerance, caps=caps, keep=keep, hi=max_channel_ratio)
     layer_ratios = _layer_plan(common, caps, keep)
-    pruned = prune_to_widths(model, round_widths(model, layer_ratios, round_to, ratio, unit, keep), criterion, seed)
-    return PruneResult(pruned, common, layer_ratios, checked_reduction(model, pruned, ratio, unit, tolerance, round_to))
+    widths = round_widths(model, layer_ratios, round_to=round_to, target=ratio, unit=unit, keep=keep)
+    pruned = prune_to_widths(model, widths, criterion, seed)
+    reached = checked_reduction(model, pruned, target=ratio, unit=unit, tolerance=tolerance, round_to=round_to)
+    return PruneResult(pruned, common, layer_ratios, reached)
 
 
-def checked_reduction(model: PrunableNet, pruned: PrunableNet, target: float, unit: str, tolerance: float,
+def checked_reduction(model: PrunableNet, pruned: PrunableNet, *, target: float, unit: str, tolerance: float,
                       round_to: int) -> float:
     """The reduction ``pruned`` reached; a PruneTargetError if it misses ``target`` by more than ``tolerance``."""
     achieved = reduction(model, pruned, unit)

@@ -80,12 +80,13 @@ def test_rounding_reaches_the_targets_of_small_models_too(arch, width, target):
 def test_rounding_stays_within_two_steps_of_the_plan_and_spares_layers_too_small_to_round():
     model = build_model("mobilenet_v1", 10, (1, 28, 28), 0.25)  # stem 8, then 16, 32, ... filters
     plan = [0.3] * len(model.prunable())
-    widths = round_widths(model, plan, 16, 0.5, "params")
+    widths = round_widths(model, plan, round_to=16, target=0.5, unit="params")
     assert widths[0] == 8 and widths[1] == 16  # no more filters than one step: kept whole
     for c, w in zip(model.channels(), widths):
         assert (w % 16 == 0 or w == c) and 16 <= w or w == c
         assert abs(w - c * 0.7) < 32
-    assert round_widths(model, plan, 1, 0.5, "params") == [kept_filters(c, 0.3) for c in model.channels()]
+    unrounded = round_widths(model, plan, round_to=1, target=0.5, unit="params")
+    assert unrounded == [kept_filters(c, 0.3) for c in model.channels()]
 
 
 def test_rounded_pruning_removes_the_lowest_ranked_filters():
