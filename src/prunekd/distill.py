@@ -9,7 +9,7 @@ from torch.nn import functional as F
 from .train import LossFn
 
 
-def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor,
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor, *,
             temperature: float, alpha: float) -> torch.Tensor:
     """alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) + (1 - alpha) * CE(s, y), batch-mean.
 
@@ -38,5 +38,5 @@ def distillation_loss(teacher: nn.Module, temperature: float, alpha: float) -> L
     def loss(logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             teacher_logits = teacher(x)
-        return kd_loss(logits, teacher_logits, y, temperature, alpha)
+        return kd_loss(logits, teacher_logits, y, temperature=temperature, alpha=alpha)
     return loss

@@ -27,7 +27,7 @@ def layer_names(model: PrunableNet) -> list[str]:
     return [names[layer] for layer in model.prunable()]
 
 
-def curves(model: PrunableNet, ratios: list[float], criterion: str, accuracy: Callable[[PrunableNet], float],
+def curves(model: PrunableNet, ratios: list[float], criterion: str, accuracy: Callable[[PrunableNet], float], *,
            seed: int = 0, after_pruning: Callable[[PrunableNet], PrunableNet] = lambda m: m) -> pd.DataFrame:
     """One row per (prunable layer, ratio): accuracy with only that layer pruned (and then
     ``after_pruning``, e.g. BatchNorm recalibration), and the drop from the unpruned model's

@@ -92,7 +92,7 @@ RECALIBRATION_BATCH = 128  # images per batch of BatchNorm recalibration
 
 
 @torch.no_grad()
-def recalibrate_batchnorm(model: nn.Module, split: Split, norm: Normalization, n_batches: int,
+def recalibrate_batchnorm(model: nn.Module, split: Split, norm: Normalization, *, n_batches: int,
                           seed: int = 0, batch_size: int = RECALIBRATION_BATCH) -> nn.Module:
     """Re-estimate every BatchNorm's running mean and variance, in place, from ``n_batches`` batches
     of ``split`` (drawn by ``seed``, no augmentation) forwarded with only the BatchNorms in train

@@ -18,20 +18,20 @@ def test_kd_loss_matches_a_hand_computed_value():
     kl = sum(q * math.log(q / p) for p, q in zip(ps, pt))
     ce = -math.log(math.exp(1) / (math.exp(1) + 1))
     expected = alpha * T**2 * kl + (1 - alpha) * ce
-    assert kd_loss(s, t, y, T, alpha).item() == pytest.approx(expected, rel=1e-6)
+    assert kd_loss(s, t, y, temperature=T, alpha=alpha).item() == pytest.approx(expected, rel=1e-6)
 
 
 def test_alpha_zero_is_cross_entropy():
     gen = torch.Generator().manual_seed(0)
     s, t = torch.randn(8, 10, generator=gen), torch.randn(8, 10, generator=gen)
     y = torch.randint(0, 10, (8,), generator=gen)
-    assert torch.allclose(kd_loss(s, t, y, 4.0, 0.0), F.cross_entropy(s, y))
+    assert torch.allclose(kd_loss(s, t, y, temperature=4.0, alpha=0.0), F.cross_entropy(s, y))
 
 
 def test_identical_logits_leave_only_the_hard_term():
     s = torch.randn(4, 5)
     y = torch.tensor([0, 1, 2, 3])
-    assert torch.allclose(kd_loss(s, s.clone(), y, 3.0, 1.0), torch.tensor(0.0), atol=1e-6)
+    assert torch.allclose(kd_loss(s, s.clone(), y, temperature=3.0, alpha=1.0), torch.tensor(0.0), atol=1e-6)
 
 
 def test_distillation_loss_freezes_the_teacher_and_trains_the_student():

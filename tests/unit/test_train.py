@@ -50,8 +50,8 @@ def test_recalibration_changes_only_batchnorm_statistics_and_is_deterministic():
     pruned = prune(model, 0.5, "channels", "l1").model
     before = {k: v.clone() for k, v in pruned.state_dict().items()}
     again = prune(model, 0.5, "channels", "l1").model
-    recalibrate_batchnorm(pruned, train, NORM, 4, seed=1, batch_size=64)
-    recalibrate_batchnorm(again, train, NORM, 4, seed=1, batch_size=64)
+    recalibrate_batchnorm(pruned, train, NORM, n_batches=4, seed=1, batch_size=64)
+    recalibrate_batchnorm(again, train, NORM, n_batches=4, seed=1, batch_size=64)
     after = pruned.state_dict()
     stats = {k for k in after if k.endswith(("running_mean", "running_var", "num_batches_tracked"))}
     assert all(not torch.equal(before[k], after[k]) for k in stats if not k.endswith("tracked"))  # all re-estimated
@@ -62,7 +62,7 @@ def test_recalibration_changes_only_batchnorm_statistics_and_is_deterministic():
     # the statistics are those of the images forwarded: each channel's mean over them
     first = pruned.stem[1].running_mean
     assert torch.isfinite(first).all() and first.abs().sum() > 0
-    assert recalibrate_batchnorm(again, train, NORM, 0) is again  # 0 batches: off
+    assert recalibrate_batchnorm(again, train, NORM, n_batches=0) is again  # 0 batches: off
     assert all(torch.equal(after[k], v) for k, v in again.state_dict().items())
 
 

@@ -75,7 +75,7 @@ def run(params: Params, layout: Layout, ratio: float) -> dict:
     result = pruned_by_schedule(teacher, ratio, params, curves)  # a ratio out of reach fails here, touching nothing
     # Stale BatchNorm statistics would make "before retraining" mean "near chance" (README).
     recalibrate_batchnorm(result.model, prepared.train, prepared.normalization,
-                          params.prune.bn_recalibration_batches, params.seed)
+                          n_batches=params.prune.bn_recalibration_batches, seed=params.seed)
     macs_before, params_before = count_macs_params(teacher)
     macs_after, params_after = count_macs_params(result.model)
     folder = layout.pruned(ratio)

@@ -24,8 +24,9 @@ def run(params: Params, layout: Layout) -> dict:
         batches = params.prune.bn_recalibration_batches
         with stage_outputs(layout.sensitivity, root=layout.root) as scratch:
             table = curves(teacher, params.prune.sensitivity_ratios, params.prune.criterion,
-                           lambda model: evaluate(model, prepared.val, norm)["top1"], params.seed,
-                           lambda model: recalibrate_batchnorm(model, prepared.train, norm, batches, params.seed))
+                           lambda model: evaluate(model, prepared.val, norm)["top1"], seed=params.seed,
+                           after_pruning=lambda model: recalibrate_batchnorm(model, prepared.train, norm,
+                                                                             n_batches=batches, seed=params.seed))
             out = scratch / layout.sensitivity.name
             out.mkdir()
             table.to_csv(out / CURVES_FILE, index=False, float_format="%.6g")
