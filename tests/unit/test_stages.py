@@ -273,7 +273,7 @@ def test_a_model_folder_appears_whole_or_not_at_all(tmp_path, fail):
 
     def write():
         with model_folder(folder, tmp_path) as scratch:
-            return save_outputs(model, folder, scratch, prepared, FakeRun(fail), meta={})
+            return save_outputs(model, folder, scratch=scratch, prepared=prepared, run=FakeRun(fail), meta={})
 
     if fail:
         with pytest.raises(RuntimeError, match="artifact store"):

@@ -113,7 +113,7 @@ def model_folder(folder: Path, root: Path) -> Iterator[Path]:
         yield scratch
 
 
-def save_outputs(model: PrunableNet, folder: Path, scratch: Path, prepared: Prepared, run: StageRun, meta: dict,
+def save_outputs(model: PrunableNet, folder: Path, *, scratch: Path, prepared: Prepared, run: StageRun, meta: dict,
                  lineage: dict[str, str] | None = None, extra: dict | None = None,
                  history: list[dict[str, float]] | None = None) -> dict:
     """Write ``model``'s folder into ``scratch`` (from ``model_folder(folder)``): the model, its

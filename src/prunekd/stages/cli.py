@@ -81,7 +81,7 @@ def item_arguments(stage: str, p: argparse.ArgumentParser, argv: list[str]) -> l
     return [arg for action, value in zip(options, values) for arg in (action.option_strings[0], value)]
 
 
-def run_cli(stage: str, argv: list[str] | None, body: Body,
+def run_cli(stage: str, argv: list[str] | None, body: Body, *,
             add_arguments: Callable[[argparse.ArgumentParser], None] = lambda p: None,
             doc: str | None = None) -> int:
     """Parse the CLI, load params, run the stage in the working directory's layout; user errors

@@ -92,7 +92,8 @@ def run(params: Params, layout: Layout, ratio: float) -> dict:
                  "params_before": params_before, "params_after": params_after,
                  "macs_before": macs_before, "macs_after": macs_after}
         meta = data | {"ratio": ratio_key(ratio), "teacher_sha256": model_digest(teacher_file)}
-        return save_outputs(result.model, folder, scratch, prepared, run, meta=meta, lineage=lineage, extra=extra)
+        return save_outputs(result.model, folder, scratch=scratch, prepared=prepared, run=run, meta=meta,
+                            lineage=lineage, extra=extra)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -101,7 +102,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_cli("prune", argv, lambda args, params, layout: run(params, layout, args.ratio), add_arguments, __doc__)
+    return run_cli("prune", argv, lambda args, params, layout: run(params, layout, args.ratio),
+                   add_arguments=add_arguments, doc=__doc__)
 
 
 if __name__ == "__main__":

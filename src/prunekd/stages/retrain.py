@@ -90,7 +90,8 @@ def run(params: Params, layout: Layout, ratio: float, mode: str, seed: int) -> d
         fit(model, train, prepared.val, prepared.normalization, params.retrain.for_data(prepared.mirror_ok),
             loss, seed, epochs, name=name, checkpoint=checkpoint, on_keep=run.log_kept)
         run.set_tags(checkpoint.tags())
-        return save_outputs(model, folder, scratch, prepared, run, meta=data, lineage=lineage, history=epochs.epochs)
+        return save_outputs(model, folder, scratch=scratch, prepared=prepared, run=run, meta=data, lineage=lineage,
+                            history=epochs.epochs)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -102,7 +103,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     return run_cli("retrain", argv, lambda a, params, layout: run(params, layout, a.ratio, a.mode, a.seed),
-                   add_arguments, __doc__)
+                   add_arguments=add_arguments, doc=__doc__)
 
 
 if __name__ == "__main__":

@@ -28,8 +28,8 @@ def run(params: Params, layout: Layout) -> dict:
             cross_entropy_loss(), params.seed, epochs, name="teacher", checkpoint=checkpoint,
             on_keep=run.log_kept)
         run.set_tags(checkpoint.tags())
-        return save_outputs(model, layout.teacher, scratch, prepared, run, meta=prepared.identity,
-                            history=epochs.epochs)
+        return save_outputs(model, layout.teacher, scratch=scratch, prepared=prepared, run=run,
+                            meta=prepared.identity, history=epochs.epochs)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -111,7 +111,7 @@ def free_port() -> int:
 
 
 @contextmanager
-def server(backend_uri: str, artifacts: Path, proxy: bool = True, port: int | None = None,
+def server(backend_uri: str, artifacts: Path, *, proxy: bool = True, port: int | None = None,
            timeout: float = 120) -> Iterator[str]:
     """A real ``mlflow server`` on 127.0.0.1 for the duration of the block; yields its URI.
 
