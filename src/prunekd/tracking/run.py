@@ -46,7 +46,7 @@ def git_commit(root: Path | None = None) -> str:
 
 
 # The experiment is a model-training one, with a description its runs page shows. (MLflow 3.17's UI
-# picks its GenAI or model-training view from a browser-wide toggle, not from this tag: see ui_url.)
+# picks its GenAI or model-training view from a browser-wide toggle, not from this tag: see registry.ui_url.)
 EXPERIMENT_TAGS = {
     "mlflow.experimentKind": "custom_model_development",
     "mlflow.note.content": "prunekd: filter pruning (L1, Li et al. 2016) + retraining with and without knowledge "
