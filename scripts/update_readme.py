@@ -19,6 +19,8 @@ import os
 import re
 from pathlib import Path
 
+from prunekd.paths import FIGURES_DIR, REPORT_FILE, Layout
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCUMENTS = ("README.md", "docs/results.md", "docs/guide.md")
 RUN_BLOCK = re.compile(r"(<!-- run:([\w.-]+):begin -->).*?(<!-- run:\2:end -->)", re.DOTALL)
@@ -52,31 +54,33 @@ def first_figure_only(markdown: str) -> str:
 def relink(markdown: str, folder: str, prefix: str) -> str:
     """A report's links to its own folder (``figures/``, ``sensitivity/``), as seen from a
     document whose way back to the project root is ``prefix``."""
-    for sub in ("figures/", "sensitivity/", "report.md"):
+    for sub in (f"{FIGURES_DIR}/", f"{Layout(ROOT).sensitivity.name}/", REPORT_FILE):
         markdown = markdown.replace(f"]({sub}", f"]({prefix}{folder}/{sub}")
     return markdown
 
 
 def default_block(name: str, prefix: str = "") -> str:
-    report = relink((ROOT / "reports/report.md").read_text(), "reports", prefix)
+    layout = Layout(ROOT)
+    reports = layout.reports.relative_to(ROOT).as_posix()
+    report = relink((layout.reports / REPORT_FILE).read_text(), reports, prefix)
     body = demote("\n" + sections(report, DEFAULT_BLOCKS[name])).rstrip() + "\n"
     if name in FIRST_FIGURE_ONLY:
         body = first_figure_only(body)
     if name != "results":
         return body.lstrip("\n")
-    timing = json.loads((ROOT / "reports/repro_time.json").read_text())
+    timing = json.loads((layout.reports / "repro_time.json").read_text())  # scripts/timed_repro.sh's
     return (f"`dvc repro` with the default params, from nothing, took **{timing['wall_s'] / 60:.1f} min** "
             f"on {timing['cpus']} CPU cores ({timing['processor']}, torch {timing['torch']}, "
             f"CUDA {'on' if timing['cuda'] else 'off'}); the whole report, with every paired difference, "
-            f"the sensitivity of each layer and the figures, is [reports/report.md]({prefix}reports/report.md).\n"
+            f"the sensitivity of each layer and the figures, is [{reports}/{REPORT_FILE}]({prefix}{reports}/{REPORT_FILE}).\n"
             f"{body}")
 
 
 def run_section(name: str, prefix: str = "") -> str:
     folder = ROOT / "docs" / "runs" / name
     run = json.loads((folder / "run.json").read_text())
-    report = relink((folder / "report.md").read_text(), f"docs/runs/{name}", prefix)
-    link = f"{prefix}docs/runs/{name}/report.md"
+    report = relink((folder / REPORT_FILE).read_text(), f"docs/runs/{name}", prefix)
+    link = f"{prefix}docs/runs/{name}/{REPORT_FILE}"
     return demote(f"From `{run['command']}` at commit {run['commit']} ([full report]({link})).\n\n"
                   + (sections(report, RUN_SECTIONS) or sections(report, OLD_RUN_SECTIONS)) + "\n")
 
