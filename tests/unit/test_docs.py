@@ -68,10 +68,15 @@ def test_the_front_page_stays_a_front_page():
     assert len((ROOT / "README.md").read_text().splitlines()) <= 300
 
 
-def test_the_parameter_reference_is_generated_and_documents_every_key():
+def load_update_readme():
     spec = importlib.util.spec_from_file_location("update_readme", ROOT / "scripts" / "update_readme.py")
-    update_readme = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(update_readme)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_parameter_reference_is_generated_and_documents_every_key():
+    update_readme = load_update_readme()
     block = update_readme.params_block()
     guide = (ROOT / "docs" / "guide.md").read_text()
     assert block in guide, "docs/guide.md's parameter table is stale: run python scripts/update_readme.py"
@@ -84,9 +89,7 @@ def test_the_parameter_reference_is_generated_and_documents_every_key():
 
 
 def test_a_keys_comment_continues_on_the_indented_comment_lines_below_it():
-    spec = importlib.util.spec_from_file_location("update_readme", ROOT / "scripts" / "update_readme.py")
-    update_readme = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(update_readme)
+    update_readme = load_update_readme()
     text = "# file\nseed: 0  # one\n\nkd:  # section\n  alpha: 0.9  # two\n             # three\n  temperature: 4\n"
     assert update_readme.documented_keys(text) == {
         "seed": ("0", "one"), "kd": ("", "section"), "kd.alpha": ("0.9", "two three"), "kd.temperature": ("4", "")}
