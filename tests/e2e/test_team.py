@@ -403,3 +403,21 @@ def test_a_database_store_without_its_driver_gives_one_line(tmp_path, prepared):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert len(proc.stderr.strip().splitlines()) == 1 and "MLflow tracking store mssql+pyodbc://" in proc.stderr
     assert after == before and took < 30
+
+
+def test_a_server_never_hands_out_a_port_another_server_took(tmp_path, monkeypatch):
+    """Two servers started at once (two flows, two test workers) may be given the same free port:
+    the one that loses the bind must not yield the winner's URI, and so log into the wrong store."""
+    from mlflow.tracking import MlflowClient
+
+    from prunekd.tracking import connection
+
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    with server(f"sqlite:///{tmp_path / 'a/mlflow.db'}", tmp_path / "a/artifacts") as first:
+        MlflowClient(first).create_experiment("in-a")
+        ports = iter([int(first.rsplit(":", 1)[1])])  # the first port offered is the one just taken
+        monkeypatch.setattr(connection, "free_port", lambda: next(ports, None) or free_port())
+        with server(f"sqlite:///{tmp_path / 'b/mlflow.db'}", tmp_path / "b/artifacts", timeout=60) as second:
+            assert second != first
+            names = {e.name for e in MlflowClient(second).search_experiments()}
+    assert "in-a" not in names  # the store behind the URI is b's own

@@ -110,38 +110,82 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def listens_on(proc: subprocess.Popen, port: int) -> bool:
+    """Whether ``proc`` (or a process it started) listens on ``port``. An answer on a port proves
+    nothing by itself: another server may have taken the port between ``free_port`` and the bind."""
+    import psutil
+
+    try:
+        parent = psutil.Process(proc.pid)
+        family = [parent, *parent.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return False
+    for member in family:
+        try:
+            if any(c.status == psutil.CONN_LISTEN and c.laddr.port == port
+                   for c in member.net_connections(kind="tcp")):
+                return True
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return False
+
+
+# MLflow's job runner (seven worker processes, for its GenAI features) is nothing prunekd uses: off, a
+# server starts in a third of the time and leaves the cores to training
+SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+PORT_TRIES = 3  # a port chosen here and taken by another process first: try again on another
+
+
 @contextmanager
 def server(backend_uri: str, artifacts: Path, *, proxy: bool = True, port: int | None = None,
            timeout: float = 120) -> Iterator[str]:
     """A real ``mlflow server`` on 127.0.0.1 for the duration of the block; yields its URI.
 
     ``proxy``: clients send artifacts through the server to ``artifacts`` (the team setup);
-    otherwise clients write them straight to ``artifacts`` (a shared folder).
+    otherwise clients write them straight to ``artifacts`` (a shared folder). Without ``port``, a
+    free one; one that another process takes first is given up for another, up to PORT_TRIES times.
     """
-    port = port or free_port()
     where = ["--artifacts-destination", str(artifacts)] if proxy else \
             ["--default-artifact-root", Path(artifacts).resolve().as_uri(), "--no-serve-artifacts"]
-    cmd = [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-           "--workers", "1", "--backend-store-uri", backend_uri, *where]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise TrackingError(f"mlflow server exited with {proc.returncode}: {proc.stderr.read()[-2000:]}")
-            try:
-                check_reachable(uri, timeout=2)
-                break
-            except TrackingError:
-                if time.monotonic() > deadline:
-                    raise TrackingError(f"mlflow server did not answer on {uri} within {timeout:.0f} s") from None
-                time.sleep(0.5)
-        yield uri
-    finally:
-        proc.terminate()
+    deadline = time.monotonic() + timeout
+    for attempt in range(1, PORT_TRIES + 1):
+        chosen = port or free_port()
+        cmd = [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(chosen),
+               "--workers", "1", "--backend-store-uri", backend_uri, *where]
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                env=os.environ | SERVER_ENV)
+        uri = f"http://127.0.0.1:{chosen}"
         try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+            if _started(proc, chosen, uri, deadline, timeout, last=port is not None or attempt == PORT_TRIES):
+                yield uri
+                return
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
+
+def _started(proc: subprocess.Popen, port: int, uri: str, deadline: float, timeout: float, *, last: bool) -> bool:
+    """Wait until ``proc`` serves ``uri``: True; False if it exited, or another process answers on
+    its port, and another port may be tried."""
+    while True:
+        if proc.poll() is not None:
+            if not last:
+                return False
+            raise TrackingError(f"mlflow server exited with {proc.returncode}: {proc.stderr.read()[-2000:]}")
+        try:
+            check_reachable(uri, timeout=2)
+        except TrackingError:
+            pass
+        else:
+            if listens_on(proc, port):
+                return True
+            if not last:  # another process answers there: this server can never bind it
+                return False
+            raise TrackingError(f"port {port} on 127.0.0.1 is taken by another process: mlflow server cannot "
+                                "listen there; choose another port")
+        if time.monotonic() > deadline:
+            raise TrackingError(f"mlflow server did not answer on {uri} within {timeout:.0f} s") from None
+        time.sleep(0.5)
