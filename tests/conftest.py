@@ -1,13 +1,16 @@
 import os
 import re
+import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
+from filelock import FileLock
 from mlflow.tracking import MlflowClient
 
 from prunekd import sandbox
@@ -70,9 +73,19 @@ def runs(repo: Path) -> list:
     return client.search_runs([experiment.experiment_id], max_results=1000)
 
 
-# Every core for one stage at a time, as the flow gives its one worker: equal thread counts decide
-# summation order, so results from `dvc repro` and from the flow compare bit for bit.
-THREADS = {name: str(os.cpu_count() or 1) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+# The cores, shared out among pytest-xdist's workers (one worker: every core for one stage at a
+# time, as the flow gives its one worker). Every stage any test runs gets this thread count through
+# the environment (see pytest_configure): equal thread counts decide summation order, so results
+# from `dvc repro` and from the flow compare bit for bit, and two workers never oversubscribe.
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+THREADS = {name: str(max(1, (os.cpu_count() or 1) // WORKERS)) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+
+
+def pytest_configure(config):
+    import torch
+
+    os.environ.update(THREADS)
+    torch.set_num_threads(int(THREADS["OMP_NUM_THREADS"]))
 
 
 @dataclass(frozen=True)
@@ -81,26 +94,44 @@ class Repro:
     output: str            # the first `dvc repro`'s output
     results: pd.DataFrame  # reports/results.csv as the first `dvc repro` wrote it
     curves: pd.DataFrame   # reports/sensitivity/curves.csv as the first `dvc repro` wrote it
+    store: Path            # a copy of mlflow.db as the first `dvc repro` left it
+
+
+FIRST = "first-repro"  # beside each shared repo: what its first `dvc repro` printed and wrote
+
+
+def shared_repro(factory: pytest.TempPathFactory, name: str, params: Callable[[dict], object]) -> Repro:
+    """A repo copy with ``params`` after its first `dvc repro`, logged to its own SQLite store: made
+    once per test session, by whichever pytest-xdist worker asks first (the others wait for it, then
+    use the same repo).
+
+    One module may go on to change the repo; every other user reads only ``output``, ``results``,
+    ``curves`` and ``store``, kept apart as the first repro left them, whichever module runs first.
+    """
+    shared = factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # the session's folder, above each worker's own
+    folder = shared / name
+    first = folder / FIRST
+    with FileLock(shared / f"{name}.lock"):
+        if not (first / "output.txt").is_file():
+            if folder.exists():
+                shutil.rmtree(folder)  # a build that failed: start again
+            repo = copy_repo(folder / "repo")
+            set_params(repo, params)
+            output = dvc(repo, "repro")
+            first.mkdir()
+            for made in ("reports/results.csv", "reports/sensitivity/curves.csv", "mlflow.db"):
+                shutil.copy2(repo / made, first)
+            (first / "output.txt").write_text(output)
+    return Repro(folder / "repo", (first / "output.txt").read_text(), pd.read_csv(first / "results.csv"),
+                 pd.read_csv(first / "curves.csv"), first / "mlflow.db")
 
 
 @pytest.fixture(scope="session")
 def tiny_repro(tmp_path_factory) -> Repro:
-    """A repo copy with ``digits_sweep_params`` (LeNet-5 on digits, two ratios x {ft, kd}) after its
-    first `dvc repro`, logged to its own SQLite store.
-
-    It runs once per session. test_pipeline goes on to change this repo; any other user reads only
-    ``output``, ``results`` and ``curves``, which stay as the first repro left them whichever module
-    runs first.
-    """
-    repo = copy_repo(tmp_path_factory.mktemp("prunekd"))
-    set_params(repo, digits_sweep_params)
-    return first_repro(repo, env=THREADS)
-
-
-def first_repro(repo: Path, env: dict[str, str] | None = None) -> Repro:
-    output = dvc(repo, "repro", env=env)
-    return Repro(repo, output, pd.read_csv(repo / "reports" / "results.csv"),
-                 pd.read_csv(repo / "reports" / "sensitivity" / "curves.csv"))
+    """``digits_sweep_params`` (LeNet-5 on digits, two ratios x {ft, kd}): test_pipeline changes the repo."""
+    return shared_repro(tmp_path_factory, "tiny", digits_sweep_params)
 
 
 def alexnet_params(params: dict) -> dict:
@@ -115,12 +146,7 @@ def alexnet_params(params: dict) -> dict:
 
 @pytest.fixture(scope="session")
 def alexnet_repro(tmp_path_factory) -> Repro:
-    """A repo copy with ``alexnet_params`` after its first `dvc repro`, logged to its own SQLite store.
-
-    test_archs reads what that repro made (``output``, ``results``, ``curves``); test_experiments
-    commits the repo as the baseline of its DVC experiments and Prefect deployment run (they
-    change neither the workspace's outputs nor its params).
-    """
-    repo = copy_repo(tmp_path_factory.mktemp("alexnet"))
-    set_params(repo, alexnet_params)
-    return first_repro(repo)
+    """``alexnet_params``: test_archs reads what its first repro made; test_experiments commits the
+    repo as the baseline of its DVC experiments and Prefect deployment run (they change neither the
+    workspace's outputs nor its params)."""
+    return shared_repro(tmp_path_factory, "alexnet", alexnet_params)

@@ -37,8 +37,8 @@ def script():
 
 @pytest.fixture(scope="module")
 def store(tiny_repro) -> Path:
-    """The session repo's store; only read here (the script works on a copy)."""
-    return tiny_repro.repo / "mlflow.db"
+    """The session repo's store as its first repro left it; only read here (the script works on a copy)."""
+    return tiny_repro.store
 
 
 def latest_report(store: Path):
