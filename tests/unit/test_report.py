@@ -212,3 +212,15 @@ def test_one_seed_gives_no_interval_and_no_nan_in_the_flat_metrics():
                                                           macs=1.0, size_mb=1.0, latency_ms=1.0)
     flat = flat_metrics(df, summarize(df))
     assert flat["kd_minus_ft_50"] == 1.0 and "kd_minus_ft_50_ci95" not in flat
+
+
+def test_the_thesis_row_shows_a_dash_for_a_mode_the_run_left_out():
+    from prunekd.report import study_comparison
+
+    summary = pd.DataFrame({"ratio": [0.26, 0.26], "mode": ["ft", "kd"], "top1_mean": [88.5, 90.3],
+                            "size_mb_reduction_pct": [25.9, 25.9], "top1_pruned": [90.25, 90.25]})
+    both = study_comparison(summary)
+    assert "1.80" in both and "nan" not in both  # kd - ft
+    kd_only = study_comparison(summary[summary["mode"] == "kd"])
+    assert "nan" not in kd_only.lower() and "90.30" in kd_only
+    assert kd_only.splitlines()[-1].count("–") == 2  # top1 ft and kd - ft
