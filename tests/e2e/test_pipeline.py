@@ -60,6 +60,7 @@ def test_mlflow_has_one_run_per_stage_with_lineage(repo, tmp_path):
     by_stage = {r.data.tags["dvc_stage"]: r for r in runs(repo)}
     assert len(by_stage) == 11 and all(r.info.status == "FINISHED" for r in by_stage.values())
     teacher, prune, kd = by_stage["teacher"], by_stage["prune@0.3"], by_stage["retrain@0.3-kd-0"]
+    assert (kd.info.run_name, prune.info.run_name) == ("retrain 0.3 kd seed 0", "prune 0.3")  # the table reads as words
     assert kd.data.tags["teacher_run_id"] == teacher.info.run_id
     assert kd.data.tags["prune_run_id"] == prune.info.run_id
     assert prune.data.tags["teacher_run_id"] == teacher.info.run_id

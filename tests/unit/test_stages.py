@@ -470,3 +470,12 @@ def test_the_report_runs_description_states_the_verdicts_before_the_table():
     assert paragraphs[2].startswith("Pooled across") and paragraphs[3].startswith("In this regime")
     assert paragraphs[4].startswith("| ratio") and "![figure]" not in run_description(report)
     assert "Against the thesis" not in run_description(report)
+
+
+def test_runs_are_named_to_read_as_words():
+    from prunekd.tracking.run import run_name
+
+    assert run_name("retrain@0.5-kd-0") == "retrain 0.5 kd seed 0"
+    assert run_name("retrain@0.26-scratch_kd-12") == "retrain 0.26 scratch_kd seed 12"
+    assert run_name("prune@0.75") == "prune 0.75"
+    assert [run_name(s) for s in ("teacher", "report", "sensitivity")] == ["teacher", "report", "sensitivity"]

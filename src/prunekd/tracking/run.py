@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -228,6 +229,18 @@ def describe_stage(stage: str, experiment_id: str, tags: dict[str, str]) -> str:
     return f"DVC stage `{stage}`" + (f", made from the {' and the '.join(links)}." if links else ".")
 
 
+RUN_NAME = re.compile(r"retrain@(?P<ratio>[^-]+)-(?P<mode>.+)-(?P<seed>\d+)")
+
+
+def run_name(stage: str) -> str:
+    """The run's name in MLflow's table, read as words: ``retrain@0.5-kd-0`` -> "retrain 0.5 kd seed 0",
+    ``prune@0.5`` -> "prune 0.5"; the DVC stage's own name stays in the ``dvc_stage`` tag."""
+    found = RUN_NAME.fullmatch(stage)
+    if found:
+        return f"retrain {found['ratio']} {found['mode']} seed {found['seed']}"
+    return stage.replace("@", " ")
+
+
 @contextmanager
 def stage_run(stage: str, params: Params, tags: dict[str, str] | None = None,
               layout: Layout = Layout()) -> Iterator[StageRun]:
@@ -243,7 +256,7 @@ def stage_run(stage: str, params: Params, tags: dict[str, str] | None = None,
     try:
         with tracked("starting the run"):
             experiment_id = _experiment_id(root)
-            run = mlflow.start_run(experiment_id=experiment_id, run_name=stage, tags=base_tags | (tags or {}),
+            run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name(stage), tags=base_tags | (tags or {}),
                                    log_system_metrics=stage.split("@")[0] in TRAINING_STAGES)
             mlflow.log_params(flatten(params))
             mlflow.set_tag("mlflow.note.content", describe_stage(stage, experiment_id, tags or {}))
