@@ -21,6 +21,7 @@ UNITS = ("channels", "params", "macs")
 SCHEDULES = ("uniform", "sensitivity")
 RESIDUAL = ("coupled", "inner")
 KEEP = ("last", "best_val")  # which epoch's weights a training run ends with
+PRECISIONS = ("fp32", "bf16")  # of the training steps' arithmetic (bf16: autocast)
 
 
 class ConfigError(UserError, ValueError):
@@ -92,6 +93,12 @@ class TrainConfig(Section):
         where the data allows it (not for digits)."""
         fields = self.model_dump(include=set(TrainConfig.model_fields))
         return TrainConfig(**fields | {"hflip": self.hflip and mirror_ok})
+
+
+class ComputeConfig(Section):
+    """params.yaml's ``train``: how the teacher and retrain stages compute, on whatever device."""
+    precision: Literal[PRECISIONS] = "fp32"
+    deterministic: bool = True  # deterministic algorithms: on CUDA the price of bit-identical reruns
 
 
 class TeacherConfig(TrainConfig):
@@ -175,6 +182,7 @@ class Params(Section):
     seed: Seed = 0
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
+    train: ComputeConfig = ComputeConfig()
     teacher: TeacherConfig
     prune: PruneConfig
     retrain: RetrainConfig

@@ -381,15 +381,17 @@ def normalize(x: torch.Tensor, mean: list[float], std: list[float]) -> torch.Ten
 def augment(x: torch.Tensor, pad: int, hflip: bool, gen: torch.Generator) -> torch.Tensor:
     """Per-image random translation by up to ``pad`` pixels (and a random mirror), batched."""
     n, c, h, w = x.shape
+    dev = x.device  # the draws come from ``gen`` (the CPU's, checkpointed), the work is done where x is
     padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))  # (N, C, H+2p, W+2p)
-    di = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
-    dj = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
-    rows = (di[:, None] + torch.arange(h))[:, None, :, None]  # (N, 1, H, 1)
-    cols = (dj[:, None] + torch.arange(w))[:, None, None, :]  # (N, 1, 1, W)
-    out = padded[torch.arange(n)[:, None, None, None], torch.arange(c)[None, :, None, None], rows, cols]
+    di = torch.randint(0, 2 * pad + 1, (n,), generator=gen).to(dev)
+    dj = torch.randint(0, 2 * pad + 1, (n,), generator=gen).to(dev)
+    rows = (di[:, None] + torch.arange(h, device=dev))[:, None, :, None]  # (N, 1, H, 1)
+    cols = (dj[:, None] + torch.arange(w, device=dev))[:, None, None, :]  # (N, 1, 1, W)
+    out = padded[torch.arange(n, device=dev)[:, None, None, None], torch.arange(c, device=dev)[None, :, None, None],
+                 rows, cols]
     if not hflip:
         return out
-    flip = torch.rand(n, generator=gen) < 0.5
+    flip = (torch.rand(n, generator=gen) < 0.5).to(dev)
     return torch.where(flip[:, None, None, None], out.flip(3), out)
 
 
@@ -404,5 +406,5 @@ def batches(split: Split, batch_size: int, gen: torch.Generator | None = None
     if gen is not None and len(starts) > 1 and n - starts[-1] == 1:
         starts.pop()
     for i, start in enumerate(starts):
-        idx = order[start:starts[i + 1] if i + 1 < len(starts) else n]
+        idx = order[start:starts[i + 1] if i + 1 < len(starts) else n].to(split.x.device)
         yield split.x[idx], split.y[idx]

@@ -118,3 +118,92 @@ def test_keep_best_val_survives_a_resume(tmp_path):
     resumed, _, kept_again = keep_best(Checkpoint("t", (), tmp_path))
     assert kept_again == kept
     assert all(torch.equal(v, reference.state_dict()[k]) for k, v in resumed.state_dict().items())
+
+
+def fit_digits(compute=None, seed: int = 0):
+    """LeNet-5 on digits for two epochs under params.yaml's ``train`` section ``compute``."""
+    ds = load_digits_dataset(None)
+    train, val = split_train_val(ds.train, 0.2, seed=0)
+    torch.manual_seed(123)
+    model = build_model("lenet5", 10, (1, 8, 8))
+    seen = []
+    cfg = TrainConfig(epochs=2, batch_size=32, lr=0.1, translate=1, hflip=False)
+    fit(model, train, val, NORM, cfg, cross_entropy_loss(), seed, on_epoch=lambda e, m: seen.append(m),
+        compute=compute)
+    return model, seen
+
+
+def same_state(a, b) -> bool:
+    return all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_deterministic_training_is_applied_and_changes_nothing_on_the_cpu(monkeypatch):
+    from prunekd.config import ComputeConfig
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    was = torch.are_deterministic_algorithms_enabled()
+    try:
+        loose, loose_seen = fit_digits(ComputeConfig(deterministic=False))
+        assert not torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.benchmark
+        strict, strict_seen = fit_digits(ComputeConfig(deterministic=True))
+        assert torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.deterministic
+        assert not torch.backends.cudnn.benchmark
+        import os
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    finally:
+        torch.use_deterministic_algorithms(was)
+    assert same_state(loose, strict) and loose_seen == strict_seen
+    plain, plain_seen = fit_digits()  # no settings: fp32, as before the section existed
+    assert same_state(plain, strict) and plain_seen == strict_seen
+
+
+def test_bf16_precision_trains_under_autocast():
+    from prunekd.config import ComputeConfig
+
+    fp32, _ = fit_digits(ComputeConfig(precision="fp32"))
+    bf16, seen = fit_digits(ComputeConfig(precision="bf16"))
+    assert not same_state(fp32, bf16)  # other arithmetic, other weights
+    assert all(p.dtype == torch.float32 for p in bf16.parameters())  # the weights stay fp32
+    assert seen[-1]["val_top1"] > 30 and all(torch.isfinite(p).all() for p in bf16.parameters())
+    again, _ = fit_digits(ComputeConfig(precision="bf16"))
+    assert same_state(bf16, again)
+
+
+def test_a_checkpoint_is_keyed_on_the_precision():
+    from prunekd.train import compute_key
+
+    cpu = torch.device("cpu")
+    assert compute_key(cpu, "fp32") == "cpu"  # what fp32 checkpoints were keyed on before
+    assert len({compute_key(cpu, "fp32"), compute_key(cpu, "bf16"), compute_key(torch.device("cuda"), "fp32")}) == 3
+
+
+def test_the_cpu_keeps_channels_last_and_its_data_where_it_is():
+    from prunekd.train import memory_format, place, resident
+
+    cpu = torch.device("cpu")
+    assert memory_format(cpu) == torch.channels_last and memory_format(torch.device("cuda")) == torch.contiguous_format
+    train, _ = split_train_val(load_digits_dataset(None).train, 0.2, seed=0)
+    assert resident(train, cpu) is train
+    model = place(build_model("lenet5", 10, (1, 8, 8)), cpu)
+    conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_a_diverging_loss_is_caught_at_its_step_on_the_cpu():
+    import pytest
+
+    from prunekd.train import DivergenceError
+
+    ds = load_digits_dataset(None)
+    train, val = split_train_val(ds.train, 0.2, seed=0)
+    calls = [0]
+
+    def loss(logits, x, y):
+        calls[0] += 1
+        value = torch.nn.functional.cross_entropy(logits, y)
+        return value * float("nan") if calls[0] == 7 else value
+
+    cfg = TrainConfig(epochs=1, batch_size=32, lr=0.1, hflip=False)
+    with pytest.raises(DivergenceError, match=r"t epoch 1/1: the loss became nan at step 7/\d+, so training diverged"):
+        fit(build_model("lenet5", 10, (1, 8, 8)), train, val, NORM, cfg, loss, 0, name="t")
+    assert calls[0] == 7  # no step after the bad one

@@ -13,7 +13,6 @@ from pathlib import Path
 from dataclasses import dataclass
 from typing import Callable
 
-import torch
 
 from ..checkpoint import resumable
 from ..config import Params
@@ -22,7 +21,7 @@ from ..distill import cross_entropy_loss, distillation_loss
 from ..models import PrunableNet, build_model, load_model
 from ..paths import MODEL_FILE, Layout, ratio_key
 from ..tracking import model_run_id, stage_run
-from ..train import LossFn, device, fit, seed_everything
+from ..train import LossFn, fit, place, seed_everything
 from .artifacts import EpochLog, first_images, load_pruned, load_teacher, log_data, model_folder, save_outputs
 from .prune import pruned_channels
 from .cli import ratio_arg, run_cli, seed_arg
@@ -30,7 +29,7 @@ from .cli import ratio_arg, run_cli, seed_arg
 
 def _teacher(teacher_file: Path):
     model, _ = load_model(teacher_file)
-    return model.to(device()).to(memory_format=torch.channels_last)
+    return place(model)
 
 
 def _cross_entropy(section, teacher_file: Path) -> LossFn:
@@ -88,7 +87,7 @@ def run(params: Params, layout: Layout, ratio: float, mode: str, seed: int) -> d
         log_data(run, prepared, layout.prepared, "training")
         epochs = EpochLog(run)
         fit(model, train, prepared.val, prepared.normalization, params.retrain.for_data(prepared.mirror_ok),
-            loss, seed, epochs, name=name, checkpoint=checkpoint, on_keep=run.log_kept)
+            loss, seed, epochs, name=name, checkpoint=checkpoint, on_keep=run.log_kept, compute=params.train)
         run.set_tags(checkpoint.tags())
         return save_outputs(model, folder, scratch=scratch, prepared=prepared, run=run, meta=data, lineage=lineage,
                             history=epochs.epochs)

@@ -26,7 +26,7 @@ def run(params: Params, layout: Layout) -> dict:
         epochs = EpochLog(run)
         fit(model, train, prepared.val, prepared.normalization, params.teacher.for_data(prepared.mirror_ok),
             cross_entropy_loss(), params.seed, epochs, name="teacher", checkpoint=checkpoint,
-            on_keep=run.log_kept)
+            on_keep=run.log_kept, compute=params.train)
         run.set_tags(checkpoint.tags())
         return save_outputs(model, layout.teacher, scratch=scratch, prepared=prepared, run=run,
                             meta=prepared.identity, history=epochs.epochs)
