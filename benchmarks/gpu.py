@@ -1,0 +1,216 @@
+"""The GPU check: prunekd's training loop against a bare loop on the same device, determinism and
+resume on that device, and a short study, all through prunekd's own functions.
+
+    python benchmarks/gpu.py [--data FOLDER] [--out FOLDER]     # on a CUDA machine: the check
+    python benchmarks/gpu.py --quick                            # anywhere, in seconds: the smoke check
+
+It writes FOLDER/gpu.json (default: benchmarks/) and prints one line per figure:
+
+- throughput (images/s) of prunekd's loop (``train.train_epoch``: shuffling, augmentation,
+  normalisation, the finiteness check) and of a bare loop that trains one resident batch over and
+  over (the device's ceiling for this model and batch), in NCHW and channels_last; prunekd's loop
+  in bf16 too;
+- determinism: two runs with ``train.deterministic`` (bit-identical?), a run killed in its second
+  epoch and resumed from its checkpoint (equal to them?), and two runs without it (how far apart);
+- a short study: a teacher, L1 pruning at two ratios with BatchNorm recalibration, ``ft`` and ``kd``
+  retraining, test top-1 of each.
+
+It calls prunekd's functions, not its stages, so it needs torch, numpy, tqdm, pydantic and
+torch-pruning, but not MLflow, DVC or Prefect (docs/guide.md, On a GPU: carrying them to a machine).
+Fashion-MNIST is read from --data (the four *-ubyte.gz files), or where ``prunekd prepare`` finds it;
+--quick uses scikit-learn's digits and a small MobileNet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from prunekd.checkpoint import Checkpoint
+from prunekd.config import ComputeConfig, TrainConfig
+from prunekd.data import Normalization, Split, load_digits_dataset, load_fashion_mnist, normalize, split_train_val
+from prunekd.distill import cross_entropy_loss, distillation_loss
+from prunekd.models import build_model
+from prunekd.prune import prune
+from prunekd.train import (AUTOCAST, CUBLAS_WORKSPACE, evaluate, fit, make_optimizer, memory_format, place, recalibrate_batchnorm,
+                           resident, train_epoch, use_determinism, warmup_cosine)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# width: the throughput probes' MobileNet (the study's teacher at width 1.0); study_width: the
+# determinism runs' and the short study's (params.yaml's default); images: training images kept
+FULL = dict(width=1.0, study_width=0.5, batch=256, teacher_epochs=8, retrain_epochs=2, probe_steps=200,
+            det_epochs=2, images=None)
+QUICK = dict(width=0.25, study_width=0.25, batch=64, teacher_epochs=2, retrain_epochs=1, probe_steps=5,
+             det_epochs=2, images=256)  # --quick: seconds on a CPU
+
+
+def data(args) -> tuple[Split, Split, Split, Normalization, tuple[int, ...], bool]:
+    raw = load_digits_dataset(None) if args.quick else load_fashion_mnist(Path(args.data))
+    train, val = split_train_val(raw.train, 0.1, seed=0, train_subset=QUICK["images"] if args.quick else None)
+    pixels = train.x.float() / 255
+    norm = Normalization([pixels.mean().item()], [pixels.std().item()])
+    return train, val, raw.test, norm, tuple(train.x.shape[1:]), raw.hflip
+
+
+def sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def loop_throughput(model, train: Split, norm, sched: TrainConfig, dev, autocast) -> float:
+    """Images/s of prunekd's loop over one epoch, after a warm-up epoch (kernels chosen, caches filled)."""
+    model = place(model, dev)
+    train = resident(train, dev)
+    opt = make_optimizer(model, sched)
+    lr_sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(2 * math.ceil(len(train) / sched.batch_size)))
+    gen = torch.Generator().manual_seed(0)
+    train_epoch(model, train, norm, sched, cross_entropy_loss(), opt, lr_sched, gen, "warm-up", autocast=autocast)
+    sync(dev)
+    start = time.perf_counter()
+    train_epoch(model, train, norm, sched, cross_entropy_loss(), opt, lr_sched, gen, "timed", autocast=autocast)
+    sync(dev)
+    return len(train) / (time.perf_counter() - start)
+
+
+def bare_throughput(model, train: Split, norm, batch: int, steps: int, dev, fmt) -> float:
+    """Images/s of the plainest loop: one normalised batch resident on the device, forward, CE,
+    backward, SGD step, nothing read back until the end."""
+    model = model.to(dev).to(memory_format=fmt).train()
+    x = normalize(train.x[:batch], norm.mean, norm.std).to(dev).contiguous(memory_format=fmt)
+    y = train.y[:batch].to(dev)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
+
+    def step():
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    for _ in range(max(3, steps // 10)):
+        step()
+    sync(dev)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync(dev)
+    return steps * batch / (time.perf_counter() - start)
+
+
+def probes(size, train, norm, shape, dev) -> dict:
+    def teacher():
+        torch.manual_seed(0)
+        return build_model("mobilenet_v1", 10, shape, size["width"])
+    sched = TrainConfig(epochs=2, batch_size=size["batch"], lr=0.05, translate=1, hflip=False)
+    out = {"bare_nchw": bare_throughput(teacher(), train, norm, size["batch"], size["probe_steps"], dev,
+                                        torch.contiguous_format),
+           "bare_channels_last": bare_throughput(teacher(), train, norm, size["batch"], size["probe_steps"], dev,
+                                                 torch.channels_last)}
+    use_determinism(False)  # the loop as fast as it goes; determinism's price is measured apart
+    out["loop_fp32"] = loop_throughput(teacher(), train, norm, sched, dev, None)
+    out["loop_bf16"] = loop_throughput(teacher(), train, norm, sched, dev, AUTOCAST["bf16"])
+    use_determinism(True)
+    out["loop_fp32_deterministic"] = loop_throughput(teacher(), train, norm, sched, dev, None)
+    chosen = "bare_nchw" if memory_format(dev) == torch.contiguous_format else "bare_channels_last"
+    out["memory_format"] = "nchw" if chosen == "bare_nchw" else "channels_last"
+    out["loop_over_bare"] = out["loop_fp32"] / max(out["bare_nchw"], out["bare_channels_last"])
+    return out
+
+
+class Killed(Exception):
+    pass
+
+
+def determinism(size, train, val, norm, shape) -> dict:
+    sched = TrainConfig(epochs=size["det_epochs"], batch_size=size["batch"], lr=0.05, translate=1, hflip=False)
+
+    def run(deterministic: bool, checkpoint=None, kill_after=None):
+        torch.manual_seed(0)
+        model = build_model("mobilenet_v1", 10, shape, size["study_width"])
+
+        def on_epoch(epoch, metrics):
+            if epoch == kill_after:
+                raise Killed
+        fit(model, train, val, norm, sched, cross_entropy_loss(), 0, on_epoch, name="det", checkpoint=checkpoint,
+            compute=ComputeConfig(deterministic=deterministic))
+        return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+    def max_diff(a, b) -> float:
+        return max((a[k].double() - b[k].double()).abs().max().item() for k in a if a[k].is_floating_point())
+
+    a, b = run(True), run(True)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            run(True, Checkpoint("det", (), Path(tmp)), kill_after=2)  # the checkpoint holds epoch 1
+        except Killed:
+            pass
+        resumed = run(True, Checkpoint("det", (), Path(tmp)))
+    c, d = run(False), run(False)
+    return {"deterministic_runs_identical": max_diff(a, b) == 0.0, "resumed_equals_uninterrupted":
+            max_diff(a, resumed) == 0.0, "nondeterministic_max_weight_diff": max_diff(c, d)}
+
+
+def study(size, train, val, test, norm, shape, hflip) -> dict:
+    compute = ComputeConfig()
+    torch.manual_seed(0)
+    teacher = build_model("mobilenet_v1", 10, shape, size["study_width"])
+    start = time.perf_counter()
+    fit(teacher, train, val, norm, TrainConfig(epochs=size["teacher_epochs"], batch_size=size["batch"], lr=0.1,
+                                               translate=1, hflip=hflip, weight_decay=1e-4),
+        cross_entropy_loss(), 0, name="teacher", compute=compute)
+    out = {"teacher_top1": evaluate(teacher, test, norm)["top1"], "teacher_s": time.perf_counter() - start}
+    retrain = TrainConfig(epochs=size["retrain_epochs"], batch_size=size["batch"], lr=0.02, translate=1,
+                          hflip=hflip)
+    for ratio in (0.26, 0.5):
+        pruned = prune(teacher, ratio, "params", "l1", round_to=16).model
+        recalibrate_batchnorm(place(pruned), train, norm, n_batches=10)
+        out[f"none_{ratio}"] = evaluate(pruned, test, norm)["top1"]
+        for mode in ("ft", "kd"):
+            student = copy.deepcopy(pruned)
+            # a copy: distillation freezes its teacher, and the next ratio is pruned from this one
+            loss = cross_entropy_loss() if mode == "ft" else distillation_loss(copy.deepcopy(teacher), 4.0, 0.9)
+            start = time.perf_counter()
+            fit(student, train, val, norm, retrain, loss, 0, name=f"{mode}@{ratio}", compute=compute)
+            out[f"{mode}_{ratio}"] = evaluate(student, test, norm)["top1"]
+            out[f"{mode}_{ratio}_s"] = time.perf_counter() - start
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", default=str(ROOT / "data" / "raw"),
+                        help="the folder holding fashion_mnist/ (the four *-ubyte.gz files)")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks"), help="where gpu.json goes")
+    parser.add_argument("--quick", action="store_true", help="digits and a small network: a smoke check, any device")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)  # read once, at cuBLAS's first use
+    size = QUICK if args.quick else FULL
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    train, val, test, norm, shape, hflip = data(args)
+    figures = {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or "cpu",
+               "torch": torch.__version__, "quick": args.quick} | {k: v for k, v in size.items()}
+    started = time.perf_counter()
+    figures["throughput"] = probes(size, train, norm, shape, dev)
+    figures["determinism"] = determinism(size, train, val, norm, shape)
+    figures["study"] = study(size, train, val, test, norm, shape, hflip)
+    figures["wall_s"] = time.perf_counter() - started
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "gpu.json").write_text(json.dumps(figures, indent=2) + "\n")
+    for section in ("throughput", "determinism", "study"):
+        for key, value in figures[section].items():
+            print(f"{section}.{key}: {value:.4g}" if isinstance(value, float) else f"{section}.{key}: {value}")
+    print(f"wrote {out / 'gpu.json'} ({figures['wall_s']:.0f} s on {figures['device']})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,26 @@
+"""benchmarks/gpu.py, the GPU check, in its quick form on this machine's CPU: it runs, and on the
+CPU the determinism it checks holds (two runs and a killed and resumed one, bit for bit)."""
+
+import json
+import subprocess
+import sys
+
+from ..conftest import ROOT, clean_env
+
+
+def test_the_gpu_check_runs_quick_on_the_cpu_and_finds_determinism(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/gpu.py"), "--quick", "--out", str(tmp_path)],
+                          cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    figures = json.loads((tmp_path / "gpu.json").read_text())
+    assert figures["quick"] and figures["device"]
+    assert figures["determinism"] == {"deterministic_runs_identical": True, "resumed_equals_uninterrupted": True,
+                                      "nondeterministic_max_weight_diff": 0.0}  # the CPU: deterministic either way
+    speed = figures["throughput"]
+    assert speed["memory_format"] == "channels_last"  # the CPU's
+    assert all(speed[k] > 0 for k in ("bare_nchw", "bare_channels_last", "loop_fp32", "loop_bf16",
+                                      "loop_fp32_deterministic", "loop_over_bare"))
+    study = figures["study"]
+    assert {f"{m}_{r}" for m in ("none", "ft", "kd") for r in (0.26, 0.5)} <= study.keys()
+    assert all(0 <= study[f"{m}_{r}"] <= 100 for m in ("none", "ft", "kd") for r in (0.26, 0.5))
+    assert "determinism.resumed_equals_uninterrupted: True" in proc.stdout
