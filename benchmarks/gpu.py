@@ -158,7 +158,7 @@ def determinism(size, train, val, norm, shape) -> dict:
             max_diff(a, resumed) == 0.0, "nondeterministic_max_weight_diff": max_diff(c, d)}
 
 
-def study(size, train, val, test, norm, shape, hflip) -> dict:
+def study(size, train, val, test, norm, shape, hflip, dev) -> dict:
     compute = ComputeConfig()
     torch.manual_seed(0)
     teacher = build_model("mobilenet_v1", 10, shape, size["study_width"])
@@ -171,7 +171,7 @@ def study(size, train, val, test, norm, shape, hflip) -> dict:
                           hflip=hflip)
     for ratio in (0.26, 0.5):
         pruned = prune(teacher, ratio, "params", "l1", round_to=16).model
-        recalibrate_batchnorm(place(pruned), train, norm, n_batches=10)
+        recalibrate_batchnorm(pruned.to(dev), train, norm, n_batches=10)
         out[f"none_{ratio}"] = evaluate(pruned, test, norm)["top1"]
         for mode in ("ft", "kd"):
             student = copy.deepcopy(pruned)
@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     figures["throughput"] = probes(size, train, norm, shape, dev)
     figures["determinism"] = determinism(size, train, val, norm, shape)
-    figures["study"] = study(size, train, val, test, norm, shape, hflip)
+    figures["study"] = study(size, train, val, test, norm, shape, hflip, dev)
     figures["wall_s"] = time.perf_counter() - started
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

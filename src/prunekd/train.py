@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -185,7 +186,7 @@ def train_epoch(model, split, norm, sched, loss_fn, opt, lr_sched, gen, desc, *,
         if sched.translate or sched.hflip:
             xb = augment(xb, sched.translate, sched.hflip, gen)
         x, y = to_device(normalize(xb, norm.mean, norm.std), dev), yb.to(dev)
-        with torch.autocast(dev.type, dtype=autocast, enabled=autocast is not None):
+        with torch.autocast(dev.type, dtype=autocast) if autocast else contextlib.nullcontext():
             logits = model(x)
             loss = loss_fn(logits, x, y)
         finite &= torch.isfinite(loss)

@@ -20,7 +20,7 @@ from .. import sensitivity
 from ..paths import MODEL_FILE, Layout, ratio_key
 from ..prune import PruneResult, kept_whole, prune
 from ..tracking import model_run_id, stage_run
-from ..train import place, recalibrate_batchnorm, use_determinism
+from ..train import device, recalibrate_batchnorm, use_determinism
 from .artifacts import load_teacher, log_data, model_folder, save_outputs
 from .cli import ratio_arg, run_cli
 
@@ -74,8 +74,10 @@ def run(params: Params, layout: Layout, ratio: float) -> dict:
     lineage = {"teacher_run_id": model_run_id(teacher_file)}
     result = pruned_by_schedule(teacher, ratio, params, curves)  # a ratio out of reach fails here, touching nothing
     # Stale BatchNorm statistics would make "before retraining" mean "near chance" (README).
-    use_determinism(params.train.deterministic)  # recalibrated and measured on the device
-    recalibrate_batchnorm(place(result.model), prepared.train, prepared.normalization,
+    # recalibrated and measured on the device, in the layout it was pruned in (a CPU run's
+    # statistics, summed in that order, stay the bytes they were)
+    use_determinism(params.train.deterministic)
+    recalibrate_batchnorm(result.model.to(device()), prepared.train, prepared.normalization,
                           n_batches=params.prune.bn_recalibration_batches, seed=params.seed)
     macs_before, params_before = count_macs_params(teacher)
     macs_after, params_after = count_macs_params(result.model)

@@ -9,7 +9,7 @@ from ..io import stage_outputs
 from ..paths import CURVES_FILE, MODEL_FILE, SENSITIVITY_FIGURE, Layout
 from ..sensitivity import curves, plot
 from ..tracking import model_run_id, stage_run
-from ..train import evaluate, place, recalibrate_batchnorm, use_determinism
+from ..train import device, evaluate, recalibrate_batchnorm, use_determinism
 from .artifacts import load_teacher, log_data
 from .cli import run_cli
 
@@ -26,7 +26,7 @@ def run(params: Params, layout: Layout) -> dict:
         with stage_outputs(layout.sensitivity, root=layout.root) as scratch:
             table = curves(teacher, params.prune.sensitivity_ratios, params.prune.criterion,
                            lambda model: evaluate(model, prepared.val, norm)["top1"], seed=params.seed,
-                           after_pruning=lambda model: recalibrate_batchnorm(place(model), prepared.train, norm,
+                           after_pruning=lambda model: recalibrate_batchnorm(model.to(device()), prepared.train, norm,
                                                                              n_batches=batches, seed=params.seed))
             out = scratch / layout.sensitivity.name
             out.mkdir()
