@@ -5,7 +5,9 @@
 For runs other than the default one (whose results stay in reports/, tracked by DVC): after
 `dvc exp run -S ...`, this keeps its report, tables, figures and params under git, with the
 command that made them, and `python scripts/update_readme.py` fills README blocks
-``<!-- run:<name>:begin -->`` ... ``<!-- run:<name>:end -->`` from them.
+``<!-- run:<name>:begin -->`` ... ``<!-- run:<name>:end -->`` from them. It keeps each retrained
+model's result on every test image too (``correct/<ratio>-<mode>-<seed>.npy``, bit-packed, about
+1 kB each), so that two published runs can be compared image by image (scripts/pair_runs.py).
 """
 
 from __future__ import annotations
@@ -18,6 +20,34 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+CORRECT = "correct"  # docs/runs/<name>/correct/<model folder>.npy
+IMAGES = "images.json"  # beside them: how many test images each holds
+
+
+def save_correct(root: Path, out: Path) -> None:
+    """Each retrained model's right (1) or wrong (0) on every test image, in test-set order, as
+    ``np.packbits`` of its predictions against the prepared test labels."""
+    import numpy as np
+
+    from prunekd.data import load_prepared
+    from prunekd.paths import PREDICTIONS_FILE, Layout
+
+    import pandas as pd
+
+    layout = Layout(root)
+    runs = pd.read_csv(layout.results)
+    runs = runs[runs["mode"] != "teacher"]  # this run's models only: the workspace may hold others
+    if runs.empty:
+        return
+    labels = load_prepared(layout.prepared).test.y.numpy()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / IMAGES).write_text(json.dumps({"images": len(labels)}) + "\n")  # packbits pads to a byte
+    for run in runs.itertuples():
+        folder = layout.retrained(run.ratio, run.mode, int(run.seed))
+        right = np.load(folder / PREDICTIONS_FILE, allow_pickle=False) == labels
+        np.save(out / f"{folder.name}.npy", np.packbits(right), allow_pickle=False)
 
 
 def publish(name: str, command: str) -> Path:
@@ -34,6 +64,7 @@ def publish(name: str, command: str) -> Path:
     if (reports / "sensitivity").exists():
         shutil.copytree(reports / "sensitivity", tmp / "sensitivity")
     shutil.copy2(ROOT / "params.yaml", tmp / "params.yaml")
+    save_correct(ROOT, tmp / CORRECT)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                             text=True).stdout.strip()
     (tmp / "run.json").write_text(json.dumps(

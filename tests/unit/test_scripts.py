@@ -143,3 +143,23 @@ def test_a_curve_orders_the_runs_by_the_param_they_vary_and_plots_each_differenc
     assert (tmp_path / "curve.png").stat().st_size > 1000
     with pytest.raises(SystemExit, match="does not set retrain.lr"):
         controls.value_of("big", "retrain.lr")
+
+
+def test_pairing_two_published_runs_image_by_image_reproduces_the_reports_interval(capsys):
+    """A run paired with itself (its KD against its FT) must give what its report computed from the
+    unpacked predictions: the same difference and the same interval over seeds and test images."""
+    script("pair_runs").main(["headroom-75:kd", "headroom-75:ft", "--ratio", "0.75"])
+    line = capsys.readouterr().out
+    metrics = json.loads((ROOT / "docs/runs/headroom-75/metrics.json").read_text())
+    diff, half = metrics["kd_minus_ft_75"], metrics["kd_minus_ft_75_ci95"]
+    assert f"{diff:+.2f} points, 95 % CI {diff - half:+.2f} to {diff + half:+.2f}" in line
+    assert "ahead in 4 of 8 seeds" in line
+
+
+def test_pairing_needs_the_runs_published_correctness(tmp_path, monkeypatch):
+    pairing = script("pair_runs")
+    monkeypatch.setattr(pairing, "RUNS", tmp_path)
+    monkeypatch.setattr(pairing, "ROOT", tmp_path.parent)
+    (tmp_path / "a" / "correct").mkdir(parents=True)
+    with pytest.raises(SystemExit, match="no 0.75-kd-<seed>.npy in"):
+        pairing.main(["a:kd", "a:ft"])
