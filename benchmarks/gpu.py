@@ -119,8 +119,7 @@ def probes(size, train, norm, shape, dev) -> dict:
     out["loop_bf16"] = loop_throughput(teacher(), train, norm, sched, dev, AUTOCAST["bf16"])
     use_determinism(True)
     out["loop_fp32_deterministic"] = loop_throughput(teacher(), train, norm, sched, dev, None)
-    chosen = "bare_nchw" if memory_format(dev) == torch.contiguous_format else "bare_channels_last"
-    out["memory_format"] = "nchw" if chosen == "bare_nchw" else "channels_last"
+    out["memory_format"] = "channels_last" if memory_format(dev) == torch.channels_last else "nchw"
     out["loop_over_bare"] = out["loop_fp32"] / max(out["bare_nchw"], out["bare_channels_last"])
     return out
 
@@ -196,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     train, val, test, norm, shape, hflip = data(args)
     figures = {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or "cpu",
-               "torch": torch.__version__, "quick": args.quick} | {k: v for k, v in size.items()}
+               "torch": torch.__version__, "quick": args.quick} | size
     started = time.perf_counter()
     figures["throughput"] = probes(size, train, norm, shape, dev)
     figures["determinism"] = determinism(size, train, val, norm, shape)

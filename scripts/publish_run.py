@@ -30,11 +30,10 @@ def save_correct(root: Path, out: Path) -> None:
     """Each retrained model's right (1) or wrong (0) on every test image, in test-set order, as
     ``np.packbits`` of its predictions against the prepared test labels."""
     import numpy as np
+    import pandas as pd
 
     from prunekd.data import load_prepared
     from prunekd.paths import PREDICTIONS_FILE, Layout
-
-    import pandas as pd
 
     layout = Layout(root)
     runs = pd.read_csv(layout.results)

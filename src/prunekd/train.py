@@ -78,7 +78,7 @@ CUBLAS_WORKSPACE = ":4096:8"
 def use_determinism(deterministic: bool) -> None:
     """Deterministic algorithms (PyTorch's and cuDNN's), or the fastest ones. On the CPU every kernel
     prunekd runs is deterministic either way, so the choice changes nothing there; on CUDA it is what
-    makes a rerun, or a killed and resumed run, bit-identical (see the README's Reproducibility)."""
+    makes a rerun, or a killed and resumed run, bit-identical (docs/guide.md, On a GPU)."""
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
     torch.use_deterministic_algorithms(deterministic)
