@@ -6,7 +6,8 @@ from __future__ import annotations
 import importlib
 import sys
 
-STAGES = ("check", "prepare", "teacher", "sensitivity", "prune", "retrain", "latency", "report")
+STAGES = ("check", "prepare", "teacher", "sensitivity", "prune", "retrain", "quantize_teacher", "quantize",
+          "latency", "report")
 COMMANDS = {"runs": "prunekd.runs", "export": "prunekd.export"} | {stage: f"prunekd.stages.{stage}" for stage in STAGES}
 
 

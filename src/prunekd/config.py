@@ -152,6 +152,16 @@ class KdConfig(Section):
     alpha: float = Field(0.9, ge=0, le=1)
 
 
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")  # how int8 ranges are set from calibration activations
+
+
+class QuantizeConfig(Section):
+    """params.yaml's ``quantize``: each model's int8 form (ONNX Runtime, post-training, static)."""
+    calibration_images: int = Field(1024, ge=1)
+    method: Literal[CALIBRATION_METHODS] = "minmax"
+    per_channel: bool = True  # one int8 scale per output filter (False: one per tensor)
+
+
 RUNTIMES = ("onnxruntime", "torch")
 
 
@@ -190,6 +200,7 @@ class Params(Section):
     kd: KdConfig = KdConfig()
     scratch: FtConfig = FtConfig()  # the pruned architecture from random init, cross-entropy
     scratch_kd: KdConfig = KdConfig()  # ... with distillation
+    quantize: QuantizeConfig = QuantizeConfig()
     measure: MeasureConfig = MeasureConfig()
 
 

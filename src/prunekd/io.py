@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Iterator
 
 from .errors import UserError
-from .paths import LINEAGE_FILE, safe_name
+from .paths import INT8_FILE, INT8_LINEAGE_FILE, LINEAGE_FILE, safe_name
 
 
 class MissingInputError(UserError, FileNotFoundError):
@@ -88,9 +88,10 @@ def read_table(path: Path, what: str, fix: str):
 
 
 def read_lineage(model_file: Path) -> dict[str, str]:
-    """The run ids kept beside ``model_file`` (``lineage.json``): ``mlflow_run_id`` of the run that
-    made it, and its parents'. Empty where none is kept (a model pulled from a DVC remote, say)."""
-    path = Path(model_file).with_name(LINEAGE_FILE)
+    """The run ids kept beside ``model_file`` (``lineage.json``; ``lineage.int8.json`` for an int8
+    form): ``mlflow_run_id`` of the run that made it, and its parents'. Empty where none is kept (a
+    model pulled from a DVC remote, say)."""
+    path = Path(model_file).with_name(INT8_LINEAGE_FILE if Path(model_file).name == INT8_FILE else LINEAGE_FILE)
     try:
         lineage = json.loads(path.read_text())
     except (OSError, ValueError):

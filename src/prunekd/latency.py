@@ -100,44 +100,59 @@ def times_in_turns(runners: list[Runner], warmup: int, repeats: int, rounds: int
 
 @dataclass(frozen=True)
 class Architecture:
-    """One network to time: its label in the table (the prune ratio; 0 for the teacher)."""
+    """One network to time: its label in the table (the prune ratio; 0 for the teacher), and on
+    ONNX Runtime its int8 form too where it has one."""
     ratio: float
     model: PrunableNet
     onnx_file: Path
+    int8_file: Path | None = None
 
 
-LATENCY_COLUMNS = ["ratio", "runtime", "batch", "median_ms", "p25_ms", "p75_ms", "ms_per_image",
+LATENCY_COLUMNS = ["ratio", "runtime", "precision", "batch", "median_ms", "p25_ms", "p75_ms", "ms_per_image",
                    "speedup", "macs_ratio"]
+INT8_RUNTIME = "onnxruntime"  # the runtime that runs the int8 forms
+
+
+def _forms(archs: list[Architecture], runtime: str) -> list[tuple[Architecture, str, Path]]:
+    """What is timed on ``runtime``: every architecture's fp32 form, then (on ONNX Runtime) the int8 forms."""
+    forms = [(a, "fp32", a.onnx_file) for a in archs]
+    if runtime == INT8_RUNTIME:
+        forms += [(a, "int8", a.int8_file) for a in archs if a.int8_file is not None]
+    return forms
 
 
 def latency_table(archs: list[Architecture], measure: MeasureConfig, *, seed: int = 0) -> list[dict]:
     """Latency of every architecture on every runtime at every batch size of ``measure``, on the CPU.
 
-    For each (runtime, batch) the architectures are timed in turns in this process with
-    ``measure.threads`` threads; ``seed`` draws the input batches. ``speedup`` and ``macs_ratio``
-    are the first architecture's (the teacher's) time and MACs over this one's: pruning pays off
-    as far as the one follows the other.
+    For each (runtime, batch) the architectures (and on ONNX Runtime their int8 forms) are timed
+    in turns in this process with ``measure.threads`` threads; ``seed`` draws the input batches.
+    ``speedup`` and ``macs_ratio`` are the first architecture's (the teacher's, fp32) time and
+    MACs over this one's: pruning pays off as far as the one follows the other.
     """
-    macs = [count_macs_params(a.model)[0] for a in archs]
+    macs = {a.ratio: count_macs_params(a.model)[0] for a in archs}
     rng = np.random.default_rng(seed)
     rows = []
     with torch_threads(measure.threads):
         for runtime in measure.runtimes:
             for batch in measure.batch_sizes:
-                runners = [RUNTIMES[runtime](a.model, a.onnx_file,
-                                             rng.standard_normal((batch, *a.model.input_shape), dtype=np.float32),
-                                             measure.threads) for a in archs]
+                forms = _forms(archs, runtime)
+                inputs = {a.ratio: rng.standard_normal((batch, *a.model.input_shape), dtype=np.float32) for a in archs}
+                runners = [RUNTIMES[runtime](a.model, file, inputs[a.ratio], measure.threads) for a, _, file in forms]
                 times = times_in_turns(runners, measure.warmup, measure.repeats, measure.rounds)
                 base = float(np.median(times[0]))
-                for arch, t, m in zip(archs, times, macs):
+                for (arch, precision, _), t in zip(forms, times):
                     median = float(np.median(t))
-                    rows.append({"ratio": arch.ratio, "runtime": runtime, "batch": batch, "median_ms": median,
+                    m = macs[arch.ratio]
+                    rows.append({"ratio": arch.ratio, "runtime": runtime, "precision": precision, "batch": batch,
+                                 "median_ms": median,
                                  "p25_ms": float(np.percentile(t, 25)), "p75_ms": float(np.percentile(t, 75)),
                                  "ms_per_image": median / batch, "speedup": base / median,
-                                 "macs_ratio": macs[0] / m})
+                                 "macs_ratio": macs[archs[0].ratio] / m})
     return rows
 
 
 def latency_metrics(row: dict) -> dict[str, float]:
-    """One latency row as MLflow metrics: ``median_ms_<runtime>_b<batch>``, ``speedup_<runtime>_b<batch>``."""
-    return {f"{col}_{row['runtime']}_b{row['batch']}": float(row[col]) for col in ("median_ms", "speedup")}
+    """One latency row as MLflow metrics: ``median_ms_<runtime>_b<batch>``, ``speedup_<runtime>_b<batch>``
+    (``<runtime>_int8`` for an int8 form)."""
+    runtime = row["runtime"] + ("_int8" if row.get("precision", "fp32") == "int8" else "")
+    return {f"{col}_{runtime}_b{row['batch']}": float(row[col]) for col in ("median_ms", "speedup")}

@@ -18,6 +18,13 @@ HISTORY_FILE = "history.csv"  # a trained model's metrics after each epoch
 # Beside a model file: the MLflow run ids of the run that made it and of its parents. Kept out of
 # the model file (whose bytes depend on the model alone) and out of DVC (.dvcignore): lineage.
 LINEAGE_FILE = "lineage.json"
+# The quantize stage's files beside a model's deploy form: its int8 form, that form's predictions
+# and figures (int8.json), and the MLflow run that made them.
+INT8_FILE = "model.int8.onnx"
+INT8_PREDICTIONS_FILE = "predictions.int8.npy"
+INT8_METRICS_FILE = "int8.json"
+INT8_LINEAGE_FILE = "lineage.int8.json"
+INT8_OUTPUTS = (INT8_FILE, INT8_PREDICTIONS_FILE, INT8_METRICS_FILE, INT8_LINEAGE_FILE)
 MODEL_OUTPUTS = (MODEL_FILE, ONNX_FILE, PREDICTIONS_FILE, METRICS_FILE, HISTORY_FILE, LINEAGE_FILE)
 PARAMS_FILE = "params.yaml"
 CURVES_FILE = "curves.csv"

@@ -14,7 +14,8 @@ import pandas as pd  # noqa: E402
 from .io import CorruptInputError, MissingInputError, read_json, read_table  # noqa: E402
 from .stats import (Estimate, Heterogeneity, Pooled, bootstrap, crossed_se, crossed_t, heterogeneity,  # noqa: E402
                     paired_t, pooled, pooled_bootstrap)
-from .paths import HISTORY_FILE, METRICS_FILE, PREDICTIONS_FILE, Layout  # noqa: E402
+from .paths import (HISTORY_FILE, INT8_METRICS_FILE, INT8_PREDICTIONS_FILE, METRICS_FILE,  # noqa: E402
+                    PREDICTIONS_FILE, Layout)
 
 # The study this project reproduces: MobileNet at a 26.08 % model-size reduction.
 THESIS = ("S. W. Prakosa, \"Improving the Accuracy of Pruned Network Using Knowledge Distillation\", "
@@ -35,13 +36,17 @@ def read_latency(path: Path, ratios: list[float]) -> pd.DataFrame:
     missing = sorted({0.0, *ratios} - set(table["ratio"]))
     if missing:
         raise MissingInputError(f"{path}: no figures for ratio(s) {missing}; rerun the latency stage")
+    if "precision" not in table.columns:  # a table from before the int8 forms were timed: all fp32
+        table.insert(2, "precision", "fp32")
     return table
 
 
-def primary(latency: pd.DataFrame) -> pd.DataFrame:
-    """The headline figure per ratio: the first runtime of ``measure.runtimes`` at the first batch size."""
+def primary(latency: pd.DataFrame, precision: str = "fp32") -> pd.DataFrame:
+    """The headline figure per ratio: the first runtime of ``measure.runtimes`` at the first batch
+    size, for the fp32 forms (or ``precision``'s; none where that runtime has no such forms)."""
     first = latency.iloc[0]
-    return latency[(latency["runtime"] == first["runtime"]) & (latency["batch"] == first["batch"])]
+    return latency[(latency["runtime"] == first["runtime"]) & (latency["batch"] == first["batch"])
+                   & (latency["precision"] == precision)]
 
 
 def latency_label(latency: pd.DataFrame) -> str:
@@ -55,20 +60,34 @@ def collect(layout: Layout, *, ratios: list[float], modes: list[str], seeds: lis
     ``latency_ms`` is the architecture's headline latency (``primary``): one figure per ratio."""
     model_keys = ("top1", "params", "macs", "size_mb")
     teacher = read_json(layout.teacher / METRICS_FILE, model_keys)
-    rows = [{"ratio": 0.0, "mode": "teacher", "seed": None, **teacher}]
+    rows = [{"ratio": 0.0, "mode": "teacher", "seed": None, **teacher, **int8_figures(layout.teacher)}]
     for ratio in ratios:
         pruned = read_json(layout.pruned(ratio) / METRICS_FILE, ("top1", "channel_ratio"))
         for mode in modes:
             for seed in seeds:
-                metrics = read_json(layout.retrained(ratio, mode, seed) / METRICS_FILE, model_keys)
-                rows.append({"ratio": ratio, "mode": mode, "seed": seed, **metrics,
+                folder = layout.retrained(ratio, mode, seed)
+                metrics = read_json(folder / METRICS_FILE, model_keys)
+                rows.append({"ratio": ratio, "mode": mode, "seed": seed, **metrics, **int8_figures(folder),
                              "top1_pruned": pruned["top1"], "channel_ratio": pruned["channel_ratio"]})
     df = pd.DataFrame(rows)
     df["latency_ms"] = df["ratio"].map(primary(latency).set_index("ratio")["median_ms"])
+    df["latency_int8_ms"] = df["ratio"].map(primary(latency, "int8").set_index("ratio")["median_ms"])
     for col in ("params", "macs", "size_mb"):
         df[f"{col}_reduction_pct"] = 100 * (1 - df[col] / teacher[col])
     return df[["ratio", "mode", "seed", "top1", "top1_pruned", "channel_ratio", *COST_COLUMNS,
-               "params_reduction_pct", "macs_reduction_pct", "size_mb_reduction_pct"]]
+               "params_reduction_pct", "macs_reduction_pct", "size_mb_reduction_pct", *INT8_COLUMNS]]
+
+
+INT8_COLUMNS = ["top1_int8", "size_mb_int8", "latency_int8_ms"]
+
+
+def int8_figures(folder: Path) -> dict[str, float]:
+    """A model's int8 top-1 and file size (the quantize stage's int8.json); NaN where it has none."""
+    path = folder / INT8_METRICS_FILE
+    if not path.is_file():
+        return {"top1_int8": np.nan, "size_mb_int8": np.nan}
+    figures = read_json(path, ("top1_int8", "size_mb_int8"))
+    return {"top1_int8": figures["top1_int8"], "size_mb_int8": figures["size_mb_int8"]}
 
 
 def pct(ratio: float) -> str:
@@ -153,7 +172,8 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
     runs = results[results["mode"] != "teacher"]
     grouped = runs.groupby(["ratio", "mode"], sort=True)
     summary = grouped["top1"].agg(top1_mean="mean", top1_std="std", n="count")
-    costs = grouped[["top1_pruned", *COST_COLUMNS, "params_reduction_pct", "size_mb_reduction_pct"]].mean()
+    int8 = [c for c in INT8_COLUMNS if c in runs.columns]
+    costs = grouped[["top1_pruned", *COST_COLUMNS, "params_reduction_pct", "size_mb_reduction_pct", *int8]].mean()
     return summary.join(costs).reset_index()
 
 
@@ -290,13 +310,19 @@ def plot_pareto(summary: pd.DataFrame, teacher: pd.Series, path: Path, latency_a
                            (axes[1], "latency_ms", f"CPU latency (ms, {latency_axis})")):
         scale = 1e6 if col == "macs" else 1.0
         for mode, rows in summary.groupby("mode"):
-            ax.errorbar(rows[col] / scale, rows["top1_mean"], yerr=rows["top1_std"].fillna(0), fmt="o",
-                        capsize=3, label=mode)
+            drawn = ax.errorbar(rows[col] / scale, rows["top1_mean"], yerr=rows["top1_std"].fillna(0), fmt="o",
+                                capsize=3, label=mode)
+            if col == "latency_ms" and rows.get("latency_int8_ms", pd.Series(dtype=float)).notna().any():
+                ax.plot(rows["latency_int8_ms"], rows["top1_int8"], "o", mfc="none",
+                        color=drawn.lines[0].get_color(), label=f"{mode} int8")
         points = pd.concat([summary[[col, "top1_mean"]],
                             pd.DataFrame({col: [teacher[col]], "top1_mean": [teacher["top1"]]})], ignore_index=True)
         front = points.loc[pareto_front(points[col], points["top1_mean"])]
         ax.step(front[col] / scale, front["top1_mean"], where="post", color="grey", linewidth=1, label="Pareto front")
         ax.plot(teacher[col] / scale, teacher["top1"], "k*", markersize=10, label="teacher")
+        if col == "latency_ms" and np.isfinite(teacher.get("latency_int8_ms", np.nan)):
+            ax.plot(teacher["latency_int8_ms"], teacher["top1_int8"], "k*", mfc="none", markersize=10,
+                    label="teacher int8")
         ax.set(xlabel=label)
     axes[0].set(ylabel="test top-1 (%)")
     axes[1].legend(fontsize=8)
@@ -311,9 +337,10 @@ def plot_latency(latency: pd.DataFrame, path: Path) -> None:
     """Speedup over the teacher against the MACs ratio, one line per runtime and batch size; the
     diagonal is a speedup equal to the MACs saved."""
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    for (runtime, batch), rows in latency.groupby(["runtime", "batch"], sort=False):
+    for (runtime, precision, batch), rows in latency.groupby(["runtime", "precision", "batch"], sort=False):
         rows = rows.sort_values("macs_ratio")
-        ax.plot(rows["macs_ratio"], rows["speedup"], marker="o", label=f"{runtime}, batch {batch}")
+        ax.plot(rows["macs_ratio"], rows["speedup"], marker="o", linestyle="--" if precision == "int8" else "-",
+                label=f"{runtime}{' int8' if precision == 'int8' else ''}, batch {batch}")
     top = float(latency["macs_ratio"].max())
     ax.plot([1, top], [1, top], ":", color="grey", label="speedup = MACs ratio")
     ax.set(xlabel="MACs ratio (teacher / pruned)", ylabel="speedup over the teacher",
@@ -327,7 +354,8 @@ def plot_latency(latency: pd.DataFrame, path: Path) -> None:
 
 def latency_section(latency: pd.DataFrame, figure: str) -> list[str]:
     """Per architecture: the MACs ratio, then per runtime and batch the median time and the speedup."""
-    wide = latency.assign(cell=lambda d: d["runtime"] + " b" + d["batch"].astype(str))
+    wide = latency.assign(cell=lambda d: d["runtime"] + np.where(d["precision"] == "int8", " int8", "")
+                          + " b" + d["batch"].astype(str))
     cells = {}
     for cell, rows in wide.groupby("cell", sort=False):
         rows = rows.set_index("ratio")
@@ -336,7 +364,8 @@ def latency_section(latency: pd.DataFrame, figure: str) -> list[str]:
     table = pd.DataFrame({"MACs ratio": latency.drop_duplicates("ratio").set_index("ratio")["macs_ratio"], **cells})
     return ["## Latency per architecture (CPU, median µs of one pass; speedup over the teacher)", "",
             "Each ratio is one network, timed once for all its retrained models: the exported deploy form "
-            "(BatchNorm folded) on each runtime, every architecture timed in turns in one process "
+            "(BatchNorm folded) on each runtime, and on ONNX Runtime its int8 form (`int8`), every form timed "
+            "in turns in one process; speedups are over the fp32 teacher "
             "(`reports/latency.csv` also has the 25th and 75th percentiles).", "",
             fmt_table(table.reset_index()), "", f"![latency]({figure})", ""]
 
@@ -688,11 +717,133 @@ def sensitivity_section(table: pd.DataFrame | None, figure: str) -> list[str]:
             fmt_table(drops.reset_index().drop(columns="index")), "", f"![sensitivity]({figure})", ""]
 
 
+# ---- int8 forms ------------------------------------------------------------------------------
+
+INT8_TOLERANCE = 0.3  # top-1 points an int8 form may lose and still be deployed in place of its fp32 form
+Int8Pairs = dict[tuple[float, str, int], tuple[np.ndarray, np.ndarray]]  # model -> (fp32, int8) correct per image
+
+
+def collect_int8(layout: Layout, results: pd.DataFrame, labels: np.ndarray) -> Int8Pairs:
+    """Per model of ``results`` with an int8 form: whether each test image was classified right in
+    fp32 (``predictions.npy``) and in int8 (``predictions.int8.npy``), each checked against the
+    top-1 its stage recorded. The teacher's key is (0.0, "teacher", -1)."""
+    pairs = {}
+    for _, row in results[results["top1_int8"].notna()].iterrows():
+        if row["mode"] == "teacher":
+            key, folder, stage = (0.0, "teacher", -1), layout.teacher, "quantize_teacher"
+        else:
+            key = (row["ratio"], row["mode"], int(row["seed"]))
+            folder = layout.retrained(*key)
+            stage = f"quantize@{row['ratio']!r}-{row['mode']}-{int(row['seed'])}"
+        fp32 = _correct(folder / PREDICTIONS_FILE, labels, "its training stage", row["top1"])
+        pairs[key] = fp32, _correct(folder / INT8_PREDICTIONS_FILE, labels, stage, row["top1_int8"])
+    return pairs
+
+
+def change_estimate(per_image: np.ndarray, level: float = 0.95) -> Estimate:
+    """int8 − fp32 top-1 (points) from (models, images) per-image differences: over seeds and test
+    images (``crossed_t``) for several models, over test images for one."""
+    if len(per_image) > 1:
+        return crossed_t(per_image, level)
+    return paired_t(100 * per_image[0], level)
+
+
+def int8_speedups(latency: pd.DataFrame) -> pd.DataFrame:
+    """Per ratio and batch size: the fp32 form's time over the int8 form's, on the runtime that ran both."""
+    fp32 = latency[latency["precision"] == "fp32"].set_index(["runtime", "ratio", "batch"])["median_ms"]
+    int8 = latency[latency["precision"] == "int8"].set_index(["runtime", "ratio", "batch"])["median_ms"]
+    both = (fp32 / int8).dropna().rename("speedup").reset_index()
+    return both.pivot_table(index="ratio", columns="batch", values="speedup")
+
+
+def deploy_int8(results: pd.DataFrame, latency: pd.DataFrame) -> pd.Series:
+    """Per row of ``results``: whether its int8 form is the one to deploy: faster than fp32 at the
+    headline batch size, and within INT8_TOLERANCE points of fp32's top-1."""
+    headline_batch = latency.iloc[0]["batch"]
+    speedups = int8_speedups(latency)
+    faster = results["ratio"].map(speedups[headline_batch] if headline_batch in speedups else {}) > 1
+    return faster & (results["top1_int8"] >= results["top1"] - INT8_TOLERANCE)
+
+
+def int8_table(results: pd.DataFrame, pairs: Int8Pairs, latency: pd.DataFrame) -> pd.DataFrame:
+    """Per (ratio, mode), the teacher first: fp32 and int8 top-1 (means over seeds), int8 − fp32
+    with its 95 % interval, the int8 form's speedup over fp32 per batch size, and the form to deploy."""
+    speedups, deploy = int8_speedups(latency), deploy_int8(results, latency)
+    rows = []
+    for (ratio, mode), group in results[results["top1_int8"].notna()].groupby(["ratio", "mode"], sort=False):
+        keys = [(0.0, "teacher", -1)] if mode == "teacher" else [(ratio, mode, int(s)) for s in group["seed"]]
+        est = change_estimate(np.stack([pairs[k][1].astype(float) - pairs[k][0] for k in keys]))
+        row = {"ratio": ratio, "mode": mode, "n": len(keys), "top1 fp32": group["top1"].mean(),
+               "top1 int8": group["top1_int8"].mean(), "int8 − fp32": est.diff, "ci_low": est.low,
+               "ci_high": est.high}
+        for batch in speedups.columns:
+            row[f"int8 speedup b{batch}"] = speedups[batch].get(ratio, np.nan)
+        row["deploy"] = "int8" if deploy[group.index].all() else "fp32"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def int8_kd_vs_ft(pairs: Int8Pairs, results: pd.DataFrame) -> dict[float, tuple[Estimate, int]]:
+    """Per ratio with both modes: KD's int8 change minus FT's, paired by seed, over seeds and images."""
+    out = {}
+    for ratio in sorted(set(results["ratio"]) - {0.0}):
+        seeds = [s for (r, m, s) in pairs if r == ratio and m == "kd" and (ratio, "ft", s) in pairs]
+        if seeds:
+            change = {m: np.stack([pairs[ratio, m, s][1].astype(float) - pairs[ratio, m, s][0] for s in seeds])
+                      for m in ("kd", "ft")}
+            out[ratio] = change_estimate(change["kd"] - change["ft"]), len(seeds)
+    return out
+
+
+def int8_section(results: pd.DataFrame, pairs: Int8Pairs, latency: pd.DataFrame) -> list[str]:
+    """The int8 forms: accuracy kept, time saved, the form to deploy, and whether distillation
+    changes what int8 costs in accuracy."""
+    if not pairs:
+        return []
+    table = int8_table(results, pairs, latency)
+    worst = table["int8 − fp32"].min()
+    lines = ["## int8 (ONNX Runtime, static post-training quantisation)", "",
+             "Each model's int8 form (the quantize stage: QDQ, per-channel int8 weights, uint8 activations, "
+             "calibrated on training images) against its fp32 form: top-1 means over seeds; `int8 − fp32` with "
+             "its 95 % interval over seeds and test images (over test images for one model); speedups from "
+             "the latency table (same runtime, in turns). `deploy`: the int8 form where it is faster at the "
+             f"headline batch size and loses at most {INT8_TOLERANCE} points, else fp32; the registered "
+             "deploy aliases follow it.", "", fmt_table(table), "",
+             f"Largest mean loss: {-worst:.2f} points ({'within' if worst >= -INT8_TOLERANCE else 'beyond'} "
+             f"{INT8_TOLERANCE}).", ""]
+    slower = table.loc[table["deploy"] == "fp32", "ratio"].drop_duplicates()
+    if len(slower):
+        lines += ["int8 does not pay for " + ", ".join("the teacher" if r == 0 else f"the {pct(r)} % network"
+                                                       for r in slower)
+                  + ": its int8 form is no faster (or loses too much), so the fp32 form is the one to deploy.", ""]
+    kd_ft = int8_kd_vs_ft(pairs, results)
+    if kd_ft:
+        lines += ["Does distillation change what int8 costs? KD's int8 change minus FT's, paired by seed: "
+                  + "; ".join(f"at {pct(r)} %: {verdict(e.diff, e.low, e.high, n)}" for r, (e, n) in kd_ft.items())
+                  + ".", ""]
+    return lines
+
+
+def int8_metrics(results: pd.DataFrame, pairs: Int8Pairs, latency: pd.DataFrame) -> dict[str, float]:
+    """``int8_change_<mode>_<ratio %>`` (``int8_change_teacher``) with ``_ci95``, and
+    ``int8_speedup_b<batch>_<ratio %>`` (``..._0`` for the teacher), for metrics.json."""
+    if not pairs:
+        return {}
+    flat = {}
+    for _, row in int8_table(results, pairs, latency).iterrows():
+        key = "int8_change_teacher" if row["mode"] == "teacher" else f"int8_change_{row['mode']}_{pct(row['ratio'])}"
+        flat[key], flat[f"{key}_ci95"] = row["int8 − fp32"], row["ci_high"] - row["int8 − fp32"]
+    for ratio, speeds in int8_speedups(latency).iterrows():
+        flat |= {f"int8_speedup_b{batch}_{pct(ratio)}": v for batch, v in speeds.items()}
+    return {k: float(v) for k, v in flat.items() if np.isfinite(v)}
+
+
 def markdown(results: pd.DataFrame, *, summary: pd.DataFrame, latency: pd.DataFrame,
              sensitivity: pd.DataFrame | None = None, correct: Correct | None = None,
              regime_params: dict | None = None, num_classes: int = 10, accuracy_figure: str,
              latency_figure: str, pareto_figure: str | None = None, sensitivity_figure: str = "",
-             kd_figure: str | None = None, retraining_figure: str | None = None) -> str:
+             kd_figure: str | None = None, retraining_figure: str | None = None,
+             int8: Int8Pairs | None = None) -> str:
     """report.md: ``results`` and ``summary`` (``collect``, ``summarize``), the ``latency`` table
     and the ``sensitivity`` curves as tables, ``correct`` (per-image results) for the intervals,
     ``regime_params`` (the retraining settings) for the answer section; the figures are linked by
@@ -721,6 +872,7 @@ def markdown(results: pd.DataFrame, *, summary: pd.DataFrame, latency: pd.DataFr
         f"## Cost per ratio and mode (mean over seeds; latency: {latency_label(latency)})", "",
         fmt_table(cost_table), "",
         *latency_section(latency, latency_figure),
+        *int8_section(results, int8 or {}, latency),
         f"![accuracy vs ratio]({accuracy_figure})", "",
         *([f"![accuracy against MACs and latency]({pareto_figure})", ""] if pareto_figure else []),
         *sensitivity_section(sensitivity, sensitivity_figure)])

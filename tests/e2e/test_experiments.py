@@ -64,7 +64,7 @@ def test_a_queued_experiment_logs_into_the_projects_store(repo):
     assert "queued-t2" in experiments(repo), proc.stdout[-3000:] + proc.stderr[-3000:]
     assert (repo / "params.yaml").read_text() == before
     logged = logged_in(repo, "queued-t2")
-    assert set(logged) == {"retrain@0.3-kd-0", "report"}  # only what the change reruns
+    assert set(logged) == {"retrain@0.3-kd-0", "quantize@0.3-kd-0", "report"}  # only what the change reruns
     kd = logged["retrain@0.3-kd-0"]
     assert kd.data.params["kd.temperature"] == "2.0"
     # Lineage into the workspace's runs, although the copy had no lineage.json: found by the md5 tag.

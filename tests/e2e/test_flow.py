@@ -42,7 +42,7 @@ def flow_repo(flows, tmp_path_factory):
 
 def test_flow_runs_every_stage_and_leaves_dvc_clean(flow_repo):
     repo, states = flow_repo
-    assert set(states.values()) == {"Completed"} and len(states) == 12
+    assert set(states.values()) == {"Completed"} and len(states) == 17  # 12 stages, 5 quantize stages
     assert "up to date" in dvc(repo, "status").lower()
     assert ran(dvc(repo, "repro")) == set()
 
@@ -112,7 +112,7 @@ def test_after_a_param_change_flow_and_dvc_agree(flows, flow_repo):
     set_params(repo, lambda p: p["kd"].update(temperature=2.0))
     states = flows.configured()(root=str(repo))
     assert {n for n, s in states.items() if s == "Completed"} == {"check", "retrain@0.3-kd-0", "retrain@0.6-kd-0",
-                                                                   "report"}
+                                                                   "quantize@0.3-kd-0", "quantize@0.6-kd-0", "report"}
     assert ran(dvc(repo, "repro")) == set()
 
 

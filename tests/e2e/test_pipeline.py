@@ -37,7 +37,8 @@ def repo(tiny_repro):
 def test_first_repro_runs_every_stage(repo):
     repo, output = repo
     assert ran(output) == {"check", "prepare", "teacher", "sensitivity", "prune@0.3", "prune@0.6", "latency", "report",
-                           *(f"retrain@{r}-{m}-0" for r in RATIOS for m in ("ft", "kd"))}
+                           "quantize_teacher", *(f"{stage}@{r}-{m}-0" for stage in ("retrain", "quantize")
+                                                 for r in RATIOS for m in ("ft", "kd"))}
 
 
 def test_results_table_has_the_teacher_and_every_run(repo):
@@ -128,19 +129,23 @@ def test_a_misspelled_key_stops_repro_before_any_stage(repo, section, typo):
 def test_kd_temperature_reruns_only_kd_stages_and_the_report(repo):
     repo, _ = repo
     set_params(repo, lambda p: p["kd"].update(temperature=2.0))
-    assert ran(dvc(repo, "repro")) == {"check", "retrain@0.3-kd-0", "retrain@0.6-kd-0", "report"}
+    assert ran(dvc(repo, "repro")) == {"check", "retrain@0.3-kd-0", "retrain@0.6-kd-0", "quantize@0.3-kd-0",
+                                       "quantize@0.6-kd-0", "report"}
 
 
 def test_latency_times_each_architecture_once_per_runtime_and_batch(repo):
     repo, _ = repo
     latency = pd.read_csv(repo / "reports" / "latency.csv")
-    assert list(zip(latency["runtime"], latency["batch"], latency["ratio"])) == [
-        (rt, b, r) for rt in ("onnxruntime", "torch") for b in (1, 8) for r in (0.0, *RATIOS)]
+    assert list(zip(latency["runtime"], latency["batch"], latency["precision"], latency["ratio"])) == [
+        (rt, b, p, r) for rt in ("onnxruntime", "torch") for b in (1, 8)
+        for p in (("fp32", "int8") if rt == "onnxruntime" else ("fp32",)) for r in (0.0, *RATIOS)]
     assert (latency[latency["ratio"] == 0]["speedup"] == 1).all()
     results = pd.read_csv(repo / "reports" / "results.csv")
-    headline = latency[(latency["runtime"] == "onnxruntime") & (latency["batch"] == 1)].set_index("ratio")
-    # every model of a ratio shares its architecture's one figure
-    assert (results["latency_ms"] == results["ratio"].map(headline["median_ms"])).all()
+    headline = latency[(latency["runtime"] == "onnxruntime") & (latency["batch"] == 1)]
+    # every model of a ratio shares its architecture's one figure per precision
+    for precision, column in (("fp32", "latency_ms"), ("int8", "latency_int8_ms")):
+        figures = headline[headline["precision"] == precision].set_index("ratio")["median_ms"]
+        assert (results[column] == results["ratio"].map(figures)).all()
     for ratio in RATIOS:
         assert (repo / f"models/pruned/{ratio}/model.onnx").is_file()
     assert "latency per architecture" in (repo / "reports/report.md").read_text().lower()
@@ -152,12 +157,26 @@ def test_measure_reruns_only_latency_and_the_report(repo):
     assert ran(dvc(repo, "repro")) == {"check", "latency", "report"}
 
 
+def test_quantize_reruns_only_the_quantize_stages_latency_and_the_report(repo):
+    repo, _ = repo
+    models = {p: p.read_bytes() for p in (repo / "models").rglob("model.onnx")}
+    set_params(repo, lambda p: p["quantize"].update(calibration_images=256))
+    assert ran(dvc(repo, "repro")) == {"check", "quantize_teacher", "latency", "report",
+                                       *(f"quantize@{r}-{m}-0" for r in RATIOS for m in ("ft", "kd"))}
+    assert {p: p.read_bytes() for p in models} == models  # the fp32 forms untouched
+    results = pd.read_csv(repo / "reports" / "results.csv")
+    figures = json.loads((repo / "models/retrained/0.3-kd-0/int8.json").read_text())
+    assert results.loc[(results["ratio"] == 0.3) & (results["mode"] == "kd"), "top1_int8"].item() == \
+        pytest.approx(figures["top1_int8"])
+    assert "## int8" in (repo / "reports/report.md").read_text()
+
+
 def test_a_student_subset_reruns_only_the_retrains_and_the_report(repo):
     repo, _ = repo
     teacher = (repo / "models/teacher/model.pt").read_bytes()
     set_params(repo, lambda p: p["retrain"].update(train_subset=300))
-    assert ran(dvc(repo, "repro")) == {"check", "report", *(f"retrain@{r}-{m}-0" for r in RATIOS
-                                                             for m in ("ft", "kd"))}
+    assert ran(dvc(repo, "repro")) == {"check", "report", *(f"{stage}@{r}-{m}-0" for stage in ("retrain", "quantize")
+                                                             for r in RATIOS for m in ("ft", "kd"))}
     assert (repo / "models/teacher/model.pt").read_bytes() == teacher  # the teacher saw every image
     assert "students retrained on 300 training images" in (repo / "reports/report.md").read_text()
 
@@ -166,7 +185,7 @@ def test_changing_ratios_adds_and_drops_only_those_branches(repo):
     repo, _ = repo
     set_params(repo, lambda p: p["prune"].update(ratios=[0.3, 0.4]))
     assert ran(dvc(repo, "repro")) == {"check", "prune@0.4", "retrain@0.4-ft-0", "retrain@0.4-kd-0", "latency",
-                                       "report"}
+                                       "quantize@0.4-ft-0", "quantize@0.4-kd-0", "report"}
     results = pd.read_csv(repo / "reports" / "results.csv")
     assert set(results["ratio"]) == {0.0, 0.3, 0.4}
 

@@ -56,7 +56,7 @@ def test_every_stage_reads_and_writes_through_its_layout():
 
     helpers = {"cli", "artifacts"}
     names = [m.name for m in pkgutil.iter_modules(stages.__path__) if m.name not in helpers]
-    assert len(names) == 8, names
+    assert len(names) == 10, names
     for name in names:
         module = importlib.import_module(f"prunekd.stages.{name}")
         parameter = inspect.signature(module.run).parameters.get("layout")

@@ -71,6 +71,8 @@ def test_config_choices_match_the_registries():
     ("data", {"dataset": "emnist"}, ("data.dataset", "unknown value", "'emnist'")),
     ("prune", {"criterion": "l3"}, ("prune.criterion", "unknown value", "'l3'")),
     ("retrain", {"modes": ["ft", "xx"]}, ("retrain.modes", "unknown value", "'xx'")),
+    ("quantize", {"method": "kl"}, ("quantize.method", "unknown value", "'kl'", "'minmax', 'entropy' or 'percentile'")),
+    ("quantize", {"calibration_images": 0}, ("quantize.calibration_images", "greater than or equal to 1")),
 ])
 def test_a_refusal_names_the_key_the_value_and_what_is_allowed(default_params, section, change, names):
     default_params[section].update(change)

@@ -24,8 +24,9 @@ from prunekd.config import Params, load_params
 from prunekd.data import load_digits_dataset, split_train_val
 from prunekd.io import stage_outputs
 from prunekd.models import ModelFileError, build_model, load_model, read_meta, save_model
-from prunekd.paths import MODEL_OUTPUTS, Layout
-from prunekd.stages import check, latency, prepare, prune, report, retrain, sensitivity, teacher
+from prunekd.paths import INT8_OUTPUTS, MODEL_OUTPUTS, Layout
+from prunekd.stages import (check, latency, prepare, prune, quantize, quantize_teacher, report, retrain,
+                            sensitivity, teacher)
 from prunekd.stages.artifacts import load_pruned, model_folder, save_outputs
 
 from ..conftest import ROOT, digits_params
@@ -71,6 +72,9 @@ def project(tmp_path_factory) -> Project:
                    "prune": prune.run(params, layout, RATIO)}
         for mode in MODES:
             results[f"retrain-{mode}"] = retrain.run(params, layout, RATIO, mode, 0)
+        results["quantize-teacher"] = quantize_teacher.run(params, layout)
+        for mode in MODES:
+            results[f"quantize-{mode}"] = quantize.run(params, layout, RATIO, mode, 0)
         results["latency"] = latency.run(params, layout)
         results["report"] = report.run(params, layout)
         assert list(elsewhere.iterdir()) == []  # nothing written relative to the working directory
@@ -94,7 +98,7 @@ def test_prepare_writes_the_splits_and_their_manifest(project):
 
 def test_teacher_writes_a_whole_model_folder_and_learns(project):
     folder = project.layout.teacher
-    assert model_files(folder) == sorted(MODEL_OUTPUTS)
+    assert model_files(folder) == sorted(MODEL_OUTPUTS + INT8_OUTPUTS)  # and the quantize stage's beside them
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics == project.results["teacher"]
     assert metrics["top1"] > 30  # ten classes: chance is 10 %
@@ -137,7 +141,7 @@ def test_a_pruned_model_of_another_ratio_is_refused(project):
 @pytest.mark.parametrize("mode", MODES)
 def test_retrain_keeps_the_pruned_shape_and_records_its_lineage(project, mode):
     folder = project.layout.retrained(RATIO, mode, 0)
-    assert folder.name == f"0.3-{mode}-0" and model_files(folder) == sorted(MODEL_OUTPUTS)
+    assert folder.name == f"0.3-{mode}-0" and model_files(folder) == sorted(MODEL_OUTPUTS + INT8_OUTPUTS)
     pruned, _ = load_model(project.layout.pruned(RATIO) / "model.pt")
     model, _ = load_model(folder / "model.pt")
     assert model.channels() == pruned.channels()
@@ -147,10 +151,31 @@ def test_retrain_keeps_the_pruned_shape_and_records_its_lineage(project, mode):
     assert len(predictions) == project.results["prepare"]["test"]
 
 
-def test_latency_times_the_teacher_and_each_ratio(project):
+def test_latency_times_the_teacher_and_each_ratio_in_fp32_and_int8(project):
     table = pd.read_csv(project.layout.latency)
-    assert sorted(table["ratio"]) == [0.0, RATIO]
+    assert sorted(zip(table["ratio"], table["precision"])) == [(0.0, "fp32"), (0.0, "int8"), (RATIO, "fp32"),
+                                                               (RATIO, "int8")]
     assert (table["median_ms"] > 0).all()
+    assert not list(project.layout.reports.glob("*.onnx"))  # the int8 forms it timed are not left behind
+
+
+def test_quantize_writes_the_int8_form_and_its_figures_beside_the_model(project):
+    from prunekd.quantize import calibration_images, onnx_logits
+    from prunekd.data import load_prepared
+
+    for folder in (project.layout.teacher, project.layout.retrained(RATIO, "kd", 0)):
+        figures = json.loads((folder / "int8.json").read_text())
+        predicted = np.load(folder / "predictions.int8.npy")
+        labels = load_prepared(project.layout.prepared).test.y.numpy()
+        assert figures["top1_int8"] == pytest.approx(100 * (predicted == labels).mean())
+        assert figures["int8_change"] == pytest.approx(figures["top1_int8"] - figures["top1_fp32_onnx"])
+        assert figures["int8_agreement_pct"] > 80
+        # the int8 form computes the fp32 form's function, to int8's resolution: logits within 5 % of their range
+        images = calibration_images(load_prepared(project.layout.prepared), 64)
+        fp32, int8 = onnx_logits(folder / "model.onnx", images), onnx_logits(folder / "model.int8.onnx", images)
+        assert np.abs(int8 - fp32).max() < 0.05 * (fp32.max() - fp32.min())
+        lineage = json.loads((folder / "lineage.int8.json").read_text())
+        assert lineage["model_run_id"] == json.loads((folder / "lineage.json").read_text())["mlflow_run_id"]
 
 
 def test_report_writes_its_outputs_and_registers_the_models(project):
@@ -162,7 +187,8 @@ def test_report_writes_its_outputs_and_registers_the_models(project):
     assert len(results) == 1 + len(MODES) and project.results["report"]["runs"] == len(MODES)
     assert not [p for p in reports.iterdir() if p.name.endswith(".tmp")]  # no scratch left behind
     stages = {run.data.tags["prunekd.stage"] for run in project.runs()}
-    assert stages == {"prepare", "teacher", "sensitivity", "prune", "retrain", "latency", "report"}
+    assert stages == {"prepare", "teacher", "sensitivity", "prune", "retrain", "quantize_teacher", "quantize",
+                      "latency", "report"}
     assert read_meta(project.layout.teacher / "model.pt")["dataset"] == "digits"
     # the answer: each mode against no retraining, from the per-image predictions of both models
     flat = json.loads((reports / "metrics.json").read_text())
@@ -199,6 +225,44 @@ def test_mlflow_shows_the_answer_links_the_lineage_and_the_reports_figures(proje
     versions = client.search_model_versions("name = 'prunekd-digits-lenet5'")
     seeds = {v.tags["mode"]: v.tags["seed"] for v in versions}
     assert seeds["teacher"] == "" and seeds["kd"] == "0"
+
+
+def test_the_int8_forms_are_registered_for_deploy_and_load_and_run(project):
+    import mlflow
+    import onnxruntime as ort
+
+    client = MlflowClient(project.uri)
+    versions = client.search_model_versions("name = 'prunekd-digits-lenet5-onnx'")
+    int8 = {v.tags["mode"]: v for v in versions if v.tags["precision"] == "int8"}
+    assert set(int8) == {"teacher", *MODES}
+    kd = json.loads((project.layout.retrained(RATIO, "kd", 0) / "int8.json").read_text())
+    assert int8["kd"].tags["test_top1"] == f"{kd['top1_int8']:.2f}"
+    mlflow.set_tracking_uri(project.uri)
+    loaded = mlflow.onnx.load_model(f"models:/prunekd-digits-lenet5-onnx/{int8['kd'].version}")
+    assert any(node.op_type == "QuantizeLinear" for node in loaded.graph.node)
+    session = ort.InferenceSession(loaded.SerializeToString(), providers=["CPUExecutionProvider"])
+    logits = session.run(None, {"input": np.zeros((3, 1, 8, 8), np.float32)})[0]
+    assert logits.shape == (3, 10)
+    # each alias of the deploy registry names the form report.deploy_int8 chose for its model
+    results = pd.read_csv(project.layout.reports / "results.csv")
+    latency_table = pd.read_csv(project.layout.latency)
+    from prunekd.report import deploy_int8
+
+    chosen = deploy_int8(results, latency_table)
+    teacher = client.get_model_version_by_alias("prunekd-digits-lenet5-onnx", "teacher")
+    assert teacher.tags["precision"] == ("int8" if chosen[results["mode"] == "teacher"].iloc[0] else "fp32")
+
+
+def test_a_calibration_count_beyond_the_training_split_is_refused_in_one_line(copied, capsys):
+    raw = yaml.safe_load(copied.params.read_text())
+    raw["quantize"]["calibration_images"] = 10**6
+    copied.params.write_text(yaml.safe_dump(raw, sort_keys=False))
+    folder = copied.retrained(RATIO, "kd", 0)
+    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    assert quantize.main(["--ratio", "0.3", "--mode", "kd", "--seed", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "quantize.calibration_images: 1000000 is more than the" in err, err
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before
 
 
 # ---- outputs appear whole or not at all ---------------------------------------------------------

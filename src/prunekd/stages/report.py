@@ -14,13 +14,13 @@ import pandas as pd
 from ..config import Params
 from ..io import stage_outputs, write_json
 from ..models import read_meta
-from ..paths import (ACCURACY_FIGURE, ACCURACY_PLOT, KD_FIGURE, LATENCY_FIGURE, METRICS_FILE, MODEL_FILE,
+from ..paths import (ACCURACY_FIGURE, ACCURACY_PLOT, INT8_FILE, KD_FIGURE, LATENCY_FIGURE, METRICS_FILE, MODEL_FILE,
                      PARETO_FIGURE, PLOTS_DIR, REPORT_FILE, REPORT_OUTPUTS, RESULTS_FILE, RETRAINING_FIGURE,
                      SUMMARY_FILE, Layout)
 from ..data import load_prepared
-from ..report import (accuracy_table, aliases, collect, collect_correct, collect_histories, flat_metrics,
-                      kd_gain_figure, latency_label, markdown, plot_accuracy, plot_curves, plot_latency, plot_pareto,
-                      read_latency, summarize)
+from ..report import (accuracy_table, aliases, collect, collect_correct, collect_histories, collect_int8,
+                      deploy_int8, flat_metrics, int8_metrics, kd_gain_figure, latency_label, markdown, plot_accuracy,
+                      plot_curves, plot_latency, plot_pareto, read_latency, summarize)
 from ..latency import latency_metrics
 from ..tracking import StageRun, adopt, dvc_experiment, model_run_id, register, stage_run
 from .cli import run_cli
@@ -38,28 +38,45 @@ def registered_name(dataset: str, arch: str) -> str:
     return f"prunekd-{dataset}-{arch.replace('/', '-')}"  # MLflow refuses '/' in names (torchvision/resnet18)
 
 
-def record_sweep(run: StageRun, params: Params, layout: Layout, results: pd.DataFrame) -> dict[str, str]:
+def record_sweep(run: StageRun, params: Params, layout: Layout, results: pd.DataFrame,
+                 latency: pd.DataFrame) -> dict[str, str]:
     """Adopt the sweep's runs, register its models and set aliases; returns alias -> version."""
     run_ids = [model_run_id(model_file(layout, row)) for _, row in results.iterrows()]
     pruned = {model_run_id(layout.pruned(r) / MODEL_FILE) for r in params.prune.ratios}
-    missing = adopt(run.run_id, [r for r in [*run_ids, *sorted(pruned)] if r])
+    int8_ids = [model_run_id(model_file(layout, row).with_name(INT8_FILE)) if pd.notna(row["top1_int8"]) else ""
+                for _, row in results.iterrows()]  # the quantize runs
+    missing = adopt(run.run_id, [r for r in [*run_ids, *sorted(pruned), *int8_ids] if r])
     if missing:
         print(f"report: {len(missing)} run(s) not in this tracking store (models made elsewhere): "
               f"{', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}", file=sys.stderr)
     experiment = dvc_experiment()
-    versions = {run_id: {"mode": row["mode"], "ratio": f"{row['ratio']:g}",
-                         "seed": "" if pd.isna(row["seed"]) else str(int(row["seed"])),
-                         "test_top1": f"{row['top1']:.2f}", "params": str(int(row["params"]))}
-                        | ({"dvc_exp": experiment} if experiment else {})
-                for run_id, (_, row) in zip(run_ids, results.iterrows()) if run_id and run_id not in missing}
+
+    def tags(row: pd.Series, precision: str) -> dict[str, str]:
+        top1 = row["top1_int8" if precision == "int8" else "top1"]
+        return ({"mode": row["mode"], "ratio": f"{row['ratio']:g}", "precision": precision,
+                 "seed": "" if pd.isna(row["seed"]) else str(int(row["seed"])),
+                 "test_top1": f"{top1:.2f}", "params": str(int(row["params"]))}
+                | ({"dvc_exp": experiment} if experiment else {}))
+
+    rows = list(results.iterrows())
+    versions = {run_id: tags(row, "fp32") for run_id, (_, row) in zip(run_ids, rows) if run_id and run_id not in missing}
+    int8_versions = {run_id: tags(row, "int8") for run_id, (_, row) in zip(int8_ids, rows)
+                     if run_id and run_id not in missing}
     name = registered_name(read_meta(layout.teacher / MODEL_FILE).get("dataset", "data"), params.model.arch)
     # A DVC experiment's models are registered as versions, but the aliases stay with the workspace's
     # sweep: an experiment is a candidate until it is applied (`dvc exp apply`) and reproduced.
-    wanted = {} if experiment else {alias: run_ids[i] for alias, i in aliases(results).items()}
+    wanted = {} if experiment else {alias: i for alias, i in aliases(results).items()}
+    # The deploy registry (ONNX) holds both forms of each model; an alias there names the form to
+    # deploy (report.deploy_int8: the int8 form where it is faster and keeps its accuracy).
+    use_int8 = deploy_int8(results, latency)
+    deployed = {alias: int8_ids[i] if use_int8.iloc[i] and int8_ids[i] in int8_versions else run_ids[i]
+                for alias, i in wanted.items()}
     chosen = {}
-    for registered_as, onnx in ((name, False), (f"{name}-onnx", True)):  # the deploy form beside it
-        registered = register(registered_as, versions, wanted, onnx=onnx)
-        chosen = {alias: registered[run_id] for alias, run_id in wanted.items() if run_id in registered}
+    for registered_as, onnx, forms, targets in (
+            (name, False, versions, {alias: run_ids[i] for alias, i in wanted.items()}),
+            (f"{name}-onnx", True, versions | int8_versions, deployed)):
+        registered = register(registered_as, forms, targets, onnx=onnx)
+        chosen = {alias: registered[run_id] for alias, run_id in targets.items() if run_id in registered}
         print(f"registered {registered_as}: " + ", ".join(f"@{a} v{v}" for a, v in chosen.items()))
     run.set_tags({"registered_model": name, "registered_onnx_model": f"{name}-onnx"})
     return chosen
@@ -88,6 +105,7 @@ def run(params: Params, layout: Layout) -> dict:
                       latency=latency)
     prepared = load_prepared(layout.prepared)
     correct = collect_correct(layout, results, prepared.test.y.numpy())
+    int8 = collect_int8(layout, results, prepared.test.y.numpy())
     histories = collect_histories(layout, results)
     sensitivity = pd.read_csv(layout.curves) if layout.curves.is_file() else None
     r = params.retrain
@@ -105,7 +123,7 @@ def run(params: Params, layout: Layout) -> dict:
             kd_gain_figure(results, summary, tmp / KD_FIGURE, correct)
         results.to_csv(tmp / RESULTS_FILE, index=False)
         summary.to_csv(tmp / SUMMARY_FILE, index=False)
-        flat = flat_metrics(results, summary, correct)
+        flat = flat_metrics(results, summary, correct) | int8_metrics(results, int8, latency)
         write_json(tmp / METRICS_FILE, flat)  # what `dvc exp show` lists
         (tmp / PLOTS_DIR).mkdir()  # the table dvc.yaml's accuracy plot draws (dvc plots diff compares it)
         accuracy_table(summary, float(teacher["top1"])).to_csv(tmp / ACCURACY_PLOT, index=False)
@@ -113,7 +131,7 @@ def run(params: Params, layout: Layout) -> dict:
             results, summary=summary, latency=latency, sensitivity=sensitivity, correct=correct,
             regime_params=regime, num_classes=prepared.num_classes, accuracy_figure=ACCURACY_FIGURE,
             latency_figure=LATENCY_FIGURE, pareto_figure=PARETO_FIGURE, sensitivity_figure=sensitivity_figure,
-            kd_figure=KD_FIGURE, retraining_figure=RETRAINING_FIGURE))
+            kd_figure=KD_FIGURE, retraining_figure=RETRAINING_FIGURE, int8=int8))
         with stage_run("report", params, layout=layout) as run:
             for name in REPORT_OUTPUTS:
                 run.log_artifact(tmp / name, ARTIFACTS)
@@ -122,7 +140,7 @@ def run(params: Params, layout: Layout) -> dict:
             run.log_metrics({f"latency/{k}_ratio_{r['ratio']:g}": v for r in latency.to_dict("records")
                              for k, v in latency_metrics(r).items()})
             run.describe(run_description((tmp / REPORT_FILE).read_text()))
-            record_sweep(run, params, layout, results)
+            record_sweep(run, params, layout, results, latency)
     print(layout.report.read_text())
     return {"runs": len(results) - 1, "teacher_top1": float(teacher["top1"])}
 

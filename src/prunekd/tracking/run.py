@@ -190,6 +190,20 @@ class StageRun:
         mlflow.set_tags({MODEL_URI_TAG: info.model_uri, ONNX_URI_TAG: deploy.model_uri,  # what report registers
                          MODEL_MD5_TAG: file_md5(model_file)})
 
+    @guarded("logging the int8 model")
+    def log_onnx(self, onnx_file: Path, example, logits) -> None:
+        """An ONNX file made from another run's model (its int8 form) in MLflow's ONNX flavour, the
+        signature given by ``example`` and the ``logits`` it gives; tagged as ``log_model`` tags."""
+        import onnx
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            info = mlflow.onnx.log_model(onnx.load(str(onnx_file)), name=ONNX_ARTIFACT,
+                                         signature=infer_signature(example, logits), save_as_external_data=False,
+                                         onnx_execution_providers=["CPUExecutionProvider"],
+                                         pip_requirements=[f"onnxruntime=={_version('onnxruntime')}"])
+        mlflow.set_tags({ONNX_URI_TAG: info.model_uri, MODEL_MD5_TAG: file_md5(onnx_file)})
+
     @guarded("logging metrics to a model's run")
     def log_metrics_to(self, run_id: str, metrics: dict[str, float]) -> bool:
         """Add ``metrics`` to another run (a model's own); False if that run is not in this store."""
@@ -229,16 +243,17 @@ def describe_stage(stage: str, experiment_id: str, tags: dict[str, str]) -> str:
     return f"DVC stage `{stage}`" + (f", made from the {' and the '.join(links)}." if links else ".")
 
 
-RUN_NAME = re.compile(r"retrain@(?P<ratio>[^-]+)-(?P<mode>.+)-(?P<seed>\d+)")
+RUN_NAME = re.compile(r"(?P<stage>retrain|quantize)@(?P<ratio>[^-]+)-(?P<mode>.+)-(?P<seed>\d+)")
 
 
 def run_name(stage: str) -> str:
     """The run's name in MLflow's table, read as words: ``retrain@0.5-kd-0`` -> "retrain 0.5 kd seed 0",
-    ``prune@0.5`` -> "prune 0.5"; the DVC stage's own name stays in the ``dvc_stage`` tag."""
+    ``prune@0.5`` -> "prune 0.5", ``quantize_teacher`` -> "quantize teacher"; the DVC stage's own
+    name stays in the ``dvc_stage`` tag."""
     found = RUN_NAME.fullmatch(stage)
     if found:
-        return f"retrain {found['ratio']} {found['mode']} seed {found['seed']}"
-    return stage.replace("@", " ")
+        return f"{found['stage']} {found['ratio']} {found['mode']} seed {found['seed']}"
+    return stage.replace("@", " ").replace("_", " ")
 
 
 @contextmanager

@@ -1,0 +1,156 @@
+"""int8 against fp32 on ONNX Runtime, per network, with and without each quantisation option.
+
+    python benchmarks/int8.py [--project .] [--threads 1] [--out benchmarks/int8.md]
+
+Reads a project after `dvc repro` (the teacher, and per ratio its first kd model, else its pruned
+network; the prepared data for calibration and test images). For each network: the quantize
+stage's recipe and the alternatives it was chosen over (prunekd.quantize.quantize_onnx's options),
+each form's test top-1 on ONNX Runtime, and its time at batch 1 and 64 against the fp32 form, all
+forms of one network timed in turns in this process. Then where the time goes: ONNX Runtime's
+own profile of the fp32 and int8 forms at batch 64, summed per operator type.
+
+Run it on a quiet machine (nothing else on the cores): the figures are ratios measured side by
+side, but a busy neighbour still shifts them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from prunekd.config import QuantizeConfig  # noqa: E402
+from prunekd.data import load_prepared, normalize  # noqa: E402
+from prunekd.latency import onnx_session, times_in_turns  # noqa: E402
+from prunekd.quantize import calibration_images, onnx_predictions, quantize_onnx  # noqa: E402
+
+# option name -> quantize_onnx keywords; "recipe" is what the quantize stage does
+VARIANTS = {
+    "recipe": {},
+    "no pre-processing": {"preprocess": False},
+    "QOperator format": {"operator_format": True},
+    "only Conv quantised": {"op_types": ["Conv"]},
+    "int8 activations": {"int8_activations": True},
+    "depthwise left fp32": {"skip_depthwise": True},
+}
+TARGETS = {1: 1.2, 64: 1.5}  # int8 speedup over fp32 wanted at these batch sizes (teacher, 26 % and 50 %)
+TOLERANCE = 0.3  # top-1 points int8 may lose
+
+
+def networks(project: Path) -> dict[str, Path]:
+    """label -> fp32 ONNX file: the teacher, then per pruned ratio its first kd model (else the pruned one)."""
+    out = {"teacher": project / "models" / "teacher" / "model.onnx"}
+    for folder in sorted((project / "models" / "pruned").iterdir(), key=lambda p: float(p.name)):
+        trained = project / "models" / "retrained" / f"{folder.name}-kd-0" / "model.onnx"
+        out[f"{float(folder.name) * 100:g} %"] = trained if trained.is_file() else folder / "model.onnx"
+    return out
+
+
+def profile(onnx_file: Path, x: np.ndarray, threads: int, passes: int, folder: Path) -> dict[str, float]:
+    """µs per pass spent in each operator type, from ONNX Runtime's profiler."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    options.enable_profiling, options.profile_file_prefix = True, str(folder / onnx_file.stem)
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(onnx_file), options, providers=["CPUExecutionProvider"])
+    feed = {session.get_inputs()[0].name: x}
+    for _ in range(passes):
+        session.run(None, feed)
+    events = json.loads(Path(session.end_profiling()).read_text())
+    per_op: dict[str, float] = defaultdict(float)
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            per_op[e["args"]["op_name"]] += e["dur"] / passes
+    return dict(per_op)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--project", type=Path, default=ROOT)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=300, help="passes per form at batch 1 (a fifth at batch 64)")
+    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "int8.md")
+    args = p.parse_args()
+
+    prepared = load_prepared(args.project / "data" / "prepared")
+    norm, config = prepared.normalization, QuantizeConfig()
+    calibration = calibration_images(prepared, config.calibration_images)
+    test_x = normalize(prepared.test.x, norm.mean, norm.std).numpy()
+    labels = prepared.test.y.numpy()
+    rows, profiles = [], {}
+    with tempfile.TemporaryDirectory(dir=args.out.parent, prefix=".int8-bench-") as tmp:
+        tmp = Path(tmp)
+        for n, (label, fp32) in enumerate(networks(args.project).items()):
+            forms = {"fp32": fp32}
+            for v, (name, options) in enumerate(VARIANTS.items()):
+                forms[name] = quantize_onnx(fp32, tmp / f"net{n}-form{v}.onnx", calibration, config, **options)
+            top1 = {k: 100.0 * float((onnx_predictions(f, test_x) == labels).mean()) for k, f in forms.items()}
+            for batch in (1, 64):
+                x = np.random.default_rng(0).standard_normal((batch, *test_x.shape[1:]), dtype=np.float32)
+                runners = []
+                for f in forms.values():
+                    session = onnx_session(f, args.threads)
+                    feed = {session.get_inputs()[0].name: x}
+                    runners.append(lambda s=session, feed=feed: s.run(None, feed))
+                repeats = args.repeats if batch == 1 else max(10, args.repeats // 5)
+                times = times_in_turns(runners, 10, repeats, 10)
+                base = float(np.median(times[0]))
+                for (name, _), t in zip(forms.items(), times):
+                    rows.append({"network": label, "form": name, "batch": batch, "top1": top1[name],
+                                 "us": 1000 * float(np.median(t)), "speedup": base / float(np.median(t))})
+                print(f"{label} b{batch}: " + ", ".join(f"{r['form']} {r['speedup']:.2f}x"
+                                                       for r in rows[-len(forms):]), flush=True)
+            x64 = test_x[:64]
+            profiles[label] = {k: profile(forms[k], x64, args.threads, 50, tmp) for k in ("fp32", "recipe")}
+    args.out.write_text(markdown(rows, profiles, args))
+    print(f"wrote {args.out}")
+
+
+def markdown(rows: list[dict], profiles: dict, args: argparse.Namespace) -> str:
+    import onnxruntime
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    wide = df.pivot_table(index=["network", "form"], columns="batch", values=["us", "speedup"], sort=False)
+    wide.columns = [f"{'µs' if v == 'us' else 'speedup'} b{b}" for v, b in wide.columns]
+    top1 = df.drop_duplicates(["network", "form"]).set_index(["network", "form"])["top1"]
+    table = wide.join(top1).reset_index()
+    table["top1 − fp32"] = table["top1"] - table["network"].map(top1.xs("fp32", level="form"))
+    lines = ["# int8 against fp32 on ONNX Runtime", "",
+             f"Machine: {platform.machine()}, onnxruntime {onnxruntime.__version__}, {args.threads} thread(s); "
+             f"project `{args.project.name or args.project}`. `python benchmarks/int8.py` wrote this file.", "",
+             "Each network's fp32 form, the quantize stage's recipe (pre-processing, QDQ, per-channel int8 "
+             "weights, uint8 activations, MinMax calibration on 1,024 training images) and each alternative; "
+             "test top-1 on ONNX Runtime; median µs of a pass; speedup over fp32, every form of a network timed "
+             "in turns.", "", table.to_markdown(index=False, floatfmt=".2f"), "", "## Targets", ""]
+    recipe = table[table["form"] == "recipe"].set_index("network")
+    for net, row in recipe.iterrows():
+        verdicts = [f"b{b} {row[f'speedup b{b}']:.2f}x ({'met' if row[f'speedup b{b}'] >= goal else 'not met'}, "
+                    f"target {goal}x)" for b, goal in TARGETS.items()]
+        accuracy = f"top-1 {row['top1 − fp32']:+.2f} ({'within' if row['top1 − fp32'] >= -TOLERANCE else 'beyond'} " \
+                   f"{TOLERANCE})"
+        lines.append(f"- {net}: {accuracy}; " + "; ".join(verdicts))
+    lines += ["", "## Where the time goes (batch 64, µs per pass per operator type, ONNX Runtime's profiler)", ""]
+    for net, forms in profiles.items():
+        ops = sorted(set(forms["fp32"]) | set(forms["recipe"]),
+                     key=lambda o: -(forms["fp32"].get(o, 0) + forms["recipe"].get(o, 0)))
+        frame = pd.DataFrame({"op": ops, "fp32 µs": [forms["fp32"].get(o, 0.0) for o in ops],
+                              "int8 µs": [forms["recipe"].get(o, 0.0) for o in ops]})
+        frame.loc[len(frame)] = ["total", frame["fp32 µs"].sum(), frame["int8 µs"].sum()]
+        lines += [f"### {net}", "", frame.to_markdown(index=False, floatfmt=".1f"), ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
