@@ -33,9 +33,11 @@ from prunekd.data import load_prepared, normalize  # noqa: E402
 from prunekd.latency import onnx_session, times_in_turns  # noqa: E402
 from prunekd.quantize import calibration_images, onnx_predictions, quantize_onnx  # noqa: E402
 
-# option name -> quantize_onnx keywords; "recipe" is what the quantize stage does
+# option name -> quantize_onnx keywords (and "method": quantize.method); "recipe" is the quantize stage's
 VARIANTS = {
     "recipe": {},
+    "entropy calibration": {"method": "entropy"},
+    "percentile calibration": {"method": "percentile"},
     "no pre-processing": {"preprocess": False},
     "QOperator format": {"operator_format": True},
     "only Conv quantised": {"op_types": ["Conv"]},
@@ -94,7 +96,9 @@ def main() -> None:
         for n, (label, fp32) in enumerate(networks(args.project).items()):
             forms = {"fp32": fp32}
             for v, (name, options) in enumerate(VARIANTS.items()):
-                forms[name] = quantize_onnx(fp32, tmp / f"net{n}-form{v}.onnx", calibration, config, **options)
+                options = dict(options)
+                method = QuantizeConfig(method=options.pop("method", config.method))
+                forms[name] = quantize_onnx(fp32, tmp / f"net{n}-form{v}.onnx", calibration, method, **options)
             top1 = {k: 100.0 * float((onnx_predictions(f, test_x) == labels).mean()) for k, f in forms.items()}
             for batch in (1, 64):
                 x = np.random.default_rng(0).standard_normal((batch, *test_x.shape[1:]), dtype=np.float32)

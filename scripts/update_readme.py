@@ -29,7 +29,7 @@ RUN_SECTIONS = ("## The answer", "## Compared")
 OLD_RUN_SECTIONS = ("## Accuracy per ratio and mode", "## Paired differences")  # reports with no answer section
 DEFAULT_BLOCKS = {
     "results": ("## The answer", "## Against the thesis"),
-    "results-cost": ("## Cost per ratio", "## Latency per architecture"),
+    "results-cost": ("## Cost per ratio", "## Latency per architecture", "## int8"),
 }
 FIRST_FIGURE_ONLY = {"results"}  # the front page shows the answer's figure, not every figure
 
