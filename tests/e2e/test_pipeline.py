@@ -59,13 +59,15 @@ def test_results_table_has_the_teacher_and_every_run(repo):
 def test_mlflow_has_one_run_per_stage_with_lineage(repo, tmp_path):
     repo, _ = repo
     by_stage = {r.data.tags["dvc_stage"]: r for r in runs(repo)}
-    assert len(by_stage) == 11 and all(r.info.status == "FINISHED" for r in by_stage.values())
+    assert len(by_stage) == 16 and all(r.info.status == "FINISHED" for r in by_stage.values())  # 11 + 5 quantize
     teacher, prune, kd = by_stage["teacher"], by_stage["prune@0.3"], by_stage["retrain@0.3-kd-0"]
     assert (kd.info.run_name, prune.info.run_name) == ("retrain 0.3 kd seed 0", "prune 0.3")  # the table reads as words
     assert kd.data.tags["teacher_run_id"] == teacher.info.run_id
     assert kd.data.tags["prune_run_id"] == prune.info.run_id
     assert prune.data.tags["teacher_run_id"] == teacher.info.run_id
     assert kd.data.tags["data_manifest_md5"] == by_stage["prepare"].data.tags["data_manifest_md5"]
+    int8 = by_stage["quantize@0.3-kd-0"]  # the int8 form's run points at the model's, which gets its top-1
+    assert int8.data.tags["model_run_id"] == kd.info.run_id and "test_top1_int8" in kd.data.metrics
     assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", kd.data.tags["git_commit"])
     assert kd.data.params["kd.temperature"] == "4.0" and kd.data.params["mode"] == "kd"
     client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
@@ -97,7 +99,9 @@ def test_metrics_and_plots_show(repo):
     # one seed: no difference has an interval, so no <difference>_<r>_ci95
     assert set(flat) == {"teacher_top1", *(f"{k}_{r}" for r in ("30", "60") for k in (
         "params_removed", "top1_none", "top1_ft", "top1_kd", "kd_minus_ft", "kd_minus_none", "ft_minus_none",
-        "ft_minus_teacher", "kd_minus_teacher"))}
+        "ft_minus_teacher", "kd_minus_teacher"))} | {  # and each int8 form's change (one model: over test images)
+        f"int8_change_{m}{suffix}" for m in ("teacher", "ft_30", "ft_60", "kd_30", "kd_60") for suffix in ("", "_ci95")
+    } | {f"int8_speedup_b{b}_{r}" for b in (1, 8) for r in ("0", "30", "60")}
     mean = results[(results["ratio"] == 0.3) & (results["mode"] == "kd")]["top1"].mean()
     assert flat["top1_kd_30"] == pytest.approx(mean)
     accuracy = pd.read_csv(repo / "reports/plots/accuracy.csv")
@@ -139,7 +143,7 @@ def test_latency_times_each_architecture_once_per_runtime_and_batch(repo):
     assert list(zip(latency["runtime"], latency["batch"], latency["precision"], latency["ratio"])) == [
         (rt, b, p, r) for rt in ("onnxruntime", "torch") for b in (1, 8)
         for p in (("fp32", "int8") if rt == "onnxruntime" else ("fp32",)) for r in (0.0, *RATIOS)]
-    assert (latency[latency["ratio"] == 0]["speedup"] == 1).all()
+    assert (latency[(latency["ratio"] == 0) & (latency["precision"] == "fp32")]["speedup"] == 1).all()
     results = pd.read_csv(repo / "reports" / "results.csv")
     headline = latency[(latency["runtime"] == "onnxruntime") & (latency["batch"] == 1)]
     # every model of a ratio shares its architecture's one figure per precision
