@@ -811,11 +811,12 @@ def int8_section(results: pd.DataFrame, pairs: Int8Pairs, latency: pd.DataFrame)
              "deploy aliases follow it.", "", fmt_table(table), "",
              f"Largest mean loss: {-worst:.2f} points ({'within' if worst >= -INT8_TOLERANCE else 'beyond'} "
              f"{INT8_TOLERANCE}).", ""]
-    slower = table.loc[table["deploy"] == "fp32", "ratio"].drop_duplicates()
-    if len(slower):
-        lines += ["int8 does not pay for " + ", ".join("the teacher" if r == 0 else f"the {pct(r)} % network"
-                                                       for r in slower)
-                  + ": its int8 form is no faster (or loses too much), so the fp32 form is the one to deploy.", ""]
+    slower = [("the teacher" if r == 0 else f"the {pct(r)} % network")
+              for r in table.loc[table["deploy"] == "fp32", "ratio"].drop_duplicates()]
+    if slower:
+        names = slower[0] if len(slower) == 1 else ", ".join(slower[:-1]) + " and " + slower[-1]
+        lines += [f"int8 does not pay for {names}: the int8 form is no faster at the headline batch size (or "
+                  "loses too much), so the fp32 form is the one to deploy.", ""]
     kd_ft = int8_kd_vs_ft(pairs, results)
     if kd_ft:
         lines += ["Does distillation change what int8 costs? KD's int8 change minus FT's, paired by seed: "
