@@ -309,19 +309,20 @@ def plot_pareto(summary: pd.DataFrame, teacher: pd.Series, path: Path, latency_a
     for ax, col, label in ((axes[0], "macs", "MMACs per image"),
                            (axes[1], "latency_ms", f"CPU latency (ms, {latency_axis})")):
         scale = 1e6 if col == "macs" else 1.0
+        int8_col = {"macs": "macs", "latency_ms": "latency_int8_ms"}[col]  # an int8 form does the same MACs
         for mode, rows in summary.groupby("mode"):
             drawn = ax.errorbar(rows[col] / scale, rows["top1_mean"], yerr=rows["top1_std"].fillna(0), fmt="o",
                                 capsize=3, label=mode)
-            if col == "latency_ms" and rows.get("latency_int8_ms", pd.Series(dtype=float)).notna().any():
-                ax.plot(rows["latency_int8_ms"], rows["top1_int8"], "o", mfc="none",
+            if rows.get(int8_col, pd.Series(dtype=float)).notna().any() and rows["top1_int8"].notna().any():
+                ax.plot(rows[int8_col] / scale, rows["top1_int8"], "o", mfc="none",
                         color=drawn.lines[0].get_color(), label=f"{mode} int8")
         points = pd.concat([summary[[col, "top1_mean"]],
                             pd.DataFrame({col: [teacher[col]], "top1_mean": [teacher["top1"]]})], ignore_index=True)
         front = points.loc[pareto_front(points[col], points["top1_mean"])]
         ax.step(front[col] / scale, front["top1_mean"], where="post", color="grey", linewidth=1, label="Pareto front")
         ax.plot(teacher[col] / scale, teacher["top1"], "k*", markersize=10, label="teacher")
-        if col == "latency_ms" and np.isfinite(teacher.get("latency_int8_ms", np.nan)):
-            ax.plot(teacher["latency_int8_ms"], teacher["top1_int8"], "k*", mfc="none", markersize=10,
+        if np.isfinite(teacher.get(int8_col, np.nan)) and np.isfinite(teacher.get("top1_int8", np.nan)):
+            ax.plot(teacher[int8_col] / scale, teacher["top1_int8"], "k*", mfc="none", markersize=10,
                     label="teacher int8")
         ax.set(xlabel=label)
     axes[0].set(ylabel="test top-1 (%)")
@@ -854,6 +855,8 @@ def markdown(results: pd.DataFrame, *, summary: pd.DataFrame, latency: pd.DataFr
                           "params_reduction_pct"]].copy()
     cost_table["macs"] = cost_table["macs"] / 1e6
     cost_table["latency_ms"] = 1000 * cost_table["latency_ms"]  # µs: two decimals of a millisecond say little
+    if summary.get("top1_int8", pd.Series(dtype=float)).notna().any():  # each model's int8 form beside it
+        cost_table[["top1 int8", "size_mb int8", "latency µs int8"]] = summary[INT8_COLUMNS].to_numpy() * [1, 1, 1000]
     cost_table = cost_table.rename(columns={"macs": "MMACs", "top1_mean": "top1", "top1_std": "top1 std",
                                             "latency_ms": "latency µs"})
     return "\n".join([
