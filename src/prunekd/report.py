@@ -15,7 +15,7 @@ from .io import CorruptInputError, MissingInputError, read_json, read_table  # n
 from .stats import (Estimate, Heterogeneity, Pooled, bootstrap, crossed_se, crossed_t, heterogeneity,  # noqa: E402
                     paired_t, pooled, pooled_bootstrap)
 from .paths import (HISTORY_FILE, INT8_METRICS_FILE, INT8_PREDICTIONS_FILE, METRICS_FILE,  # noqa: E402
-                    PREDICTIONS_FILE, Layout)
+                    PREDICTIONS_FILE, Layout, ratio_key)
 
 # The study this project reproduces: MobileNet at a 26.08 % model-size reduction.
 THESIS = ("S. W. Prakosa, \"Improving the Accuracy of Pruned Network Using Knowledge Distillation\", "
@@ -86,8 +86,9 @@ def int8_figures(folder: Path) -> dict[str, float]:
     path = folder / INT8_METRICS_FILE
     if not path.is_file():
         return {"top1_int8": np.nan, "size_mb_int8": np.nan}
-    figures = read_json(path, ("top1_int8", "size_mb_int8"))
-    return {"top1_int8": figures["top1_int8"], "size_mb_int8": figures["size_mb_int8"]}
+    keys = ("top1_int8", "size_mb_int8")
+    figures = read_json(path, keys)
+    return {k: figures[k] for k in keys}
 
 
 def pct(ratio: float) -> str:
@@ -724,19 +725,22 @@ INT8_TOLERANCE = 0.3  # top-1 points an int8 form may lose and still be deployed
 Int8Pairs = dict[tuple[float, str, int], tuple[np.ndarray, np.ndarray]]  # model -> (fp32, int8) correct per image
 
 
-def collect_int8(layout: Layout, results: pd.DataFrame, labels: np.ndarray) -> Int8Pairs:
+def collect_int8(layout: Layout, results: pd.DataFrame, labels: np.ndarray, correct: Correct) -> Int8Pairs:
     """Per model of ``results`` with an int8 form: whether each test image was classified right in
-    fp32 (``predictions.npy``) and in int8 (``predictions.int8.npy``), each checked against the
-    top-1 its stage recorded. The teacher's key is (0.0, "teacher", -1)."""
+    fp32 (from ``correct``, ``collect_correct``'s; the teacher's read here if no retrained model
+    holds it) and in int8 (``predictions.int8.npy``, checked against the top-1 its quantize stage
+    recorded). The teacher's key is (0.0, "teacher", -1)."""
     pairs = {}
     for _, row in results[results["top1_int8"].notna()].iterrows():
         if row["mode"] == "teacher":
             key, folder, stage = (0.0, "teacher", -1), layout.teacher, "quantize_teacher"
+            fp32 = next((c for k, c in correct.items() if k[1] == "teacher"), None)
+            if fp32 is None:
+                fp32 = _correct(folder / PREDICTIONS_FILE, labels, "the teacher stage", row["top1"])
         else:
             key = (row["ratio"], row["mode"], int(row["seed"]))
-            folder = layout.retrained(*key)
-            stage = f"quantize@{row['ratio']!r}-{row['mode']}-{int(row['seed'])}"
-        fp32 = _correct(folder / PREDICTIONS_FILE, labels, "its training stage", row["top1"])
+            folder, fp32 = layout.retrained(*key), correct[key]
+            stage = f"quantize@{ratio_key(key[0])}-{key[1]}-{key[2]}"
         pairs[key] = fp32, _correct(folder / INT8_PREDICTIONS_FILE, labels, stage, row["top1_int8"])
     return pairs
 

@@ -105,7 +105,7 @@ def run(params: Params, layout: Layout) -> dict:
                       latency=latency)
     prepared = load_prepared(layout.prepared)
     correct = collect_correct(layout, results, prepared.test.y.numpy())
-    int8 = collect_int8(layout, results, prepared.test.y.numpy())
+    int8 = collect_int8(layout, results, prepared.test.y.numpy(), correct)
     histories = collect_histories(layout, results)
     sensitivity = pd.read_csv(layout.curves) if layout.curves.is_file() else None
     r = params.retrain
