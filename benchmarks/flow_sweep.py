@@ -1,40 +1,99 @@
-"""Wall time of the tiny sweep through the Prefect flow: 1 vs 2 workers, and a fully cached rerun.
+"""Wall time of the study through the Prefect flow with 1 and 2 workers, against `dvc repro`.
 
-    python benchmarks/flow_sweep.py
+    python benchmarks/flow_sweep.py             # the tests' tiny sweep: minutes; prints the figures
+    python benchmarks/flow_sweep.py --default   # the default DAG from nothing: about an hour on
+                                                # 2 cores; writes benchmarks/flow.md
 
-Each run starts from a fresh temporary git copy of this repository with the test suite's tiny
-params (1,000 Fashion-MNIST images, 2 ratios x {ft, kd}); prints one line per figure.
+Each run starts from a fresh temporary git copy of this repository (no outputs, an empty DVC cache
+and run-cache, its own MLflow store), run the way a user runs it: `dvc repro`, then
+`python flows/experiment.py --workers N` (a stage gets cores / N threads). Then, in the last copy,
+each with nothing to do: `dvc repro` and the flow, in turns, medians. One run of each: the figures
+are one sample each, measured one after the other on the same machine.
 """
 
 from __future__ import annotations
 
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from prunekd.sandbox import copy_repo, load_flow_module, set_params, tiny_params
+from prunekd.sandbox import copy_repo, set_params, tiny_params
 
 ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
 
 
-def timed(fn) -> float:
+def env() -> dict[str, str]:
+    """This environment without a team's MLflow or Prefect server: every run is local."""
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith(("MLFLOW_", "OMP_", "MKL_")) and k != "PREFECT_API_URL"} | {
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
+def timed(argv: list[str], repo: Path, log: Path) -> float:
+    """Seconds ``argv`` takes in ``repo``; its output goes to ``log``; a failure stops the benchmark."""
     start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+    with log.open("w") as out:
+        code = subprocess.run(argv, cwd=repo, env=env(), stdout=out, stderr=subprocess.STDOUT).returncode
+    seconds = time.perf_counter() - start
+    if code != 0:
+        raise SystemExit(f"{' '.join(argv)} failed in {repo} (exit {code}); see {log}")
+    print(f"{' '.join(Path(a).name for a in argv)}: {seconds:.1f} s", flush=True)
+    return seconds
+
+
+def fresh(tmp: Path, name: str, default: bool) -> Path:
+    repo = copy_repo(ROOT, tmp / name)
+    if not default:
+        set_params(repo, tiny_params)
+    return repo
+
+
+def measure(tmp: Path, default: bool, turns: int = 3) -> dict[str, float]:
+    repro = [str(BIN / "dvc"), "repro"]
+    flow = lambda workers: [sys.executable, "flows/experiment.py", "--workers", str(workers)]  # noqa: E731
+    figures = {"dvc repro from nothing (s)": timed(repro, fresh(tmp, "repro", default), tmp / "repro.log")}
+    for workers in (1, 2):
+        repo = fresh(tmp, f"flow{workers}", default)
+        figures[f"flow, {workers} worker(s), from nothing (s)"] = timed(flow(workers), repo, tmp / f"flow{workers}.log")
+    cached_repro, cached_flow = [], []
+    for turn in range(turns):
+        cached_repro.append(timed(repro, repo, tmp / "cached-repro.log"))
+        cached_flow.append(timed(flow(1), repo, tmp / "cached-flow.log"))
+    figures["dvc repro, nothing to do (s, median)"] = statistics.median(cached_repro)
+    figures["flow, nothing to do (s, median)"] = statistics.median(cached_flow)
+    base = figures["dvc repro from nothing (s)"]
+    for workers in (1, 2):
+        figures[f"flow, {workers} worker(s) / dvc repro"] = figures[f"flow, {workers} worker(s), from nothing (s)"] / base
+    return figures
+
+
+def markdown(figures: dict[str, float]) -> str:
+    lines = ["# The default DAG from nothing: the Prefect flow against `dvc repro`", "",
+             f"Machine: {os.cpu_count()} CPUs, {platform.machine()}, Python {platform.python_version()}. "
+             "Written by `python benchmarks/flow_sweep.py --default`: each figure is one run, from a fresh "
+             "copy with an empty DVC cache, run one after the other; the flow with N workers gives each "
+             "stage cores / N threads.", "", "| figure | value |", "|---|---|"]
+    lines += [f"| {k} | {v:.2f} |" for k, v in figures.items()]
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
-    flows = load_flow_module(ROOT)
-    figures = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for workers in (1, 2):
-            repo = copy_repo(ROOT, Path(tmp) / f"w{workers}")
-            set_params(repo, tiny_params)
-            run = flows.configured(workers=workers)
-            figures[f"tiny sweep, {workers} worker(s)"] = timed(lambda: run(root=str(repo), workers=workers))
-        figures["fully cached rerun"] = timed(lambda: flows.configured()(root=str(repo)))
-    for name, seconds in figures.items():
-        print(f"{name}: {seconds:.1f} s")
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--default", action="store_true", help="the default params, and write benchmarks/flow.md")
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory(dir=ROOT / ".dvc" / "tmp") as tmp:  # inside the project
+        figures = measure(Path(tmp), args.default)
+    text = markdown(figures)
+    if args.default:
+        (ROOT / "benchmarks" / "flow.md").write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":
