@@ -2,9 +2,10 @@
 
 DVC stays the one skip-decider: the flow asks ``dvc status`` once which stages are stale; a
 task runs its stage's own ``cmd`` (the code ``dvc repro`` runs) only if it is, or if a stage
-upstream of it ran and DVC, asked again, says it is now; and records the result into
-``dvc.lock`` with ``dvc commit``. So after ``dvc repro`` a flow run trains nothing, and after a
-flow run ``dvc repro`` has nothing to do. A stage's output streams into its task run's log
+upstream of it ran and DVC, asked again, says it is now, and DVC cannot restore it from its cache
+or run-cache (as ``dvc repro`` would); and records the result into ``dvc.lock`` with ``dvc
+commit``. So after ``dvc repro`` a flow run trains nothing, and after a flow run ``dvc repro`` has
+nothing to do. A stage's output streams into its task run's log
 line by line while it runs.
 
     python flows/experiment.py                      # run once on params.yaml (ephemeral API)
@@ -14,9 +15,11 @@ line by line while it runs.
     python flows/experiment.py -S kd.temperature=2 -S "retrain.seeds=[0,1,2,3,4]"
 
 With overrides (``-S``, or the ``overrides`` parameter of a run started from the Prefect UI or
-API) the run is a DVC experiment: ``dvc exp run --temp -S ...`` in a temporary copy, so the
-workspace's params.yaml is left as it was and the result shows in ``dvc exp show``; its MLflow
-runs are tagged ``dvc_exp`` with the experiment's name.
+API) the run is a DVC experiment, made as ``dvc exp run --temp -S ...`` makes one but stage by
+stage: in a temporary git worktree (under .prunekd/experiments/) sharing the DVC cache, each stale
+stage a task run as without overrides, then ``dvc exp save``. The workspace's params.yaml is left
+as it was; the result shows in ``dvc exp show`` (``dvc exp apply <name>`` brings it into the
+workspace); its MLflow runs are tagged ``dvc_exp`` with the experiment's name.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import threading
@@ -43,10 +47,12 @@ from prefect.states import Completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from prunekd.config import ConfigError, apply_overrides, read_yaml
-from prunekd.constants import FLOW_RUN_ENV, USER_ERROR
+from prunekd.constants import DVC_EXP_ENV, DVC_ROOT_ENV, FLOW_RUN_ENV, USER_ERROR
 from prunekd.paths import Layout
 
 ROOT = Path(__file__).resolve().parents[1]
+RUNCACHE = Path(__file__).resolve().with_name("runcache.py")  # DVC's verdict on one stage, in its own process
+CURRENT, RESTORED, STALE = "current", "restored", "stale"  # its answers
 BIN = Path(sys.executable).parent
 DASK_ENV = "PRUNEKD_DASK_ADDRESS"
 
@@ -127,14 +133,19 @@ def stale_stages(root: Path, *names: str) -> set[str]:
     return set(dvc_status(root, *names))
 
 
-def restored_from_cache(root: Path, name: str) -> bool:
-    """Restore a stage whose only change is to its outputs (deleted, edited) from DVC's cache, as
-    `dvc repro` does, instead of running it; True if that made it up to date. A stage whose
-    command, dependencies or params changed is left to run."""
-    changes = dvc_status(root, name).get(name, [])
-    if not changes or any(not isinstance(c, dict) or set(c) != {"changed outs"} for c in changes):
-        return False
-    return dvc(root, "--wait-for-lock", "checkout", name).returncode == 0 and not stale_stages(root, name)
+def settled(root: Path, name: str, log) -> str:
+    """Whether stage ``name`` must run, from DVC, in one call: ``current``; ``restored`` (it was
+    stale and DVC restored it from its cache or run-cache, as `dvc repro` would, and recorded it in
+    dvc.lock); or ``stale`` (flows/runcache.py)."""
+    proc = subprocess.run([sys.executable, str(RUNCACHE), name], cwd=root, capture_output=True,
+                          text=True, env=with_bin_on_path(dict(os.environ)))
+    for line in proc.stderr.splitlines():
+        if line.strip():
+            log.info(line.rstrip())
+    found = proc.stdout.split()[-1:]
+    if proc.returncode != 0 or found not in ([CURRENT], [RESTORED], [STALE]):
+        raise RuntimeError(f"asking DVC about {name} failed (exit {proc.returncode}): {proc.stderr.strip()[-2000:]}")
+    return found[0]
 
 
 def streamed(argv: list[str], cwd: Path, env: dict[str, str], log) -> tuple[int, list[str]]:
@@ -175,16 +186,16 @@ def run_stage(stage: Stage, root: str, threads: int, env: dict[str, str], stale:
     and DVC now finds it stale; record it into dvc.lock. ``upstream``: those stages' results."""
     root_path = Path(root)
     upstream_ran = any(isinstance(r, dict) and r.get("ran") for r in upstream)
-    if stage.name in stale:  # stale when the flow started; if nothing upstream ran, an upstream stage
-        # restored from DVC's cache may have made it current again (its input is back, the same bytes)
-        current = bool(stage.upstream) and not upstream_ran and not stale_stages(root_path, stage.name)
-    else:
-        current = not (upstream_ran and stale_stages(root_path, stage.name))
-    if current:
+    if stage.name not in stale and not upstream_ran:  # nothing it reads has changed
         return Completed(message=f"{stage.name} is up to date in dvc.lock", name="Cached")
+    # Stale when the flow started, or downstream of a stage that ran: DVC decides. (An upstream stage
+    # restored from DVC's cache, or rerun to the same bytes, may have made it current again.)
     log = get_run_logger()
-    if restored_from_cache(root_path, stage.name):
-        log.info("%s: outputs restored from DVC's cache (dvc checkout), nothing rerun", stage.name)
+    state = settled(root_path, stage.name, log)
+    if state == CURRENT:
+        return Completed(message=f"{stage.name} is up to date in dvc.lock", name="Cached")
+    if state == RESTORED:
+        log.info("%s: outputs restored from DVC's cache, nothing rerun", stage.name)
         return Completed(message=f"{stage.name}: outputs restored from DVC's cache", name="Restored")
     log.info("running %s: %s", stage.name, stage.cmd)
     child_env = with_bin_on_path(os.environ | env | {"OMP_NUM_THREADS": str(threads),
@@ -238,17 +249,65 @@ def experiment_name(flow_run_name: str | None) -> str:
     return "prefect-" + re.sub(r"[^A-Za-z0-9_-]+", "-", flow_run_name or "run").strip("-")
 
 
-@task(name="dvc-experiment", task_run_name="dvc exp run {name}")
-def run_experiment(root: str, overrides: list[str], name: str, env: dict[str, str]) -> dict:
-    """The whole DAG as one DVC experiment with ``overrides``, its output streamed into the log."""
-    log = get_run_logger()
-    argv = [str(BIN / "dvc"), "exp", "run", "--temp", "--name", name,
-            *(arg for item in overrides for arg in ("-S", item))]
-    log.info("running %s", shlex.join(argv))
-    code, stderr = streamed(argv, Path(root), with_bin_on_path(os.environ | env), log)
-    if code != 0:
-        raise RuntimeError(f"dvc exp run {name} failed (exit {code}):\n" + "\n".join(stderr[-30:]))
-    return {"experiment": name, "overrides": overrides}
+def git(root: Path, *args: str, stdin: bytes | None = None) -> bytes:
+    proc = subprocess.run(["git", *args], cwd=root, input=stdin, capture_output=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"git {' '.join(args)} failed in {root}: {proc.stderr.decode(errors='replace').strip()}")
+    return proc.stdout
+
+
+def untracked(root: Path) -> list[str]:
+    """The files git would add in ``root``: untracked and not ignored."""
+    return [n for n in git(root, "ls-files", "-o", "--exclude-standard", "-z").decode().split("\0") if n]
+
+
+@contextmanager
+def experiment_workspace(root: Path, name: str, overrides: list[str]) -> Iterator[tuple[Path, dict[str, str]]]:
+    """A DVC experiment's workspace, as `dvc exp run --temp` makes one: a git worktree of ``root``'s
+    HEAD under .prunekd/experiments/ with the workspace's uncommitted changes, ``root``'s DVC cache,
+    its outputs checked out, and ``overrides`` applied to params.yaml the way `dvc exp run -S`
+    applies them; with the environment its stages get (DVC_ROOT, so they log into ``root``'s MLflow
+    store; DVC_EXP_NAME, so their runs are tagged). Removed at the end: the outputs stay in the cache."""
+    from dvc.exceptions import InvalidArgumentError
+    from dvc.utils.hydra import apply_overrides as set_like_dvc_exp_run
+
+    try:
+        head = git(root, "rev-parse", "--verify", "HEAD^{commit}").decode().strip()
+    except RuntimeError:
+        raise StageInputError(f"{root}: a run with overrides is a DVC experiment, which needs a git commit") from None
+    folder = root / ".prunekd" / "experiments" / name
+    if folder.exists():  # left by a killed run of the same name: inside the project, ours to clear
+        shutil.rmtree(folder)
+    git(root, "worktree", "prune")
+    git(root, "worktree", "add", "--detach", str(folder), head)
+    try:
+        changes = git(root, "diff", "HEAD", "--binary")
+        if changes:
+            git(folder, "apply", "--binary", "--whitespace=nowarn", stdin=changes)
+        for file in untracked(root):
+            (folder / file).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(root / file, folder / file)
+        cache = dvc(root, "cache", "dir")
+        if cache.returncode != 0 or dvc(folder, "config", "--local", "cache.dir", cache.stdout.strip()).returncode:
+            raise RuntimeError(f"cannot share {root}'s DVC cache with the experiment: {cache.stderr.strip()}")
+        dvc(folder, "checkout", "--allow-missing")  # what the cache lacks, its stage makes
+        try:
+            set_like_dvc_exp_run(str(folder / "params.yaml"), overrides)
+        except InvalidArgumentError as exc:
+            raise StageInputError(f"overrides {overrides}: {exc}") from None
+        yield folder, {DVC_ROOT_ENV: str(root), DVC_EXP_ENV: name, "DVC_EXP_BASELINE_REV": head}
+    finally:
+        git(root, "worktree", "remove", "--force", str(folder))
+
+
+def save_experiment(folder: Path, name: str) -> None:
+    """Record the experiment workspace ``folder`` as DVC experiment ``name`` (its refs are the
+    repository's: a worktree shares them), so `dvc exp show` lists it and `dvc exp apply` restores it."""
+    include = [arg for file in untracked(folder) for arg in ("--include-untracked", file)]
+    proc = dvc(folder, "exp", "save", "--name", name, *include)
+    if proc.returncode != 0:
+        raise RuntimeError(f"dvc exp save {name} failed: {proc.stderr.strip()}")
+    get_run_logger().info("saved as DVC experiment %s: dvc exp show; dvc exp apply %s", name, name)
 
 
 def publish_report(root: Path) -> None:
@@ -274,26 +333,14 @@ def task_runner(workers: int, dask_address: str | None):
     return ThreadPoolTaskRunner(max_workers=workers)
 
 
-@flow(name="prunekd-experiment")
-def experiment(root: str = str(ROOT), workers: int = 1, retries: int = 1,
-               distributed: bool = False, overrides: list[str] | None = None) -> dict[str, str]:
-    """Run every stale stage of dvc.yaml, independent stages concurrently; returns stage -> state.
-
-    ``distributed``: the task runner is a Dask cluster, so stages may run concurrently even
-    with one worker requested, and must share an MLflow server.
-    ``overrides``: ``section.key=value`` items; the run becomes a DVC experiment (module doc).
-    """
-    root_path = Path(root).resolve()
-    if overrides:
-        name = experiment_name(flow_run.get_name())
-        checked_overrides(root_path, overrides)
-        with tracking_server(root_path, may_run=True, concurrent=False) as env:
-            future = run_experiment.submit(str(root_path), overrides, name, env | {FLOW_RUN_ENV: str(flow_run.get_id() or "")})
-            future.result()  # raises if the experiment failed
-            return {name: future.state.name}
+def run_stages(root: Path, workers: int, retries: int, distributed: bool, store_root: Path,
+               env: dict[str, str]) -> dict[str, str]:
+    """Run every stale stage of ``root``'s dvc.yaml, each as its own task run, independent stages
+    concurrently; returns stage -> state. ``store_root``: the project whose MLflow store a shared
+    server serves; ``env``: for every stage's process."""
     threads = max(1, (os.cpu_count() or 1) // max(1, workers))
-    stages = dvc_stages(root_path)
-    stale = frozenset(stale_stages(root_path))
+    stages = dvc_stages(root)
+    stale = frozenset(stale_stages(root))
     runner = run_stage.with_options(retries=retries, retry_delay_seconds=5,
                                     retry_condition_fn=retry_unless_input_error)
     # A stage neither stale nor downstream of a stale one cannot run: it is reported, not scheduled
@@ -302,15 +349,15 @@ def experiment(root: str = str(ROOT), workers: int = 1, retries: int = 1,
     if certain:
         get_run_logger().info("%d of %d stages up to date in dvc.lock: %s", len(certain), len(stages),
                               ", ".join(s.name for s in stages if s.name in certain))
-    with tracking_server(root_path, may_run=len(certain) < len(stages), concurrent=workers > 1 or distributed) as env:
-        env = env | {FLOW_RUN_ENV: str(flow_run.get_id() or "")}
+    with tracking_server(store_root, may_run=len(certain) < len(stages), concurrent=workers > 1 or distributed) as server_env:
+        env = server_env | env | {FLOW_RUN_ENV: str(flow_run.get_id() or "")}
         futures = {}
         for stage in timed_alone([s for s in stages if s.name not in certain]):
             # A timing stage waits for every stage before it too: a training run beside it would
             # slow the models it times.
             upstream = [futures[n] for n in stage.upstream if n in futures]
             waits = list(futures.values()) if stage.name in TIMED_ALONE else upstream
-            futures[stage.name] = runner.submit(stage, str(root_path), threads, env, stale, upstream, wait_for=waits)
+            futures[stage.name] = runner.submit(stage, str(root), threads, env, stale, upstream, wait_for=waits)
         for future in futures.values():
             future.wait()
     states = {s.name: futures[s.name].state.name if s.name in futures else "Cached" for s in stages}
@@ -324,7 +371,31 @@ def experiment(root: str = str(ROOT), workers: int = 1, retries: int = 1,
             raise error
     if unfinished:
         raise RuntimeError(f"stages not completed: {', '.join(unfinished)} ({states})")
-    publish_report(root_path)
+    return states
+
+
+@flow(name="prunekd-experiment")
+def experiment(root: str = str(ROOT), workers: int = 1, retries: int = 1,
+               distributed: bool = False, overrides: list[str] | None = None) -> dict[str, str]:
+    """Run every stale stage of dvc.yaml, independent stages concurrently; returns stage -> state.
+
+    ``distributed``: the task runner is a Dask cluster, so stages may run concurrently even
+    with one worker requested, and must share an MLflow server.
+    ``overrides``: ``section.key=value`` items; the run becomes a DVC experiment (module doc), its
+    stages task runs as without overrides.
+    """
+    root_path = Path(root).resolve()
+    if not overrides:
+        states = run_stages(root_path, workers, retries, distributed, root_path, {})
+        publish_report(root_path)
+        return states
+    name = experiment_name(flow_run.get_name())
+    checked_overrides(root_path, overrides)
+    with experiment_workspace(root_path, name, overrides) as (folder, env):
+        get_run_logger().info("DVC experiment %s with %s, in %s", name, " ".join(overrides), folder)
+        states = run_stages(folder, workers, retries, distributed, root_path, env)
+        save_experiment(folder, name)
+        publish_report(folder)
     return states
 
 

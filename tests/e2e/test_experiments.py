@@ -111,6 +111,24 @@ def prefect_server(tmp_path_factory):
         proc.wait(timeout=30)
 
 
+def api(url: str, body: dict) -> list[dict]:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        return json.loads(answer.read())
+
+
+def task_runs(api_url: str, flow_run_name: str) -> dict[str, str]:
+    """The task runs of the flow run named ``flow_run_name``, from Prefect's REST API: name -> state."""
+    [run] = api(f"{api_url}/flow_runs/filter", {"flow_runs": {"name": {"any_": [flow_run_name]}}})
+    tasks = api(f"{api_url}/task_runs/filter", {"flow_runs": {"id": {"any_": [run["id"]]}}})
+    return {t["name"]: t["state"]["name"] for t in tasks}
+
+
+def git_out(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout
+
+
 def test_a_deployment_run_with_overrides_is_a_dvc_experiment(repo, prefect_server):
     env = prefect_server
     before = (repo / "params.yaml").read_text()
@@ -133,3 +151,12 @@ def test_a_deployment_run_with_overrides_is_a_dvc_experiment(repo, prefect_serve
     logged = logged_in(repo, "prefect-alpha-half")
     assert logged["retrain@0.3-kd-0"].data.params["kd.alpha"] == "0.5"
     assert len({r.data.tags.get("prefect_flow_run_id") for r in logged.values()}) == 1
+    # each stage its own task run, as in a run without overrides: the stale ones ran, the rest were
+    # checked and found up to date
+    tasks = task_runs(env["PREFECT_API_URL"], "alpha-half")
+    ran_ = {name for name, state in tasks.items() if state == "Completed"}
+    assert ran_ == {"check", "retrain@0.3-kd-0", "quantize@0.3-kd-0", "report"}, tasks
+    assert set(tasks.values()) == {"Completed", "Cached"} and set(logged) == ran_ - {"check"}
+    # the experiment's worktree is gone, its outputs in the shared cache: `dvc exp apply` brings them back
+    assert not any((repo / ".prunekd" / "experiments").glob("*"))
+    assert git_out(repo, "worktree", "list").count("\n") == 1

@@ -116,6 +116,23 @@ def test_after_a_param_change_flow_and_dvc_agree(flows, flow_repo):
     assert ran(dvc(repo, "repro")) == set()
 
 
+def test_a_param_set_that_ran_before_is_restored_from_dvcs_run_cache(flows, flow_repo):
+    repo, _ = flow_repo
+    # The temperature test_after_a_param_change changed, set back: every stage that change reran has
+    # a run with these deps and params in DVC's run-cache (the flow's `dvc commit` put it there).
+    original = yaml.safe_load((ROOT / "params.yaml").read_text())["kd"]["temperature"]
+    set_params(repo, lambda p: p["kd"].update(temperature=original))
+    before_runs, before_files = len(runs(repo)), model_mtimes(repo)
+    states = flows.configured()(root=str(repo))
+    assert {n for n, s in states.items() if s != "Cached"} == {"check", "retrain@0.3-kd-0", "retrain@0.6-kd-0",
+                                                                "quantize@0.3-kd-0", "quantize@0.6-kd-0", "report"}
+    assert {s for s in states.values()} == {"Cached", "Restored"}, states
+    assert len(runs(repo)) == before_runs  # nothing trained, nothing logged
+    changed = {p for p, t in model_mtimes(repo).items() if t != before_files[p]}
+    assert changed == {repo / f"models/retrained/{r}-kd-0/model.pt" for r in ("0.3", "0.6")}  # checked out
+    assert ran(dvc(repo, "repro")) == set()
+
+
 def test_sweep_on_a_dask_local_cluster(flows, tmp_path_factory):
     from distributed import LocalCluster
 
