@@ -30,15 +30,20 @@ def _torch_runner(model: nn.Module, onnx_file: Path, x: np.ndarray, threads: int
     return run
 
 
-def onnx_session(onnx_file: Path, threads: int = 1):
-    """An ONNX Runtime CPU session with a fixed thread count and every graph optimisation."""
+def onnx_session(onnx_model: Path | bytes, threads: int = 1, profile_prefix: str | None = None):
+    """An ONNX Runtime CPU session (of a file, or a model's bytes) with a fixed thread count and
+    every graph optimisation; with ``profile_prefix``, under ONNX Runtime's profiler, which writes
+    its file there at ``end_profiling()``."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.log_severity_level = 3  # errors only
-    return ort.InferenceSession(str(onnx_file), options, providers=["CPUExecutionProvider"])
+    if profile_prefix:
+        options.enable_profiling, options.profile_file_prefix = True, profile_prefix
+    model = onnx_model if isinstance(onnx_model, bytes) else str(onnx_model)
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
 def check_onnx(model: PrunableNet, onnx_file: Path, model_file: Path, atol: float = 1e-3) -> None:

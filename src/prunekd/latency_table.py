@@ -1,0 +1,271 @@
+"""A latency lookup table of a prunable network on ONNX Runtime: the time of each of its operators
+at each width the plan can give the layers that shape it, from which the latency of any plan of
+layer widths is predicted without exporting it (NetAdapt 2018's and MetaPruning's lookup tables).
+
+A pruning plan gives each prunable layer (a *unit*: ``PrunableNet.prunable()``) a width, a
+multiple of ``round_to`` filters. An operator's time depends on the widths of at most two units:
+a pointwise convolution's on the unit before it (its input channels) and its own (its output
+channels); a depthwise convolution's on one; a pooling or reshape on one or none. So:
+
+1. **Which units shape which operator** (``dependencies``): the deploy form is run under ONNX
+   Runtime's profiler at full width, and once with each unit one step narrower; an operator
+   whose input or output shapes change with unit j depends on j. (Found by measurement, not by
+   architecture: any network ONNX Runtime runs, as long as no operator depends on more than two
+   units and the pairs can be 2-coloured, as a chain of layers can.)
+2. **Each operator's time at each pair of widths** (``measure``): the units are coloured so that
+   no operator's two units share a colour; for every pair of steps (s, t), a network whose units
+   of one colour are s steps wide and of the other t steps wide is run under the profiler, and
+   each operator's mean kernel time is read at the widths it saw. One pass gives every operator's
+   pair at once.
+3. **Calibration**: the profiler's own timing inflates a pass (every operator is timed
+   twice); each of those networks is also timed without it, and ``time = a + b * (sum of its
+   operators' profiled times)`` is fitted over them (``Calibration``, with its R²).
+
+A plan's predicted time is ``a + b * sum`` of its operators' table times at the plan's widths
+(``LatencyTable.predict``).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import tempfile
+from dataclasses import dataclass, field
+from itertools import product
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .export import INPUT, onnx_bytes
+from .latency import onnx_session, times_in_turns
+from .models import PrunableNet
+from .prune import shaped
+
+Widths = tuple[int, ...]
+
+
+class TableError(ValueError):
+    """The network cannot be tabled this way, or a plan is off the table's grid."""
+
+
+def steps(channels: int, round_to: int) -> list[int]:
+    """The widths a plan can give a unit of ``channels`` filters: the multiples of ``round_to`` up
+    to it, and the unit's own width (a unit of no more than ``round_to`` filters keeps them all)."""
+    if channels <= round_to:
+        return [channels]
+    return sorted({*range(round_to, channels, round_to), channels})
+
+
+def at_step(channels: int, step: int, round_to: int) -> int:
+    """A unit's width ``step`` steps up its grid (the last one beyond it)."""
+    grid = steps(channels, round_to)
+    return grid[min(step, len(grid)) - 1]
+
+
+@dataclass(frozen=True)
+class Pass:
+    """One network's operators under the profiler: name -> (shapes seen, mean kernel time in us)."""
+    shapes: dict[str, str]
+    us: dict[str, float]
+
+
+def profiled(model: PrunableNet, batch: int, threads: int, runs: int, folder: Path,
+             data: bytes | None = None) -> Pass:
+    """``model``'s deploy form (``data``, if exported already) run under ONNX Runtime's profiler:
+    each operator's input and output shapes and mean kernel time over ``runs`` runs, after a fifth
+    as many warm-up runs (left out)."""
+    data = data or onnx_bytes(model)
+    x = {INPUT: np.zeros((batch, *model.input_shape), dtype=np.float32)}
+    session = onnx_session(data, threads, str(folder / "profile"))
+    warmup = max(1, runs // 5)
+    for _ in range(warmup + runs):
+        session.run(None, x)
+    path = Path(session.end_profiling())
+    events = json.loads(path.read_text())
+    path.unlink()
+    times: dict[str, list[float]] = {}
+    shapes: dict[str, str] = {}
+    for event in events:
+        if event.get("cat") != "Node" or not event["name"].endswith("_kernel_time"):
+            continue
+        name = event["name"].removesuffix("_kernel_time")
+        times.setdefault(name, []).append(float(event["dur"]))
+        args = event.get("args", {})
+        shapes[name] = json.dumps([args.get("input_type_shape"), args.get("output_type_shape")], sort_keys=True)
+    return Pass(shapes, {name: statistics.fmean(values[warmup:] or values) for name, values in times.items()})
+
+
+def timed(data: bytes, input_shape: tuple[int, ...], batch: int, threads: int, runs: int) -> float:
+    """Median time of one pass of the ONNX model ``data``, in us, without the profiler."""
+    session = onnx_session(data, threads)
+    x = {INPUT: np.zeros((batch, *input_shape), dtype=np.float32)}
+    [ms] = times_in_turns([lambda: session.run(None, x)], warmup=max(1, runs // 5), repeats=runs, rounds=1)
+    return float(np.median(ms)) * 1000
+
+
+def dependencies(model: PrunableNet, round_to: int, batch: int, threads: int, runs: int,
+                 folder: Path) -> dict[str, tuple[int, ...]]:
+    """Operator name -> the units whose widths shape it (sorted; at most two)."""
+    full = model.channels()
+    base = profiled(shaped(model, full), batch, threads, runs, folder)
+    found: dict[str, set[int]] = {name: set() for name in base.shapes}
+    for unit, channels in enumerate(full):
+        grid = steps(channels, round_to)
+        if len(grid) < 2:
+            continue  # a unit that cannot narrow shapes nothing a plan changes
+        narrower = list(full)
+        narrower[unit] = grid[-2]
+        other = profiled(shaped(model, narrower), batch, threads, runs, folder)
+        if set(other.shapes) != set(base.shapes):
+            raise TableError(f"{model.arch}: ONNX Runtime runs other operators when layer {unit} narrows to "
+                             f"{grid[-2]} filters (a memory layout it picks by width); a prune.round_to of 16 "
+                             "(the vector width of AVX-512) keeps one layout")
+        for name, shape in other.shapes.items():
+            if shape != base.shapes[name]:
+                found[name].add(unit)
+    many = {name: units for name, units in found.items() if len(units) > 2}
+    if many:
+        name, units = next(iter(many.items()))
+        raise TableError(f"{model.arch}: operator {name} depends on the widths of layers {sorted(units)}; a "
+                         "table of pairs cannot hold it")
+    return {name: tuple(sorted(units)) for name, units in found.items()}
+
+
+def colours(n_units: int, deps: dict[str, tuple[int, ...]]) -> list[int]:
+    """0 or 1 per unit such that the two units of every operator differ (a 2-colouring of the
+    pairs), so that one network per pair of steps measures every operator's pair."""
+    neighbours: dict[int, set[int]] = {u: set() for u in range(n_units)}
+    for units in deps.values():
+        if len(units) == 2:
+            a, b = units
+            neighbours[a].add(b)
+            neighbours[b].add(a)
+    colour: list[int | None] = [None] * n_units
+    for start in range(n_units):
+        if colour[start] is not None:
+            continue
+        colour[start], queue = 0, [start]
+        while queue:
+            u = queue.pop()
+            for v in neighbours[u]:
+                if colour[v] is None:
+                    colour[v] = 1 - colour[u]
+                    queue.append(v)
+                elif colour[v] == colour[u]:
+                    raise TableError(f"layers {u} and {v} shape one operator and both shape others with a third: "
+                                     "the pairs cannot be measured two colours at a time")
+    return [int(c) for c in colour]
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """time = a + b * (sum of the profiled operator times), fitted over the measured networks."""
+    a: float
+    b: float
+    r2: float
+    n: int
+
+
+@dataclass(frozen=True)
+class LatencyTable:
+    """Each operator's units and its mean profiled time at each pair of their widths, with the
+    calibration to a whole pass without the profiler."""
+    channels: Widths  # the unpruned network's units
+    round_to: int
+    deps: dict[str, tuple[int, ...]]
+    us: dict[str, dict[Widths, float]]  # operator -> widths of its units -> mean profiled us
+    calibration: Calibration
+    _interpolators: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def predict(self, widths: list[int] | Widths) -> float:
+        """The predicted time of one pass of the network with these unit widths, in us. Widths
+        between the measured ones (a table measured every few steps) are interpolated, linearly in
+        each unit's width."""
+        if len(widths) != len(self.channels):
+            raise TableError(f"{len(widths)} widths for {len(self.channels)} layers")
+        off = [(u, w) for u, (w, c) in enumerate(zip(widths, self.channels)) if w not in steps(c, self.round_to)]
+        if off:
+            raise TableError(f"width {off[0][1]} of layer {off[0][0]} is off the table's grid (multiples of "
+                             f"{self.round_to}, up to the layer's own {self.channels[off[0][0]]})")
+        total = 0.0
+        for name, units in self.deps.items():
+            key = tuple(widths[u] for u in units)
+            total += self.us[name][key] if key in self.us[name] else self._between(name)(key)
+        return self.calibration.a + self.calibration.b * total
+
+    def _between(self, name: str):
+        """Operator ``name``'s times as a function of its units' widths, linear between measured ones."""
+        if name not in self._interpolators:
+            from scipy.interpolate import RegularGridInterpolator
+
+            keys = list(self.us[name])
+            axes = [sorted({k[d] for k in keys}) for d in range(len(keys[0]))]
+            grid = np.full([len(a) for a in axes], np.nan)
+            for key, us in self.us[name].items():
+                grid[tuple(a.index(v) for a, v in zip(axes, key))] = us
+            if np.isnan(grid).any():
+                raise TableError(f"operator {name}: its table is not a full grid of widths")
+            varied = [d for d, a in enumerate(axes) if len(a) > 1]  # a unit measured at one width: constant
+            inner = RegularGridInterpolator([axes[d] for d in varied], grid.reshape([len(axes[d]) for d in varied]))
+            self._interpolators[name] = lambda key: float(inner(np.asarray([[key[d] for d in varied]], float))[0])
+        return self._interpolators[name]
+
+    def frame(self) -> pd.DataFrame:
+        """One row per operator and widths: operator, layers, widths, us (what the table stage writes)."""
+        return pd.DataFrame([{"operator": name, "layers": " ".join(map(str, self.deps[name])),
+                              "widths": " ".join(map(str, key)), "us": round(us, 4)}
+                             for name, table in self.us.items() for key, us in sorted(table.items())])
+
+    def meta(self) -> dict:
+        return {"channels": list(self.channels), "round_to": self.round_to,
+                "calibration": vars(self.calibration)}
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame, meta: dict) -> "LatencyTable":
+        deps: dict[str, tuple[int, ...]] = {}
+        us: dict[str, dict[Widths, float]] = {}
+        for row in frame.itertuples(index=False):
+            parse = lambda text: tuple(int(v) for v in str(text).split()) if isinstance(text, str) else ()  # noqa: E731
+            deps[row.operator] = parse(row.layers)
+            us.setdefault(row.operator, {})[parse(row.widths)] = float(row.us)
+        return cls(tuple(meta["channels"]), int(meta["round_to"]), deps, us, Calibration(**meta["calibration"]))
+
+
+def measured_steps(most: int, stride: int) -> list[int]:
+    """The steps a table measures: every ``stride``-th from the first, and the last."""
+    return sorted({*range(1, most + 1, stride), most})
+
+
+def measure(model: PrunableNet, *, round_to: int, batch: int = 1, threads: int = 1, runs: int = 50,
+            stride: int = 1, folder: Path | None = None) -> LatencyTable:
+    """The lookup table of ``model``'s architecture (its weights do not matter) on ONNX Runtime's
+    CPU provider at ``batch`` and ``threads``, each network run ``runs`` times (module doc), at
+    every ``stride``-th step of each unit's grid (``predict`` interpolates between them)."""
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+        tmp_path = Path(tmp)
+        full = model.channels()
+        deps = dependencies(model, round_to, batch, threads, runs, tmp_path)
+        colour = colours(len(full), deps)
+        most = max(len(steps(c, round_to)) for c in full)
+        us: dict[str, dict[Widths, list[float]]] = {name: {} for name in deps}
+        sums, wall = [], []
+        for s, t in product(measured_steps(most, stride), repeat=2):
+            widths = [at_step(c, (s, t)[colour[u]], round_to) for u, c in enumerate(full)]
+            net = shaped(model, widths)
+            data = onnx_bytes(net)
+            seen = profiled(net, batch, threads, runs, tmp_path, data)
+            if set(seen.us) != set(deps):
+                raise TableError(f"{model.arch}: ONNX Runtime runs other operators at widths {widths} than at full "
+                                 "width (a memory layout it picks by width); a prune.round_to of 16 (the vector "
+                                 "width of AVX-512) keeps one layout")
+            for name, units in deps.items():
+                us[name].setdefault(tuple(widths[u] for u in units), []).append(seen.us[name])
+            sums.append(sum(seen.us[name] for name in deps))
+            wall.append(timed(data, net.input_shape, batch, threads, runs))
+    b, a = np.polyfit(sums, wall, 1)
+    fitted = a + b * np.asarray(sums)
+    spread = float(np.sum((np.asarray(wall) - np.mean(wall)) ** 2))
+    r2 = 1 - float(np.sum((np.asarray(wall) - fitted) ** 2)) / spread if spread else 1.0
+    table = {name: {key: statistics.fmean(values) for key, values in by.items()} for name, by in us.items()}
+    return LatencyTable(tuple(full), round_to, deps, table, Calibration(float(a), float(b), r2, len(wall)))

@@ -1,0 +1,50 @@
+"""The latency plan search on a hand-made lookup table, against the plans a hand computation picks."""
+
+import pandas as pd
+import pytest
+
+from prunekd.latency_plan import filter_share, latency_plan, sensitivity_cost
+from prunekd.latency_table import Calibration, LatencyTable, TableError
+
+CHANNELS = (48, 48, 32)  # steps of 16: layers 0 and 1 at 16, 32 or 48 filters, layer 2 at 16 or 32
+
+
+def table() -> LatencyTable:
+    """Times as a chain of convolutions costs them: a on layer 0 (w0), b from layer 0 to 1
+    (w0 * w1 / 16), c from layer 1 to 2 (w1 * w2 / 32). Unpruned: 48 + 144 + 48 = 240 us."""
+    grid = {0: (16, 32, 48), 1: (16, 32, 48), 2: (16, 32)}
+    us = {"a": {(w0,): float(w0) for w0 in grid[0]},
+          "b": {(w0, w1): w0 * w1 / 16 for w0 in grid[0] for w1 in grid[1]},
+          "c": {(w1, w2): w1 * w2 / 32 for w1 in grid[1] for w2 in grid[2]}}
+    return LatencyTable(CHANNELS, 16, {"a": (0,), "b": (0, 1), "c": (1, 2)}, us, Calibration(0.0, 1.0, 1.0, 9))
+
+
+def test_each_step_narrows_the_layer_whose_microsecond_costs_least():
+    t = table()
+    assert t.predict(CHANNELS) == 240
+    # 240 -> 180: layer 0 or 1 one step narrower each save 64 us for a third of their filters (a tie:
+    # the earlier layer); layer 2's step saves 24 us for half of its: [32, 48, 32], 176 us
+    assert latency_plan(t, 180) == [32, 48, 32]
+    # on to 150: layer 0 again saves 64 us for a third (layer 1 now 48, layer 2 24): [16, 48, 32], 112 us
+    assert latency_plan(t, 150) == [16, 48, 32]
+
+
+def test_an_accuracy_cost_and_a_kept_layer_move_the_plan():
+    t = table()
+    dear_first = lambda layer, before, after: 10.0 if layer == 0 else 1.0  # noqa: E731
+    assert latency_plan(t, 180, dear_first) == [48, 32, 32]  # layer 1 instead: 48 * 16 / 16 + 16 = 64 us
+    assert latency_plan(t, 180, keep=[True, False, False]) == [48, 32, 32]
+
+
+def test_a_budget_no_plan_meets_is_refused():
+    with pytest.raises(TableError, match="no plan reaches 10.0 us"):
+        latency_plan(table(), 10)
+
+
+def test_sensitivity_costs_read_the_curves_between_their_ratios():
+    curves = pd.DataFrame({"index": [0, 0], "channels": [48, 48], "ratio": [0.25, 0.5], "drop": [1.0, 3.0]})
+    cost = sensitivity_cost(curves, CHANNELS)
+    # 48 -> 32 filters: ratio 1/3, between 0.25 (1 point) and 0.5 (3 points): 1 + (1/12) / 0.25 * 2
+    assert cost(0, 48, 32) == pytest.approx(1 + (1 / 3 - 0.25) / 0.25 * 2)
+    assert cost(0, 32, 16) == pytest.approx(3.0 - cost(0, 48, 32))  # ratio 2/3: beyond the curve, its last drop
+    assert filter_share(CHANNELS)(2, 32, 16) == 0.5
