@@ -183,7 +183,8 @@ def surely_cached(stages: list[Stage], stale: frozenset[str]) -> set[str]:
 def run_stage(stage: Stage, root: str, threads: int, env: dict[str, str], stale: frozenset[str],
               upstream: list) -> dict | Completed:
     """Run one DVC stage if it was stale when the flow started, or if a stage upstream of it ran
-    and DVC now finds it stale; record it into dvc.lock. ``upstream``: those stages' results."""
+    (or was restored) and DVC now finds it stale; record it into dvc.lock. ``upstream``: those
+    stages' results."""
     root_path = Path(root)
     upstream_ran = any(isinstance(r, dict) and r.get("ran") for r in upstream)
     if stage.name not in stale and not upstream_ran:  # nothing it reads has changed
@@ -196,7 +197,9 @@ def run_stage(stage: Stage, root: str, threads: int, env: dict[str, str], stale:
         return Completed(message=f"{stage.name} is up to date in dvc.lock", name="Cached")
     if state == RESTORED:
         log.info("%s: outputs restored from DVC's cache, nothing rerun", stage.name)
-        return Completed(message=f"{stage.name}: outputs restored from DVC's cache", name="Restored")
+        # Its outputs may now differ from before (params set back, say): the stages after it ask DVC too.
+        return Completed(message=f"{stage.name}: outputs restored from DVC's cache", name="Restored",
+                         data={"stage": stage.name, "ran": True})
     log.info("running %s: %s", stage.name, stage.cmd)
     child_env = with_bin_on_path(os.environ | env | {"OMP_NUM_THREADS": str(threads),
                                                      "MKL_NUM_THREADS": str(threads), "DVC_STAGE": stage.name})

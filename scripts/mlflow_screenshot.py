@@ -1,6 +1,7 @@
 """Screenshots of MLflow's UI on this project's store, for the README: the experiment's runs table,
-whose first row is the latest sweep's report run with the answer's metrics as columns, and that
-report run's page, which opens on the answer (its description).
+whose first row is the latest sweep's report run with the answer's metrics as columns, that
+report run's page, which opens on the answer (its description), and the comparison view the report
+stage saves (test top-1 against params, grouped by mode and ratio).
 
     python scripts/mlflow_screenshot.py [--store mlflow.db] [--out docs/img] [--no-check]
 
@@ -8,7 +9,8 @@ It starts a real `mlflow server` on 127.0.0.1 over a copy of the store (./mlflow
 repro`; the original is only read) and takes the pictures with headless Chromium (Debian: apt-get
 install chromium). Unless --no-check, it then fails unless the pages, as the browser rendered
 them, show the project's experiment in MLflow's model-training view, the report run first in the
-runs table with its answer's metrics, and the run page the report run's description.
+runs table with its answer's metrics, the run page the report run's description, and the comparison
+view its scatter chart of the retrain runs' groups.
 
 MLflow 3.17's UI opens the GenAI view in a fresh browser whatever the experiment's kind tag says
 (the view is a browser-wide toggle): the pages are opened with ?workflowType=machine_learning
@@ -40,11 +42,11 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 
 from prunekd.stages.report import run_description
-from prunekd.tracking import EXPERIMENT, EXPERIMENT_TAGS, free_port, server, ui_url
+from prunekd.tracking import COMPARE_VIEW, EXPERIMENT, EXPERIMENT_TAGS, comparison_view, free_port, server, ui_url
 
 ROOT = Path(__file__).resolve().parents[1]
 
-RUNS_PNG, RUN_PNG = "mlflow-runs.png", "mlflow-report-run.png"
+RUNS_PNG, RUN_PNG, COMPARE_PNG = "mlflow-runs.png", "mlflow-report-run.png", "mlflow-compare.png"
 WINDOW = "1800,1100"
 # The browser reaches the server (on 127.0.0.1) by this name: on a page served from localhost or
 # 127.0.0.1, MLflow's UI opens its chat assistant over a quarter of the screen on a browser's first
@@ -64,10 +66,13 @@ class ScreenshotError(RuntimeError):
 class Shots:
     runs_png: Path  # the experiment's runs table, the answer's metrics as columns
     run_png: Path  # the latest report run's page
+    compare_png: Path  # the comparison view
     runs_url: str  # each page's address on the server: /#/experiments/...
     run_url: str
+    compare_url: str
     runs_text: str  # each page's text as Chromium rendered it
     run_text: str
+    compare_text: str
     experiment: str
     run_id: str  # the report run's
     description: str  # the report run's, Markdown
@@ -107,6 +112,10 @@ def fill_in(client: MlflowClient, experiment, report) -> list[str]:
     missing = {k: v for k, v in EXPERIMENT_TAGS.items() if k not in experiment.tags}
     for key, value in missing.items():
         client.set_experiment_tag(experiment.experiment_id, key, value)
+    view = f"mlflow.sharedViewState.{COMPARE_VIEW}"
+    if view not in experiment.tags:
+        client.set_experiment_tag(experiment.experiment_id, view, json.dumps(comparison_view()))
+        missing[view] = ""
     if missing:
         done.append(f"experiment tags {', '.join(missing)}")
     run_id = report.info.run_id
@@ -218,6 +227,15 @@ def first_run_name(runs_text: str) -> str | None:
     return found.group(1) if found else None
 
 
+def compare_problems(text: str) -> list[str]:
+    """What the comparison view's page lacks: its chart's section, axes and grouping."""
+    wanted = {"the chart's section": "Accuracy against size", "the x axis": "params", "the y axis": "test_top1",
+              "the grouping by mode": "mode", "the grouping by ratio": "ratio"}
+    genai = [m for m in GENAI_MARKERS if m in text]
+    return ([f"the comparison view lacks {what} ({shown!r})" for what, shown in wanted.items() if shown not in text]
+            + ([f"the comparison view is MLflow's GenAI view (it shows {', '.join(genai)})"] if genai else []))
+
+
 def check(shots: Shots) -> None:
     """Fail unless both pages show the experiment in the model-training view, the runs table the
     report run's answer metrics, and the run page the report run's description."""
@@ -243,8 +261,9 @@ def check(shots: Shots) -> None:
     for line in answer_lines(shots.description):
         if line not in shots.run_text:
             problems.append(f"the report run page does not show its description's {line[:80]!r}")
+    problems += compare_problems(shots.compare_text)
     if problems:
-        raise ScreenshotError("; ".join(problems) + f" (pages: {shots.runs_url}, {shots.run_url})")
+        raise ScreenshotError("; ".join(problems) + f" (pages: {shots.runs_url}, {shots.run_url}, {shots.compare_url})")
 
 
 def screenshots(store: Path, out: Path, artifacts: Path | None = None, fill: bool = True,
@@ -269,9 +288,13 @@ def screenshots(store: Path, out: Path, artifacts: Path | None = None, fill: boo
         # runs keep their own artifact locations; this is only where new ones would go
         with ui_server(uri, artifacts or store.parent / "mlartifacts") as base:
             urls = (ui_url(base, experiment.experiment_id) + f"&viewStateShareKey={VIEW}",
-                    ui_url(base, experiment.experiment_id, run_id))
-            pngs = (out / RUNS_PNG, out / RUN_PNG)
+                    ui_url(base, experiment.experiment_id, run_id), ui_url(base, experiment.experiment_id, compare=True))
+            pngs = (out / RUNS_PNG, out / RUN_PNG, out / COMPARE_PNG)
             doms = [chromium(url, png) for url, png in zip(urls, pngs)]
+            for _ in range(2):  # the chart draws after the runs arrive: on a busy machine, after the budget
+                if not compare_problems(page_text(doms[2])):
+                    break
+                doms[2] = chromium(urls[2], pngs[2])
     shots = Shots(*pngs, *(url.removeprefix(base) for url in urls), *map(page_text, doms), EXPERIMENT, run_id,
                   report.data.tags.get("mlflow.note.content", ""), columns,
                   'data-testid="show-comment-toggle"' in doms[1], tuple(filled))
@@ -294,10 +317,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     for what in shots.filled_in:
         print(f"filled in, in a copy of {args.store}: {what}", file=sys.stderr)
-    print(f"wrote {shots.runs_png} ({shots.runs_url})\nwrote {shots.run_png} ({shots.run_url})")
+    print(f"wrote {shots.runs_png} ({shots.runs_url})\nwrote {shots.run_png} ({shots.run_url})\n"
+          f"wrote {shots.compare_png} ({shots.compare_url})")
     if not args.no_check:
         print(f"checked: both pages show experiment {shots.experiment!r} in the model-training view, the runs "
-              f"table the report run's {len(shots.columns)} answer metrics, its page its description")
+              f"table the report run's {len(shots.columns)} answer metrics, its page its description, the "
+              f"comparison view its chart")
     if shots.description_cut:
         print("note: the run page shows the description's first 150 px only, the rest behind 'Show more'",
               file=sys.stderr)

@@ -43,6 +43,7 @@ LATENCY_FIGURE = f"{FIGURES_DIR}/latency.png"
 KD_FIGURE = f"{FIGURES_DIR}/kd_minus_ft.png"
 RETRAINING_FIGURE = f"{FIGURES_DIR}/retraining_curves.png"
 ACCURACY_PLOT = f"{PLOTS_DIR}/accuracy.csv"
+HISTORY_PLOT = f"{PLOTS_DIR}/history.csv"  # validation top-1 per retraining epoch, per mode and ratio
 STORE_FILE = "mlflow.db"  # the default MLflow store, a SQLite file in the project folder
 ARTIFACTS_DIR = "mlartifacts"  # its artifacts
 

@@ -636,6 +636,16 @@ def collect_histories(layout: Layout, results: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def history_table(histories: pd.DataFrame) -> pd.DataFrame:
+    """Validation top-1 after each retraining epoch, mean over seeds, in long form: one row per
+    mode, ratio and epoch (``reports/plots/history.csv``: dvc.yaml's retraining plot draws a panel
+    per mode and a line per ratio from it)."""
+    table = (histories.groupby(["mode", "ratio", "epoch"], sort=True)["val_top1"].mean()
+             .reset_index())
+    table.insert(1, "series", table.pop("ratio").map(lambda r: f"ratio {r:g}"))
+    return table.round(4)
+
+
 def plot_curves(histories: pd.DataFrame, summary: pd.DataFrame, path: Path) -> None:
     """Validation top-1 after each retraining epoch, mean over seeds with the seeds' range, one
     panel per ratio, beside the pruned network's top-1 with no retraining: where a mode ends

@@ -80,6 +80,16 @@ def test_mlflow_has_one_run_per_stage_with_lineage(repo, tmp_path):
     assert (folder / "extra_files" / "model.pt").read_bytes() == (repo / "models/retrained/0.3-kd-0/model.pt").read_bytes()
     logged = mlflow.search_logged_models(experiment_ids=[kd.info.experiment_id], output_format="list")
     assert {m.source_run_id for m in logged} >= {teacher.info.run_id, prune.info.run_id, kd.info.run_id}
+    # each model's final figures are linked to it (both forms), so the Models view ranks by them
+    kd_models = [m for m in logged if m.source_run_id == kd.info.run_id]
+    assert len(kd_models) == 2
+    for model in kd_models:
+        linked = {m.key: m.value for m in model.metrics}
+        assert linked["test_top1"] == pytest.approx(metrics["top1"]) and linked["params"] == metrics["params"]
+    ranked = mlflow.search_logged_models(experiment_ids=[kd.info.experiment_id], order_by=[
+        {"field_name": "metrics.test_top1", "ascending": False}], output_format="list")
+    tops = [m.value for r in ranked for m in r.metrics if m.key == "test_top1"]
+    assert len(tops) == 2 * 7 and tops == sorted(tops, reverse=True)  # teacher, 2 pruned, 4 retrained: 2 forms each
 
 
 def test_second_repro_runs_nothing(repo):
@@ -108,9 +118,20 @@ def test_metrics_and_plots_show(repo):
     assert list(accuracy.columns) == ["params_removed_pct", "ft", "kd"] and len(accuracy) == 3
     history = pd.read_csv(repo / "models/retrained/0.3-kd-0/history.csv")
     assert list(history["epoch"]) == [1] and "val_top1" in history.columns
+    # the retraining curves: one table, a panel per mode and a line per ratio, not a chart per run
+    curves = pd.read_csv(repo / "reports/plots/history.csv")
+    assert list(curves.columns) == ["mode", "series", "epoch", "val_top1"]
+    assert set(zip(curves["mode"], curves["series"])) == {(m, f"ratio {r}") for m in ("ft", "kd") for r in (0.3, 0.6)}
+    assert curves.set_index(["mode", "series"]).loc[("kd", "ratio 0.3"), "val_top1"] == history["val_top1"].iloc[0]
+    shown = json.loads(subprocess.run([str(BIN / "dvc"), "plots", "show", "--json", "retraining"], cwd=repo,
+                                      env=clean_env(), capture_output=True, text=True, check=True).stdout)
+    [plot] = shown["data"]["retraining"]
+    assert plot["content"]["encoding"]["column"]["field"] == "mode" and not shown.get("errors")
+    assert {v["series"] for v in plot["content"]["data"]["values"]} == {"ratio 0.3", "ratio 0.6"}
     dvc(repo, "plots", "show", "--out", "plots_html")
     page = (repo / "plots_html" / "index.html").read_text()
-    assert "accuracy_vs_params_removed" in page and "models/retrained/0.3-kd-0/history.csv" in page
+    assert "accuracy_vs_params_removed" in page and "retraining" in page
+    assert "models/retrained/0.3-kd-0/history.csv" not in page
 
 
 @pytest.mark.parametrize("section, typo", [("kd", "temprature"), ("retrain", "epohcs"), (None, "sed")])

@@ -224,3 +224,20 @@ def test_the_thesis_row_shows_a_dash_for_a_mode_the_run_left_out():
     kd_only = study_comparison(summary[summary["mode"] == "kd"])
     assert "nan" not in kd_only.lower() and "90.30" in kd_only
     assert kd_only.splitlines()[-1].count("–") == 2  # top1 ft and kd - ft
+
+
+def test_the_history_table_is_one_row_per_mode_ratio_and_epoch_averaged_over_seeds():
+    from prunekd.report import history_table
+
+    histories = pd.DataFrame({
+        "epoch": [1, 2, 1, 2, 1, 2, 1, 2],
+        "val_top1": [80.0, 82.0, 84.0, 86.0, 60.0, 70.0, 90.0, 91.0],
+        "ratio": [0.26, 0.26, 0.26, 0.26, 0.75, 0.75, 0.26, 0.26],
+        "mode": ["ft", "ft", "ft", "ft", "ft", "ft", "kd", "kd"],
+        "seed": [0, 0, 1, 1, 0, 0, 0, 0],
+    })
+    table = history_table(histories)
+    assert list(table.columns) == ["mode", "series", "epoch", "val_top1"]
+    rows = {(m, s, e): v for m, s, e, v in table.itertuples(index=False)}
+    assert rows == {("ft", "ratio 0.26", 1): 82.0, ("ft", "ratio 0.26", 2): 84.0, ("ft", "ratio 0.75", 1): 60.0,
+                    ("ft", "ratio 0.75", 2): 70.0, ("kd", "ratio 0.26", 1): 90.0, ("kd", "ratio 0.26", 2): 91.0}

@@ -215,6 +215,10 @@ def test_mlflow_shows_the_answer_links_the_lineage_and_the_reports_figures(proje
     assert all(k.startswith("latency/") for k in report_run.data.metrics if "median_ms" in k)
     figures = {a.path for a in client.list_artifacts(report_run.info.run_id, "report/figures")}
     assert "report/figures/kd_minus_ft.png" in figures
+    # the comparison view, saved on the experiment, one click from the report run's description
+    view_tags = client.get_experiment(report_run.info.experiment_id).tags
+    assert '"groupByData": "ratio"' in view_tags["mlflow.sharedViewState.prunekd-compare"]
+    assert "viewStateShareKey=prunekd-compare&compareRunsMode=CHART)" in report_run.data.tags["mlflow.note.content"]
     # a retrain run's description links the runs it was made from
     kd = by_stage["retrain@0.3-kd-0"]
     note = kd.data.tags["mlflow.note.content"]
@@ -314,11 +318,8 @@ class FakeRun:
     def __init__(self, fail: bool):
         self.fail = fail
 
-    def log_metrics(self, metrics):
-        pass
-
-    def log_model(self, model, model_file, onnx_file, lineage_file):
-        assert onnx_file.is_file()
+    def log_model(self, model, model_file, onnx_file, lineage_file, metrics):
+        assert onnx_file.is_file() and "test_top1" in metrics
         if self.fail:
             raise RuntimeError("artifact store unavailable")
 

@@ -130,8 +130,8 @@ def save_outputs(model: PrunableNet, folder: Path, *, scratch: Path, prepared: P
     predicted, metrics = measure_on_test(model, model_file, prepared)
     np.save(scratch / PREDICTIONS_FILE, predicted, allow_pickle=False)
     metrics |= extra or {}
-    run.log_metrics({("test_top1" if k == "top1" else k): v for k, v in metrics.items()})
-    run.log_model(model, model_file, onnx_file, scratch / LINEAGE_FILE)
+    run.log_model(model, model_file, onnx_file, scratch / LINEAGE_FILE,
+                  {("test_top1" if k == "top1" else k): v for k, v in metrics.items()})
     write_json(scratch / METRICS_FILE, metrics)
     if history:  # a trained model: its per-epoch metrics, a plot of its stage in dvc.yaml
         pd.DataFrame(history).rename_axis("epoch").rename(lambda i: i + 1).reset_index().to_csv(

@@ -14,13 +14,13 @@ import pandas as pd
 from ..config import Params
 from ..io import stage_outputs, write_json
 from ..models import read_meta
-from ..paths import (ACCURACY_FIGURE, ACCURACY_PLOT, INT8_FILE, KD_FIGURE, LATENCY_FIGURE, METRICS_FILE, MODEL_FILE,
-                     PARETO_FIGURE, PLOTS_DIR, REPORT_FILE, REPORT_OUTPUTS, RESULTS_FILE, RETRAINING_FIGURE,
+from ..paths import (ACCURACY_FIGURE, ACCURACY_PLOT, HISTORY_PLOT, INT8_FILE, KD_FIGURE, LATENCY_FIGURE, METRICS_FILE,
+                     MODEL_FILE, PARETO_FIGURE, PLOTS_DIR, REPORT_FILE, REPORT_OUTPUTS, RESULTS_FILE, RETRAINING_FIGURE,
                      SUMMARY_FILE, Layout)
 from ..data import load_prepared
 from ..report import (accuracy_table, aliases, collect, collect_correct, collect_histories, collect_int8,
-                      deploy_int8, flat_metrics, int8_metrics, kd_gain_figure, latency_label, markdown, plot_accuracy,
-                      plot_curves, plot_latency, plot_pareto, read_latency, summarize)
+                      deploy_int8, flat_metrics, history_table, int8_metrics, kd_gain_figure, latency_label, markdown,
+                      plot_accuracy, plot_curves, plot_latency, plot_pareto, read_latency, summarize)
 from ..latency import latency_metrics
 from ..tracking import StageRun, adopt, dvc_experiment, model_run_id, register, stage_run
 from .cli import run_cli
@@ -127,6 +127,7 @@ def run(params: Params, layout: Layout) -> dict:
         write_json(tmp / METRICS_FILE, flat)  # what `dvc exp show` lists
         (tmp / PLOTS_DIR).mkdir()  # the table dvc.yaml's accuracy plot draws (dvc plots diff compares it)
         accuracy_table(summary, float(teacher["top1"])).to_csv(tmp / ACCURACY_PLOT, index=False)
+        history_table(histories).to_csv(tmp / HISTORY_PLOT, index=False)
         (tmp / REPORT_FILE).write_text(markdown(
             results, summary=summary, latency=latency, sensitivity=sensitivity, correct=correct,
             regime_params=regime, num_classes=prepared.num_classes, accuracy_figure=ACCURACY_FIGURE,
@@ -139,7 +140,10 @@ def run(params: Params, layout: Layout) -> dict:
             run.log_metrics(flat)  # the answer first: what the runs table shows for this run
             run.log_metrics({f"latency/{k}_ratio_{r['ratio']:g}": v for r in latency.to_dict("records")
                              for k, v in latency_metrics(r).items()})
-            run.describe(run_description((tmp / REPORT_FILE).read_text()))
+            compare = run.save_comparison_view()
+            run.describe(run_description((tmp / REPORT_FILE).read_text())
+                         + f"\n\n[Compare ratios and modes]({compare}): test top-1 against params, grouped by "
+                           "mode and ratio (the retrain runs, each point the mean of its seeds).")
             record_sweep(run, params, layout, results, latency)
     print(layout.report.read_text())
     return {"runs": len(results) - 1, "teacher_top1": float(teacher["top1"])}

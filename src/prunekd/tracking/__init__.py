@@ -19,17 +19,17 @@ One module per audience, their public names gathered here:
 - ``_store``: what they share (where the store is, its error, the tags a model is found by).
 """
 
-from ._store import (EXPERIMENT, MODEL_ARTIFACT, MODEL_MD5_TAG, MODEL_URI_TAG, ONNX_ARTIFACT, ONNX_URI_TAG,
+from ._store import (COMPARE_VIEW, EXPERIMENT, MODEL_ARTIFACT, MODEL_MD5_TAG, MODEL_URI_TAG, ONNX_ARTIFACT, ONNX_URI_TAG,
                      UI_VIEW, TrackingError, file_md5, project_root, tracked, tracking_uri)
 from .connection import BOUNDED_HTTP, STORE_SCHEMES, api_problem, check_reachable, free_port, server
 from .registry import adopt, model_run_id, register, sweep_runs, ui_url
 from .run import (CODE_PATHS, EXPERIMENT_TAGS, LOCATION_COLUMNS, RUN_CONTEXT, TRAINING_STAGES, StageRun,
-                  describe_stage, dvc_experiment, follow_project, git_commit, stage_run)
+                  comparison_view, describe_stage, dvc_experiment, follow_project, git_commit, stage_run)
 
 __all__ = [
-    "BOUNDED_HTTP", "CODE_PATHS", "EXPERIMENT", "EXPERIMENT_TAGS", "LOCATION_COLUMNS", "MODEL_ARTIFACT",
+    "BOUNDED_HTTP", "CODE_PATHS", "COMPARE_VIEW", "EXPERIMENT", "EXPERIMENT_TAGS", "LOCATION_COLUMNS", "MODEL_ARTIFACT",
     "MODEL_MD5_TAG", "MODEL_URI_TAG", "ONNX_ARTIFACT", "ONNX_URI_TAG", "RUN_CONTEXT", "STORE_SCHEMES",
     "TRAINING_STAGES", "UI_VIEW", "StageRun", "TrackingError", "adopt", "api_problem", "check_reachable",
-    "describe_stage", "dvc_experiment", "file_md5", "follow_project", "free_port", "git_commit", "model_run_id",
+    "comparison_view", "describe_stage", "dvc_experiment", "file_md5", "follow_project", "free_port", "git_commit", "model_run_id",
     "project_root", "register", "server", "stage_run", "sweep_runs", "tracked", "tracking_uri", "ui_url",
 ]

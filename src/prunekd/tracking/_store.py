@@ -28,6 +28,10 @@ MODEL_MD5_TAG = "prunekd.model_md5"  # the md5 of the run's model.pt, as dvc.loc
 # browser's localStorage and GenAI until someone flips it, whatever the experiment's kind tag says:
 # a fresh browser opens a run in the GenAI view ("Evaluations"). This URL parameter overrides it.
 UI_VIEW = "workflowType=machine_learning"
+# The view the report stage saves on the experiment (an experiment tag mlflow.sharedViewState.<key>,
+# the way the UI's own share button saves one): test top-1 against params, grouped by mode and ratio.
+COMPARE_VIEW = "prunekd-compare"
+COMPARE_QUERY = f"{UI_VIEW}&viewStateShareKey={COMPARE_VIEW}&compareRunsMode=CHART"  # the chart view is a URL setting
 
 
 class TrackingError(UserError, RuntimeError):

@@ -14,16 +14,19 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from ..io import read_lineage
-from ._store import (EXPERIMENT, MODEL_ARTIFACT, MODEL_MD5_TAG, MODEL_URI_TAG, ONNX_ARTIFACT, ONNX_URI_TAG,
+from ._store import (COMPARE_QUERY, EXPERIMENT, MODEL_ARTIFACT, MODEL_MD5_TAG, MODEL_URI_TAG, ONNX_ARTIFACT, ONNX_URI_TAG,
                      UI_VIEW, TrackingError, experiment_name, file_md5, guarded, store_client, tracking_uri)
 
 log = logging.getLogger(__name__)
 
 
-def ui_url(base: str, experiment_id: str, run_id: str | None = None) -> str:
-    """The MLflow UI's page of an experiment's runs table (or of one run) at server ``base``, in
-    the model-training view."""
+def ui_url(base: str, experiment_id: str, run_id: str | None = None, compare: bool = False) -> str:
+    """The MLflow UI's page of an experiment's runs table (or of one run, or ``compare``: the view
+    the report stage saves, StageRun.save_comparison_view) at server ``base``, in the model-training
+    view."""
     page = f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs"
+    if compare:
+        return f"{page}?{COMPARE_QUERY}"
     return f"{page}/{run_id}?{UI_VIEW}" if run_id else f"{page}?{UI_VIEW}"
 
 

@@ -5,6 +5,7 @@ dataset, the model in MLflow's PyTorch and ONNX flavours)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import re
@@ -25,9 +26,9 @@ from torch import nn
 from ..config import Params, flatten
 from ..constants import DVC_EXP_ENV, FLOW_RUN_ENV
 from ..paths import Layout
-from ._store import (MODEL_ARTIFACT, MODEL_MD5_TAG, MODEL_URI_TAG, ONNX_ARTIFACT, ONNX_URI_TAG, UI_VIEW,
-                     TrackingError, experiment_name, file_md5, guarded, project_root, store_client, tracked,
-                     tracking_uri)
+from ._store import (COMPARE_QUERY, COMPARE_VIEW, MODEL_ARTIFACT, MODEL_MD5_TAG, MODEL_URI_TAG, ONNX_ARTIFACT,
+                     ONNX_URI_TAG, UI_VIEW, TrackingError, experiment_name, file_md5, guarded, project_root,
+                     store_client, tracked, tracking_uri)
 
 
 # What decides results; dvc.lock and the metrics files change during every run and do not count.
@@ -147,6 +148,15 @@ class StageRun:
         """The run's description in MLflow's UI (markdown): what the run page opens with."""
         mlflow.set_tag("mlflow.note.content", markdown)
 
+    @guarded("saving the comparison view")
+    def save_comparison_view(self) -> str:
+        """Save ``comparison_view`` on the run's experiment; returns its page's link, relative to
+        the UI (``#/experiments/...``)."""
+        experiment_id = mlflow.get_run(self.run_id).info.experiment_id
+        mlflow.MlflowClient().set_experiment_tag(experiment_id, f"mlflow.sharedViewState.{COMPARE_VIEW}",
+                                                 json.dumps(comparison_view()))
+        return f"#/experiments/{experiment_id}/runs?{COMPARE_QUERY}"
+
     @guarded("logging an artifact")
     def log_artifact(self, path: Path, folder: str | None = None) -> None:
         """A file, or a folder as a folder (``figures/`` stays ``<folder>/figures/``, so a logged
@@ -166,9 +176,12 @@ class StageRun:
         mlflow.log_input(dataset, context=context, tags={"sizes": str(manifest["sizes"])})
 
     @guarded("logging the model")
-    def log_model(self, model: nn.Module, model_file: Path, onnx_file: Path, lineage_file: Path) -> None:
+    def log_model(self, model: nn.Module, model_file: Path, onnx_file: Path, lineage_file: Path,
+                  metrics: dict[str, float]) -> None:
         """The model twice: in MLflow's PyTorch flavour, with prunekd's own pickle-free file and its
-        lineage inside it, and its deploy form in MLflow's ONNX flavour (what an ONNX runtime serves)."""
+        lineage inside it, and its deploy form in MLflow's ONNX flavour (what an ONNX runtime serves);
+        ``metrics`` (its final figures: test top-1, params, ...) logged to the run and linked to both
+        logged models, so MLflow's Models view lists and ranks them by these figures."""
         import onnx
 
         model = model.cpu().eval()
@@ -189,6 +202,9 @@ class StageRun:
                                            pip_requirements=[f"onnxruntime=={_version('onnxruntime')}"])
         mlflow.set_tags({MODEL_URI_TAG: info.model_uri, ONNX_URI_TAG: deploy.model_uri,  # what report registers
                          MODEL_MD5_TAG: file_md5(model_file)})
+        final = {k: float(v) for k, v in metrics.items()}
+        mlflow.log_metrics(final, model_id=info.model_id)  # the run's metrics too, linked to the model
+        mlflow.log_metrics(final, model_id=deploy.model_id)
 
     @guarded("logging the int8 model")
     def log_onnx(self, onnx_file: Path, example, logits) -> None:
@@ -233,6 +249,34 @@ def dvc_experiment() -> str | None:
 
 
 TRAINING_STAGES = {"teacher", "retrain"}  # their runs sample CPU and memory (MLflow's system metrics)
+
+
+def comparison_view() -> dict:
+    """MLflow's runs page as the UI shares a view (MLflow 3.17): the retrain runs only, grouped by
+    mode and ratio (one point per group: the seeds' mean), one scatter chart of test top-1 against
+    params. The UI rebuilds its default charts unless both the charts and their sections are given."""
+    section = "prunekd-compare"
+    columns = ["params.`mode`", "params.`ratio`", "metrics.`test_top1`", "metrics.`params`", "metrics.`macs`"]
+    return {
+        "searchFilter": "tags.`prunekd.stage` = 'retrain'",
+        "selectedColumns": columns, "columnOrder": columns,
+        "runsHiddenMode": "SHOW_ALL",  # else the charts draw the first ten runs or groups
+        "groupBy": {"aggregateFunction": "average",
+                    "groupByKeys": [{"mode": "param", "groupByData": "mode"},
+                                    {"mode": "param", "groupByData": "ratio"}]},
+        "useGroupedValuesInCharts": True,
+        "isAccordionReordered": True,
+        "compareRunSections": [
+            {"uuid": section, "name": "Accuracy against size", "display": True, "isReordered": False},
+            {"uuid": "prunekd-model", "name": "Model metrics", "display": False, "isReordered": False},
+            {"uuid": "prunekd-system", "name": "System metrics", "display": False, "isReordered": False},
+            # the report run's latency/ metrics would open a section of their own: closed
+            {"uuid": "prunekd-latency", "name": "latency", "display": False, "isReordered": False}],
+        "compareRunCharts": [{
+            "uuid": "prunekd-top1-vs-params", "type": "SCATTER", "metricSectionId": section,
+            "xaxis": {"key": "params", "type": "METRIC"}, "yaxis": {"key": "test_top1", "type": "METRIC"},
+            "runsCountToCompare": 100, "deleted": False, "isGenerated": False}],
+    }
 
 
 def describe_stage(stage: str, experiment_id: str, tags: dict[str, str]) -> str:
