@@ -96,18 +96,26 @@ def dvc_stages(root: Path) -> list[Stage]:
         return [Stage(s.name, s.cmd, tuple(d.name for d in graph.successors(s))) for s in order if s.cmd]
 
 
-TIMED_ALONE = ("latency",)  # stages that measure time: nothing else may run beside them
+# stages that measure time (prune does under prune.unit latency): nothing else may run beside them
+TIMED_ALONE = ("latency_table", "prune", "latency")
+
+
+def is_timed(name: str) -> bool:
+    return name.split("@")[0] in TIMED_ALONE
 
 
 def timed_alone(stages: list[Stage]) -> list[Stage]:
-    """``stages`` reordered so that each stage of TIMED_ALONE comes after every stage that does not
-    depend on it (still a dependency order): then it can wait for all of them."""
-    downstream = set(TIMED_ALONE)
-    for stage in stages:  # dependency order: a stage's upstream is classified before it
-        if set(stage.upstream) & downstream:
-            downstream.add(stage.name)
-    first = [s for s in stages if s.name not in downstream]
-    return first + [s for s in stages if s.name in downstream]
+    """``stages`` (in a dependency order) with each timing stage moved as early as its upstream
+    allows, still a dependency order. It waits for every stage before it, and every stage after it
+    waits for it (``run_stages``), so nothing runs beside it; early, it holds up no more than it must."""
+    order: list[Stage] = []
+    for stage in stages:
+        if is_timed(stage.name):
+            after = max((i for i, s in enumerate(order) if s.name in stage.upstream), default=-1)
+            order.insert(after + 1, stage)
+        else:
+            order.append(stage)
+    return order
 
 
 def with_bin_on_path(env: dict[str, str]) -> dict[str, str]:
@@ -356,10 +364,11 @@ def run_stages(root: Path, workers: int, retries: int, distributed: bool, store_
         env = server_env | env | {FLOW_RUN_ENV: str(flow_run.get_id() or "")}
         futures = {}
         for stage in timed_alone([s for s in stages if s.name not in certain]):
-            # A timing stage waits for every stage before it too: a training run beside it would
-            # slow the models it times.
+            # A timing stage waits for every stage before it, and every stage after it for it: a
+            # training run beside it would slow the models it times.
             upstream = [futures[n] for n in stage.upstream if n in futures]
-            waits = list(futures.values()) if stage.name in TIMED_ALONE else upstream
+            timing = [f for n, f in futures.items() if is_timed(n)]
+            waits = list(futures.values()) if is_timed(stage.name) else upstream + timing
             futures[stage.name] = runner.submit(stage, str(root), threads, env, stale, upstream, wait_for=waits)
         for future in futures.values():
             future.wait()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-STAGES = ("check", "prepare", "teacher", "sensitivity", "prune", "retrain", "quantize_teacher", "quantize",
+STAGES = ("check", "prepare", "teacher", "sensitivity", "latency_table", "prune", "retrain", "quantize_teacher", "quantize",
           "latency", "report")
 COMMANDS = {"runs": "prunekd.runs", "export": "prunekd.export"} | {stage: f"prunekd.stages.{stage}" for stage in STAGES}
 

@@ -17,8 +17,10 @@ TORCHVISION_ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152
                      "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn")
 CRITERIA = ("l1", "l2", "random", "bn_scale", "fpgm")
 MODES = ("ft", "kd", "scratch", "scratch_kd")
-UNITS = ("channels", "params", "macs")
-SCHEDULES = ("uniform", "sensitivity")
+UNITS = ("channels", "params", "macs", "latency")
+SCHEDULES = ("uniform", "sensitivity", "netadapt")
+RUNTIMES = ("onnxruntime", "torch")
+TABLE_RUNTIMES = ("onnxruntime",)  # the runtimes a latency lookup table can be measured on
 RESIDUAL = ("coupled", "inner")
 KEEP = ("last", "best_val")  # which epoch's weights a training run ends with
 PRECISIONS = ("fp32", "bf16")  # of the training steps' arithmetic (bf16: autocast)
@@ -117,6 +119,11 @@ class PruneConfig(Section):
     round_to: int = Field(1, ge=1, le=64)  # every pruned layer keeps a multiple of this many filters
     bn_recalibration_batches: int = Field(10, ge=0)  # after pruning: BatchNorm statistics from this many batches
     residual: Literal[RESIDUAL] = "coupled"  # inner: channels tied by an addition are not pruned (Li et al.'s ResNets)
+    # unit latency: the runtime and batch size whose time a ratio removes, and the lookup table's protocol
+    latency_runtime: Literal[RUNTIMES] = "onnxruntime"
+    latency_batch: int = Field(1, ge=1, le=4096)
+    latency_stride: int = Field(2, ge=1, le=64)  # the table measures every n-th width step, interpolates between
+    latency_runs: int = Field(50, ge=1, le=100_000)  # profiled passes per network of the table
 
     @field_validator("ratios", "sensitivity_ratios")
     @classmethod
@@ -161,8 +168,6 @@ class QuantizeConfig(Section):
     method: Literal[CALIBRATION_METHODS] = "minmax"
     per_channel: bool = True  # one int8 scale per output filter (False: one per tensor)
 
-
-RUNTIMES = ("onnxruntime", "torch")
 
 
 class MeasureConfig(Section):
@@ -230,11 +235,31 @@ def parse_params(raw: object, source: str = "params.yaml") -> Params:
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
     try:
-        return Params.model_validate(raw)
+        params = Params.model_validate(raw)
     except RecursionError:
         raise ConfigError(f"{source}: nested too deeply to be params") from None
     except ValidationError as exc:
         raise ConfigError(f"{source}: " + "; ".join(_describe(e) for e in exc.errors())) from None
+    problems = across_sections(params)
+    if problems:
+        raise ConfigError(f"{source}: " + "; ".join(problems))
+    return params
+
+
+def across_sections(params: Params) -> list[str]:
+    """What no one key's bounds catch: keys that contradict each other."""
+    p, problems = params.prune, []
+    if p.unit == "latency":
+        if p.latency_runtime not in params.measure.runtimes:
+            problems.append(f"prune.latency_runtime: {p.latency_runtime} is not in measure.runtimes "
+                            f"{list(params.measure.runtimes)}: a latency budget is met on a runtime the study times")
+        elif p.latency_runtime not in TABLE_RUNTIMES:
+            problems.append(f"prune.latency_runtime: {p.latency_runtime}: the latency lookup table is measured on "
+                            f"{', '.join(TABLE_RUNTIMES)} only")
+    if p.schedule == "netadapt" and p.unit != "latency":
+        problems.append(f"prune.schedule: netadapt plans on measured time; it needs prune.unit: latency, "
+                        f"not {p.unit}")
+    return problems
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

@@ -12,6 +12,7 @@ uniform schedule does, where that saves the most time).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -43,33 +44,111 @@ def sensitivity_cost(curves: pd.DataFrame, channels: list[int] | tuple[int, ...]
     return cost
 
 
-def latency_plan(table: LatencyTable, target_us: float, cost: StepCost | None = None,
-                 keep: list[bool] | None = None) -> list[int]:
-    """Widths whose predicted time is at most ``target_us``: from the unpruned ones, the step with
-    the least ``cost`` per microsecond saved, one at a time (ties: the earlier layer). Layers
-    ``keep`` marks stay whole. A TableError if even the narrowest plan misses the target."""
+def latency_path(table: LatencyTable, cost: StepCost | None = None,
+                 keep: list[bool] | None = None) -> list[tuple[list[int], float]]:
+    """NetAdapt's trajectory on ``table``: from the unpruned widths, each step the one with the
+    least ``cost`` per microsecond saved (ties: the least share of the layer's filters per
+    microsecond, then the earlier layer), until no step saves time; each plan with its predicted
+    time. It does not depend on a budget: the plan for any budget is a point on it. Layers ``keep``
+    marks stay whole."""
     channels = list(table.channels)
-    cost = cost or filter_share(channels)
+    share = filter_share(channels)
+    cost = cost or share
     keep = keep or [False] * len(channels)
     grids = [steps(c, table.round_to) for c in channels]
     widths = list(channels)
-    now = table.predict(widths)
-    while now > target_us:
-        best = None
+    path = [(list(widths), table.predict(widths))]
+    while True:
+        now, best = path[-1][1], None
         for layer, grid in enumerate(grids):
             at = grid.index(widths[layer])
             if keep[layer] or at == 0:
                 continue
             trial = widths[:layer] + [grid[at - 1]] + widths[layer + 1:]
-            saved = now - table.predict(trial)
+            after = table.predict(trial)
+            saved = now - after
             if saved <= 0:
                 continue
-            price = cost(layer, widths[layer], grid[at - 1]) / saved
-            if best is None or price < best[0]:
-                best = (price, layer, grid[at - 1], now - saved)
+            key = (cost(layer, widths[layer], grid[at - 1]) / saved, share(layer, widths[layer], grid[at - 1]) / saved,
+                   layer)
+            if best is None or key < best[0]:
+                best = (key, layer, grid[at - 1], after)
         if best is None:
-            raise TableError(f"no plan reaches {target_us:.1f} us: the narrowest the table allows takes "
-                             f"{now:.1f} us")
-        _, layer, width, now = best
+            return path
+        _, layer, width, after = best
         widths[layer] = width
+        path.append((list(widths), after))
+
+
+def on_path(path: list[tuple[list[int], float]], target_us: float) -> tuple[list[int], float]:
+    """The first plan of ``path`` predicted to take at most ``target_us`` (the narrowest, its last,
+    where none does)."""
+    return next(((w, t) for w, t in path if t <= target_us), path[-1])
+
+
+def latency_plan(table: LatencyTable, target_us: float, cost: StepCost | None = None,
+                 keep: list[bool] | None = None) -> list[int]:
+    """Widths whose predicted time is at most ``target_us``: the first such plan on ``latency_path``.
+    A TableError if even the narrowest plan misses the target."""
+    path = latency_path(table, cost, keep)
+    widths, predicted = on_path(path, target_us)
+    if predicted > target_us:
+        raise TableError(f"no plan reaches {target_us:.1f} us: the narrowest the table allows takes "
+                         f"{predicted:.1f} us")
     return widths
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One plan exported and timed: the table budget it was searched for, its widths, the time the
+    table predicts for it, and its measured time as a fraction of the unpruned network's."""
+    budget_us: float
+    widths: tuple[int, ...]
+    predicted_us: float
+    measured: float
+
+
+# table budget (us) -> (widths, predicted us): a plan search on the table
+Planner = Callable[[float], tuple[list[int], float]]
+
+
+def meet_budget(target: float, plan: Planner, measure: Callable[[list[int]], float], *, start_us: float,
+                full_us: float, tolerance: float = 0.05, tries: int = 8) -> tuple[Trial, list[Trial]]:
+    """The plan whose *measured* time is within ``tolerance`` (relative) of ``target``, a fraction
+    of the unpruned network's measured time; with every plan tried.
+
+    The table predicts a plan's time with an error (its own, and the machine's since it was
+    measured), so a plan is searched for a table budget, exported and measured (``measure``: its
+    time over the unpruned network's); while it misses, the budget is corrected: interpolated
+    between the closest tried budgets on either side of the target (the unpruned network,
+    ``full_us``, measuring 1, bounds it from above), else scaled by target / measured, and halved
+    toward the other side's budget where that gives a plan already tried. ``start_us``: the first
+    budget. A TableError names the closest plan if none is within ``tolerance`` after ``tries``,
+    or if the narrowest plan is still too slow."""
+    tried: list[Trial] = []
+    budget = start_us
+    for _ in range(tries):
+        widths, predicted = plan(budget)
+        seen = next((t for t in tried if list(t.widths) == widths), None)
+        trial = seen or Trial(budget, tuple(widths), predicted, measure(widths))
+        if seen is None:
+            tried.append(trial)
+        if abs(trial.measured - target) <= tolerance * target:
+            return trial, tried
+        if trial.measured > target and widths == plan(float("-inf"))[0]:
+            raise TableError(f"the narrowest plan runs at {trial.measured:.1%} of the unpruned network's time, "
+                             f"above the {target:.1%} asked ({1 - target:.0%} removed)")
+        faster = [t for t in tried if t.measured < target]
+        slower = [t for t in tried if t.measured > target] + [Trial(full_us, (), full_us, 1.0)]
+        lo = max(faster, key=lambda t: t.measured, default=None)  # the slowest plan that is fast enough
+        hi = min(slower, key=lambda t: t.measured)  # the fastest that is too slow
+        if lo is not None:
+            budget = lo.budget_us + (target - lo.measured) * (hi.budget_us - lo.budget_us) / (hi.measured - lo.measured)
+        else:
+            budget = trial.budget_us * target / trial.measured
+        if any(list(t.widths) == plan(budget)[0] for t in tried):
+            edge = hi if trial.measured < target else lo
+            budget = (trial.budget_us + (edge.budget_us if edge else trial.budget_us * target / trial.measured)) / 2
+    best = min(tried, key=lambda t: abs(t.measured - target))
+    raise TableError(f"no plan measured within {tolerance:.0%} of {target:.1%} of the unpruned network's time in "
+                     f"{tries} tries: the closest runs at {best.measured:.1%}")

@@ -19,7 +19,9 @@ channels); a depthwise convolution's on one; a pooling or reshape on one or none
    pair at once.
 3. **Calibration**: the profiler's own timing inflates a pass (every operator is timed
    twice); each of those networks is also timed without it, and ``time = a + b * (sum of its
-   operators' profiled times)`` is fitted over them (``Calibration``, with its R²).
+   operators' profiled times)`` is fitted over them (``Calibration``, with its R²; where the
+   networks' times differ by less than the noise and the slope comes out at or below 0,
+   ``time = b * sum``).
 
 A plan's predicted time is ``a + b * sum`` of its operators' table times at the plan's widths
 (``LatencyTable.predict``).
@@ -37,15 +39,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .errors import UserError
 from .export import INPUT, onnx_bytes
 from .latency import onnx_session, times_in_turns
 from .models import PrunableNet
+from .progress import progress
 from .prune import shaped
 
 Widths = tuple[int, ...]
 
 
-class TableError(ValueError):
+class TableError(UserError, ValueError):
     """The network cannot be tabled this way, or a plan is off the table's grid."""
 
 
@@ -180,14 +184,16 @@ class LatencyTable:
 
     def predict(self, widths: list[int] | Widths) -> float:
         """The predicted time of one pass of the network with these unit widths, in us. Widths
-        between the measured ones (a table measured every few steps) are interpolated, linearly in
-        each unit's width."""
+        between the measured ones (a table measured every few steps, or a width off the grid of
+        multiples of ``round_to``) are interpolated, linearly in each unit's width; a width below
+        the narrowest measured one is read as that one (it runs no faster on vector kernels)."""
         if len(widths) != len(self.channels):
             raise TableError(f"{len(widths)} widths for {len(self.channels)} layers")
-        off = [(u, w) for u, (w, c) in enumerate(zip(widths, self.channels)) if w not in steps(c, self.round_to)]
-        if off:
-            raise TableError(f"width {off[0][1]} of layer {off[0][0]} is off the table's grid (multiples of "
-                             f"{self.round_to}, up to the layer's own {self.channels[off[0][0]]})")
+        wide = [(u, w) for u, (w, c) in enumerate(zip(widths, self.channels)) if not 1 <= w <= c]
+        if wide:
+            u, w = wide[0]
+            raise TableError(f"width {w} of layer {u} is outside the table (1 to the layer's own {self.channels[u]})")
+        widths = [max(w, steps(c, self.round_to)[0]) for w, c in zip(widths, self.channels)]
         total = 0.0
         for name, units in self.deps.items():
             key = tuple(widths[u] for u in units)
@@ -219,7 +225,7 @@ class LatencyTable:
 
     def meta(self) -> dict:
         return {"channels": list(self.channels), "round_to": self.round_to,
-                "calibration": vars(self.calibration)}
+                "calibration": {k: getattr(self.calibration, k) for k in ("a", "b", "r2", "n")}}
 
     @classmethod
     def from_frame(cls, frame: pd.DataFrame, meta: dict) -> "LatencyTable":
@@ -250,7 +256,8 @@ def measure(model: PrunableNet, *, round_to: int, batch: int = 1, threads: int =
         most = max(len(steps(c, round_to)) for c in full)
         us: dict[str, dict[Widths, list[float]]] = {name: {} for name in deps}
         sums, wall = [], []
-        for s, t in product(measured_steps(most, stride), repeat=2):
+        pairs = list(product(measured_steps(most, stride), repeat=2))
+        for s, t in progress(pairs, len(pairs), "latency table"):
             widths = [at_step(c, (s, t)[colour[u]], round_to) for u, c in enumerate(full)]
             net = shaped(model, widths)
             data = onnx_bytes(net)
@@ -264,6 +271,8 @@ def measure(model: PrunableNet, *, round_to: int, batch: int = 1, threads: int =
             sums.append(sum(seen.us[name] for name in deps))
             wall.append(timed(data, net.input_shape, batch, threads, runs))
     b, a = np.polyfit(sums, wall, 1)
+    if b <= 0:  # the networks' times differ by less than the noise: time in proportion to the sum
+        b, a = float(np.sum(wall)) / float(np.sum(sums)), 0.0
     fitted = a + b * np.asarray(sums)
     spread = float(np.sum((np.asarray(wall) - np.mean(wall)) ** 2))
     r2 = 1 - float(np.sum((np.asarray(wall) - fitted) ** 2)) / spread if spread else 1.0

@@ -81,6 +81,9 @@ class Layout:
         self.curves = self.sensitivity / CURVES_FILE
         self.sensitivity_figure = self.sensitivity / SENSITIVITY_FIGURE
         self.latency = self.reports / "latency.csv"
+        self.latency_table = self.reports / "latency_table"  # unit latency's lookup table: its two files
+        self.latency_table_rows = self.latency_table / "table.csv"  # operator, layers, widths, us
+        self.latency_table_meta = self.latency_table / "meta.json"  # the network and settings it was measured for
         self.results = self.reports / RESULTS_FILE  # the report stage's: one row per model
         self.report = self.reports / REPORT_FILE
         self.locks = self.root / ".prunekd" / "locks"  # one run of a stage at a time (io.exclusive)

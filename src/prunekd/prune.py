@@ -21,6 +21,9 @@ from .models import PrunableNet, TorchvisionNet, build_model, dependency_graph, 
 
 RESIDUAL = ("coupled", "inner")
 
+# layer widths -> a network's predicted time (a latency lookup table's ``predict``): what unit latency removes
+Latency = Callable[[list[int]], float]
+
 
 class OwnFilterImportance(tp.importance.Importance):
     """Score a group's channels by the filters that produce them, as Li et al. rank them.
@@ -197,7 +200,7 @@ def shaped(model: PrunableNet, widths: list[int]) -> PrunableNet:
 
 
 def round_widths(model: PrunableNet, layer_ratios: list[float], *, round_to: int, target: float, unit: str,
-                 keep: list[bool] | None = None) -> list[int]:
+                 keep: list[bool] | None = None, latency: Latency | None = None) -> list[int]:
     """Layer widths for a plan of per-layer ratios, each a multiple of ``round_to`` filters,
     removing as close to ``target`` of ``unit`` as such widths can.
 
@@ -220,7 +223,7 @@ def round_widths(model: PrunableNet, layer_ratios: list[float], *, round_to: int
         return max(lowest[i], min(channels[i], width))
 
     def gap(widths: list[int]) -> float:
-        return abs(reduction(model, shaped(model, widths), unit) - target)
+        return abs(reduction(model, shaped(model, widths), unit, latency) - target)
 
     widths = [clip(i, round_to * round(k / round_to)) for i, k in enumerate(planned)]
     best = gap(widths)
@@ -234,8 +237,13 @@ def round_widths(model: PrunableNet, layer_ratios: list[float], *, round_to: int
         widths[i] = w
 
 
-def reduction(model: PrunableNet, pruned: PrunableNet, unit: str) -> float:
-    """Fraction of ``unit`` removed: channels (of prunable layers), params or MACs."""
+def reduction(model: PrunableNet, pruned: PrunableNet, unit: str, latency: Latency | None = None) -> float:
+    """Fraction of ``unit`` removed: channels (of prunable layers), params, MACs, or ``latency``'s
+    predicted time (a function of the layer widths: a lookup table's)."""
+    if unit == "latency":
+        if latency is None:
+            raise ValueError("unit latency needs a latency predictor")
+        return 1 - latency(pruned.channels()) / latency(model.channels())
     if unit == "channels":
         return 1 - sum(pruned.channels()) / sum(model.channels())
     index = {"macs": 0, "params": 1}[unit]
@@ -272,7 +280,7 @@ def _layer_plan(common: float, caps: list[float] | None, keep: list[bool]) -> li
 
 
 def _common_ratio(model: PrunableNet, ratio: float, *, unit: str, tolerance: float, caps: list[float] | None,
-                  keep: list[bool], hi: float | None) -> float:
+                  keep: list[bool], hi: float | None, latency: Latency | None = None) -> float:
     """The common ratio, at most ``hi``, whose ``_layer_plan`` removes ``ratio`` of ``unit`` (unrounded).
 
     Uniformly, ``channels`` is the ratio itself, and ``params`` and ``macs`` are bisected up to
@@ -281,7 +289,7 @@ def _common_ratio(model: PrunableNet, ratio: float, *, unit: str, tolerance: flo
     out of reach is an error here.
     """
     def achieved(common: float) -> float:
-        return reduction(model, predicted_shape(model, _layer_plan(common, caps, keep)), unit)
+        return reduction(model, predicted_shape(model, _layer_plan(common, caps, keep)), unit, latency)
 
     if caps is None:
         if unit == "channels":
@@ -302,10 +310,33 @@ def _common_ratio(model: PrunableNet, ratio: float, *, unit: str, tolerance: flo
     return common
 
 
+@dataclass(frozen=True)
+class Plan:
+    widths: list[int]  # filters kept per prunable layer
+    channel_ratio: float  # the common fraction of filters removed, before caps and rounding
+    layer_ratios: list[float]  # the fraction of each prunable layer's filters planned to go, before rounding
+
+
+def plan_widths(model: PrunableNet, ratio: float, unit: str, *, round_to: int = 1, residual: str = "coupled",
+                caps: list[float] | None = None, max_channel_ratio: float | None = None, tolerance: float = 0.01,
+                latency: Latency | None = None) -> Plan:
+    """The layer widths ``prune`` gives (its doc), unchecked: the reduction they reach may miss
+    ``ratio`` by more than ``tolerance`` where widths move in coarse steps."""
+    if caps is not None and len(caps) != len(model.prunable()):
+        raise ValueError(f"{len(caps)} caps for {len(model.prunable())} prunable layers")
+    keep = kept_whole(model, residual)
+    common = _common_ratio(model, ratio, unit=unit, tolerance=tolerance, caps=caps, keep=keep, hi=max_channel_ratio,
+                           latency=latency)
+    layer_ratios = _layer_plan(common, caps, keep)
+    widths = round_widths(model, layer_ratios, round_to=round_to, target=ratio, unit=unit, keep=keep, latency=latency)
+    return Plan(widths, common, layer_ratios)
+
+
 def prune(model: PrunableNet, ratio: float, unit: str, criterion: str, *, seed: int = 0, round_to: int = 1,
           residual: str = "coupled", caps: list[float] | None = None, max_channel_ratio: float | None = None,
-          tolerance: float = 0.01) -> PruneResult:
-    """Prune so that ``ratio`` of ``unit`` (channels, params or MACs) is removed.
+          tolerance: float = 0.01, latency: Latency | None = None) -> PruneResult:
+    """Prune so that ``ratio`` of ``unit`` (channels, params, MACs, or the time ``latency``
+    predicts from the layer widths) is removed.
 
     Every prunable layer loses the same fraction of its filters, the common ratio, except that
     with ``caps`` (one per prunable layer, e.g. ``sensitivity.layer_caps``) a layer loses at most
@@ -317,21 +348,18 @@ def prune(model: PrunableNet, ratio: float, unit: str, criterion: str, *, seed: 
     """
     if criterion not in CRITERIA:
         raise ValueError(f"unknown criterion {criterion!r}; known: {', '.join(CRITERIA)}")
-    if caps is not None and len(caps) != len(model.prunable()):
-        raise ValueError(f"{len(caps)} caps for {len(model.prunable())} prunable layers")
-    keep = kept_whole(model, residual)
-    common = _common_ratio(model, ratio, unit=unit, tolerance=tolerance, caps=caps, keep=keep, hi=max_channel_ratio)
-    layer_ratios = _layer_plan(common, caps, keep)
-    widths = round_widths(model, layer_ratios, round_to=round_to, target=ratio, unit=unit, keep=keep)
-    pruned = prune_to_widths(model, widths, criterion, seed)
-    reached = checked_reduction(model, pruned, target=ratio, unit=unit, tolerance=tolerance, round_to=round_to)
-    return PruneResult(pruned, common, layer_ratios, reached)
+    plan = plan_widths(model, ratio, unit, round_to=round_to, residual=residual, caps=caps,
+                       max_channel_ratio=max_channel_ratio, tolerance=tolerance, latency=latency)
+    pruned = prune_to_widths(model, plan.widths, criterion, seed)
+    reached = checked_reduction(model, pruned, target=ratio, unit=unit, tolerance=tolerance, round_to=round_to,
+                                latency=latency)
+    return PruneResult(pruned, plan.channel_ratio, plan.layer_ratios, reached)
 
 
 def checked_reduction(model: PrunableNet, pruned: PrunableNet, *, target: float, unit: str, tolerance: float,
-                      round_to: int) -> float:
+                      round_to: int, latency: Latency | None = None) -> float:
     """The reduction ``pruned`` reached; a PruneTargetError if it misses ``target`` by more than ``tolerance``."""
-    achieved = reduction(model, pruned, unit)
+    achieved = reduction(model, pruned, unit, latency)
     if unit != "channels" and abs(achieved - target) > tolerance:
         hint = (f"; layers rounded to multiples of {round_to} filters (prune.round_to) move in coarse steps "
                 "on a model this small: a smaller prune.round_to gives finer ones" if round_to > 1 else "")

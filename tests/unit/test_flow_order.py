@@ -3,14 +3,15 @@
 from ..conftest import load_flow_module
 
 
-def test_the_latency_stage_comes_after_every_stage_that_does_not_depend_on_it():
+def test_a_timing_stage_comes_as_early_as_its_upstream_allows():
     flow = load_flow_module()
     Stage = flow.Stage
     stages = [Stage("prepare", "", ()), Stage("teacher", "", ("prepare",)), Stage("prune@0.5", "", ("teacher",)),
               Stage("latency", "", ("teacher", "prune@0.5")), Stage("retrain@0.5-kd-0", "", ("prune@0.5",)),
               Stage("report", "", ("latency", "retrain@0.5-kd-0"))]
     order = [s.name for s in flow.timed_alone(stages)]
-    assert order == ["prepare", "teacher", "prune@0.5", "retrain@0.5-kd-0", "latency", "report"]
+    assert order == ["prepare", "teacher", "prune@0.5", "latency", "retrain@0.5-kd-0", "report"]
+    assert [flow.is_timed(name) for name in order] == [False, False, True, True, False, False]
     position = {name: i for i, name in enumerate(order)}
     assert all(position[u] < position[s.name] for s in stages for u in s.upstream)  # still a dependency order
 

@@ -56,11 +56,11 @@ def load_teacher(layout: Layout, params: Params, prepared: Prepared) -> tuple[Pr
 
 
 def load_pruned(layout: Layout, ratio: float, prepared: Prepared,
-                channels: Callable[[], list[int]] | None = None) -> tuple[PrunableNet, dict]:
+                channels: Callable[[dict], list[int]] | None = None) -> tuple[PrunableNet, dict]:
     """The model pruned at ``ratio`` and its meta. It must be this ratio's, pruned from this
     teacher on this data: a model placed by hand (another ratio's, the teacher itself) would be
     retrained and reported under the wrong name. Given ``channels`` (called once the file's own
-    claims pass: what pruning the teacher at ``ratio`` gives), its architecture must be that one: a meta edited to name another ratio, its
+    claims pass, with its meta: what pruning the teacher at ``ratio`` gives), its architecture must be that one: a meta edited to name another ratio, its
     SHA-256 recomputed, still cannot pass a 0.6 model off as 0.3's."""
     path, key = layout.pruned(ratio) / MODEL_FILE, ratio_key(ratio)
     model, meta = load_model(path)
@@ -72,7 +72,7 @@ def load_pruned(layout: Layout, ratio: float, prepared: Prepared,
         raise ModelFileError(f"{path}: pruned from another teacher than {layout.teacher / MODEL_FILE}; "
                              f"rerun prune@{key}")
     check_data(path, meta, prepared, f"prune@{key}")
-    expected = channels() if channels is not None else None
+    expected = channels(meta) if channels is not None else None
     if expected is not None and model.channels() != expected:
         raise ModelFileError(f"{path}: its filters per layer are not what pruning the teacher at {key} gives "
                              f"({sum(model.channels())} vs {sum(expected)} in all); rerun prune@{key}")

@@ -9,26 +9,34 @@ from __future__ import annotations
 
 import argparse
 
+import numpy as np
 import pandas as pd
 
-from ..config import Params
+from ..config import MeasureConfig, Params
 from ..io import CorruptInputError, MissingInputError, read_table
 from ..data import load_prepared
 from ..measure import count_macs_params
 from ..models import PrunableNet, model_digest
 from .. import sensitivity
 from ..paths import MODEL_FILE, Layout, ratio_key
-from ..prune import PruneResult, kept_whole, prune
+from ..latency import onnx_session, times_in_turns
+from ..latency_plan import Planner, Trial, latency_path, meet_budget, on_path, sensitivity_cost
+from ..latency_table import LatencyTable, TableError
+from ..export import INPUT, onnx_bytes
+from ..prune import PruneResult, PruneTargetError, kept_whole, plan_widths, prune, prune_to_widths, shaped
 from ..tracking import model_run_id, stage_run
 from ..train import device, recalibrate_batchnorm, use_determinism
 from .artifacts import load_teacher, log_data, model_folder, save_outputs
+from .latency_table import load_table, read_latency_table
+
+LATENCY_TOLERANCE = 0.05  # a latency plan's measured time may miss its target by this fraction of it
 from .cli import ratio_arg, run_cli
 
 
 def sensitivity_curves(params: Params, layout: Layout, teacher: PrunableNet) -> pd.DataFrame | None:
     """The sensitivity table, which the sensitivity schedule needs (and only it), refused unless it
     is ``teacher``'s: a row for each of its prunable layers, with that layer's filters."""
-    if params.prune.schedule != "sensitivity":
+    if params.prune.schedule not in ("sensitivity", "netadapt"):
         return None
     curves_file = layout.curves
     if not curves_file.is_file():
@@ -59,10 +67,93 @@ def pruned_by_schedule(teacher: PrunableNet, ratio: float, params: Params, curve
     return result
 
 
-def pruned_channels(teacher: PrunableNet, ratio: float, params: Params, layout: Layout) -> list[int]:
+def latency_planner(teacher: PrunableNet, params: Params, table: LatencyTable,
+                    curves: pd.DataFrame | None) -> Planner:
+    """A plan search on the table for ``prune.schedule``: table budget (us) -> (widths, predicted us).
+
+    ``netadapt``: the first plan within budget on NetAdapt's trajectory (``latency_path``), each
+    step priced by its sensitivity-curve drop per microsecond saved. ``uniform`` and
+    ``sensitivity``: their own plans, with the ratio of the table's time they remove searched as
+    any unit's is (``plan_widths``)."""
+    p = params.prune
+    keep = kept_whole(teacher, p.residual)
+    if p.schedule == "netadapt":
+        path = latency_path(table, sensitivity_cost(curves, teacher.channels()), keep)
+        return lambda budget: on_path(path, budget)
+    full_us = table.predict(teacher.channels())
+    caps = grid_end = None
+    if p.schedule == "sensitivity":
+        caps = sensitivity.layer_caps(curves, p.sensitivity_max_drop, keep)
+        grid_end = float(curves["ratio"].max())
+
+    def plan(budget: float) -> tuple[list[int], float]:
+        ratio = min(max(1 - budget / full_us, 0.0), 0.999)
+        widths = plan_widths(teacher, ratio, "latency", round_to=p.round_to, residual=p.residual, caps=caps,
+                             max_channel_ratio=grid_end, latency=table.predict).widths
+        return widths, table.predict(widths)
+    return plan
+
+
+class TimedPlans:
+    """A plan's measured time over the teacher's: both deploy forms (the plan's architecture; its
+    weights do not change its time) at ``batch`` images, timed in turns as the latency stage times
+    them (``measure``). Each plan's figures are kept."""
+
+    def __init__(self, teacher: PrunableNet, measure: MeasureConfig, batch: int):
+        self.teacher, self.measure, self.batch = teacher, measure, batch
+        self.teacher_onnx = onnx_bytes(teacher)
+        self.us: dict[tuple[int, ...], tuple[float, float]] = {}  # widths -> (teacher us, plan us)
+
+    def __call__(self, widths: list[int]) -> float:
+        m = self.measure
+        x = {INPUT: np.zeros((self.batch, *self.teacher.input_shape), dtype=np.float32)}
+        forms = (self.teacher_onnx, onnx_bytes(shaped(self.teacher, widths)))
+        sessions = [onnx_session(data, m.threads) for data in forms]
+        full, plan = (float(np.median(t)) * 1000 for t in times_in_turns(
+            [lambda s=s: s.run(None, x) for s in sessions], m.warmup, m.repeats, m.rounds))
+        self.us[tuple(widths)] = (full, plan)
+        return plan / full
+
+
+def latency_pruned(teacher: PrunableNet, ratio: float, params: Params, layout: Layout,
+                   curves: pd.DataFrame | None) -> tuple[PruneResult, dict]:
+    """Pruned so that ``ratio`` of the teacher's measured time goes (``meet_budget``), and the
+    figures of the plan kept: its table budget (what re-derives it), predicted and measured times."""
+    table = load_table(layout, params, teacher)
+    planner = latency_planner(teacher, params, table, curves)
+    full_us = table.predict(teacher.channels())
+    timed = TimedPlans(teacher, params.measure, params.prune.latency_batch)
+    try:
+        trial, tried = meet_budget(1 - ratio, planner, timed, start_us=(1 - ratio) * full_us, full_us=full_us,
+                                   tolerance=LATENCY_TOLERANCE)
+    except TableError as exc:
+        raise PruneTargetError(f"prune.ratios: {ratio} of latency is out of reach: {exc}") from None
+    for t in tried:
+        print(f"latency plan: table budget {t.budget_us:.1f} us -> predicted {t.predicted_us:.1f} us, measured "
+              f"{t.measured:.1%} of the teacher's time (target {1 - ratio:.1%}){' <- kept' if t is trial else ''}")
+    widths = list(trial.widths)
+    model = prune_to_widths(teacher, widths, params.prune.criterion, params.seed)
+    teacher_us, plan_us = timed.us[trial.widths]
+    layer_ratios = [1 - w / c for w, c in zip(widths, teacher.channels())]
+    result = PruneResult(model, 1 - sum(widths) / sum(teacher.channels()), layer_ratios, 1 - trial.measured)
+    figures = {"latency_budget_us": trial.budget_us, "latency_predicted_us": trial.predicted_us,
+               "latency_predicted_full_us": full_us, "latency_measured_us": plan_us,
+               "latency_measured_full_us": teacher_us, "latency_removed": 1 - trial.measured, "latency_trials": len(tried)}
+    return result, figures
+
+
+def pruned_channels(teacher: PrunableNet, ratio: float, params: Params, layout: Layout, meta: dict) -> list[int]:
     """The filters per layer that pruning ``teacher`` at ``ratio`` gives under params.yaml: what a
-    pruned model's architecture is checked against (``load_pruned``)."""
-    return pruned_by_schedule(teacher, ratio, params, sensitivity_curves(params, layout, teacher)).model.channels()
+    pruned model's architecture (``meta``: its own) is checked against (``load_pruned``). A latency
+    plan is re-derived from the table budget it records (its measurement is not repeated)."""
+    curves = sensitivity_curves(params, layout, teacher)
+    if params.prune.unit == "latency":
+        if not isinstance(meta.get("latency_budget_us"), (int, float)):
+            raise CorruptInputError(f"{layout.pruned(ratio)}: a pruned model that records no latency budget; "
+                                    f"rerun prune@{ratio_key(ratio)}")
+        planner = latency_planner(teacher, params, read_latency_table(layout, teacher)[0], curves)
+        return planner(float(meta["latency_budget_us"]))[0]
+    return pruned_by_schedule(teacher, ratio, params, curves).model.channels()
 
 
 def run(params: Params, layout: Layout, ratio: float) -> dict:
@@ -72,7 +163,11 @@ def run(params: Params, layout: Layout, ratio: float) -> dict:
     teacher_file = layout.teacher / MODEL_FILE
     data = {"data_manifest_md5": teacher_meta["data_manifest_md5"], "dataset": teacher_meta["dataset"]}
     lineage = {"teacher_run_id": model_run_id(teacher_file)}
-    result = pruned_by_schedule(teacher, ratio, params, curves)  # a ratio out of reach fails here, touching nothing
+    # a ratio out of reach fails here, touching nothing
+    if params.prune.unit == "latency":
+        result, timing = latency_pruned(teacher, ratio, params, layout, curves)
+    else:
+        result, timing = pruned_by_schedule(teacher, ratio, params, curves), {}
     # Stale BatchNorm statistics would make "before retraining" mean "near chance" (README).
     # recalibrated and measured on the device, in the layout it was pruned in (a CPU run's
     # statistics, summed in that order, stay the bytes they were)
@@ -93,8 +188,10 @@ def run(params: Params, layout: Layout, ratio: float) -> dict:
         log_data(run, prepared, layout.prepared, "evaluation")
         extra = {"channel_ratio": result.channel_ratio, "reduction": result.reduction,
                  "params_before": params_before, "params_after": params_after,
-                 "macs_before": macs_before, "macs_after": macs_after}
+                 "macs_before": macs_before, "macs_after": macs_after} | timing
         meta = data | {"ratio": ratio_key(ratio), "teacher_sha256": model_digest(teacher_file)}
+        if timing:
+            meta["latency_budget_us"] = timing["latency_budget_us"]
         return save_outputs(result.model, folder, scratch=scratch, prepared=prepared, run=run, meta=meta,
                             lineage=lineage, extra=extra)
 

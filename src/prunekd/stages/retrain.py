@@ -69,7 +69,7 @@ def run(params: Params, layout: Layout, ratio: float, mode: str, seed: int) -> d
     # the teacher saw all of them, the student may see fewer (Hinton et al.'s limited-data case)
     train = first_images(prepared.train, params.retrain.train_subset, "retrain.train_subset")
     teacher, _ = load_teacher(layout, params, prepared)
-    model, data = load_pruned(layout, ratio, prepared, lambda: pruned_channels(teacher, ratio, params, layout))
+    model, data = load_pruned(layout, ratio, prepared, lambda meta: pruned_channels(teacher, ratio, params, layout, meta))
     teacher_file = layout.teacher / MODEL_FILE
     lineage = {"teacher_run_id": model_run_id(teacher_file),
                "prune_run_id": model_run_id(layout.pruned(ratio) / MODEL_FILE)}
