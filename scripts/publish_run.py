@@ -7,7 +7,8 @@ For runs other than the default one (whose results stay in reports/, tracked by 
 command that made them, and `python scripts/update_readme.py` fills README blocks
 ``<!-- run:<name>:begin -->`` ... ``<!-- run:<name>:end -->`` from them. It keeps each retrained
 model's result on every test image too (``correct/<ratio>-<mode>-<seed>.npy``, bit-packed, about
-1 kB each), so that two published runs can be compared image by image (scripts/pair_runs.py).
+1 kB each), so that two published runs can be compared image by image (scripts/pair_runs.py), and
+each pruned network's figures and layer widths (``pruned/<ratio>.json``).
 """
 
 from __future__ import annotations
@@ -49,6 +50,29 @@ def save_correct(root: Path, out: Path) -> None:
         np.save(out / f"{folder.name}.npy", np.packbits(right), allow_pickle=False)
 
 
+PRUNED = "pruned"  # docs/runs/<name>/pruned/<ratio>.json
+
+
+def save_pruned(root: Path, out: Path) -> None:
+    """Each pruned network's figures (its metrics.json: params, MACs, and under prune.unit latency
+    the plan's budget and measured times) with its layer widths, one file per ratio."""
+    import yaml
+
+    from prunekd.models import load_model
+    from prunekd.paths import METRICS_FILE, MODEL_FILE, Layout, ratio_key
+
+    layout = Layout(root)
+    ratios = yaml.safe_load((root / "params.yaml").read_text())["prune"]["ratios"]
+    for ratio in ratios:
+        folder = layout.pruned(ratio)
+        if not (folder / METRICS_FILE).is_file():
+            continue
+        figures = json.loads((folder / METRICS_FILE).read_text())
+        figures["widths"] = load_model(folder / MODEL_FILE)[0].channels()
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"{ratio_key(ratio)}.json").write_text(json.dumps(figures, indent=2) + "\n")
+
+
 def publish(name: str, command: str) -> Path:
     reports, out = ROOT / "reports", ROOT / "docs" / "runs" / name
     missing = [p for p in ("report.md", "results.csv", "summary.csv", "figures") if not (reports / p).exists()]
@@ -64,6 +88,7 @@ def publish(name: str, command: str) -> Path:
         shutil.copytree(reports / "sensitivity", tmp / "sensitivity")
     shutil.copy2(ROOT / "params.yaml", tmp / "params.yaml")
     save_correct(ROOT, tmp / CORRECT)
+    save_pruned(ROOT, tmp / PRUNED)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                             text=True).stdout.strip()
     (tmp / "run.json").write_text(json.dumps(

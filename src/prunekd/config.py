@@ -124,6 +124,7 @@ class PruneConfig(Section):
     latency_batch: int = Field(1, ge=1, le=4096)
     latency_stride: int = Field(2, ge=1, le=64)  # the table measures every n-th width step, interpolates between
     latency_runs: int = Field(50, ge=1, le=100_000)  # profiled passes per network of the table
+    latency_repeats: int = Field(300, ge=1, le=100_000)  # passes per network when a plan is timed against the teacher
 
     @field_validator("ratios", "sensitivity_ratios")
     @classmethod

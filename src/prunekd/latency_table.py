@@ -20,8 +20,8 @@ channels); a depthwise convolution's on one; a pooling or reshape on one or none
 3. **Calibration**: the profiler's own timing inflates a pass (every operator is timed
    twice); each of those networks is also timed without it, and ``time = a + b * (sum of its
    operators' profiled times)`` is fitted over them (``Calibration``, with its R²; where the
-   networks' times differ by less than the noise and the slope comes out at or below 0,
-   ``time = b * sum``).
+   networks' times differ by less than their noise, a slope at or below 0 or an R² below
+   ``MIN_R2``, ``time = b * sum``: a plan's share of the unpruned time is then the profiler's).
 
 A plan's predicted time is ``a + b * sum`` of its operators' table times at the plan's widths
 (``LatencyTable.predict``).
@@ -238,6 +238,15 @@ class LatencyTable:
         return cls(tuple(meta["channels"]), int(meta["round_to"]), deps, us, Calibration(**meta["calibration"]))
 
 
+MIN_R2 = 0.5  # a linear calibration that explains less of the times than this is noise
+
+
+def r_squared(observed: list[float], fitted: np.ndarray) -> float:
+    observed = np.asarray(observed)
+    spread = float(np.sum((observed - observed.mean()) ** 2))
+    return 1 - float(np.sum((observed - fitted) ** 2)) / spread if spread else 1.0
+
+
 def measured_steps(most: int, stride: int) -> list[int]:
     """The steps a table measures: every ``stride``-th from the first, and the last."""
     return sorted({*range(1, most + 1, stride), most})
@@ -271,10 +280,9 @@ def measure(model: PrunableNet, *, round_to: int, batch: int = 1, threads: int =
             sums.append(sum(seen.us[name] for name in deps))
             wall.append(timed(data, net.input_shape, batch, threads, runs))
     b, a = np.polyfit(sums, wall, 1)
-    if b <= 0:  # the networks' times differ by less than the noise: time in proportion to the sum
+    r2 = r_squared(wall, a + b * np.asarray(sums))
+    if b <= 0 or r2 < MIN_R2:  # the times differ by less than their noise: time in proportion to the sum
         b, a = float(np.sum(wall)) / float(np.sum(sums)), 0.0
-    fitted = a + b * np.asarray(sums)
-    spread = float(np.sum((np.asarray(wall) - np.mean(wall)) ** 2))
-    r2 = 1 - float(np.sum((np.asarray(wall) - fitted) ** 2)) / spread if spread else 1.0
+        r2 = r_squared(wall, b * np.asarray(sums))
     table = {name: {key: statistics.fmean(values) for key, values in by.items()} for name, by in us.items()}
     return LatencyTable(tuple(full), round_to, deps, table, Calibration(float(a), float(b), r2, len(wall)))

@@ -372,6 +372,40 @@ def latency_section(latency: pd.DataFrame, figure: str) -> list[str]:
             fmt_table(table.reset_index()), "", f"![latency]({figure})", ""]
 
 
+BUDGET_KEYS = ("latency_removed", "latency_predicted_us", "latency_predicted_full_us", "latency_trials")
+
+
+def latency_budgets(layout: Layout, ratios: list[float]) -> pd.DataFrame:
+    """Per ratio pruned under ``prune.unit: latency``: the share of the teacher's time the plan was
+    to keep, the table's prediction, the prune stage's measurement and its tries (none: other units)."""
+    rows = []
+    for ratio in ratios:
+        path = layout.pruned(ratio) / METRICS_FILE
+        if "latency_removed" not in read_json(path):
+            continue
+        figures = read_json(path, BUDGET_KEYS)
+        rows.append({"ratio": ratio, "target kept %": 100 * (1 - ratio),
+                     "predicted kept %": 100 * figures["latency_predicted_us"] / figures["latency_predicted_full_us"],
+                     "measured kept %": 100 * (1 - figures["latency_removed"]), "tries": int(figures["latency_trials"])})
+    return pd.DataFrame(rows)
+
+
+def budget_section(budgets: pd.DataFrame, latency: pd.DataFrame) -> list[str]:
+    """Under ``prune.unit: latency``: each plan's time against its target, as the prune stage measured it
+    and as the latency stage measured it again."""
+    if budgets.empty:
+        return []
+    speedup = primary(latency).set_index("ratio")["speedup"]
+    table = budgets.assign(**{"latency stage kept %": 100 / budgets["ratio"].map(speedup)})
+    worst = (table["latency stage kept %"] / table["target kept %"] - 1).abs().max()
+    return ["## Latency budgets (prune.unit: latency)", "",
+            f"Each ratio removes that share of the teacher's measured time ({latency_label(latency)}): a plan is "
+            "searched on the latency table (`predicted`), exported and timed against the teacher in turns by the "
+            "prune stage (`measured`), its budget corrected until it is within 5 % of the target (`tries`); "
+            f"the latency stage's own measurement misses the target by at most {worst:.1%}.", "",
+            fmt_table(table), ""]
+
+
 def fmt_table(df: pd.DataFrame) -> str:
     return df.to_markdown(index=False, floatfmt=".2f", missingval="–")
 
@@ -859,7 +893,7 @@ def markdown(results: pd.DataFrame, *, summary: pd.DataFrame, latency: pd.DataFr
              regime_params: dict | None = None, num_classes: int = 10, accuracy_figure: str,
              latency_figure: str, pareto_figure: str | None = None, sensitivity_figure: str = "",
              kd_figure: str | None = None, retraining_figure: str | None = None,
-             int8: Int8Pairs | None = None) -> str:
+             int8: Int8Pairs | None = None, budgets: pd.DataFrame | None = None) -> str:
     """report.md: ``results`` and ``summary`` (``collect``, ``summarize``), the ``latency`` table
     and the ``sensitivity`` curves as tables, ``correct`` (per-image results) for the intervals,
     ``regime_params`` (the retraining settings) for the answer section; the figures are linked by
@@ -890,6 +924,7 @@ def markdown(results: pd.DataFrame, *, summary: pd.DataFrame, latency: pd.DataFr
         f"## Cost per ratio and mode (mean over seeds; latency: {latency_label(latency)})", "",
         fmt_table(cost_table), "",
         *latency_section(latency, latency_figure),
+        *budget_section(budgets if budgets is not None else pd.DataFrame(), latency),
         *int8_section(results, int8 or {}, latency),
         f"![accuracy vs ratio]({accuracy_figure})", "",
         *([f"![accuracy against MACs and latency]({pareto_figure})", ""] if pareto_figure else []),

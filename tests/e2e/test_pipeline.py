@@ -36,7 +36,8 @@ def repo(tiny_repro):
 
 def test_first_repro_runs_every_stage(repo):
     repo, output = repo
-    assert ran(output) == {"check", "prepare", "teacher", "sensitivity", "prune@0.3", "prune@0.6", "latency", "report",
+    assert ran(output) == {"check", "prepare", "teacher", "sensitivity", "latency_table", "prune@0.3", "prune@0.6",
+                           "latency", "report",
                            "quantize_teacher", *(f"{stage}@{r}-{m}-0" for stage in ("retrain", "quantize")
                                                  for r in RATIOS for m in ("ft", "kd"))}
 
@@ -180,6 +181,14 @@ def test_measure_reruns_only_latency_and_the_report(repo):
     repo, _ = repo
     set_params(repo, lambda p: p["measure"].update(repeats=4))
     assert ran(dvc(repo, "repro")) == {"check", "latency", "report"}
+
+
+def test_the_latency_table_reruns_on_its_own_settings_and_nothing_downstream_of_an_unchanged_table(repo):
+    # under prune.unit params the table is empty: a setting of its own reruns it, and since its
+    # output is the same, nothing after it (the other tests here: no setting of another stage reruns it)
+    repo, _ = repo
+    set_params(repo, lambda p: p["prune"].update(latency_stride=3, latency_runs=7))
+    assert ran(dvc(repo, "repro")) == {"check", "latency_table"}
 
 
 def test_quantize_reruns_only_the_quantize_stages_latency_and_the_report(repo):

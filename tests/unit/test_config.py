@@ -82,6 +82,26 @@ def test_a_refusal_names_the_key_the_value_and_what_is_allowed(default_params, s
     assert all(name in line for name in names), line
 
 
+# keys that contradict each other: refused in one line naming the key
+@pytest.mark.parametrize("prune_change, measure_change, names", [
+    ({"unit": "latency"}, {"runtimes": ["torch"]},
+     ("prune.latency_runtime: onnxruntime is not in measure.runtimes ['torch']",)),
+    ({"unit": "latency", "latency_runtime": "torch"}, {},
+     ("prune.latency_runtime: torch", "measured on onnxruntime only")),
+    ({"schedule": "netadapt"}, {}, ("prune.schedule: netadapt", "needs prune.unit: latency, not params")),
+])
+def test_keys_that_contradict_each_other_are_refused(default_params, prune_change, measure_change, names):
+    default_params["prune"].update(prune_change)
+    default_params["measure"].update(measure_change)
+    with pytest.raises(ConfigError) as err:
+        parse_params(default_params)
+    [line] = str(err.value).splitlines()
+    assert all(name in line for name in names), line
+    default_params["prune"].update(unit="latency", schedule="netadapt", latency_runtime="onnxruntime")
+    default_params["measure"].update(runtimes=["torch", "onnxruntime"])
+    assert parse_params(default_params).prune.unit == "latency"  # any place in measure.runtimes will do
+
+
 def test_an_unknown_runtime_stops_the_latency_stage_in_one_line(tmp_path, default_params):
     default_params["measure"]["runtimes"] = ["onnxruntime", "tensorrt"]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(default_params))

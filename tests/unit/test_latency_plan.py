@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from prunekd.latency_plan import filter_share, latency_plan, sensitivity_cost
+from prunekd.latency_plan import filter_share, latency_plan, meet_budget, sensitivity_cost
 from prunekd.latency_table import Calibration, LatencyTable, TableError
 
 CHANNELS = (48, 48, 32)  # steps of 16: layers 0 and 1 at 16, 32 or 48 filters, layer 2 at 16 or 32
@@ -48,3 +48,54 @@ def test_sensitivity_costs_read_the_curves_between_their_ratios():
     assert cost(0, 48, 32) == pytest.approx(1 + (1 / 3 - 0.25) / 0.25 * 2)
     assert cost(0, 32, 16) == pytest.approx(3.0 - cost(0, 48, 32))  # ratio 2/3: beyond the curve, its last drop
     assert filter_share(CHANNELS)(2, 32, 16) == 0.5
+
+
+# meet_budget on a ladder of plans: plan k keeps 100 - 10 k filters and the table predicts it at
+# 100 - 10 k us (the unpruned 100 us); the machine runs every plan at 0.8 of its predicted time
+# relative to the unpruned one (a table that over-predicts narrow plans by a quarter)
+LADDER = [(100 - 10 * k,) for k in range(8)]  # 100 .. 30
+
+
+def ladder(budget: float) -> tuple[list[int], float]:
+    widths = next((w for w in LADDER if w[0] <= budget), LADDER[-1])
+    return list(widths), float(widths[0])
+
+
+def runs_at(factor: float):
+    measured = []
+
+    def measure(widths: list[int]) -> float:
+        measured.append(widths[0])
+        return 1.0 if widths[0] == 100 else factor * widths[0] / 100
+    return measure, measured
+
+
+def test_the_budget_is_corrected_until_the_measured_time_is_within_tolerance():
+    measure, measured = runs_at(0.8)
+    # half the time: the table's 50 us runs at 0.40; interpolating to the unpruned (100 us, 1.0) asks
+    # 58.3 us, the same plan again, so halfway to it: 75 us, plan 70, 0.56; between 50 (0.40) and
+    # 75 (0.56): 65.6 us, plan 60, 0.48, within 5 % of 0.5
+    trial, tried = meet_budget(0.5, ladder, measure, start_us=50, full_us=100)
+    assert measured == [50, 70, 60]
+    assert trial.widths == (60,) and trial.measured == pytest.approx(0.48)
+    assert [round(t.budget_us, 1) for t in tried] == [50.0, 75.0, 65.6]
+
+
+def test_a_plan_within_tolerance_at_once_is_measured_once():
+    measure, measured = runs_at(1.0)
+    trial, tried = meet_budget(0.6, ladder, measure, start_us=60, full_us=100)
+    assert measured == [60] and len(tried) == 1 and trial.measured == pytest.approx(0.6)
+
+
+def test_a_target_faster_than_the_narrowest_plan_is_refused():
+    measure, _ = runs_at(1.0)
+    with pytest.raises(TableError, match="the narrowest plan runs at 30.0% .* above the 20.0% asked"):
+        meet_budget(0.2, ladder, measure, start_us=20, full_us=100)
+
+
+def test_a_target_between_two_plans_names_the_closest_after_its_tries():
+    measure, measured = runs_at(1.0)
+    # 0.55 lies between plans 50 and 60: neither is within 2 % of it
+    with pytest.raises(TableError, match="in 8 tries: the closest runs at (50|60)\\.0%"):
+        meet_budget(0.55, ladder, measure, start_us=55, full_us=100, tolerance=0.02)
+    assert len(measured) == len(set(measured)) and {50, 60} <= set(measured)  # no plan measured twice

@@ -25,8 +25,8 @@ from prunekd.data import load_digits_dataset, split_train_val
 from prunekd.io import stage_outputs
 from prunekd.models import ModelFileError, build_model, load_model, read_meta, save_model
 from prunekd.paths import INT8_OUTPUTS, MODEL_OUTPUTS, Layout
-from prunekd.stages import (check, latency, prepare, prune, quantize, quantize_teacher, report, retrain,
-                            sensitivity, teacher)
+from prunekd.stages import (check, latency, latency_table, prepare, prune, quantize, quantize_teacher, report,
+                            retrain, sensitivity, teacher)
 from prunekd.stages.artifacts import load_pruned, model_folder, save_outputs
 
 from ..conftest import ROOT, digits_params
@@ -69,6 +69,7 @@ def project(tmp_path_factory) -> Project:
                    "prepare": prepare.run(params, layout),
                    "teacher": teacher.run(params, layout),
                    "sensitivity": sensitivity.run(params, layout),
+                   "latency_table": latency_table.run(params, layout),
                    "prune": prune.run(params, layout, RATIO)}
         for mode in MODES:
             results[f"retrain-{mode}"] = retrain.run(params, layout, RATIO, mode, 0)
@@ -115,6 +116,12 @@ def test_sensitivity_has_a_row_per_layer_and_ratio(project):
     assert len(curves) == layers * (1 + len(project.params.prune.sensitivity_ratios))  # ratio 0 included
     assert project.results["sensitivity"] == {"rows": len(curves)}
     assert (project.layout.sensitivity / "sensitivity.png").is_file()
+
+
+def test_the_latency_table_is_empty_under_another_unit(project):
+    assert project.results["latency_table"] == {"operators": 0}
+    assert project.layout.latency_table_rows.read_text().strip() == "operator,layers,widths,us"
+    assert json.loads(project.layout.latency_table_meta.read_text()) == {"unit": "params", "measured": False}
 
 
 def test_prune_reaches_its_ratio_and_names_it_and_its_teacher(project):

@@ -83,16 +83,19 @@ def run(params: Params, layout: Layout) -> dict:
     p = params.prune
     folder, rows, meta_file = layout.latency_table, layout.latency_table_rows, layout.latency_table_meta
     meta: dict = {"unit": p.unit, "measured": p.unit == "latency"}
-    with (stage_run("latency_table", params, {}, layout) as run,
+    if p.unit != "latency":  # nothing measured: no MLflow run either
+        with stage_outputs(folder, root=layout.root) as scratch:
+            (scratch / folder.name).mkdir()
+            pd.DataFrame(columns=["operator", "layers", "widths", "us"]).to_csv(scratch / folder.name / rows.name,
+                                                                                index=False)
+            (scratch / folder.name / meta_file.name).write_text(json.dumps(meta, indent=2) + "\n")
+        print(f"latency_table: prune.unit is {p.unit}; nothing to measure")
+        return {"operators": 0}
+    model = architecture(params)
+    with (stage_run("latency_table", params, {"arch": model.arch}, layout) as run,
           stage_outputs(folder, root=layout.root) as scratch):  # the previous table stays until this succeeds
         out = scratch / folder.name
         out.mkdir()
-        if p.unit != "latency":
-            print(f"latency_table: prune.unit is {p.unit}; nothing to measure")
-            pd.DataFrame(columns=["operator", "layers", "widths", "us"]).to_csv(out / rows.name, index=False)
-            (out / meta_file.name).write_text(json.dumps(meta, indent=2) + "\n")
-            return {"operators": 0}
-        model = architecture(params)
         print(f"latency_table: {model.arch} {model.channels()} on {p.latency_runtime}, batch {p.latency_batch}, "
               f"{params.measure.threads} thread(s), widths in steps of {p.round_to} (every {p.latency_stride})")
         start = time.monotonic()

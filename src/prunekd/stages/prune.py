@@ -12,7 +12,7 @@ import argparse
 import numpy as np
 import pandas as pd
 
-from ..config import MeasureConfig, Params
+from ..config import Params
 from ..io import CorruptInputError, MissingInputError, read_table
 from ..data import load_prepared
 from ..measure import count_macs_params
@@ -96,21 +96,23 @@ def latency_planner(teacher: PrunableNet, params: Params, table: LatencyTable,
 
 class TimedPlans:
     """A plan's measured time over the teacher's: both deploy forms (the plan's architecture; its
-    weights do not change its time) at ``batch`` images, timed in turns as the latency stage times
-    them (``measure``). Each plan's figures are kept."""
+    weights do not change its time) at ``batch`` images on ``threads`` threads, timed in turns as
+    the latency stage times them: ``repeats`` passes each in ROUNDS rounds after a thirtieth as many
+    untimed (medians). Each plan's figures are kept."""
 
-    def __init__(self, teacher: PrunableNet, measure: MeasureConfig, batch: int):
-        self.teacher, self.measure, self.batch = teacher, measure, batch
+    ROUNDS = 10
+
+    def __init__(self, teacher: PrunableNet, *, threads: int, batch: int, repeats: int):
+        self.teacher, self.threads, self.batch, self.repeats = teacher, threads, batch, repeats
         self.teacher_onnx = onnx_bytes(teacher)
         self.us: dict[tuple[int, ...], tuple[float, float]] = {}  # widths -> (teacher us, plan us)
 
     def __call__(self, widths: list[int]) -> float:
-        m = self.measure
         x = {INPUT: np.zeros((self.batch, *self.teacher.input_shape), dtype=np.float32)}
         forms = (self.teacher_onnx, onnx_bytes(shaped(self.teacher, widths)))
-        sessions = [onnx_session(data, m.threads) for data in forms]
+        sessions = [onnx_session(data, self.threads) for data in forms]
         full, plan = (float(np.median(t)) * 1000 for t in times_in_turns(
-            [lambda s=s: s.run(None, x) for s in sessions], m.warmup, m.repeats, m.rounds))
+            [lambda s=s: s.run(None, x) for s in sessions], max(1, self.repeats // 30), self.repeats, self.ROUNDS))
         self.us[tuple(widths)] = (full, plan)
         return plan / full
 
@@ -122,7 +124,8 @@ def latency_pruned(teacher: PrunableNet, ratio: float, params: Params, layout: L
     table = load_table(layout, params, teacher)
     planner = latency_planner(teacher, params, table, curves)
     full_us = table.predict(teacher.channels())
-    timed = TimedPlans(teacher, params.measure, params.prune.latency_batch)
+    timed = TimedPlans(teacher, threads=params.measure.threads, batch=params.prune.latency_batch,
+                       repeats=params.prune.latency_repeats)
     try:
         trial, tried = meet_budget(1 - ratio, planner, timed, start_us=(1 - ratio) * full_us, full_us=full_us,
                                    tolerance=LATENCY_TOLERANCE)

@@ -19,7 +19,8 @@ from ..paths import (ACCURACY_FIGURE, ACCURACY_PLOT, HISTORY_PLOT, INT8_FILE, KD
                      SUMMARY_FILE, Layout)
 from ..data import load_prepared
 from ..report import (accuracy_table, aliases, collect, collect_correct, collect_histories, collect_int8,
-                      deploy_int8, flat_metrics, history_table, int8_metrics, kd_gain_figure, latency_label, markdown,
+                      deploy_int8, flat_metrics, history_table, int8_metrics, kd_gain_figure, latency_budgets,
+                      latency_label, markdown,
                       plot_accuracy, plot_curves, plot_latency, plot_pareto, read_latency, summarize)
 from ..latency import latency_metrics
 from ..tracking import StageRun, adopt, dvc_experiment, model_run_id, register, stage_run
@@ -132,7 +133,8 @@ def run(params: Params, layout: Layout) -> dict:
             results, summary=summary, latency=latency, sensitivity=sensitivity, correct=correct,
             regime_params=regime, num_classes=prepared.num_classes, accuracy_figure=ACCURACY_FIGURE,
             latency_figure=LATENCY_FIGURE, pareto_figure=PARETO_FIGURE, sensitivity_figure=sensitivity_figure,
-            kd_figure=KD_FIGURE, retraining_figure=RETRAINING_FIGURE, int8=int8))
+            kd_figure=KD_FIGURE, retraining_figure=RETRAINING_FIGURE, int8=int8,
+            budgets=latency_budgets(layout, params.prune.ratios)))
         with stage_run("report", params, layout=layout) as run:
             for name in REPORT_OUTPUTS:
                 run.log_artifact(tmp / name, ARTIFACTS)

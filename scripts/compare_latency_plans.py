@@ -1,0 +1,190 @@
+"""Plans for a latency budget compared at the same measured latency: each published run pruned the
+teacher with ``prune.unit: latency`` (the same targets, each plan measured within 5 % of its target),
+with a different ``prune.schedule``; per ratio, what each plan kept, what it measured, and the top-1
+each mode retrained it to, against the first run's, paired by seed over the same test images.
+
+    python scripts/compare_latency_plans.py latency-plans lat-netadapt lat-uniform [default]
+
+Reads docs/runs/<name>/ (scripts/publish_run.py: results.csv, latency.csv, pruned/<ratio>.json,
+correct/) and writes docs/runs/<out>/report.md and figures/accuracy_vs_latency.png. ``default``
+(this repository's reports/, pruned by params) is drawn on the figure for reference only: its
+networks are not at the same latency.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from prunekd.report import fmt_table, verdict
+from prunekd.stats import crossed_t
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNS = ROOT / "docs" / "runs"
+TOLERANCE = 0.05  # the prune stage's (stages/prune.py LATENCY_TOLERANCE)
+
+
+def folder(name: str) -> Path:
+    return ROOT / "reports" if name == "default" else RUNS / name
+
+
+def schedule(name: str) -> str:
+    params = yaml.safe_load(((ROOT if name == "default" else RUNS / name) / "params.yaml").read_text())
+    return f"{params['prune']['schedule']} ({params['prune']['unit']})"
+
+
+def headline_latency(name: str) -> pd.DataFrame:
+    """ratio -> the latency stage's ONNX Runtime batch-1 fp32 median (us) and speedup over the teacher."""
+    latency = pd.read_csv(folder(name) / "latency.csv")
+    first = latency.iloc[0]
+    rows = latency[(latency["runtime"] == first["runtime"]) & (latency["batch"] == first["batch"])]
+    if "precision" in rows:
+        rows = rows[rows["precision"] == "fp32"]
+    return rows.set_index("ratio")[["median_ms", "speedup"]].assign(us=lambda d: 1000 * d["median_ms"])
+
+
+def plans(name: str) -> pd.DataFrame:
+    """One row per ratio: the plan's widths and its prune-stage figures, with the latency stage's."""
+    latency = headline_latency(name)
+    rows = []
+    for path in sorted((RUNS / name / "pruned").glob("*.json")):
+        figures = json.loads(path.read_text())
+        ratio = float(path.stem)
+        rows.append({"run": name, "ratio": ratio, "target kept %": 100 * (1 - ratio),
+                     "table budget µs": figures["latency_budget_us"],
+                     "predicted kept %": 100 * figures["latency_predicted_us"] / figures["latency_predicted_full_us"],
+                     "prune stage kept %": 100 * (1 - figures["latency_removed"]),
+                     "latency stage kept %": 100 / latency.loc[ratio, "speedup"],
+                     "latency stage µs": latency.loc[ratio, "us"], "tries": figures["latency_trials"],
+                     "params": int(figures["params_after"]), "MMACs": figures["macs_after"] / 1e6,
+                     "widths": " ".join(map(str, figures["widths"]))})
+    if not rows:
+        sys.exit(f"compare_latency_plans: docs/runs/{name}/pruned/ is empty: publish the run with "
+                 "scripts/publish_run.py")
+    return pd.DataFrame(rows)
+
+
+def correct(name: str, ratio: float, mode: str) -> dict[int, np.ndarray]:
+    """Seed -> each test image right (1) or wrong (0) (scripts/pair_runs.py)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from pair_runs import correct as published
+
+    return published(name, ratio, mode)
+
+
+def accuracy(names: list[str], ratios: list[float], modes: list[str]) -> pd.DataFrame:
+    """Per ratio and mode: each run's top-1 (mean over seeds) and no-retraining top-1, and each run
+    after the first against it, paired by seed, with the 95 % interval over seeds and test images."""
+    first, rows = names[0], []
+    results = {n: pd.read_csv(folder(n) / "results.csv") for n in names}
+    for ratio in ratios:
+        for mode in modes:
+            row: dict[str, object] = {"ratio": ratio, "mode": mode}
+            for n in names:
+                r = results[n][(results[n]["ratio"] == ratio) & (results[n]["mode"] == mode)]
+                row[f"{n} top-1"] = r["top1"].mean()
+                row[f"{n} pruned"] = r["top1_pruned"].mean()
+            base = correct(first, ratio, mode)
+            for n in names[1:]:
+                other = correct(n, ratio, mode)
+                seeds = sorted(base.keys() & other.keys())
+                est = crossed_t(np.stack([base[s].astype(float) - other[s] for s in seeds]))
+                row[f"{first} − {n}"] = verdict(est.diff, est.low, est.high, len(seeds))
+                row["_diff"], row["_low"], row["_high"] = est.diff, est.low, est.high
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def plot(names: list[str], modes: list[str], path: Path, reference: str | None) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    colours = dict(zip(names + ([reference] if reference else []), ["tab:red", "tab:blue", "tab:gray"]))
+    markers = {"ft": "o", "kd": "s"}
+    for n in names + ([reference] if reference else []):
+        results, latency = pd.read_csv(folder(n) / "results.csv"), headline_latency(n)
+        for mode in modes:
+            runs = results[results["mode"] == mode]
+            by = runs.groupby("ratio")["top1"].agg(["mean", "std"])
+            us = latency.loc[by.index, "us"]
+            ax.errorbar(us, by["mean"], yerr=by["std"].fillna(0), marker=markers.get(mode, "o"), capsize=3,
+                        color=colours[n], linestyle="-" if n in names else ":", alpha=0.9,
+                        label=f"{n}: {schedule(n)}, {mode}")
+        teacher = results[results["mode"] == "teacher"]
+        if n == names[0] and not teacher.empty:
+            ax.scatter([latency.loc[0.0, "us"]], [teacher["top1"].iloc[0]], marker="*", s=160, color="black",
+                       label="teacher", zorder=3)
+    ax.set_xlabel("ONNX Runtime latency, batch 1, 1 thread (µs, the latency stage's median)")
+    ax.set_ylabel("test top-1 % (mean over seeds, ± sd)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title("Accuracy against measured latency: plans for the same latency budgets")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def compare(names: list[str], out: Path, reference: str | None) -> str:
+    plan = pd.concat([plans(n) for n in names], ignore_index=True)
+    ratios = sorted(plan["ratio"].unique())
+    results = pd.read_csv(folder(names[0]) / "results.csv")
+    modes = [m for m in ("ft", "kd", "scratch", "scratch_kd") if m in set(results["mode"])]
+    acc = accuracy(names, ratios, modes)
+    plot(names, modes, out / "figures" / "accuracy_vs_latency.png", reference)
+    worst = (plan["prune stage kept %"] / plan["target kept %"] - 1).abs().max()
+    worst_stage = (plan["latency stage kept %"] / plan["target kept %"] - 1).abs().max()
+    shown_plan = plan.drop(columns=["widths"]).round(2)
+    widths = "\n".join(f"- `{r.run}` at {r.ratio:g}: [{r.widths}]" for r in plan.itertuples())
+    shown_acc = acc.drop(columns=["_diff", "_low", "_high"]).round(2)
+    wins = []
+    for r in acc.itertuples():
+        if r._high < 0 or r._low > 0:
+            wins.append(f"- at {r.ratio:g} ({r.mode}): `{names[0] if r._low > 0 else names[1]}` ahead by "
+                        f"{abs(r._diff):.2f} points")
+    commands = "\n".join(f"- `{n}`: `{json.loads((RUNS / n / 'run.json').read_text())['command']}`" for n in names)
+    return "\n".join([
+        "# Plans for a latency budget, at the same measured latency", "",
+        f"Each run removes the same fractions of the teacher's measured time (`prune.unit: latency`) with another "
+        f"plan: {', '.join(f'`{n}`: {schedule(n)}' for n in names)}. Each plan was searched on the latency "
+        f"table, exported and timed against the teacher in turns by the prune stage, its table budget corrected "
+        f"until the measured time was within {TOLERANCE:.0%} of the target; the latency stage then timed every "
+        "architecture again, in turns, in one process.", "",
+        "## What each plan kept and measured", "",
+        f"`kept %`: the plan's time as a share of the teacher's. Largest miss of the target: {worst:.1%} (prune "
+        f"stage), {worst_stage:.1%} (latency stage, an independent measurement).", "",
+        fmt_table(shown_plan), "",
+        "Layer widths (filters kept per prunable layer, stem first):", "", widths, "",
+        "## Accuracy at the same measured latency", "",
+        f"Top-1 (%) after retraining (`top-1`) and before it (`pruned`), mean over seeds; `{names[0]} − ...`: "
+        "paired by seed over the same 10,000 test images, 95 % interval over seeds and test images.", "",
+        fmt_table(shown_acc), "",
+        *(["Where one plan is ahead:", "", *wins, ""] if wins else
+          ["No detectable difference between the plans at any ratio or mode.", ""]),
+        "![accuracy against latency](figures/accuracy_vs_latency.png)", "",
+        "## Runs", "", commands, ""])
+
+
+def main(out: str, names: list[str]) -> None:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from compare_runs import publish
+
+    reference = "default" if "default" in names else None
+    names = [n for n in names if n != "default"]
+    report = compare(names, RUNS / out, reference)
+    publish(RUNS, out, names, report, " ".join(["python scripts/compare_latency_plans.py", out, *names,
+                                                *([reference] if reference else [])]))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 4:
+        sys.exit(f"usage: {__doc__.splitlines()[5].strip()}")
+    main(sys.argv[1], sys.argv[2:])

@@ -1,0 +1,116 @@
+"""prune.unit latency through the stages, in-process: the latency_table stage measures a MobileNet v1
+(width 0.5) for digits' 8x8 images on a real ONNX Runtime, prune@0.4 meets 40 % of the teacher's
+measured time within 5 %, retrain accepts the plan it re-derives, and bad input is refused in one
+line. The teacher is untrained: time does not depend on weights."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pandas as pd
+import pytest
+import yaml
+
+from prunekd.config import load_params
+from prunekd.io import CorruptInputError, MissingInputError
+from prunekd.models import build_model, load_model, read_meta, save_model
+from prunekd.paths import MODEL_FILE, Layout
+from prunekd.prune import PruneTargetError
+from prunekd.report import budget_section, latency_budgets
+from prunekd.stages import latency_table, prepare, prune, retrain
+from prunekd.stages.prune import LATENCY_TOLERANCE
+
+from ..conftest import ROOT, digits_params
+
+RATIO = 0.4
+
+
+def write_params(layout: Layout, **prune_keys) -> None:
+    raw = digits_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
+    raw["model"].update(arch="mobilenet_v1", width=0.5)
+    raw["prune"].update(ratios=[RATIO], unit="latency", schedule="uniform", round_to=16, latency_stride=8,
+                        latency_runs=10, latency_repeats=100, bn_recalibration_batches=1)
+    raw["prune"].update(prune_keys)
+    raw["retrain"].update(modes=["ft"], seeds=[0], epochs=1)
+    raw["measure"].update(runtimes=["onnxruntime"], batch_sizes=[1])
+    layout.params.write_text(yaml.safe_dump(raw, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def layout(tmp_path_factory) -> Layout:
+    """Prepared digits, an untrained MobileNet v1 as the teacher, and the latency table."""
+    layout = Layout(tmp_path_factory.mktemp("latency"))
+    write_params(layout)
+    params = load_params(layout.params)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{layout.root / 'store.db'}")
+        prepare.run(params, layout)
+        from prunekd.data import load_prepared
+
+        prepared = load_prepared(layout.prepared)
+        teacher = build_model("mobilenet_v1", prepared.num_classes, prepared.input_shape, 0.5)
+        save_model(teacher, layout.teacher / MODEL_FILE, meta=prepared.identity)
+        latency_table.run(params, layout)
+    return layout
+
+
+@pytest.fixture(autouse=True)
+def store(layout, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{layout.root / 'store.db'}")
+
+
+def test_the_table_is_the_teachers_architecture_under_its_settings(layout):
+    meta = json.loads(layout.latency_table_meta.read_text())
+    teacher, _ = load_model(layout.teacher / MODEL_FILE)
+    assert meta["measured"] and meta["channels"] == teacher.channels() and meta["input_shape"] == [1, 8, 8]
+    assert (meta["runtime"], meta["batch"], meta["threads"], meta["round_to"]) == ("onnxruntime", 1, 1, 16)
+    rows = layout.latency_table_rows.read_text().splitlines()
+    assert rows[0] == "operator,layers,widths,us" and len(rows) > 100
+
+
+def test_prune_meets_the_measured_target_and_retrain_accepts_the_plan(layout):
+    params = load_params(layout.params)
+    figures = prune.run(params, layout, RATIO)
+    kept = 1 - figures["latency_removed"]
+    assert abs(kept - (1 - RATIO)) <= LATENCY_TOLERANCE * (1 - RATIO)
+    assert figures["latency_measured_us"] / figures["latency_measured_full_us"] == pytest.approx(kept)
+    model, meta = load_model(layout.pruned(RATIO) / MODEL_FILE)
+    assert meta["latency_budget_us"] == figures["latency_budget_us"]
+    assert model.channels() == prune.pruned_channels(load_model(layout.teacher / MODEL_FILE)[0], RATIO, params,
+                                                     layout, meta)  # re-derived from the budget, not re-timed
+    assert retrain.run(params, layout, RATIO, "ft", 0)["top1"] >= 0
+    # the report's section: the prune stage's figures beside the latency stage's (here made up: 1.5x)
+    budgets = latency_budgets(layout, [RATIO])
+    assert budgets["measured kept %"].item() == pytest.approx(100 * kept)
+    latency = pd.DataFrame({"ratio": [0.0, RATIO], "runtime": "onnxruntime", "batch": 1, "precision": "fp32",
+                            "median_ms": [0.3, 0.2], "speedup": [1.0, 1.5]})
+    section = "\n".join(budget_section(budgets, latency))
+    assert "## Latency budgets" in section and "66.67" in section
+
+
+def test_a_target_no_plan_reaches_is_refused_touching_nothing(layout):
+    params = load_params(layout.params)
+    before = sorted(p.name for p in layout.pruned_root.iterdir()) if layout.pruned_root.exists() else []
+    with pytest.raises(PruneTargetError, match=r"prune.ratios: 0.97 of latency is out of reach: the narrowest "
+                                               r"plan runs at .*% of the unpruned network's time"):
+        prune.run(params, layout, 0.97)
+    assert (sorted(p.name for p in layout.pruned_root.iterdir()) if layout.pruned_root.exists() else []) == before
+
+
+def test_a_table_of_other_settings_or_none_is_refused(layout, tmp_path):
+    other = Layout(tmp_path)
+    shutil.copytree(layout.prepared, other.prepared)
+    shutil.copytree(layout.teacher, other.teacher)
+    shutil.copytree(layout.latency_table, other.latency_table)
+    write_params(other, latency_batch=2)
+    with pytest.raises(CorruptInputError, match="measured with batch 1, the params ask for 2; rerun the "
+                                                "latency_table stage"):
+        prune.run(load_params(other.params), other, RATIO)
+    write_params(other, unit="params")  # the stage under another unit: an empty table, and prune refuses it
+    latency_table.run(load_params(other.params), other)
+    assert json.loads(other.latency_table_meta.read_text()) == {"unit": "params", "measured": False}
+    write_params(other)
+    with pytest.raises(MissingInputError, match="the table was not measured"):
+        prune.run(load_params(other.params), other, RATIO)
+    assert read_meta(layout.teacher / MODEL_FILE) == read_meta(other.teacher / MODEL_FILE)
