@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from prefect import flow, get_run_logger, task
+from prefect import allow_failure, flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
@@ -365,10 +365,12 @@ def run_stages(root: Path, workers: int, retries: int, distributed: bool, store_
         futures = {}
         for stage in timed_alone([s for s in stages if s.name not in certain]):
             # A timing stage waits for every stage before it, and every stage after it for it: a
-            # training run beside it would slow the models it times.
+            # training run beside it would slow the models it times. Only upstream failures stop
+            # a stage: the others are waited for to end, however they end.
             upstream = [futures[n] for n in stage.upstream if n in futures]
-            timing = [f for n, f in futures.items() if is_timed(n)]
-            waits = list(futures.values()) if is_timed(stage.name) else upstream + timing
+            others = [f for n, f in futures.items()
+                      if n not in stage.upstream and (is_timed(stage.name) or is_timed(n))]
+            waits = upstream + [allow_failure(f) for f in others]
             futures[stage.name] = runner.submit(stage, str(root), threads, env, stale, upstream, wait_for=waits)
         for future in futures.values():
             future.wait()

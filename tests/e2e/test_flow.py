@@ -42,7 +42,7 @@ def flow_repo(flows, tmp_path_factory):
 
 def test_flow_runs_every_stage_and_leaves_dvc_clean(flow_repo):
     repo, states = flow_repo
-    assert set(states.values()) == {"Completed"} and len(states) == 17  # 12 stages, 5 quantize stages
+    assert set(states.values()) == {"Completed"} and len(states) == 18  # 13 stages, 5 quantize stages
     assert "up to date" in dvc(repo, "status").lower()
     assert ran(dvc(repo, "repro")) == set()
 

@@ -98,6 +98,19 @@ def test_a_target_no_plan_reaches_is_refused_touching_nothing(layout):
     assert (sorted(p.name for p in layout.pruned_root.iterdir()) if layout.pruned_root.exists() else []) == before
 
 
+def test_the_command_line_says_it_in_one_line_and_exits_2(layout):
+    import os
+    import subprocess
+    import sys
+
+    env = os.environ | {"MLFLOW_TRACKING_URI": f"sqlite:///{layout.root / 'store.db'}"}
+    proc = subprocess.run([sys.executable, "-m", "prunekd.cli", "prune", "--ratio", "0.97"], cwd=layout.root,
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    [line] = [x for x in proc.stderr.strip().splitlines() if "error" in x]
+    assert line.startswith("prunekd prune: error: prune.ratios: 0.97 of latency is out of reach"), line
+
+
 def test_a_table_of_other_settings_or_none_is_refused(layout, tmp_path):
     other = Layout(tmp_path)
     shutil.copytree(layout.prepared, other.prepared)

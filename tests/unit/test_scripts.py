@@ -163,3 +163,32 @@ def test_pairing_needs_the_runs_published_correctness(tmp_path, monkeypatch):
     (tmp_path / "a" / "correct").mkdir(parents=True)
     with pytest.raises(SystemExit, match="no 0.75-kd-<seed>.npy in"):
         pairing.main(["a:kd", "a:ft"])
+
+
+LATENCY_RUNS = ("lat-netadapt", "lat-uniform")
+
+
+@pytest.mark.parametrize("name", LATENCY_RUNS)
+def test_each_published_latency_plan_was_measured_within_5_percent_of_its_target(name):
+    """Twice: by the prune stage (its own tries) and again by the latency stage, in turns with the teacher."""
+    folder = ROOT / "docs/runs" / name
+    latency = pd.read_csv(folder / "latency.csv")
+    speedup = latency[(latency["runtime"] == "onnxruntime") & (latency["batch"] == 1)
+                      & (latency["precision"] == "fp32")].set_index("ratio")["speedup"]
+    ratios = yaml.safe_load((folder / "params.yaml").read_text())["prune"]["ratios"]
+    assert sorted(ratios) == [0.26, 0.5, 0.75]
+    for ratio in ratios:
+        figures = json.loads((folder / "pruned" / f"{ratio}.json").read_text())
+        target = 1 - ratio
+        assert abs((1 - figures["latency_removed"]) - target) <= 0.05 * target, (ratio, figures["latency_removed"])
+        assert abs(1 / speedup[ratio] - target) <= 0.05 * target, (ratio, speedup[ratio])
+        assert len(figures["widths"]) == 14 and all(w % 16 == 0 for w in figures["widths"])
+
+
+def test_the_latency_comparison_is_what_its_script_makes_of_the_published_runs(tmp_path, monkeypatch):
+    compare = script("compare_latency_plans")
+    report = compare.compare(list(LATENCY_RUNS), tmp_path, reference=None)
+    published = (ROOT / "docs/runs/latency-plans/report.md").read_text()
+    tables = lambda text: [line for line in text.splitlines() if line.startswith("|")]  # noqa: E731
+    assert tables(report) == tables(published)  # the figures; the published one also draws the default run
+    assert (tmp_path / "figures/accuracy_vs_latency.png").stat().st_size > 10_000
