@@ -146,10 +146,10 @@ def compare(names: list[str], out: Path, reference: str | None) -> str:
     widths = "\n".join(f"- `{r.run}` at {r.ratio:g}: [{r.widths}]" for r in plan.itertuples())
     shown_acc = acc.drop(columns=["_diff", "_low", "_high"]).round(2)
     wins = []
-    for r in acc.itertuples():
-        if r._high < 0 or r._low > 0:
-            wins.append(f"- at {r.ratio:g} ({r.mode}): `{names[0] if r._low > 0 else names[1]}` ahead by "
-                        f"{abs(r._diff):.2f} points")
+    for _, r in acc.iterrows():
+        if r["_high"] < 0 or r["_low"] > 0:
+            wins.append(f"- at {r['ratio']:g} ({r['mode']}): `{names[0] if r['_low'] > 0 else names[1]}` ahead by "
+                        f"{abs(r['_diff']):.2f} points")
     commands = "\n".join(f"- `{n}`: `{json.loads((RUNS / n / 'run.json').read_text())['command']}`" for n in names)
     return "\n".join([
         "# Plans for a latency budget, at the same measured latency", "",
@@ -158,12 +158,12 @@ def compare(names: list[str], out: Path, reference: str | None) -> str:
         f"table, exported and timed against the teacher in turns by the prune stage, its table budget corrected "
         f"until the measured time was within {TOLERANCE:.0%} of the target; the latency stage then timed every "
         "architecture again, in turns, in one process.", "",
-        "## What each plan kept and measured", "",
+        "## Compared: what each plan kept and measured", "",
         f"`kept %`: the plan's time as a share of the teacher's. Largest miss of the target: {worst:.1%} (prune "
         f"stage), {worst_stage:.1%} (latency stage, an independent measurement).", "",
         fmt_table(shown_plan), "",
         "Layer widths (filters kept per prunable layer, stem first):", "", widths, "",
-        "## Accuracy at the same measured latency", "",
+        "## Compared: accuracy at the same measured latency", "",
         f"Top-1 (%) after retraining (`top-1`) and before it (`pruned`), mean over seeds; `{names[0]} − ...`: "
         "paired by seed over the same 10,000 test images, 95 % interval over seeds and test images.", "",
         fmt_table(shown_acc), "",
