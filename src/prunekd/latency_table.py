@@ -15,7 +15,7 @@ channels); a depthwise convolution's on one; a pooling or reshape on one or none
 2. **Each operator's time at each pair of widths** (``measure``): the units are coloured so that
    no operator's two units share a colour; for every pair of steps (s, t), a network whose units
    of one colour are s steps wide and of the other t steps wide is run under the profiler, and
-   each operator's mean kernel time is read at the widths it saw. One pass gives every operator's
+   each operator's median kernel time is read at the widths it saw. One pass gives every operator's
    pair at once.
 3. **Calibration**: the profiler's own timing inflates a pass (every operator is timed
    twice); each of those networks is also timed without it, and ``time = a + b * (sum of its
@@ -69,7 +69,7 @@ def at_step(channels: int, step: int, round_to: int) -> int:
 
 @dataclass(frozen=True)
 class Pass:
-    """One network's operators under the profiler: name -> (shapes seen, mean kernel time in us)."""
+    """One network's operators under the profiler: name -> (shapes seen, median kernel time in us)."""
     shapes: dict[str, str]
     us: dict[str, float]
 
@@ -77,7 +77,7 @@ class Pass:
 def profiled(model: PrunableNet, batch: int, threads: int, runs: int, folder: Path,
              data: bytes | None = None) -> Pass:
     """``model``'s deploy form (``data``, if exported already) run under ONNX Runtime's profiler:
-    each operator's input and output shapes and mean kernel time over ``runs`` runs, after a fifth
+    each operator's input and output shapes and median kernel time over ``runs`` runs, after a fifth
     as many warm-up runs (left out)."""
     data = data or onnx_bytes(model)
     x = {INPUT: np.zeros((batch, *model.input_shape), dtype=np.float32)}
@@ -97,7 +97,7 @@ def profiled(model: PrunableNet, batch: int, threads: int, runs: int, folder: Pa
         times.setdefault(name, []).append(float(event["dur"]))
         args = event.get("args", {})
         shapes[name] = json.dumps([args.get("input_type_shape"), args.get("output_type_shape")], sort_keys=True)
-    return Pass(shapes, {name: statistics.fmean(values[warmup:] or values) for name, values in times.items()})
+    return Pass(shapes, {name: statistics.median(values[warmup:] or values) for name, values in times.items()})
 
 
 def timed(data: bytes, input_shape: tuple[int, ...], batch: int, threads: int, runs: int) -> float:
