@@ -19,7 +19,6 @@ import pandas as pd
 from ..config import Params
 from ..data import DATASET_SHAPES
 from ..io import CorruptInputError, MissingInputError, read_table, stage_outputs
-from ..io import read_table
 from ..latency_table import LatencyTable, measure
 from ..models import PrunableNet, build_model
 from ..paths import Layout

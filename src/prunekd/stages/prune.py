@@ -20,22 +20,22 @@ from ..models import PrunableNet, model_digest
 from .. import sensitivity
 from ..paths import MODEL_FILE, Layout, ratio_key
 from ..latency import onnx_session, times_in_turns
-from ..latency_plan import Planner, Trial, latency_path, meet_budget, on_path, sensitivity_cost
+from ..latency_plan import Planner, latency_path, meet_budget, on_path, sensitivity_cost
 from ..latency_table import LatencyTable, TableError
 from ..export import INPUT, onnx_bytes
 from ..prune import PruneResult, PruneTargetError, kept_whole, plan_widths, prune, prune_to_widths, shaped
 from ..tracking import model_run_id, stage_run
 from ..train import device, recalibrate_batchnorm, use_determinism
 from .artifacts import load_teacher, log_data, model_folder, save_outputs
+from .cli import ratio_arg, run_cli
 from .latency_table import load_table, read_latency_table
 
 LATENCY_TOLERANCE = 0.05  # a latency plan's measured time may miss its target by this fraction of it
-from .cli import ratio_arg, run_cli
 
 
 def sensitivity_curves(params: Params, layout: Layout, teacher: PrunableNet) -> pd.DataFrame | None:
-    """The sensitivity table, which the sensitivity schedule needs (and only it), refused unless it
-    is ``teacher``'s: a row for each of its prunable layers, with that layer's filters."""
+    """The sensitivity table, which the sensitivity and netadapt schedules need (and only they),
+    refused unless it is ``teacher``'s: a row for each of its prunable layers, with that layer's filters."""
     if params.prune.schedule not in ("sensitivity", "netadapt"):
         return None
     curves_file = layout.curves
