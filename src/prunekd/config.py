@@ -125,6 +125,7 @@ class PruneConfig(Section):
     latency_stride: int = Field(2, ge=1, le=64)  # the table measures every n-th width step, interpolates between
     latency_runs: int = Field(50, ge=1, le=100_000)  # profiled passes per network of the table
     latency_repeats: int = Field(300, ge=1, le=100_000)  # passes per network when a plan is timed against the teacher
+    max_blocks_removed: int = Field(0, ge=0, le=1000)  # netadapt: whole blocks a plan may remove (0: widths only)
 
     @field_validator("ratios", "sensitivity_ratios")
     @classmethod
@@ -260,6 +261,9 @@ def across_sections(params: Params) -> list[str]:
     if p.schedule == "netadapt" and p.unit != "latency":
         problems.append(f"prune.schedule: netadapt plans on measured time; it needs prune.unit: latency, "
                         f"not {p.unit}")
+    if p.max_blocks_removed and p.schedule != "netadapt":
+        problems.append(f"prune.max_blocks_removed: {p.max_blocks_removed}: blocks are removed by the netadapt "
+                        f"schedule's search; with schedule {p.schedule} set it to 0")
     return problems
 
 

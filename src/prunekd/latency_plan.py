@@ -8,6 +8,10 @@ pruned alone, no retraining; ``sensitivity.curves``) interpolated at the layer's
 ratios, or without curves the fraction of the layer's filters the step removes (every filter of a
 layer counting alike, so that a plan with no accuracy model narrows layers in proportion, as the
 uniform schedule does, where that saves the most time).
+
+With ``max_blocks`` > 0 a step may also remove a whole block (a layer's width to 0; LayerPrune,
+2020: depth cuts dispatch time that no width cut removes), priced by the block's drop when it is
+removed alone (``sensitivity.block_drops``) less what narrowing its layer has already cost.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ import pandas as pd
 
 from .latency_table import LatencyTable, TableError, steps
 
-# (layer, width before, width after) -> accuracy the step costs (points, or any monotone proxy)
+# (layer, width before, width after) -> accuracy the step costs (points, or any monotone proxy);
+# a width after of 0 removes the layer's block
 StepCost = Callable[[int, int, int], float]
 
 
@@ -29,28 +34,35 @@ def filter_share(channels: list[int] | tuple[int, ...]) -> StepCost:
     return lambda layer, before, after: (before - after) / channels[layer]
 
 
-def sensitivity_cost(curves: pd.DataFrame, channels: list[int] | tuple[int, ...]) -> StepCost:
+def sensitivity_cost(curves: pd.DataFrame, channels: list[int] | tuple[int, ...],
+                     blocks: pd.DataFrame | None = None) -> StepCost:
     """A step's cost from the sensitivity curves: the layer's drop (points of validation top-1,
-    pruned alone) at its new ratio minus at its old, linear between the curves' ratios (0 at 0)."""
+    pruned alone) at its new ratio minus at its old, linear between the curves' ratios (0 at 0).
+    Removing a layer's block costs the block's drop (``blocks``: ``sensitivity.block_drops``) less
+    the curve's drop at the layer's width before."""
     drops = {}
     for layer, rows in curves.groupby("index"):
         rows = rows.sort_values("ratio")
         drops[int(layer)] = (np.r_[0.0, rows["ratio"].to_numpy()], np.r_[0.0, rows["drop"].to_numpy()])
+    removed = {} if blocks is None else dict(zip(blocks["index"].astype(int), blocks["drop"].astype(float)))
 
     def cost(layer: int, before: int, after: int) -> float:
+        if after == 0 and layer not in removed:
+            return float("inf")
         ratios, drop = drops[layer]
         at = lambda width: float(np.interp(1 - width / channels[layer], ratios, drop))  # noqa: E731
-        return max(at(after) - at(before), 0.0)
+        return max((removed[layer] if after == 0 else at(after)) - at(before), 0.0)
     return cost
 
 
-def latency_path(table: LatencyTable, cost: StepCost | None = None,
-                 keep: list[bool] | None = None) -> list[tuple[list[int], float]]:
+def latency_path(table: LatencyTable, cost: StepCost | None = None, keep: list[bool] | None = None,
+                 max_blocks: int = 0) -> list[tuple[list[int], float]]:
     """NetAdapt's trajectory on ``table``: from the unpruned widths, each step the one with the
     least ``cost`` per microsecond saved (ties: the least share of the layer's filters per
     microsecond, then the earlier layer), until no step saves time; each plan with its predicted
-    time. It does not depend on a budget: the plan for any budget is a point on it. Layers ``keep``
-    marks stay whole."""
+    time. A step narrows a layer by one width step or, while fewer than ``max_blocks`` are
+    removed, removes a block the table can (``table.blocks``: the layer's width to 0). It does not
+    depend on a budget: the plan for any budget is a point on it. Layers ``keep`` marks stay whole."""
     channels = list(table.channels)
     share = filter_share(channels)
     cost = cost or share
@@ -60,24 +72,35 @@ def latency_path(table: LatencyTable, cost: StepCost | None = None,
     path = [(list(widths), table.predict(widths))]
     while True:
         now, best = path[-1][1], None
-        for layer, grid in enumerate(grids):
-            at = grid.index(widths[layer])
-            if keep[layer] or at == 0:
-                continue
-            trial = widths[:layer] + [grid[at - 1]] + widths[layer + 1:]
-            after = table.predict(trial)
+        for layer, width in next_steps(widths, grids, keep, table.blocks if widths.count(0) < max_blocks else {}):
+            after = table.predict(widths[:layer] + [width] + widths[layer + 1:])
             saved = now - after
             if saved <= 0:
                 continue
-            key = (cost(layer, widths[layer], grid[at - 1]) / saved, share(layer, widths[layer], grid[at - 1]) / saved,
-                   layer)
+            key = (cost(layer, widths[layer], width) / saved, share(layer, widths[layer], width) / saved, layer)
             if best is None or key < best[0]:
-                best = (key, layer, grid[at - 1], after)
+                best = (key, layer, width, after)
         if best is None:
             return path
         _, layer, width, after = best
         widths[layer] = width
         path.append((list(widths), after))
+
+
+def next_steps(widths: list[int], grids: list[list[int]], keep: list[bool],
+               blocks: dict[int, tuple[str, ...]]) -> list[tuple[int, int]]:
+    """(layer, width) of each step from ``widths``: a layer one step narrower on its grid, or its
+    block removed (width 0) where ``blocks`` has it; none for a layer ``keep`` marks or removed."""
+    moves = []
+    for layer, grid in enumerate(grids):
+        if keep[layer] or widths[layer] == 0:
+            continue
+        at = grid.index(widths[layer])
+        if at > 0:
+            moves.append((layer, grid[at - 1]))
+        if layer in blocks:
+            moves.append((layer, 0))
+    return moves
 
 
 def on_path(path: list[tuple[list[int], float]], target_us: float) -> tuple[list[int], float]:
@@ -87,10 +110,10 @@ def on_path(path: list[tuple[list[int], float]], target_us: float) -> tuple[list
 
 
 def latency_plan(table: LatencyTable, target_us: float, cost: StepCost | None = None,
-                 keep: list[bool] | None = None) -> list[int]:
+                 keep: list[bool] | None = None, max_blocks: int = 0) -> list[int]:
     """Widths whose predicted time is at most ``target_us``: the first such plan on ``latency_path``.
     A TableError if even the narrowest plan misses the target."""
-    path = latency_path(table, cost, keep)
+    path = latency_path(table, cost, keep, max_blocks)
     widths, predicted = on_path(path, target_us)
     if predicted > target_us:
         raise TableError(f"no plan reaches {target_us:.1f} us: the narrowest the table allows takes "

@@ -17,7 +17,11 @@ channels); a depthwise convolution's on one; a pooling or reshape on one or none
    of one colour are s steps wide and of the other t steps wide is run under the profiler, and
    each operator's median kernel time is read at the widths it saw. One pass gives every operator's
    pair at once.
-3. **Calibration**: the profiler's own timing inflates a pass (every operator is timed
+3. **Which operators each removable block runs** (``block_operators``): the network is profiled
+   at full width once without each block (``PrunableNet.removable``); the operators that are gone
+   are the block's. A plan that removes a block (a width of 0) is predicted without them, its
+   next block reading the block's input width (``models.bypassed``).
+4. **Calibration**: the profiler's own timing inflates a pass (every operator is timed
    twice); each of those networks is also timed without it, and ``time = a + b * (sum of its
    operators' profiled times)`` is fitted over them (``Calibration``, with its R²; where the
    networks' times differ by less than their noise, a slope at or below 0 or an R² below
@@ -42,7 +46,7 @@ import pandas as pd
 from .errors import UserError
 from .export import INPUT, onnx_bytes
 from .latency import onnx_session, times_in_turns
-from .models import PrunableNet
+from .models import PrunableNet, bypassed
 from .progress import progress
 from .prune import shaped
 
@@ -136,6 +140,21 @@ def dependencies(model: PrunableNet, round_to: int, batch: int, threads: int, ru
     return {name: tuple(sorted(units)) for name, units in found.items()}
 
 
+def block_operators(model: PrunableNet, base: set[str], batch: int, threads: int, runs: int,
+                    folder: Path) -> dict[int, tuple[str, ...]]:
+    """Layer -> the operators its block runs, for each layer whose block may be removed: those that
+    are gone when the network (of ``base``'s operators) runs at full width without it."""
+    found = {}
+    for unit in model.removable():
+        widths = [0 if u == unit else c for u, c in enumerate(model.channels())]
+        left = set(profiled(shaped(model, widths), batch, threads, runs, folder).shapes)
+        if not left <= base or left == base:
+            raise TableError(f"{model.arch}: ONNX Runtime runs other operators without block {unit} than with it; "
+                             "its blocks cannot be priced from the table")
+        found[unit] = tuple(sorted(base - left))
+    return found
+
+
 def colours(n_units: int, deps: dict[str, tuple[int, ...]]) -> list[int]:
     """0 or 1 per unit such that the two units of every operator differ (a 2-colouring of the
     pairs), so that one network per pair of steps measures every operator's pair."""
@@ -180,22 +199,31 @@ class LatencyTable:
     deps: dict[str, tuple[int, ...]]
     us: dict[str, dict[Widths, float]]  # operator -> widths of its units -> mean profiled us
     calibration: Calibration
+    blocks: dict[int, tuple[str, ...]] = field(default_factory=dict)  # removable unit -> its block's operators
     _interpolators: dict = field(default_factory=dict, repr=False, compare=False)
 
     def predict(self, widths: list[int] | Widths) -> float:
         """The predicted time of one pass of the network with these unit widths, in us. Widths
         between the measured ones (a table measured every few steps, or a width off the grid of
         multiples of ``round_to``) are interpolated, linearly in each unit's width; a width below
-        the narrowest measured one is read as that one (it runs no faster on vector kernels)."""
+        the narrowest measured one is read as that one (it runs no faster on vector kernels). A width
+        of 0 removes the layer's block: its operators are left out, and the layers after it read
+        the width before it."""
         if len(widths) != len(self.channels):
             raise TableError(f"{len(widths)} widths for {len(self.channels)} layers")
-        wide = [(u, w) for u, (w, c) in enumerate(zip(widths, self.channels)) if not 1 <= w <= c]
+        removed = [u for u, w in enumerate(widths) if w == 0]
+        wide = [(u, w) for u, (w, c) in enumerate(zip(bypassed(list(widths)), self.channels)) if not 1 <= w <= c]
         if wide:
             u, w = wide[0]
             raise TableError(f"width {w} of layer {u} is outside the table (1 to the layer's own {self.channels[u]})")
-        widths = [max(w, steps(c, self.round_to)[0]) for w, c in zip(widths, self.channels)]
+        if not set(removed) <= set(self.blocks):
+            raise TableError(f"layer(s) {sorted(set(removed) - set(self.blocks))} have no block the table can remove")
+        gone = {name for u in removed for name in self.blocks[u]}
+        widths = [max(w, steps(c, self.round_to)[0]) for w, c in zip(bypassed(list(widths)), self.channels)]
         total = 0.0
         for name, units in self.deps.items():
+            if name in gone:
+                continue
             key = tuple(widths[u] for u in units)
             total += self.us[name][key] if key in self.us[name] else self._between(name)(key)
         return self.calibration.a + self.calibration.b * total
@@ -225,7 +253,8 @@ class LatencyTable:
 
     def meta(self) -> dict:
         return {"channels": list(self.channels), "round_to": self.round_to,
-                "calibration": {k: getattr(self.calibration, k) for k in ("a", "b", "r2", "n")}}
+                "calibration": {k: getattr(self.calibration, k) for k in ("a", "b", "r2", "n")},
+                "blocks": {str(u): list(names) for u, names in self.blocks.items()}}
 
     @classmethod
     def from_frame(cls, frame: pd.DataFrame, meta: dict) -> "LatencyTable":
@@ -235,7 +264,9 @@ class LatencyTable:
             parse = lambda text: tuple(int(v) for v in str(text).split()) if isinstance(text, str) else ()  # noqa: E731
             deps[row.operator] = parse(row.layers)
             us.setdefault(row.operator, {})[parse(row.widths)] = float(row.us)
-        return cls(tuple(meta["channels"]), int(meta["round_to"]), deps, us, Calibration(**meta["calibration"]))
+        blocks = {int(u): tuple(names) for u, names in meta.get("blocks", {}).items()}
+        return cls(tuple(meta["channels"]), int(meta["round_to"]), deps, us, Calibration(**meta["calibration"]),
+                   blocks)
 
 
 MIN_R2 = 0.5  # a linear calibration that explains less of the times than this is noise
@@ -261,6 +292,7 @@ def measure(model: PrunableNet, *, round_to: int, batch: int = 1, threads: int =
         tmp_path = Path(tmp)
         full = model.channels()
         deps = dependencies(model, round_to, batch, threads, runs, tmp_path)
+        blocks = block_operators(model, set(deps), batch, threads, runs, tmp_path)
         colour = colours(len(full), deps)
         most = max(len(steps(c, round_to)) for c in full)
         us: dict[str, dict[Widths, list[float]]] = {name: {} for name in deps}
@@ -285,4 +317,4 @@ def measure(model: PrunableNet, *, round_to: int, batch: int = 1, threads: int =
         b, a = float(np.sum(wall)) / float(np.sum(sums)), 0.0
         r2 = r_squared(wall, b * np.asarray(sums))
     table = {name: {key: statistics.fmean(values) for key, values in by.items()} for name, by in us.items()}
-    return LatencyTable(tuple(full), round_to, deps, table, Calibration(float(a), float(b), r2, len(wall)))
+    return LatencyTable(tuple(full), round_to, deps, table, Calibration(float(a), float(b), r2, len(wall)), blocks)

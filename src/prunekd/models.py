@@ -72,6 +72,22 @@ class PrunableNet(nn.Module, ABC):
         """Filters of each prunable layer: with the spec, what rebuilds a pruned model's shape."""
         return [m.out_channels if isinstance(m, nn.Conv2d) else m.out_features for m in self.prunable()]
 
+    def removable(self) -> list[int]:
+        """The prunable layers whose whole block a plan may remove (a width of 0 in ``channels``):
+        blocks whose input and output shapes match, so that the next block reads the block's input
+        in place of its output. None unless an architecture says so."""
+        return []
+
+
+def bypassed(widths: list[int]) -> list[int]:
+    """The widths the layers' outputs have where some blocks are removed (a width of 0): a removed
+    layer's output is its input, so it has the width of the layer before it."""
+    through = list(widths)
+    for i in range(1, len(through)):
+        if through[i] == 0:
+            through[i] = through[i - 1]
+    return through
+
 
 class MobileNetV1(PrunableNet):
     arch = "mobilenet_v1"
@@ -87,9 +103,15 @@ class MobileNetV1(PrunableNet):
             # the stem filters see full resolution while only the cheap depthwise layer runs there,
             # and the last stride-2 block keeps its resolution, for a 2x2 (not 1x1) output grid.
             stem_stride, strides[0], strides[11] = 1, 2, 1
+        self.strides = strides
         self.stem = conv_bn_relu(in_ch, channels[0], 3, stride=stem_stride)
         blocks, cin = [], channels[0]
-        for cout, stride in zip(channels[1:], strides):
+        for i, (cout, stride) in enumerate(zip(channels[1:], strides)):
+            if cout == 0:  # a removed block (prune.max_blocks_removed): its input passes through
+                if stride != 1:
+                    raise ValueError(f"block {i} of {self.arch} has stride {stride}: it cannot be removed")
+                blocks.append(nn.Identity())  # a placeholder keeps the other blocks' names
+                continue
             blocks.append(nn.Sequential(conv_bn_relu(cin, cin, 3, stride, groups=cin),  # depthwise
                                         conv_bn_relu(cin, cout, 1)))  # pointwise
             cin = cout
@@ -99,7 +121,19 @@ class MobileNetV1(PrunableNet):
 
     def prunable(self) -> list[nn.Module]:
         # The stem and pointwise convs; each depthwise conv follows its input's channels.
-        return [self.stem[0]] + [b[1][0] for b in self.features]
+        return [self.stem[0]] + [b[1][0] for b in self.features if not isinstance(b, nn.Identity)]
+
+    def channels(self) -> list[int]:
+        """One width per layer of the full architecture: 0 for a removed block's pointwise conv."""
+        return [self.stem[0].out_channels] + [0 if isinstance(b, nn.Identity) else b[1][0].out_channels
+                                              for b in self.features]
+
+    def removable(self) -> list[int]:
+        # stride-1 blocks whose pointwise conv keeps its input's width (the repeated 128, 256 and
+        # 512-filter blocks, and at small inputs the last one), unless removed already
+        widths = self.channels()
+        return [i + 1 for i, stride in enumerate(self.strides)
+                if stride == 1 and widths[i + 1] != 0 and widths[i + 1] == bypassed(widths)[i]]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(self.stem(x))  # (N, C, 2, 2) for 28-32 px inputs

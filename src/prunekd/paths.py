@@ -28,6 +28,7 @@ INT8_OUTPUTS = (INT8_FILE, INT8_PREDICTIONS_FILE, INT8_METRICS_FILE, INT8_LINEAG
 MODEL_OUTPUTS = (MODEL_FILE, ONNX_FILE, PREDICTIONS_FILE, METRICS_FILE, HISTORY_FILE, LINEAGE_FILE)
 PARAMS_FILE = "params.yaml"
 CURVES_FILE = "curves.csv"
+BLOCKS_FILE = "blocks.csv"  # beside the curves: the drop of each removable block, removed alone
 SENSITIVITY_FIGURE = "sensitivity.png"  # beside the curves
 # The report stage's outputs, relative to the reports folder (report.md links its figures so);
 # its metrics.json (METRICS_FILE) is the study's answer, flat.
@@ -79,6 +80,7 @@ class Layout:
         self.checked = self.reports / "check.json"  # check's: every other stage runs after it
         self.sensitivity = self.reports / "sensitivity"
         self.curves = self.sensitivity / CURVES_FILE
+        self.block_drops = self.sensitivity / BLOCKS_FILE
         self.sensitivity_figure = self.sensitivity / SENSITIVITY_FIGURE
         self.latency = self.reports / "latency.csv"
         self.latency_table = self.reports / "latency_table"  # unit latency's lookup table: its two files

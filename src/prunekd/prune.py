@@ -17,7 +17,8 @@ from torch import nn
 
 from .errors import UserError
 from .measure import count_macs_params
-from .models import PrunableNet, TorchvisionNet, build_model, dependency_graph, produces_channels, shrink
+from .models import (PrunableNet, TorchvisionNet, build_model, bypassed, dependency_graph, produces_channels,
+                     shrink)
 
 RESIDUAL = ("coupled", "inner")
 
@@ -165,7 +166,17 @@ def prune_to_widths(model: PrunableNet, widths: list[int], criterion: str, seed:
     Each layer loses its lowest-ranked filters, ranked on the unpruned model (so one layer's
     cut does not change another's ranking). ``seed`` fixes the ``random`` criterion's ranking
     (the others are deterministic). The classifier is never pruned.
+
+    A width of 0 removes the layer's whole block (one of ``model.removable()``): the layer is first
+    pruned to the width of its input, then its block is dropped (``without_blocks``), so that the
+    next block reads the block's input in its place.
     """
+    if 0 in widths:
+        removed = {i for i, w in enumerate(widths) if w == 0}
+        if not removed <= set(model.removable()):
+            raise PruneTargetError(f"{model.arch}: layer(s) {sorted(removed - set(model.removable()))} have no "
+                                   f"block whose removal keeps the shapes; removable: {model.removable()}")
+        return without_blocks(prune_to_widths(model, bypassed(widths), criterion, seed), widths)
     _require_batchnorm(model, criterion)
     pruned = copy.deepcopy(model).cpu().eval()
     graph = tp.DependencyGraph().build_dependency(pruned, example_inputs=example_input(pruned))
@@ -184,6 +195,18 @@ def prune_to_widths(model: PrunableNet, widths: list[int], criterion: str, seed:
     for layer, fn, idxs in plans:
         graph.get_pruning_group(layer, fn, idxs=idxs).prune()
     return pruned
+
+
+def without_blocks(model: PrunableNet, widths: list[int]) -> PrunableNet:
+    """``model`` with the blocks of the layers that ``widths`` sets to 0 removed, every other
+    weight kept: the next block's layers, as wide as the removed block's input, read that input
+    (its channels in the order they had; retraining adapts the next block to them)."""
+    if bypassed(widths) != model.channels():
+        raise ValueError(f"widths {widths} do not bypass to the model's {model.channels()}")
+    target = shaped(model, widths)
+    kept = target.state_dict()
+    target.load_state_dict({k: v for k, v in model.state_dict().items() if k in kept})
+    return target.eval()
 
 
 def _name(model: nn.Module, layer: nn.Module) -> str:

@@ -381,12 +381,14 @@ def latency_budgets(layout: Layout, ratios: list[float]) -> pd.DataFrame:
     rows = []
     for ratio in ratios:
         path = layout.pruned(ratio) / METRICS_FILE
-        if "latency_removed" not in read_json(path):
+        found = read_json(path)
+        if "latency_removed" not in found:
             continue
         figures = read_json(path, BUDGET_KEYS)
         rows.append({"ratio": ratio, "target kept %": 100 * (1 - ratio),
                      "predicted kept %": 100 * figures["latency_predicted_us"] / figures["latency_predicted_full_us"],
-                     "measured kept %": 100 * (1 - figures["latency_removed"]), "tries": int(figures["latency_trials"])})
+                     "measured kept %": 100 * (1 - figures["latency_removed"]), "tries": int(figures["latency_trials"])}
+                    | ({"blocks removed": int(found["blocks_removed"])} if "blocks_removed" in found else {}))
     return pd.DataFrame(rows)
 
 
@@ -402,7 +404,9 @@ def budget_section(budgets: pd.DataFrame, latency: pd.DataFrame) -> list[str]:
             f"Each ratio removes that share of the teacher's measured time ({latency_label(latency)}): a plan is "
             "searched on the latency table (`predicted`), exported and timed against the teacher in turns by the "
             "prune stage (`measured`), its budget corrected until it is within 5 % of the target (`tries`); "
-            f"the latency stage's own measurement misses the target by at most {worst:.1%}.", "",
+            f"the latency stage's own measurement misses the target by at most {worst:.1%}."
+            + (" `blocks removed`: whole blocks the plan dropped (prune.max_blocks_removed)."
+               if "blocks removed" in table else ""), "",
             fmt_table(table), ""]
 
 

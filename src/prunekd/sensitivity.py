@@ -47,6 +47,25 @@ def curves(model: PrunableNet, ratios: list[float], criterion: str, accuracy: Ca
     return pd.DataFrame(rows, columns=COLUMNS).sort_values(["index", "ratio"], ignore_index=True)
 
 
+BLOCK_COLUMNS = ["block", "index", "channels", "val_top1", "drop"]
+
+
+def block_drops(model: PrunableNet, accuracy: Callable[[PrunableNet], float], *, base: float | None = None,
+                after_pruning: Callable[[PrunableNet], PrunableNet] = lambda m: m) -> pd.DataFrame:
+    """One row per block the model may lose (``model.removable()``, indexed by its prunable layer):
+    accuracy with only that block removed (and then ``after_pruning``), and the drop from ``base``
+    (the unpruned model's accuracy after ``after_pruning``; measured when not given), as ``curves``."""
+    if base is None:
+        base = accuracy(after_pruning(copy.deepcopy(model)))
+    names, channels, rows = layer_names(model), model.channels(), []
+    blocks = model.removable()
+    for i in progress(blocks, len(blocks), "block sensitivity"):
+        widths = [0 if j == i else c for j, c in enumerate(channels)]
+        top1 = accuracy(after_pruning(prune_to_widths(model, widths, "l1")))
+        rows.append((names[i].rsplit(".", 2)[0], i, channels[i], top1, base - top1))
+    return pd.DataFrame(rows, columns=BLOCK_COLUMNS)
+
+
 def tolerated_ratio(curve: pd.DataFrame, max_drop: float) -> float:
     """The largest ratio whose accuracy drop stays within ``max_drop``, interpolating linearly
     between grid points and stopping at the first grid point that exceeds it."""

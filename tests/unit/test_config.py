@@ -89,6 +89,7 @@ def test_a_refusal_names_the_key_the_value_and_what_is_allowed(default_params, s
     ({"unit": "latency", "latency_runtime": "torch"}, {},
      ("prune.latency_runtime: torch", "measured on onnxruntime only")),
     ({"schedule": "netadapt"}, {}, ("prune.schedule: netadapt", "needs prune.unit: latency, not params")),
+    ({"max_blocks_removed": 2}, {}, ("prune.max_blocks_removed: 2", "with schedule uniform set it to 0")),
 ])
 def test_keys_that_contradict_each_other_are_refused(default_params, prune_change, measure_change, names):
     default_params["prune"].update(prune_change)

@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from prunekd.latency_plan import filter_share, latency_plan, meet_budget, sensitivity_cost
+from prunekd.latency_plan import filter_share, latency_path, latency_plan, meet_budget, sensitivity_cost
 from prunekd.latency_table import Calibration, LatencyTable, TableError
 
 CHANNELS = (48, 48, 32)  # steps of 16: layers 0 and 1 at 16, 32 or 48 filters, layer 2 at 16 or 32
@@ -99,3 +99,48 @@ def test_a_target_between_two_plans_names_the_closest_after_its_tries():
     with pytest.raises(TableError, match="in 8 tries: the closest runs at (50|60)\\.0%"):
         meet_budget(0.55, ladder, measure, start_us=55, full_us=100, tolerance=0.02)
     assert len(measured) == len(set(measured)) and {50, 60} <= set(measured)  # no plan measured twice
+
+
+# Depth: layer 1's block (its op b) may be removed; op c then reads layer 0's width in its place.
+def table_with_block() -> LatencyTable:
+    t = table()
+    return LatencyTable(t.channels, t.round_to, t.deps, t.us, t.calibration, blocks={1: ("b",)})
+
+
+def test_a_removed_block_drops_its_operators_and_the_next_reads_its_input_width():
+    t = table_with_block()
+    assert t.predict([48, 0, 32]) == 48 + 48 * 32 / 32  # a, and c at (48, 32): 96 us
+    assert t.predict([32, 0, 16]) == 32 + 32 * 16 / 32
+    with pytest.raises(TableError, match="layer.*2.*no block"):
+        t.predict([32, 32, 0])
+
+
+def test_a_block_is_removed_where_its_microsecond_costs_least_and_no_more_than_allowed():
+    t = table_with_block()
+    # every narrowing step costs 1 point, removing layer 1's block 2: from 240 us, narrowing layer 0
+    # or 1 saves 64 us (1/64 point per us), layer 2 24 us (1/24), the block 144 us (2/144 = 1/72)
+    cost = lambda layer, before, after: 2.0 if after == 0 else 1.0  # noqa: E731
+    assert latency_plan(t, 180, cost, max_blocks=1) == [48, 0, 32]
+    # without leave to remove a block, the plan narrows as before (the tie goes to the earlier layer)
+    assert latency_plan(t, 180, cost, max_blocks=0) == [32, 48, 32]
+    # a dearer block (3 points: 1/48 per us) loses to narrowing layer 0 first; from [32, 48, 32]
+    # (176 us) the block saves 96 us for 1/32 per us, layer 0 again 48 us for 1/48: [16, 48, 32]
+    dear = lambda layer, before, after: 3.0 if after == 0 else 1.0  # noqa: E731
+    assert latency_plan(t, 120, dear, max_blocks=1) == [16, 48, 32]
+
+
+def test_without_leave_the_path_is_the_widths_only_one_step_for_step():
+    costs = sensitivity_cost(pd.DataFrame({"index": [0, 1, 2], "channels": [48, 48, 32], "ratio": [0.5] * 3,
+                                           "drop": [1.0, 2.0, 3.0]}), CHANNELS)
+    assert latency_path(table_with_block(), costs, max_blocks=0) == latency_path(table(), costs)
+    with_blocks = latency_path(table_with_block(), costs, max_blocks=1)
+    assert [w for w, _ in with_blocks] != [w for w, _ in latency_path(table(), costs)]
+
+
+def test_a_block_costs_its_drop_less_what_narrowing_its_layer_cost_already():
+    curves = pd.DataFrame({"index": [1, 1], "channels": [48, 48], "ratio": [0.25, 0.5], "drop": [1.0, 3.0]})
+    blocks = pd.DataFrame({"index": [1], "channels": [48], "drop": [10.0]})
+    cost = sensitivity_cost(curves, CHANNELS, blocks)
+    assert cost(1, 48, 0) == 10.0
+    assert cost(1, 24, 0) == pytest.approx(10.0 - 3.0)  # ratio 0.5 cost 3 points already
+    assert cost(0, 48, 0) == float("inf")  # layer 0 has no block to remove

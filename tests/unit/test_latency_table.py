@@ -69,3 +69,19 @@ def test_widths_between_the_measured_ones_are_interpolated_linearly():
     assert table.predict([32, 32]) == pytest.approx(10 + 2 * (2 * 32 + 3 * 32 + 2.0 + 5.0))
     assert table.predict([48, 16]) == pytest.approx(10 + 2 * (2 * 48 + 3 * 16 + 1.0 + 5.0))
     assert measured_steps(32, 2) == [1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31, 32]
+
+
+def test_each_removable_block_is_priced_by_the_operators_it_runs(table):
+    model = build_model("mobilenet_v1", 10, (1, 28, 28), channels=CHANNELS)
+    assert sorted(table.blocks) == model.removable() == [3, 5, 7, 8, 9, 10, 11, 12, 13]  # the stride-1 blocks
+    for unit, names in table.blocks.items():
+        # layer u's block is features[u - 1]: its depthwise and its pointwise conv
+        assert sorted(n.split("/")[3] for n in names) == [f"features.{unit - 1}.0", f"features.{unit - 1}.1"], names
+    full = table.predict(CHANNELS)
+    without = [0 if u == 8 else c for u, c in enumerate(CHANNELS)]
+    ops = sum(table.us[n][(32, 32) if len(table.deps[n]) == 2 else (32,)] for n in table.blocks[8])
+    assert table.predict(without) == pytest.approx(full - table.calibration.b * ops)
+    import pandas as pd
+
+    again = LatencyTable.from_frame(pd.DataFrame(table.frame()), table.meta())
+    assert again.blocks == table.blocks and again.predict(without) == pytest.approx(table.predict(without))

@@ -53,6 +53,22 @@ def sensitivity_curves(params: Params, layout: Layout, teacher: PrunableNet) -> 
     return curves
 
 
+def block_drops(params: Params, layout: Layout, teacher: PrunableNet) -> pd.DataFrame | None:
+    """The sensitivity stage's drop of each block removed alone, which netadapt prices a block
+    removal by (only when ``prune.max_blocks_removed`` > 0), refused unless it is ``teacher``'s."""
+    if not params.prune.max_blocks_removed:
+        return None
+    rerun = "rerun the sensitivity stage (dvc repro -f sensitivity)"
+    drops = read_table(layout.block_drops, "a table of block drops", rerun)
+    if not {"index", "channels", "drop"} <= set(drops.columns):
+        raise CorruptInputError(f"{layout.block_drops}: not a table of block drops; {rerun}")
+    if sorted(drops["index"].astype(int)) != teacher.removable():
+        raise CorruptInputError(f"{layout.block_drops}: made for another network (blocks of layers "
+                                f"{sorted(drops['index'].astype(int))}) than the teacher (removable: "
+                                f"{teacher.removable()}); {rerun}")
+    return drops
+
+
 def pruned_by_schedule(teacher: PrunableNet, ratio: float, params: Params, curves: pd.DataFrame | None) -> PruneResult:
     p = params.prune
     caps = grid_end = None
@@ -68,17 +84,22 @@ def pruned_by_schedule(teacher: PrunableNet, ratio: float, params: Params, curve
 
 
 def latency_planner(teacher: PrunableNet, params: Params, table: LatencyTable,
-                    curves: pd.DataFrame | None) -> Planner:
+                    curves: pd.DataFrame | None, blocks: pd.DataFrame | None = None) -> Planner:
     """A plan search on the table for ``prune.schedule``: table budget (us) -> (widths, predicted us).
 
     ``netadapt``: the first plan within budget on NetAdapt's trajectory (``latency_path``), each
-    step priced by its sensitivity-curve drop per microsecond saved. ``uniform`` and
-    ``sensitivity``: their own plans, with the ratio of the table's time they remove searched as
-    any unit's is (``plan_widths``)."""
+    step priced by its sensitivity-curve drop per microsecond saved, and with
+    ``prune.max_blocks_removed`` > 0 a block removal by its drop (``blocks``: ``block_drops``).
+    ``uniform`` and ``sensitivity``: their own plans, with the ratio of the table's time they remove
+    searched as any unit's is (``plan_widths``)."""
     p = params.prune
     keep = kept_whole(teacher, p.residual)
     if p.schedule == "netadapt":
-        path = latency_path(table, sensitivity_cost(curves, teacher.channels()), keep)
+        if p.max_blocks_removed and teacher.removable() and not table.blocks:
+            raise CorruptInputError("the latency table prices no block removal (measured before it could); "
+                                    "rerun the latency_table stage (dvc repro latency_table)")
+        cost = sensitivity_cost(curves, teacher.channels(), blocks)
+        path = latency_path(table, cost, keep, p.max_blocks_removed)
         return lambda budget: on_path(path, budget)
     full_us = table.predict(teacher.channels())
     caps = grid_end = None
@@ -122,7 +143,7 @@ def latency_pruned(teacher: PrunableNet, ratio: float, params: Params, layout: L
     """Pruned so that ``ratio`` of the teacher's measured time goes (``meet_budget``), and the
     figures of the plan kept: its table budget (what re-derives it), predicted and measured times."""
     table = load_table(layout, params, teacher)
-    planner = latency_planner(teacher, params, table, curves)
+    planner = latency_planner(teacher, params, table, curves, block_drops(params, layout, teacher))
     full_us = table.predict(teacher.channels())
     timed = TimedPlans(teacher, threads=params.measure.threads, batch=params.prune.latency_batch,
                        repeats=params.prune.latency_repeats)
@@ -132,8 +153,10 @@ def latency_pruned(teacher: PrunableNet, ratio: float, params: Params, layout: L
     except TableError as exc:
         raise PruneTargetError(f"prune.ratios: {ratio} of latency is out of reach: {exc}") from None
     for t in tried:
+        removed = [u for u, w in enumerate(t.widths) if w == 0]
         print(f"latency plan: table budget {t.budget_us:.1f} us -> predicted {t.predicted_us:.1f} us, measured "
-              f"{t.measured:.1%} of the teacher's time (target {1 - ratio:.1%}){' <- kept' if t is trial else ''}")
+              f"{t.measured:.1%} of the teacher's time (target {1 - ratio:.1%})"
+              f"{f', blocks of layers {removed} removed' if removed else ''}{' <- kept' if t is trial else ''}")
     widths = list(trial.widths)
     model = prune_to_widths(teacher, widths, params.prune.criterion, params.seed)
     teacher_us, plan_us = timed.us[trial.widths]
@@ -142,6 +165,8 @@ def latency_pruned(teacher: PrunableNet, ratio: float, params: Params, layout: L
     figures = {"latency_budget_us": trial.budget_us, "latency_predicted_us": trial.predicted_us,
                "latency_predicted_full_us": full_us, "latency_measured_us": plan_us,
                "latency_measured_full_us": teacher_us, "latency_removed": 1 - trial.measured, "latency_trials": len(tried)}
+    if params.prune.max_blocks_removed:
+        figures["blocks_removed"] = widths.count(0)
     return result, figures
 
 
@@ -154,7 +179,8 @@ def pruned_channels(teacher: PrunableNet, ratio: float, params: Params, layout: 
         if not isinstance(meta.get("latency_budget_us"), (int, float)):
             raise CorruptInputError(f"{layout.pruned(ratio)}: a pruned model that records no latency budget; "
                                     f"rerun prune@{ratio_key(ratio)}")
-        planner = latency_planner(teacher, params, read_latency_table(layout, teacher)[0], curves)
+        planner = latency_planner(teacher, params, read_latency_table(layout, teacher)[0], curves,
+                                  block_drops(params, layout, teacher))
         return planner(float(meta["latency_budget_us"]))[0]
     return pruned_by_schedule(teacher, ratio, params, curves).model.channels()
 
