@@ -35,7 +35,8 @@ def folder(name: str) -> Path:
 
 def schedule(name: str) -> str:
     params = yaml.safe_load(((ROOT if name == "default" else RUNS / name) / "params.yaml").read_text())
-    return f"{params['prune']['schedule']} ({params['prune']['unit']})"
+    blocks = params["prune"].get("max_blocks_removed", 0)
+    return f"{params['prune']['schedule']} ({params['prune']['unit']}{f', up to {blocks} blocks removed' if blocks else ''})"
 
 
 def headline_latency(name: str) -> pd.DataFrame:
@@ -60,6 +61,7 @@ def plans(name: str) -> pd.DataFrame:
                      "latency stage kept %": 100 / latency.loc[ratio, "speedup"],
                      "latency stage µs": latency.loc[ratio, "us"], "tries": figures["latency_trials"],
                      "params": int(figures["params_after"]), "MMACs": figures["macs_after"] / 1e6,
+                     "blocks removed": figures["widths"].count(0),
                      "widths": " ".join(map(str, figures["widths"]))})
     if not rows:
         sys.exit(f"compare_latency_plans: docs/runs/{name}/pruned/ is empty: publish the run with "
@@ -160,7 +162,7 @@ def compare(names: list[str], out: Path, reference: str | None) -> str:
         f"`kept %`: the plan's time as a share of the teacher's. Largest miss of the target: {worst:.1%} (prune "
         f"stage), {worst_stage:.1%} (latency stage, an independent measurement).", "",
         fmt_table(shown_plan), "",
-        "Layer widths (filters kept per prunable layer, stem first):", "", widths, "",
+        "Layer widths (filters kept per prunable layer, stem first; 0: its whole block removed):", "", widths, "",
         "## Compared: accuracy at the same measured latency", "",
         f"Top-1 (%) after retraining (`top-1`) and before it (`pruned`), mean over seeds; `{names[0]} − ...`: "
         "paired by seed over the same 10,000 test images, 95 % interval over seeds and test images.", "",
