@@ -89,8 +89,13 @@ def accuracy(names: list[str], ratios: list[float], modes: list[str]) -> pd.Data
                 r = results[n][(results[n]["ratio"] == ratio) & (results[n]["mode"] == mode)]
                 row[f"{n} top-1"] = r["top1"].mean()
                 row[f"{n} pruned"] = r["top1_pruned"].mean()
-            base = correct(first, ratio, mode)
+            planned = [n for n in names if not pd.isna(row[f"{n} top-1"])]  # a run may have no plan at a ratio
+            base = correct(first, ratio, mode) if first in planned else {}
             for n in names[1:]:
+                if not base or n not in planned:
+                    row[f"{first} − {n}"] = "(no plan in both)"
+                    row["_diff"] = row["_low"] = row["_high"] = float("nan")
+                    continue
                 other = correct(n, ratio, mode)
                 seeds = sorted(base.keys() & other.keys())
                 est = crossed_t(np.stack([base[s].astype(float) - other[s] for s in seeds]))
@@ -142,7 +147,7 @@ def compare(names: list[str], out: Path, reference: str | None) -> str:
     plot(names, modes, out / "figures" / "accuracy_vs_latency.png", reference)
     worst = (plan["prune stage kept %"] / plan["target kept %"] - 1).abs().max()
     worst_stage = (plan["latency stage kept %"] / plan["target kept %"] - 1).abs().max()
-    shown_plan = plan.drop(columns=["widths"]).round(2)
+    shown_plan = plan.drop(columns=["widths"] + ([] if plan["blocks removed"].any() else ["blocks removed"])).round(2)
     widths = "\n".join(f"- `{r.run}` at {r.ratio:g}: [{r.widths}]" for r in plan.itertuples())
     shown_acc = acc.drop(columns=["_diff", "_low", "_high"]).round(2)
     wins = []

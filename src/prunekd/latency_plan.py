@@ -144,10 +144,11 @@ def meet_budget(target: float, plan: Planner, measure: Callable[[list[int]], flo
     measured), so a plan is searched for a table budget, exported and measured (``measure``: its
     time over the unpruned network's); while it misses, the budget is corrected: interpolated
     between the closest tried budgets on either side of the target (the unpruned network,
-    ``full_us``, measuring 1, bounds it from above), else scaled by target / measured, and halved
-    toward the other side's budget where that gives a plan already tried. ``start_us``: the first
-    budget. A TableError names the closest plan if none is within ``tolerance`` after ``tries``,
-    or if the narrowest plan is still too slow."""
+    ``full_us``, measuring 1, bounds it from above), else scaled by target / measured. Where that
+    gives a plan measured already, the next plan along the budgets from it toward the target is
+    taken (``next_plan``), and where there is none between the closest measured ones the search
+    stops. ``start_us``: the first budget. A TableError names the closest plan if none is within
+    ``tolerance`` after ``tries`` or when the search stops, or if the narrowest plan is still too slow."""
     tried: list[Trial] = []
     budget = start_us
     for _ in range(tries):
@@ -169,9 +170,31 @@ def meet_budget(target: float, plan: Planner, measure: Callable[[list[int]], flo
             budget = lo.budget_us + (target - lo.measured) * (hi.budget_us - lo.budget_us) / (hi.measured - lo.measured)
         else:
             budget = trial.budget_us * target / trial.measured
-        if any(list(t.widths) == plan(budget)[0] for t in tried):
-            edge = hi if trial.measured < target else lo
-            budget = (trial.budget_us + (edge.budget_us if edge else trial.budget_us * target / trial.measured)) / 2
+        again = next((t for t in tried if list(t.widths) == plan(budget)[0]), None)
+        if again is not None:  # toward the target, short of the closest measured plan beyond it
+            end = hi.budget_us if again.measured < target else (lo.budget_us if lo else float("-inf"))
+            budget = next_plan(plan, budget, end, [list(t.widths) for t in tried])
+            if budget is None:
+                break
     best = min(tried, key=lambda t: abs(t.measured - target))
-    raise TableError(f"no plan measured within {tolerance:.0%} of {target:.1%} of the unpruned network's time in "
-                     f"{tries} tries: the closest runs at {best.measured:.1%}")
+    raise TableError(f"no plan measured within {tolerance:.0%} of {target:.1%} of the unpruned network's time: "
+                     f"the closest of the {len(tried)} measured runs at {best.measured:.1%}")
+
+
+def next_plan(plan: Planner, start: float, end: float, tried: list[list[int]], steps: int = 30) -> float | None:
+    """A budget between ``start`` and ``end`` whose plan is not in ``tried``: the first such plan
+    from ``start`` on (plans change in steps along the budget; each step is found by bisection,
+    ``steps`` halvings), or None if every plan up to ``end``'s is tried."""
+    if end == float("-inf"):
+        end = min(start, 0.0) - 1.0  # below every plan's predicted time: the narrowest plan
+    at = plan(start)[0]
+    while plan(end)[0] != at:
+        a, b = start, end  # plan(a) == at != plan(b): bisect for the step between them
+        for _ in range(steps):
+            mid = (a + b) / 2
+            a, b = (mid, b) if plan(mid)[0] == at else (a, mid)
+        at = plan(b)[0]
+        if at not in tried:
+            return b
+        start = b
+    return None
