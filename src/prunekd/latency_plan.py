@@ -103,6 +103,35 @@ def next_steps(widths: list[int], grids: list[list[int]], keep: list[bool],
     return moves
 
 
+def filled(table: LatencyTable, widths: list[int], budget_us: float, cost: StepCost | None = None,
+           keep: list[bool] | None = None) -> tuple[list[int], float]:
+    """``widths`` widened back while the table says the budget allows: each time by the one step of
+    one layer (not removed, not kept whole) that regains the most ``cost`` per microsecond it adds
+    (ties: the fewest microseconds, then the earlier layer); with its predicted time. A trajectory
+    that removes blocks moves in coarse steps (a block is several percent of the time at once):
+    this spends what such a step leaves under the budget."""
+    grids = [steps(c, table.round_to) for c in table.channels]
+    cost = cost or filter_share(table.channels)
+    keep = keep or [False] * len(grids)
+    widths, now = list(widths), table.predict(widths)
+    while True:
+        best = None
+        for layer, grid in enumerate(grids):
+            if keep[layer] or widths[layer] == 0 or widths[layer] == grid[-1]:
+                continue
+            wider = grid[grid.index(widths[layer]) + 1]
+            after = table.predict(widths[:layer] + [wider] + widths[layer + 1:])
+            if after > budget_us:
+                continue
+            added = max(after - now, 1e-9)
+            key = (-cost(layer, wider, widths[layer]) / added, added, layer)
+            if best is None or key < best[0]:
+                best = (key, layer, wider, after)
+        if best is None:
+            return widths, now
+        _, layer, widths[layer], now = best
+
+
 def on_path(path: list[tuple[list[int], float]], target_us: float) -> tuple[list[int], float]:
     """The first plan of ``path`` predicted to take at most ``target_us`` (the narrowest, its last,
     where none does)."""
@@ -136,7 +165,8 @@ Planner = Callable[[float], tuple[list[int], float]]
 
 
 def meet_budget(target: float, plan: Planner, measure: Callable[[list[int]], float], *, start_us: float,
-                full_us: float, tolerance: float = 0.05, tries: int = 8) -> tuple[Trial, list[Trial]]:
+                full_us: float, tolerance: float = 0.05, tries: int = 8,
+                on_trial: Callable[[Trial], None] = lambda trial: None) -> tuple[Trial, list[Trial]]:
     """The plan whose *measured* time is within ``tolerance`` (relative) of ``target``, a fraction
     of the unpruned network's measured time; with every plan tried.
 
@@ -148,7 +178,8 @@ def meet_budget(target: float, plan: Planner, measure: Callable[[list[int]], flo
     gives a plan measured already, the next plan along the budgets from it toward the target is
     taken (``next_plan``), and where there is none between the closest measured ones the search
     stops. ``start_us``: the first budget. A TableError names the closest plan if none is within
-    ``tolerance`` after ``tries`` or when the search stops, or if the narrowest plan is still too slow."""
+    ``tolerance`` after ``tries`` or when the search stops, or if the narrowest plan is still too slow.
+    ``on_trial`` is called with each plan as soon as it is measured."""
     tried: list[Trial] = []
     budget = start_us
     for _ in range(tries):
@@ -157,6 +188,7 @@ def meet_budget(target: float, plan: Planner, measure: Callable[[list[int]], flo
         trial = seen or Trial(budget, tuple(widths), predicted, measure(widths))
         if seen is None:
             tried.append(trial)
+            on_trial(trial)
         if abs(trial.measured - target) <= tolerance * target:
             return trial, tried
         if trial.measured > target and widths == plan(float("-inf"))[0]:

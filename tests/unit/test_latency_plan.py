@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from prunekd.latency_plan import filter_share, latency_path, latency_plan, meet_budget, sensitivity_cost
+from prunekd.latency_plan import filled, filter_share, latency_path, latency_plan, meet_budget, sensitivity_cost
 from prunekd.latency_table import Calibration, LatencyTable, TableError
 
 CHANNELS = (48, 48, 32)  # steps of 16: layers 0 and 1 at 16, 32 or 48 filters, layer 2 at 16 or 32
@@ -153,3 +153,17 @@ def test_a_correction_onto_a_measured_plan_takes_the_next_plan_toward_the_target
     measure, measured = runs_at(0.6)
     trial, _ = meet_budget(0.3, ladder, measure, start_us=30, full_us=100)
     assert measured == [30, 40, 50] and trial.widths == (50,)
+
+
+def test_what_a_block_removal_leaves_under_the_budget_is_spent_widening_back():
+    t = table_with_block()
+    # [48, 0, 32] takes 96 us; a budget of 120 us leaves 24: layer 0 up a step is full already,
+    # layer 2 up is full; from [32, 0, 16] (48 us) layer 0 to 48 adds 16 + 8 = 24 us, layer 2 to
+    # 32 adds 16: with equal costs per filter share the cheaper-per-us regain goes first
+    cost = filter_share(CHANNELS)
+    assert filled(t, [48, 0, 32], 120, cost) == ([48, 0, 32], 96)
+    widths, predicted = filled(t, [32, 0, 16], 70, cost)
+    # layer 0: 1/3 share regained for 24 us (1/72 per us); layer 2: 1/2 for 16 us (1/32): layer 2 first
+    # (64 us), then layer 0 would add 16 + 16 = 32 us: over 70
+    assert (widths, predicted) == ([32, 0, 32], 64)
+    assert filled(t, [32, 0, 16], 40, cost) == ([32, 0, 16], 48)  # nothing fits: unchanged

@@ -20,7 +20,7 @@ from ..models import PrunableNet, model_digest
 from .. import sensitivity
 from ..paths import MODEL_FILE, Layout, ratio_key
 from ..latency import onnx_session, times_in_turns
-from ..latency_plan import Planner, latency_path, meet_budget, on_path, sensitivity_cost
+from ..latency_plan import Planner, Trial, filled, latency_path, meet_budget, on_path, sensitivity_cost
 from ..latency_table import LatencyTable, TableError
 from ..export import INPUT, onnx_bytes
 from ..prune import PruneResult, PruneTargetError, kept_whole, plan_widths, prune, prune_to_widths, shaped
@@ -89,7 +89,8 @@ def latency_planner(teacher: PrunableNet, params: Params, table: LatencyTable,
 
     ``netadapt``: the first plan within budget on NetAdapt's trajectory (``latency_path``), each
     step priced by its sensitivity-curve drop per microsecond saved, and with
-    ``prune.max_blocks_removed`` > 0 a block removal by its drop (``blocks``: ``block_drops``).
+    ``prune.max_blocks_removed`` > 0 a block removal by its drop (``blocks``: ``block_drops``),
+    the plan then widened back where the budget allows (``filled``).
     ``uniform`` and ``sensitivity``: their own plans, with the ratio of the table's time they remove
     searched as any unit's is (``plan_widths``)."""
     p = params.prune
@@ -100,6 +101,8 @@ def latency_planner(teacher: PrunableNet, params: Params, table: LatencyTable,
                                     "rerun the latency_table stage (dvc repro latency_table)")
         cost = sensitivity_cost(curves, teacher.channels(), blocks)
         path = latency_path(table, cost, keep, p.max_blocks_removed)
+        if p.max_blocks_removed:  # block removals make coarse steps: what one leaves under budget is spent
+            return lambda budget: filled(table, on_path(path, budget)[0], budget, cost, keep)
         return lambda budget: on_path(path, budget)
     full_us = table.predict(teacher.channels())
     caps = grid_end = None
@@ -147,16 +150,17 @@ def latency_pruned(teacher: PrunableNet, ratio: float, params: Params, layout: L
     full_us = table.predict(teacher.channels())
     timed = TimedPlans(teacher, threads=params.measure.threads, batch=params.prune.latency_batch,
                        repeats=params.prune.latency_repeats)
-    try:
-        trial, tried = meet_budget(1 - ratio, planner, timed, start_us=(1 - ratio) * full_us, full_us=full_us,
-                                   tolerance=LATENCY_TOLERANCE)
-    except TableError as exc:
-        raise PruneTargetError(f"prune.ratios: {ratio} of latency is out of reach: {exc}") from None
-    for t in tried:
+    def show(t: Trial) -> None:
         removed = [u for u, w in enumerate(t.widths) if w == 0]
         print(f"latency plan: table budget {t.budget_us:.1f} us -> predicted {t.predicted_us:.1f} us, measured "
               f"{t.measured:.1%} of the teacher's time (target {1 - ratio:.1%})"
-              f"{f', blocks of layers {removed} removed' if removed else ''}{' <- kept' if t is trial else ''}")
+              f"{f', blocks of layers {removed} removed' if removed else ''}", flush=True)
+    try:
+        trial, tried = meet_budget(1 - ratio, planner, timed, start_us=(1 - ratio) * full_us, full_us=full_us,
+                                   tolerance=LATENCY_TOLERANCE, on_trial=show)
+    except TableError as exc:
+        raise PruneTargetError(f"prune.ratios: {ratio} of latency is out of reach: {exc}") from None
+    print(f"latency plan: kept the plan measured at {trial.measured:.1%} (table budget {trial.budget_us:.1f} us)")
     widths = list(trial.widths)
     model = prune_to_widths(teacher, widths, params.prune.criterion, params.seed)
     teacher_us, plan_us = timed.us[trial.widths]
