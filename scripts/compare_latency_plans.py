@@ -150,6 +150,12 @@ def compare(names: list[str], out: Path, reference: str | None) -> str:
     shown_plan = plan.drop(columns=["widths"] + ([] if plan["blocks removed"].any() else ["blocks removed"])).round(2)
     widths = "\n".join(f"- `{r.run}` at {r.ratio:g}: [{r.widths}]" for r in plan.itertuples())
     shown_acc = acc.drop(columns=["_diff", "_low", "_high"]).round(2)
+    off = plan[(plan["latency stage kept %"] / plan["target kept %"] - 1).abs() > TOLERANCE]
+    caveat = ([f"The latency stage measured these plans more than {TOLERANCE:.0%} off their target, so they are at "
+               "the same latency by the prune stage's measurement only: "
+               + ", ".join(f"`{r['run']}` at {r['ratio']:g} ({r['latency stage kept %']:.1f} % kept)"
+                           for _, r in off.iterrows()) + ".", ""]
+              if not off.empty else [])
     wins = []
     for _, r in acc.iterrows():
         if r["_high"] < 0 or r["_low"] > 0:
@@ -166,7 +172,7 @@ def compare(names: list[str], out: Path, reference: str | None) -> str:
         "## Compared: what each plan kept and measured", "",
         f"`kept %`: the plan's time as a share of the teacher's. Largest miss of the target: {worst:.1%} (prune "
         f"stage), {worst_stage:.1%} (latency stage, an independent measurement).", "",
-        fmt_table(shown_plan), "",
+        fmt_table(shown_plan), "", *caveat,
         "Layer widths (filters kept per prunable layer, stem first; 0: its whole block removed):", "", widths, "",
         "## Compared: accuracy at the same measured latency", "",
         f"Top-1 (%) after retraining (`top-1`) and before it (`pruned`), mean over seeds; `{names[0]} − ...`: "

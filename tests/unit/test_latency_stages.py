@@ -24,6 +24,7 @@ from prunekd.stages.prune import LATENCY_TOLERANCE
 from ..conftest import ROOT, digits_params
 
 RATIO = 0.4
+DEEP = 0.55  # the depth test's ratio
 
 
 def write_params(layout: Layout, **prune_keys) -> None:
@@ -132,11 +133,12 @@ def test_a_table_of_other_settings_or_none_is_refused(layout, tmp_path):
 def test_netadapt_removes_the_blocks_it_may_and_the_network_runs(layout, tmp_path):
     """The sensitivity stage writes each block's drop; where the drops say a block costs nothing,
     netadapt removes as many as prune.max_blocks_removed allows, within the measured target, and
-    retrain accepts the plan it re-derives; at 0 no block goes."""
+    retrain accepts the plan it re-derives; at 0 no block goes. DEEP asks for more than the two
+    blocks save, so that width steps (fine ones) meet the target after them."""
     other = Layout(tmp_path)
     for folder in ("prepared", "teacher", "latency_table"):
         shutil.copytree(getattr(layout, folder), getattr(other, folder))
-    write_params(other, schedule="netadapt", max_blocks_removed=2, sensitivity_ratios=[0.5])
+    write_params(other, ratios=[DEEP], schedule="netadapt", max_blocks_removed=2, sensitivity_ratios=[0.5])
     params = load_params(other.params)
     sensitivity.run(params, other)
     drops = pd.read_csv(other.block_drops)
@@ -146,18 +148,18 @@ def test_netadapt_removes_the_blocks_it_may_and_the_network_runs(layout, tmp_pat
     drops.assign(drop=0.0).to_csv(other.block_drops, index=False)
     curves = pd.read_csv(other.curves)
     curves.assign(drop=100 * curves["ratio"]).to_csv(other.curves, index=False)
-    figures = prune.run(params, other, RATIO)
-    model, meta = load_model(other.pruned(RATIO) / MODEL_FILE)
+    figures = prune.run(params, other, DEEP)
+    model, meta = load_model(other.pruned(DEEP) / MODEL_FILE)
     assert figures["blocks_removed"] == model.channels().count(0) == 2
-    assert abs(figures["latency_removed"] - RATIO) <= LATENCY_TOLERANCE * (1 - RATIO)
-    assert (other.pruned(RATIO) / "model.onnx").is_file()
-    assert model.channels() == prune.pruned_channels(teacher, RATIO, params, other, meta)
-    assert retrain.run(params, other, RATIO, "ft", 0)["top1"] >= 0
-    assert latency_budgets(other, [RATIO])["blocks removed"].item() == 2
-    write_params(other, schedule="netadapt", max_blocks_removed=0, sensitivity_ratios=[0.5])
-    prune.run(load_params(other.params), other, RATIO)
-    assert 0 not in load_model(other.pruned(RATIO) / MODEL_FILE)[0].channels()
+    assert abs(figures["latency_removed"] - DEEP) <= LATENCY_TOLERANCE * (1 - DEEP)
+    assert (other.pruned(DEEP) / "model.onnx").is_file()
+    assert model.channels() == prune.pruned_channels(teacher, DEEP, params, other, meta)
+    assert retrain.run(params, other, DEEP, "ft", 0)["top1"] >= 0
+    assert latency_budgets(other, [DEEP])["blocks removed"].item() == 2
+    write_params(other, ratios=[DEEP], schedule="netadapt", max_blocks_removed=0, sensitivity_ratios=[0.5])
+    prune.run(load_params(other.params), other, DEEP)
+    assert 0 not in load_model(other.pruned(DEEP) / MODEL_FILE)[0].channels()
     drops.iloc[1:].to_csv(other.block_drops, index=False)  # a table that misses a block: another network's
-    write_params(other, schedule="netadapt", max_blocks_removed=2, sensitivity_ratios=[0.5])
+    write_params(other, ratios=[DEEP], schedule="netadapt", max_blocks_removed=2, sensitivity_ratios=[0.5])
     with pytest.raises(CorruptInputError, match="blocks.csv: made for another network"):
-        prune.run(load_params(other.params), other, RATIO)
+        prune.run(load_params(other.params), other, DEEP)
