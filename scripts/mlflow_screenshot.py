@@ -52,6 +52,7 @@ WINDOW = "1800,1100"
 # 127.0.0.1, MLflow's UI opens its chat assistant over a quarter of the screen on a browser's first
 # visit, and a headless browser's every visit is its first. `.localhost` never leaves the machine.
 HOST = "prunekd.localhost"
+PAGE_BUDGET_MS = 15_000  # virtual time a page gets to draw (it does not pass while a request is pending)
 BROWSER_TIMEOUT = 150  # seconds for one page, on a busy machine (it takes 5 to 35)
 VIEW = "prunekd-answer"  # the runs table's view: the answer's metrics as columns
 # What only the GenAI view shows: its sidebar and the run page's breadcrumb.
@@ -178,13 +179,13 @@ def add_view(client: MlflowClient, experiment_id: str, metrics: list[str]) -> No
                               json.dumps({"selectedColumns": columns, "columnOrder": columns}))
 
 
-def chromium(url: str, png: Path, tries: int = 2) -> str:
+def chromium(url: str, png: Path, tries: int = 2, budget_ms: int = PAGE_BUDGET_MS) -> str:
     """Open ``url`` in headless Chromium, write a screenshot of it to ``png`` and return its DOM,
-    both as the page stood when its time budget ran out. A browser that hangs is killed, with its
-    children, and tried once more."""
+    both as the page stood when its (virtual) time budget of ``budget_ms`` ran out. A browser that
+    hangs is killed, with its children, and tried once more."""
     cmd = [browser(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
            f"--host-resolver-rules=MAP {HOST} 127.0.0.1", f"--window-size={WINDOW}",
-           "--virtual-time-budget=15000", f"--screenshot={png}", "--dump-dom", url]
+           f"--virtual-time-budget={budget_ms}", f"--screenshot={png}", "--dump-dom", url]
     for _ in range(tries):
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
         try:
@@ -291,10 +292,10 @@ def screenshots(store: Path, out: Path, artifacts: Path | None = None, fill: boo
                     ui_url(base, experiment.experiment_id, run_id), ui_url(base, experiment.experiment_id, compare=True))
             pngs = (out / RUNS_PNG, out / RUN_PNG, out / COMPARE_PNG)
             doms = [chromium(url, png) for url, png in zip(urls, pngs)]
-            for _ in range(2):  # the chart draws after the runs arrive: on a busy machine, after the budget
-                if not compare_problems(page_text(doms[2])):
+            for scale in (2, 4, 8):  # the chart draws after the runs arrive: on a busy machine, after the
+                if not compare_problems(page_text(doms[2])):  # budget; so a longer budget each time
                     break
-                doms[2] = chromium(urls[2], pngs[2])
+                doms[2] = chromium(urls[2], pngs[2], budget_ms=scale * PAGE_BUDGET_MS)
     shots = Shots(*pngs, *(url.removeprefix(base) for url in urls), *map(page_text, doms), EXPERIMENT, run_id,
                   report.data.tags.get("mlflow.note.content", ""), columns,
                   'data-testid="show-comment-toggle"' in doms[1], tuple(filled))
