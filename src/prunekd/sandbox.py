@@ -13,8 +13,10 @@ from typing import Callable
 
 import yaml
 
-# Made by the pipeline, never copied: a copy rebuilds them.
-GENERATED = ("data/prepared", "models/", "reports/")
+# Made by the pipeline, never copied: a copy rebuilds them. dvc.lock too: it records this checkout's
+# own run (for the study, thousands of lines that DVC parses again on every command and after every
+# stage: a second or more each time), which the copy's outputs, params and cache do not match.
+GENERATED = ("data/prepared", "models/", "reports/", "dvc.lock")
 
 
 def copy_repo(root: Path, dest: Path) -> Path:
