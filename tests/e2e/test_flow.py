@@ -1,13 +1,13 @@
 """The Prefect flow against a real Prefect API (test harness), real DVC and a real Dask cluster."""
 
 import os
+import shutil
 
 import pandas as pd
 import pytest
 import yaml
 
-from ..conftest import (ROOT, copy_repo, digits_params, digits_sweep_params, dvc, load_flow_module, ran, runs,
-                        set_params)
+from ..conftest import ROOT, copy_repo, digits_sweep_params, dvc, load_flow_module, ran, runs, set_params
 
 KEY = ["ratio", "mode", "seed", "top1", "top1_pruned", "params", "macs"]
 
@@ -31,12 +31,18 @@ def model_mtimes(repo):
     return {p: p.stat().st_mtime_ns for p in (repo / "models").rglob("model.pt")}
 
 
+def first_cache(repo):
+    """Where ``flow_repo`` keeps a copy of DVC's cache as its first flow run left it."""
+    return repo.parent / f"{repo.name}-first-cache"
+
+
 @pytest.fixture(scope="module")
 def flow_repo(flows, tmp_path_factory):
     repo = sweep_repo(tmp_path_factory, "flow")
     env = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("MLFLOW_")}
     states = flows.configured()(root=str(repo))
     os.environ.update(env)
+    shutil.copytree(repo / ".dvc" / "cache", first_cache(repo))  # before any test changes the repo
     return repo, states
 
 
@@ -133,12 +139,14 @@ def test_a_param_set_that_ran_before_is_restored_from_dvcs_run_cache(flows, flow
     assert ran(dvc(repo, "repro")) == set()
 
 
-def test_sweep_on_a_dask_local_cluster(flows, tmp_path_factory):
+def test_sweep_on_a_dask_local_cluster(flows, flow_repo, tmp_path_factory):
     from distributed import LocalCluster
 
-    repo = copy_repo(tmp_path_factory.mktemp("dask"))  # digits: the cluster, not the training, is under test
-    set_params(repo, lambda p: digits_params(p)["retrain"].update(seeds=[0], modes=["ft", "kd"]))
+    # The first flow run's params with a ratio of its own, over that run's DVC cache: the stages
+    # upstream of the ratio are restored from DVC's run-cache, and its branch fans out on the cluster.
+    repo = sweep_repo(tmp_path_factory, "dask")
     set_params(repo, lambda p: p["prune"].update(ratios=[0.4]))
+    shutil.copytree(first_cache(flow_repo[0]), repo / ".dvc" / "cache")
     environ = dict(os.environ)
     try:
         with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
@@ -150,12 +158,17 @@ def test_sweep_on_a_dask_local_cluster(flows, tmp_path_factory):
         # with runs made earlier in the session (the shared tiny repro's, say).
         os.environ.clear()
         os.environ.update(environ)
-    assert set(states.values()) == {"Completed"}
+    branch = {"prune@0.4", "retrain@0.4-ft-0", "retrain@0.4-kd-0", "quantize@0.4-ft-0", "quantize@0.4-kd-0"}
+    assert {n for n, s in states.items() if s == "Completed"} == {"check", *branch, "latency", "report"}, states
+    assert {n for n, s in states.items() if s != "Completed"} == {"prepare", "teacher", "sensitivity",
+                                                                  "latency_table", "quantize_teacher"}
+    assert set(states.values()) == {"Completed", "Restored"}, states
     results = pd.read_csv(repo / "reports/results.csv")
     assert set(zip(results["ratio"], results["mode"])) == {(0.0, "teacher"), (0.4, "ft"), (0.4, "kd")}
     # two stages at a time logged through one MLflow server: no run lost to a locked database
     logged = runs(repo)
-    assert len(logged) == 11 and all(r.info.status == "FINISHED" for r in logged)  # 8 + the 3 quantize stages
+    assert {r.data.tags["dvc_stage"] for r in logged} == {*branch, "latency", "report"}
+    assert all(r.info.status == "FINISHED" for r in logged) and len(logged) == len(branch) + 2
     assert len({r.data.tags["prefect_flow_run_id"] for r in logged}) == 1
     assert ran(dvc(repo, "repro")) == set()
 

@@ -37,8 +37,8 @@ def meta(repo) -> dict:
     (lambda p: p["retrain"].update(epochs=2), False),
     (lambda p: p["measure"].update(repeats=5, batch_sizes=[1, 4]), False),  # the latency stage's settings
     (lambda p: p["prune"].update(ratios=[0.2, 0.4], latency_repeats=50), False),  # what prune does with it
-    (lambda p: p["prune"].update(latency_stride=8), True),
-    (lambda p: p["model"].update(width=1.0), True),
+    (lambda p: p["prune"].update(latency_stride=32), True),  # coarser (fewer widths timed), not finer: seconds
+    (lambda p: p["model"].update(width=0.75), True),
     (lambda p: p["prune"].update(latency_batch=2), True),
 ])
 def test_the_table_reruns_only_on_the_architecture_and_its_settings(repo, change, reruns):
