@@ -7,7 +7,10 @@ The end-to-end tests (tests/e2e) run the same stages through `dvc repro` and the
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +28,7 @@ from prunekd.data import load_digits_dataset, split_train_val
 from prunekd.io import stage_outputs
 from prunekd.models import ModelFileError, build_model, load_model, read_meta, save_model
 from prunekd.paths import INT8_OUTPUTS, MODEL_OUTPUTS, Layout
+from prunekd.tracking import free_port
 from prunekd.stages import (check, latency, latency_table, prepare, prune, quantize, quantize_teacher, report,
                             retrain, sensitivity, teacher)
 from prunekd.stages.artifacts import load_pruned, model_folder, save_outputs
@@ -89,6 +93,19 @@ def model_files(folder: Path) -> list[str]:
 def test_check_counts_every_key_and_leaves_the_same_gate_file(project):
     assert project.results["check"] > 40
     assert json.loads(project.layout.checked.read_text()) == {"params": "valid"}  # what every stage depends on
+
+
+def test_check_logs_nothing_so_it_needs_no_tracking_store_and_imports_neither_mlflow_nor_torch(tmp_path):
+    # every params edit runs it first: importing MLflow and PyTorch was nearly all of its time
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    script = ("import sys\nfrom prunekd.stages import check\ncode = check.main([])\n"
+              "print(sorted({'mlflow', 'torch'} & sys.modules.keys()))\nsys.exit(code)")
+    unreachable = f"http://127.0.0.1:{free_port()}"  # nothing listens there; the next stage says so
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
+                          env=os.environ | {"MLFLOW_TRACKING_URI": unreachable})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == "[]"
+    assert json.loads((tmp_path / "reports/check.json").read_text()) == {"params": "valid"}
 
 
 def test_prepare_writes_the_splits_and_their_manifest(project):

@@ -14,7 +14,6 @@ from ..constants import USER_ERROR
 from ..errors import UserError
 from ..io import exclusive
 from ..paths import PARAMS_FILE, Layout
-from ..tracking import check_reachable
 
 Body = Callable[[argparse.Namespace, Params, Layout], object]
 
@@ -83,9 +82,10 @@ def item_arguments(stage: str, p: argparse.ArgumentParser, argv: list[str]) -> l
 
 def run_cli(stage: str, argv: list[str] | None, body: Body, *,
             add_arguments: Callable[[argparse.ArgumentParser], None] = lambda p: None,
-            doc: str | None = None) -> int:
+            doc: str | None = None, tracked: bool = True) -> int:
     """Parse the CLI, load params, run the stage in the working directory's layout; user errors
-    exit 2 with one clear line."""
+    exit 2 with one clear line. ``tracked``: the stage logs to MLflow, so the store is checked first
+    (a stage that logs nothing does without it, and without importing MLflow and PyTorch)."""
     p = argparse.ArgumentParser(prog=f"prunekd {stage}", description=doc)
     p.add_argument("--params", default=PARAMS_FILE, help=f"params file (default: {PARAMS_FILE})")
     add_arguments(p)
@@ -98,7 +98,10 @@ def run_cli(stage: str, argv: list[str] | None, body: Body, *,
     layout = Layout()
     try:
         params = load_params(args.params)
-        check_reachable()  # before any data is read or any epoch trained
+        if tracked:
+            from ..tracking import check_reachable
+
+            check_reachable()  # before any data is read or any epoch trained
         with exclusive(stage_key(stage, args), layout.locks):
             body(args, params, layout)
     except (UserError, PermissionError) as exc:  # failures a user can fix: one line, not a traceback
