@@ -161,7 +161,7 @@ def test_netadapt_removes_the_blocks_it_may_and_the_network_runs(layout, tmp_pat
     write_params(other, ratios=[DEEP], schedule="netadapt", max_blocks_removed=0, sensitivity_ratios=[0.5])
     params = load_params(other.params)
     table = read_latency_table(other, teacher)[0]
-    planner = prune.latency_planner(teacher, params, table, pd.read_csv(other.curves), drops.assign(drop=0.0))
+    planner = prune.latency_planner(teacher, params, table, pd.read_csv(other.curves), pd.read_csv(other.block_drops))
     full = table.predict(teacher.channels())
     assert all(0 not in planner(full * kept)[0] for kept in (0.9, 0.6, 0.45, 0.3, float("-inf")))
     drops.iloc[1:].to_csv(other.block_drops, index=False)  # a table that misses a block: another network's

@@ -28,8 +28,7 @@ def run(params: Params, layout: Layout) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # It logs nothing, so the tracking store is the next stage's to check: importing MLflow and
-    # PyTorch for that check was nearly all the time of this stage, which every params edit runs.
+    # logs nothing: the tracking store is the next stage's to check (run_cli's ``tracked``)
     return run_cli("check", argv, lambda args, params, layout: run(params, layout), doc=__doc__, tracked=False)
 
 
