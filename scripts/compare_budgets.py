@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from prunekd.report import fmt_table, paired_difference, pct
+from prunekd.report import fmt_table, paired_difference, pct, save_figure
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "docs" / "runs"
@@ -109,10 +109,7 @@ def plot(table: pd.DataFrame, teacher: dict, path: Path) -> None:
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
     fig.suptitle("Pruned and retrained, or trained from scratch, for the same cost")
-    fig.tight_layout(rect=(0, 0.1, 1, 0.95))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120, rect=(0, 0.1, 1, 0.95))
 
 
 def compare(names: list[str], out: Path) -> str:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from prunekd.report import fmt_table
+from prunekd.report import fmt_table, save_figure
 from prunekd.stats import paired_t
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -130,10 +130,7 @@ def plot_curve(points: pd.DataFrame, key: str, path: Path) -> None:
     ax.set_xlabel(key)
     ax.set_ylabel("test top-1 difference (points, 95 % CI)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def compare(names: list[str], random_runs: bool = False, curve: str | None = None) -> str:

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from prunekd.report import fmt_table, primary, verdict
+from prunekd.report import fmt_table, primary, save_figure, verdict
 from prunekd.stats import crossed_t
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -132,10 +132,7 @@ def plot(names: list[str], modes: list[str], path: Path, reference: str | None) 
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     ax.set_title("Accuracy against measured latency: plans for the same latency budgets")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def compare(names: list[str], out: Path, reference: str | None) -> str:

@@ -277,6 +277,15 @@ def aliases(results: pd.DataFrame) -> dict[str, int]:
     return out
 
 
+def save_figure(fig, path: Path, dpi: float | str = "figure", **layout) -> None:
+    """Lay ``fig`` out (``layout``: tight_layout's arguments), write it to ``path``, making its
+    folder, and free it."""
+    fig.tight_layout(**layout)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+
+
 def plot_accuracy(summary: pd.DataFrame, teacher_top1: float, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     for mode, rows in summary.groupby("mode"):
@@ -287,10 +296,7 @@ def plot_accuracy(summary: pd.DataFrame, teacher_top1: float, path: Path) -> Non
     ax.axhline(teacher_top1, color="black", linestyle="--", linewidth=1, label="teacher")
     ax.set(xlabel="parameters removed (%)", ylabel="test top-1 (%)", title="Accuracy after pruning")
     ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def pareto_front(cost: pd.Series, accuracy: pd.Series) -> pd.Index:
@@ -329,10 +335,7 @@ def plot_pareto(summary: pd.DataFrame, teacher: pd.Series, path: Path, latency_a
     axes[0].set(ylabel="test top-1 (%)")
     axes[1].legend(fontsize=8)
     fig.suptitle("Accuracy against cost")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_latency(latency: pd.DataFrame, path: Path) -> None:
@@ -348,10 +351,7 @@ def plot_latency(latency: pd.DataFrame, path: Path) -> None:
     ax.set(xlabel="MACs ratio (teacher / pruned)", ylabel="speedup over the teacher",
            title="Does pruning pay off in time?")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def latency_section(latency: pd.DataFrame, figure: str) -> list[str]:
@@ -700,10 +700,7 @@ def plot_curves(histories: pd.DataFrame, summary: pd.DataFrame, path: Path) -> N
         ax.set(title=f"ratio {ratio:g}", xlabel="retraining epoch", ylabel="top-1 (%)")
         ax.legend(fontsize=7)
     fig.suptitle("Validation top-1 while retraining (band: the seeds' range)")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def kd_gain_figure(results: pd.DataFrame, summary: pd.DataFrame, path: Path, correct: Correct | None = None) -> None:
@@ -725,10 +722,7 @@ def kd_gain_figure(results: pd.DataFrame, summary: pd.DataFrame, path: Path, cor
     ax.set(xlabel="parameters removed (%)", ylabel="top-1 points (95 % interval)",
            title="What retraining and distillation add")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 STUDY_CAVEATS = [
