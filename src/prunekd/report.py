@@ -636,8 +636,9 @@ def answer_section(results: pd.DataFrame, summary: pd.DataFrame, params: dict,
     lines = [reading(ratio, removed[ratio], lookup, modes) for ratio in removed.index]
     n_intervals = len(removed) * (len(modes) + (len(modes) == 2))
     if len(modes) == 2 and len(removed) > 1:
-        lines += ["", pooled_reading(results, correct)]
-        n_intervals += 1
+        pooled, stated = pooled_reading(results, correct)
+        lines += ["", pooled]
+        n_intervals += stated
     interval = ("over retraining seeds and the test set's images" if correct is not None
                 else "over retraining seeds only (no per-image predictions)")
     return ["## The answer: what retraining and distillation add to the pruned network", "",
@@ -649,18 +650,19 @@ def answer_section(results: pd.DataFrame, summary: pd.DataFrame, params: dict,
             f"{n_intervals / 20:.1f} would exclude zero by chance alone if nothing differed.", ""]
 
 
-def pooled_reading(results: pd.DataFrame, correct: Correct | None) -> str:
-    """KD - FT pooled across ratios, or why it is not: the ratios' effects differ."""
+def pooled_reading(results: pd.DataFrame, correct: Correct | None) -> tuple[str, int]:
+    """KD - FT pooled across ratios, or why it is not (the ratios' effects differ); with the number
+    of intervals that says (1 or 0)."""
     row = pooled_differences(results, correct=correct).set_index("comparison").loc["kd - ft"]
     q = f"Cochran's Q = {row['heterogeneity_q']:.1f} on {int(row['ratios']) - 1} df, p = {row['heterogeneity_p']:.2g}"
     if row["heterogeneity_p"] < 0.05:
         return (f"KD − FT differs between the ratios ({q}), so no pooled figure is given: read each ratio "
-                "on its own.")
+                "on its own."), 0
     low, high = (row["boot_low"], row["boot_high"]) if np.isfinite(row["boot_low"]) else (row["ci_low"], row["ci_high"])
     how = "two-level bootstrap over seeds and test images" if np.isfinite(row["boot_low"]) else "t over seeds"
     n = int(row["df"]) + int(row["ratios"])
     return (f"Pooled across the {int(row['ratios'])} ratios (no detectable disagreement between them: {q}): "
-            f"KD − FT: {verdict(row['diff'], low, high, n)} ({how}).")
+            f"KD − FT: {verdict(row['diff'], low, high, n)} ({how})."), 1
 
 
 def collect_histories(layout: Layout, results: pd.DataFrame) -> pd.DataFrame:

@@ -6,12 +6,13 @@ The end-to-end tests (tests/e2e) run the same stages through `dvc repro` and the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ from prunekd.config import Params, load_params
 from prunekd.data import load_digits_dataset, split_train_val
 from prunekd.io import stage_outputs
 from prunekd.models import ModelFileError, build_model, load_model, read_meta, save_model
-from prunekd.paths import INT8_OUTPUTS, MODEL_OUTPUTS, Layout
+from prunekd.paths import INT8_LINEAGE_FILE, INT8_OUTPUTS, LINEAGE_FILE, MODEL_OUTPUTS, Layout
 from prunekd.tracking import free_port
 from prunekd.stages import (check, latency, latency_table, prepare, prune, quantize, quantize_teacher, report,
                             retrain, sensitivity, teacher)
@@ -45,6 +46,8 @@ class Project:
     params: Params
     uri: str
     results: dict[str, object]  # each stage's return value
+    reads: list[tuple[str, dict, set[str]]] = field(default_factory=list)  # (dvc.yaml stage, its item, the
+    # project files it opened to read)
 
     def runs(self) -> list:
         client = MlflowClient(self.uri)
@@ -65,29 +68,95 @@ def project(tmp_path_factory) -> Project:
     layout.params.write_text(yaml.safe_dump(raw, sort_keys=False))
     params = load_params(layout.params)
     uri = f"sqlite:///{root / 'store.db'}"
+    reads = []
+    item = {"ratio": RATIO, "seed": 0}
+    stages = [("check", "check", {}, lambda: check.run(params, layout)),
+              ("prepare", "prepare", {}, lambda: prepare.run(params, layout)),
+              ("teacher", "teacher", {}, lambda: teacher.run(params, layout)),
+              ("sensitivity", "sensitivity", {}, lambda: sensitivity.run(params, layout)),
+              ("latency_table", "latency_table", {}, lambda: latency_table.run(params, layout)),
+              ("prune", "prune", item, lambda: prune.run(params, layout, RATIO)),
+              *((f"retrain-{m}", "retrain", item | {"mode": m}, lambda m=m: retrain.run(params, layout, RATIO, m, 0))
+                for m in MODES),
+              ("quantize-teacher", "quantize_teacher", {}, lambda: quantize_teacher.run(params, layout)),
+              *((f"quantize-{m}", "quantize", item | {"mode": m}, lambda m=m: quantize.run(params, layout, RATIO, m, 0))
+                for m in MODES),
+              ("latency", "latency", {}, lambda: latency.run(params, layout)),
+              ("report", "report", {}, lambda: report.run(params, layout))]
+    results = {}
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", uri)
         mp.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.2")  # seconds-long runs get samples too
         mp.chdir(elsewhere)
-        results = {"check": check.run(params, layout),
-                   "prepare": prepare.run(params, layout),
-                   "teacher": teacher.run(params, layout),
-                   "sensitivity": sensitivity.run(params, layout),
-                   "latency_table": latency_table.run(params, layout),
-                   "prune": prune.run(params, layout, RATIO)}
-        for mode in MODES:
-            results[f"retrain-{mode}"] = retrain.run(params, layout, RATIO, mode, 0)
-        results["quantize-teacher"] = quantize_teacher.run(params, layout)
-        for mode in MODES:
-            results[f"quantize-{mode}"] = quantize.run(params, layout, RATIO, mode, 0)
-        results["latency"] = latency.run(params, layout)
-        results["report"] = report.run(params, layout)
+        for key, stage, stage_item, run in stages:
+            with recording_reads(root) as opened:
+                results[key] = run()
+            reads.append((stage, stage_item, opened))
         assert list(elsewhere.iterdir()) == []  # nothing written relative to the working directory
-    return Project(layout, params, uri, results)
+    return Project(layout, params, uri, results, reads)
+
+
+_RECORDING: list[tuple[Path, set[str]]] = []  # (project root, files opened to read), while a stage runs
+
+
+def _on_open(event: str, args: tuple) -> None:
+    """An audit hook: each project file a recorded stage opens for reading, relative to the project,
+    except those in its own scratch folders (``.<output>.tmp``, prunekd.io's) and folders opened to
+    be synced."""
+    if event != "open" or not _RECORDING or not isinstance(args[0], (str, bytes, os.PathLike)):
+        return
+    path, mode, flags = args
+    writes = any(c in (mode or "") for c in "wax+") if mode else bool(flags & (os.O_WRONLY | os.O_RDWR))
+    root, opened = _RECORDING[-1]
+    path = Path(os.path.realpath(os.fsdecode(path)))
+    if writes or not path.is_relative_to(root) or path.is_dir():
+        return
+    parts = path.relative_to(root).parts
+    if not any(part.startswith(".") and part.endswith(".tmp") for part in parts):
+        opened.add("/".join(parts))
+
+
+@contextlib.contextmanager
+def recording_reads(root: Path):
+    """The project files (relative paths) opened for reading in Python while the block runs (what
+    native code opens itself, ONNX Runtime's and SQLite's files, is not seen)."""
+    if not _HOOKED:
+        sys.addaudithook(_on_open)  # for the life of the process: an audit hook cannot be removed
+        _HOOKED.append(_on_open)
+    opened: set[str] = set()
+    _RECORDING.append((root.resolve(), opened))
+    try:
+        yield opened
+    finally:
+        _RECORDING.pop()
+
+
+_HOOKED: list = []
 
 
 def model_files(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+
+
+# MLflow run ids beside a model, read only by tracking (to link a run to its parents'): no output depends on them
+LINEAGE_FILES = {LINEAGE_FILE, INT8_LINEAGE_FILE}
+
+
+def test_every_file_a_stage_reads_is_a_dep_of_it_in_dvc_yaml(project):
+    """What a stage opens to read in the project is among its dvc.yaml deps (or its own outputs, or
+    params.yaml): else DVC could skip rerunning it, or the flow run it before the stage that makes it."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for stage, item, opened in project.reads:
+        declared = ["params.yaml"]
+        for entry in stages[stage].get("deps", []) + stages[stage].get("outs", []):
+            path = next(iter(entry)) if isinstance(entry, dict) else entry
+            for key, value in item.items():
+                path = path.replace(f"${{item.{key}}}", str(value))
+            declared.append(path)
+        undeclared = sorted(f for f in opened if Path(f).name not in LINEAGE_FILES
+                            and not any(f == d or f.startswith(d.rstrip("/") + "/") for d in declared))
+        assert not undeclared, f"{stage} reads {undeclared}, which its dvc.yaml deps do not name"
+    assert any(stage == "report" and "models/teacher/int8.json" in opened for stage, _, opened in project.reads)
 
 
 def test_check_counts_every_key_and_leaves_the_same_gate_file(project):

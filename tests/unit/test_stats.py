@@ -110,12 +110,17 @@ def test_the_pooled_line_is_withheld_where_the_ratios_disagree_and_kept_where_th
     from prunekd.report import pooled_reading
 
     headroom = published_headroom()
-    text = pooled_reading(headroom, None)
-    assert text.startswith("KD − FT differs between the ratios") and "no pooled figure" in text
+    text, stated = pooled_reading(headroom, None)
+    assert text.startswith("KD − FT differs between the ratios") and "no pooled figure" in text and stated == 0
+    from prunekd.report import answer_section, summarize
+
+    block = "\n".join(answer_section(headroom, summarize(headroom), {"epochs": 3, "lr": 0.002, "n_seeds": 8}))
+    assert "no pooled figure" in block and "This block states 6 intervals" in block  # 2 ratios x 3, none pooled
     # the same runs with the 0.75 ratio's KD shifted to give the 0.26 ratio's mean gain: homogeneous
     same = headroom.copy()
     gains = {r: same[(same["ratio"] == r) & (same["mode"] == "kd")]["top1"].mean()
              - same[(same["ratio"] == r) & (same["mode"] == "ft")]["top1"].mean() for r in (0.26, 0.75)}
     same.loc[(same["ratio"] == 0.75) & (same["mode"] == "kd"), "top1"] += gains[0.26] - gains[0.75]
-    text = pooled_reading(same, None)
+    text, stated = pooled_reading(same, None)
     assert text.startswith("Pooled across the 2 ratios (no detectable disagreement") and "+1.82 points" in text
+    assert stated == 1
