@@ -1,8 +1,8 @@
 """Wall time of the study through the Prefect flow with 1 and 2 workers, against `dvc repro`.
 
     python benchmarks/flow_sweep.py             # the tests' tiny sweep: minutes; prints the figures
-    python benchmarks/flow_sweep.py --default   # the default DAG from nothing: about an hour on
-                                                # 2 cores; writes benchmarks/flow.md
+    python benchmarks/flow_sweep.py --default   # the default DAG from nothing, three times (each as
+                                                # long as `dvc repro` from nothing); writes benchmarks/flow.md
 
 Each run starts from a fresh temporary git copy of this repository (no outputs, an empty DVC cache
 and run-cache, its own MLflow store), run the way a user runs it: `dvc repro`, then

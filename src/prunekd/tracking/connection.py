@@ -74,7 +74,7 @@ def check_reachable(uri: str | None = None, timeout: float = 5.0) -> str:
         if problem:
             raise TrackingError(
                 f"MLflow tracking server {uri} (MLFLOW_TRACKING_URI) is unreachable: {problem}. Start it "
-                "(README, 'Team tracking server') or unset MLFLOW_TRACKING_URI to log to ./mlflow.db")
+                "(docs/guide.md, 'MLflow tracking server') or unset MLFLOW_TRACKING_URI to log to ./mlflow.db")
     elif uri.startswith("sqlite:///"):
         folder = Path(uri.removeprefix("sqlite:///")).parent
         if not folder.is_dir():
