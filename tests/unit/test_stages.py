@@ -97,6 +97,7 @@ def project(tmp_path_factory) -> Project:
 
 
 _RECORDING: list[tuple[Path, set[str]]] = []  # (project root, files opened to read), while a stage runs
+_HOOKED: list = []  # the audit hook, once added
 
 
 def _on_open(event: str, args: tuple) -> None:
@@ -131,8 +132,6 @@ def recording_reads(root: Path):
         _RECORDING.pop()
 
 
-_HOOKED: list = []
-
 
 def model_files(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
@@ -156,6 +155,7 @@ def test_every_file_a_stage_reads_is_a_dep_of_it_in_dvc_yaml(project):
         undeclared = sorted(f for f in opened if Path(f).name not in LINEAGE_FILES
                             and not any(f == d or f.startswith(d.rstrip("/") + "/") for d in declared))
         assert not undeclared, f"{stage} reads {undeclared}, which its dvc.yaml deps do not name"
+    # the hook sees what a stage reads (else the check above passes on nothing)
     assert any(stage == "report" and "models/teacher/int8.json" in opened for stage, _, opened in project.reads)
 
 
