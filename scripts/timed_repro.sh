@@ -9,9 +9,28 @@ python - "$start" "$end" <<'PY'
 import json, os, platform, sys
 import torch
 wall = float(sys.argv[2]) - float(sys.argv[1])
+
+
+def cpu_model() -> str:
+    """The CPU's model name and the vector extensions PyTorch's kernels choose by (Linux's
+    /proc/cpuinfo: the same params give other model bytes on another), else what platform knows."""
+    fields = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    if "model name" not in fields:
+        return platform.processor() or platform.machine()
+    flags = set(fields.get("flags", "").split())
+    isa = [name for flag, name in (("avx2", "AVX2"), ("avx512f", "AVX-512"), ("amx_tile", "AMX")) if flag in flags]
+    return ", ".join([fields["model name"], *isa])
+
+
 info = {"wall_s": round(wall, 1), "cpus": os.cpu_count(), "machine": platform.machine(),
-        "processor": platform.processor() or platform.machine(), "torch": torch.__version__,
-        "cuda": torch.cuda.is_available()}
+        "processor": cpu_model(), "torch": torch.__version__, "cuda": torch.cuda.is_available()}
 with open("reports/repro_time.json", "w") as f:
     json.dump(info, f, indent=2)
 print(f"dvc repro took {wall / 60:.1f} min")
