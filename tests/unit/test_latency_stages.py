@@ -58,6 +58,14 @@ def reachable(layout: Layout, nominal: float) -> float:
     return round(1 - timed(widths), 3)
 
 
+def copied(layout: Layout, root) -> Layout:
+    """A project at ``root`` with ``layout``'s prepared data, teacher and latency table."""
+    other = Layout(root)
+    for folder in ("prepared", "teacher", "latency_table"):
+        shutil.copytree(getattr(layout, folder), getattr(other, folder))
+    return other
+
+
 @pytest.fixture(scope="module")
 def layout(tmp_path_factory) -> Layout:
     """Prepared digits, an untrained MobileNet v1 as the teacher, and the latency table."""
@@ -91,9 +99,7 @@ def test_the_table_is_the_teachers_architecture_under_its_settings(layout):
 
 
 def test_prune_meets_the_measured_target_and_retrain_accepts_the_plan(layout, tmp_path):
-    other = Layout(tmp_path)
-    for folder in ("prepared", "teacher", "latency_table"):
-        shutil.copytree(getattr(layout, folder), getattr(other, folder))
+    other = copied(layout, tmp_path)
     ratio = reachable(layout, RATIO)
     write_params(other, ratios=[ratio])
     params = load_params(other.params)
@@ -138,10 +144,7 @@ def test_the_command_line_says_it_in_one_line_and_exits_2(layout):
 
 
 def test_a_table_of_other_settings_or_none_is_refused(layout, tmp_path):
-    other = Layout(tmp_path)
-    shutil.copytree(layout.prepared, other.prepared)
-    shutil.copytree(layout.teacher, other.teacher)
-    shutil.copytree(layout.latency_table, other.latency_table)
+    other = copied(layout, tmp_path)
     write_params(other, latency_batch=2)
     with pytest.raises(CorruptInputError, match="measured with batch 1, the params ask for 2; rerun the "
                                                 "latency_table stage"):
@@ -160,9 +163,7 @@ def test_netadapt_removes_the_blocks_it_may_and_the_network_runs(layout, tmp_pat
     netadapt removes as many as prune.max_blocks_removed allows, within the measured target, and
     retrain accepts the plan it re-derives; at 0 no block goes. DEEP asks for more than the two
     blocks save, so that width steps (fine ones) meet the target after them."""
-    other = Layout(tmp_path)
-    for folder in ("prepared", "teacher", "latency_table"):
-        shutil.copytree(getattr(layout, folder), getattr(other, folder))
+    other = copied(layout, tmp_path)
     write_params(other, ratios=[DEEP], schedule="netadapt", max_blocks_removed=2, sensitivity_ratios=[0.5])
     params = load_params(other.params)
     sensitivity.run(params, other)
