@@ -228,13 +228,14 @@ def tracking_server(root: Path, may_run: bool, concurrent: bool) -> Iterator[dic
     """Concurrent stages share one MLflow server (SQLite locks under parallel writers).
 
     With ``MLFLOW_TRACKING_URI`` set (a team server), stages log there; it is checked first,
-    so an unreachable server stops the flow before any stage trains. With no stage to run,
-    nothing is checked or started.
+    so an unreachable server stops the flow before any stage trains. With no stage to run, or
+    tracking off, nothing is checked or started.
     """
-    if not may_run:
+    from prunekd.tracking import check_reachable, enabled, server
+
+    if not may_run or not enabled():  # PRUNEKD_TRACKING=off: the stages record nothing, no server
         yield {}
         return
-    from prunekd.tracking import check_reachable, server  # mlflow and torch: only when a stage may run
 
     if os.environ.get("MLFLOW_TRACKING_URI"):
         check_reachable()

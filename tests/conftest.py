@@ -95,6 +95,7 @@ class Repro:
     results: pd.DataFrame  # reports/results.csv as the first `dvc repro` wrote it
     curves: pd.DataFrame   # reports/sensitivity/curves.csv as the first `dvc repro` wrote it
     store: Path            # a copy of mlflow.db as the first `dvc repro` left it
+    lock: Path             # a copy of dvc.lock as the first `dvc repro` left it
 
 
 FIRST = "first-repro"  # beside each shared repo: what its first `dvc repro` printed and wrote
@@ -106,7 +107,8 @@ def shared_repro(factory: pytest.TempPathFactory, name: str, params: Callable[[d
     use the same repo).
 
     One module may go on to change the repo; every other user reads only ``output``, ``results``,
-    ``curves`` and ``store``, kept apart as the first repro left them, whichever module runs first.
+    ``curves``, ``store`` and ``lock``, kept apart as the first repro left them, whichever module runs
+    first.
     """
     shared = factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):
@@ -121,11 +123,11 @@ def shared_repro(factory: pytest.TempPathFactory, name: str, params: Callable[[d
             set_params(repo, params)
             output = dvc(repo, "repro")
             first.mkdir()
-            for made in ("reports/results.csv", "reports/sensitivity/curves.csv", "mlflow.db"):
+            for made in ("reports/results.csv", "reports/sensitivity/curves.csv", "mlflow.db", "dvc.lock"):
                 shutil.copy2(repo / made, first)
             (first / "output.txt").write_text(output)
     return Repro(folder / "repo", (first / "output.txt").read_text(), pd.read_csv(first / "results.csv"),
-                 pd.read_csv(first / "curves.csv"), first / "mlflow.db")
+                 pd.read_csv(first / "curves.csv"), first / "mlflow.db", first / "dvc.lock")
 
 
 @pytest.fixture(scope="session")

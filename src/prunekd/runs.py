@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from .constants import TRACKING_ENV
 from .report import fmt_table
-from .tracking import TrackingError, check_reachable, sweep_runs, tracking_uri
+from .tracking import TrackingError, check_reachable, enabled, sweep_runs, tracking_uri
 
 
 def summary(runs: pd.DataFrame) -> pd.DataFrame:
@@ -34,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--experiment", default=None, help="MLflow experiment (default: prunekd)")
     args = p.parse_args(argv)
     try:
+        if not enabled():
+            raise TrackingError(f"{TRACKING_ENV}=off: tracking is off, so there is no store to list runs from; unset "
+                                "it (the runs made while it was off were not recorded)")
         uri = check_reachable()
         if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
             raise TrackingError(f"no tracking store at {uri}: run `dvc repro` here first, or set "

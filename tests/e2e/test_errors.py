@@ -426,6 +426,13 @@ def test_a_tracking_uri_with_an_unknown_scheme(repo):
     assert "postgress://db/mlflow (MLFLOW_TRACKING_URI): unknown scheme" in line
 
 
+def test_a_tracking_switch_neither_on_nor_off(repo):
+    before = snapshot(repo)
+    line = error_line(prunekd(repo, "teacher", PRUNEKD_TRACKING="of"), "teacher")
+    assert "PRUNEKD_TRACKING='of': expected 'off' (record nothing) or 'on'" in line
+    assert snapshot(repo) == before
+
+
 # ---- integrity and lineage are not optional ------------------------------------------------------
 
 def test_a_model_file_without_its_digest_is_refused(repo):
@@ -462,3 +469,11 @@ def test_runs_where_there_is_no_store_says_so_and_creates_none(tmp_path):
                           text=True, timeout=120)
     assert proc.returncode == 2 and "no tracking store at sqlite:///" in proc.stderr, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and not (tmp_path / "mlflow.db").exists()
+
+
+def test_runs_with_tracking_off_says_there_is_nothing_to_list(tmp_path):
+    proc = subprocess.run([str(BIN / "prunekd"), "runs"], cwd=tmp_path, env=clean_env(PRUNEKD_TRACKING="off"),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.startswith("prunekd runs: error: PRUNEKD_TRACKING=off: tracking is "
+                                                           "off"), proc.stderr[-2000:]
+    assert len(proc.stderr.splitlines()) == 1 and not (tmp_path / "mlflow.db").exists()

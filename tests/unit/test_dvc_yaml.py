@@ -39,8 +39,8 @@ EXEMPT = {
     "prunekd.progress",
     # MLflow logging (runs, lineage ids, registry) and the check that the store is reachable: nothing
     # it returns reaches an output; history.csv's rows come from the stage's own EpochLog
-    "prunekd.tracking", "prunekd.tracking._store", "prunekd.tracking.connection", "prunekd.tracking.registry",
-    "prunekd.tracking.run",
+    "prunekd.tracking", "prunekd.tracking._store", "prunekd.tracking.base", "prunekd.tracking.connection",
+    "prunekd.tracking.registry", "prunekd.tracking.run",
 }
 
 

@@ -78,7 +78,8 @@ def record_sweep(run: StageRun, params: Params, layout: Layout, results: pd.Data
             (f"{name}-onnx", True, versions | int8_versions, deployed)):
         registered = register(registered_as, forms, targets, onnx=onnx)
         chosen = {alias: registered[run_id] for alias, run_id in targets.items() if run_id in registered}
-        print(f"registered {registered_as}: " + ", ".join(f"@{a} v{v}" for a, v in chosen.items()))
+        if registered:  # nothing is, with tracking off
+            print(f"registered {registered_as}: " + ", ".join(f"@{a} v{v}" for a, v in chosen.items()))
     run.set_tags({"registered_model": name, "registered_onnx_model": f"{name}-onnx"})
     return chosen
 

@@ -1,6 +1,6 @@
-"""What the three parts of tracking share: where the store is, the one error a failing store
-raises, the experiment's name, and the names under which a stage's run records its model (which
-the registry reads back)."""
+"""What the parts of tracking share: whether tracking is on, where the store is, the one error a
+failing store raises, the experiment's name, and the names under which a stage's run records its
+model (which the registry reads back). Imports no MLflow: with tracking off, nothing does."""
 
 from __future__ import annotations
 
@@ -9,13 +9,14 @@ import hashlib
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
-from mlflow.tracking import MlflowClient
-
-from ..constants import DVC_ROOT_ENV
+from ..constants import DVC_EXP_ENV, DVC_ROOT_ENV, TRACKING_ENV
 from ..errors import UserError
 from ..paths import Layout
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
 
 EXPERIMENT = "prunekd"
 MODEL_ARTIFACT = "model"  # the logged model's name in each run
@@ -38,6 +39,19 @@ class TrackingError(UserError, RuntimeError):
     """The MLflow tracking store cannot be used."""
 
 
+def enabled() -> bool:
+    """Whether stages record to MLflow: yes unless ``PRUNEKD_TRACKING=off``, where they record
+    nothing and never import MLflow (a machine without it, a quick run that no store should keep).
+    The outputs DVC tracks are the same bytes either way."""
+    value = os.environ.get(TRACKING_ENV, "").strip().lower()
+    if value in ("", "on"):
+        return True
+    if value == "off":
+        return False
+    raise TrackingError(f"{TRACKING_ENV}={os.environ[TRACKING_ENV][:40]!r}: expected 'off' (record nothing) or 'on' "
+                        "(record to MLflow, the default)")
+
+
 def project_root(root: Path | None = None) -> Path:
     """The project whose tracking store stages log to: ``root`` (default: the working directory),
     or, in a DVC experiment run in a temporary copy (``dvc exp run --temp``, ``--queue``), the
@@ -58,7 +72,14 @@ def experiment_name() -> str:
 
 def store_client() -> MlflowClient:
     """A client of the store at ``tracking_uri()``."""
+    from mlflow.tracking import MlflowClient
+
     return MlflowClient(tracking_uri())
+
+
+def dvc_experiment() -> str | None:
+    """The DVC experiment this stage runs in (``dvc exp run`` names it), if any."""
+    return os.environ.get(DVC_EXP_ENV) or None
 
 
 @contextmanager

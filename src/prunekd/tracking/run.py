@@ -26,6 +26,7 @@ from torch import nn
 from ..config import Params, flatten
 from ..constants import DVC_EXP_ENV, FLOW_RUN_ENV
 from ..paths import Layout
+from .base import StageRun
 from ._store import (COMPARE_QUERY, COMPARE_VIEW, MODEL_ARTIFACT, MODEL_MD5_TAG, MODEL_URI_TAG, ONNX_ARTIFACT,
                      ONNX_URI_TAG, UI_VIEW, TrackingError, experiment_name, file_md5, guarded, project_root,
                      store_client, tracked, tracking_uri)
@@ -115,8 +116,9 @@ def _experiment_id(root: Path) -> str:
         return mlflow.get_experiment_by_name(name).experiment_id
 
 
-class StageRun:
-    """What a stage logs into its MLflow run."""
+class MlflowRun(StageRun):
+    """A stage's run that records each call into the stage's MLflow run (what each call records:
+    ``StageRun``). A failing store raises TrackingError, naming it."""
 
     def __init__(self, run: mlflow.ActiveRun):
         self.run_id = run.info.run_id
@@ -127,7 +129,6 @@ class StageRun:
 
     @guarded("logging the kept epoch")
     def log_kept(self, epoch: int, val_top1: float) -> None:
-        """The epoch whose weights a ``keep: best_val`` run ended with."""
         mlflow.set_tags({"kept_epoch": str(epoch)})
         mlflow.log_metric("kept_val_top1", val_top1)
 
@@ -145,13 +146,10 @@ class StageRun:
 
     @guarded("setting the description")
     def describe(self, markdown: str) -> None:
-        """The run's description in MLflow's UI (markdown): what the run page opens with."""
         mlflow.set_tag("mlflow.note.content", markdown)
 
     @guarded("saving the comparison view")
     def save_comparison_view(self) -> str:
-        """Save ``comparison_view`` on the run's experiment; returns its page's link, relative to
-        the UI (``#/experiments/...``)."""
         experiment_id = mlflow.get_run(self.run_id).info.experiment_id
         mlflow.MlflowClient().set_experiment_tag(experiment_id, f"mlflow.sharedViewState.{COMPARE_VIEW}",
                                                  json.dumps(comparison_view()))
@@ -159,8 +157,6 @@ class StageRun:
 
     @guarded("logging an artifact")
     def log_artifact(self, path: Path, folder: str | None = None) -> None:
-        """A file, or a folder as a folder (``figures/`` stays ``<folder>/figures/``, so a logged
-        report.md's links to its figures work in MLflow's artifact view)."""
         if Path(path).is_dir():
             mlflow.log_artifacts(str(path), f"{folder}/{Path(path).name}" if folder else Path(path).name)
         else:
@@ -168,7 +164,6 @@ class StageRun:
 
     @guarded("logging the dataset")
     def log_dataset(self, folder: Path, manifest: dict, digest: str, context: str) -> None:
-        """The prepared data as a run input: name, manifest hash and where it lives."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "can be interpreted in multiple ways": a local folder either way
             source = resolve_dataset_source(str(Path(folder).resolve()))
@@ -178,10 +173,6 @@ class StageRun:
     @guarded("logging the model")
     def log_model(self, model: nn.Module, model_file: Path, onnx_file: Path, lineage_file: Path,
                   metrics: dict[str, float]) -> None:
-        """The model twice: in MLflow's PyTorch flavour, with prunekd's own pickle-free file and its
-        lineage inside it, and its deploy form in MLflow's ONNX flavour (what an ONNX runtime serves);
-        ``metrics`` (its final figures: test top-1, params, ...) logged to the run and linked to both
-        logged models, so MLflow's Models view lists and ranks them by these figures."""
         import onnx
 
         model = model.cpu().eval()
@@ -208,8 +199,6 @@ class StageRun:
 
     @guarded("logging the int8 model")
     def log_onnx(self, onnx_file: Path, example, logits) -> None:
-        """An ONNX file made from another run's model (its int8 form) in MLflow's ONNX flavour, the
-        signature given by ``example`` and the ``logits`` it gives; tagged as ``log_model`` tags."""
         import onnx
 
         with warnings.catch_warnings():
@@ -222,7 +211,6 @@ class StageRun:
 
     @guarded("logging metrics to a model's run")
     def log_metrics_to(self, run_id: str, metrics: dict[str, float]) -> bool:
-        """Add ``metrics`` to another run (a model's own); False if that run is not in this store."""
         try:
             client = store_client()
             for key, value in metrics.items():
@@ -241,11 +229,6 @@ def _version(package: str) -> str:
 # Tags a stage's run gets from its environment: the Prefect flow run that ran it (set by the flow),
 # and the DVC experiment it belongs to (set by `dvc exp run`).
 RUN_CONTEXT = {"prefect_flow_run_id": FLOW_RUN_ENV, "dvc_exp": DVC_EXP_ENV}
-
-
-def dvc_experiment() -> str | None:
-    """The DVC experiment this stage runs in (``dvc exp run`` names it), if any."""
-    return os.environ.get(DVC_EXP_ENV) or None
 
 
 TRAINING_STAGES = {"teacher", "retrain"}  # their runs sample CPU and memory (MLflow's system metrics)
@@ -324,7 +307,7 @@ def stage_run(stage: str, params: Params, tags: dict[str, str] | None = None,
             _end_run_quietly("FAILED")
         raise
     try:
-        yield StageRun(run)
+        yield MlflowRun(run)
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (the CLI turns it into one)
         _end_run_quietly("KILLED")
         raise
