@@ -1,5 +1,5 @@
 """The GPU check: prunekd's training loop against a bare loop on the same device, determinism and
-resume on that device, and a short study, all through prunekd's own functions.
+resume on that device, and a short study through prunekd's stages.
 
     python benchmarks/gpu.py [--data FOLDER] [--out FOLDER]     # on a CUDA machine: the check
     python benchmarks/gpu.py --quick                            # anywhere, in seconds: the smoke check
@@ -12,11 +12,14 @@ It writes FOLDER/gpu.json (default: benchmarks/) and prints one line per figure:
   in bf16 too;
 - determinism: two runs with ``train.deterministic`` (bit-identical?), a run killed in its second
   epoch and resumed from its checkpoint (equal to them?), and two runs without it (how far apart);
-- a short study: a teacher, L1 pruning at two ratios with BatchNorm recalibration, ``ft`` and ``kd``
-  retraining, test top-1 of each.
+- a short study through prunekd's stages (every stage's ``run()`` in dvc.yaml's order, in a
+  throwaway project, with tracking off): a teacher, the sensitivity curves, L1 pruning at two
+  ratios with BatchNorm recalibration, ``ft`` and ``kd`` retraining, int8 forms, latency and the
+  report; its answer (test top-1 before retraining, after ft and kd, per ratio), each stage's
+  seconds, and the report itself beside gpu.json (gpu-report.md).
 
-It calls prunekd's functions, not its stages, so it needs torch, numpy, tqdm, pydantic and
-torch-pruning, but not MLflow, DVC or Prefect (docs/guide.md, On a GPU: carrying them to a machine).
+It needs torch, numpy, pandas, onnx, onnxruntime, tqdm, pydantic, ruamel.yaml and torch-pruning,
+but not MLflow, DVC or Prefect (docs/guide.md, On a GPU: carrying them to a machine).
 Fashion-MNIST is read from --data (the four *-ubyte.gz files), or where ``prunekd prepare`` finds it;
 --quick uses scikit-learn's digits and a small MobileNet.
 """
@@ -24,11 +27,11 @@ Fashion-MNIST is read from --data (the four *-ubyte.gz files), or where ``prunek
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import math
 import os
 import platform
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -38,11 +41,10 @@ import torch
 from prunekd.checkpoint import Checkpoint
 from prunekd.config import ComputeConfig, TrainConfig
 from prunekd.data import Normalization, Split, load_digits_dataset, load_fashion_mnist, normalize, split_train_val
-from prunekd.distill import cross_entropy_loss, distillation_loss
+from prunekd.distill import cross_entropy_loss
 from prunekd.models import build_model
-from prunekd.prune import prune
-from prunekd.train import (AUTOCAST, CUBLAS_WORKSPACE, evaluate, fit, make_optimizer, memory_format, place, recalibrate_batchnorm,
-                           resident, train_epoch, use_determinism, warmup_cosine)
+from prunekd.train import (AUTOCAST, CUBLAS_WORKSPACE, fit, make_optimizer, memory_format, place, resident, train_epoch,
+                           use_determinism, warmup_cosine)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,12 +56,14 @@ QUICK = dict(width=0.25, study_width=0.25, batch=64, teacher_epochs=2, retrain_e
              det_epochs=2, images=256)  # --quick: seconds on a CPU
 
 
-def data(args) -> tuple[Split, Split, Split, Normalization, tuple[int, ...], bool]:
+def data(args) -> tuple[Split, Split, Normalization, tuple[int, ...]]:
+    """The probes' and determinism runs' training and validation splits, their normalisation and
+    image shape."""
     raw = load_digits_dataset(None) if args.quick else load_fashion_mnist(Path(args.data))
     train, val = split_train_val(raw.train, 0.1, seed=0, train_subset=QUICK["images"] if args.quick else None)
     pixels = train.x.float() / 255
     norm = Normalization([pixels.mean().item()], [pixels.std().item()])
-    return train, val, raw.test, norm, tuple(train.x.shape[1:]), raw.hflip
+    return train, val, norm, tuple(train.x.shape[1:])
 
 
 def sync(dev: torch.device) -> None:
@@ -157,30 +161,80 @@ def determinism(size, train, val, norm, shape) -> dict:
             max_diff(a, resumed) == 0.0, "nondeterministic_max_weight_diff": max_diff(c, d)}
 
 
-def study(size, train, val, test, norm, shape, hflip, dev) -> dict:
-    compute = ComputeConfig()
-    torch.manual_seed(0)
-    teacher = build_model("mobilenet_v1", 10, shape, size["study_width"])
-    start = time.perf_counter()
-    fit(teacher, train, val, norm, TrainConfig(epochs=size["teacher_epochs"], batch_size=size["batch"], lr=0.1,
-                                               translate=1, hflip=hflip, weight_decay=1e-4),
-        cross_entropy_loss(), 0, name="teacher", compute=compute)
-    out = {"teacher_top1": evaluate(teacher, test, norm)["top1"], "teacher_s": time.perf_counter() - start}
-    retrain = TrainConfig(epochs=size["retrain_epochs"], batch_size=size["batch"], lr=0.02, translate=1,
-                          hflip=hflip)
-    for ratio in (0.26, 0.5):
-        pruned = prune(teacher, ratio, "params", "l1", round_to=16).model
-        recalibrate_batchnorm(pruned.to(dev), train, norm, n_batches=10)
-        out[f"none_{ratio}"] = evaluate(pruned, test, norm)["top1"]
-        for mode in ("ft", "kd"):
-            student = copy.deepcopy(pruned)
-            # a copy: distillation freezes its teacher, and the next ratio is pruned from this one
-            loss = cross_entropy_loss() if mode == "ft" else distillation_loss(copy.deepcopy(teacher), 4.0, 0.9)
-            start = time.perf_counter()
-            fit(student, train, val, norm, retrain, loss, 0, name=f"{mode}@{ratio}", compute=compute)
-            out[f"{mode}_{ratio}"] = evaluate(student, test, norm)["top1"]
-            out[f"{mode}_{ratio}_s"] = time.perf_counter() - start
-    return out
+RATIOS = (0.26, 0.5)
+
+
+def study_params(size: dict, quick: bool) -> dict:
+    """params.yaml shrunk to the short study: two ratios x {ft, kd} x one seed, latency timed briefly
+    (the deploy runtimes are the CPU's); with --quick, digits and a small MobileNet."""
+    import yaml
+
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["model"].update(arch="mobilenet_v1", width=size["study_width"])
+    raw["teacher"].update(epochs=size["teacher_epochs"], batch_size=size["batch"])
+    raw["retrain"].update(epochs=size["retrain_epochs"], batch_size=size["batch"], modes=["ft", "kd"], seeds=[0])
+    raw["prune"]["ratios"] = list(RATIOS)
+    raw["measure"].update(batch_sizes=[1], warmup=2, repeats=20, rounds=2)
+    if quick:
+        raw["data"].update(dataset="digits", train_subset=QUICK["images"])
+        raw["prune"].update(sensitivity_ratios=[0.5], bn_recalibration_batches=2)
+        raw["quantize"]["calibration_images"] = 64
+    return raw
+
+
+def stage_calls(params) -> list[tuple[str, tuple]]:
+    """Every stage of the study with its matrix item, in the order dvc.yaml's graph runs them
+    (``prunekd.cli.STAGES`` is that order)."""
+    from prunekd.cli import STAGES
+
+    runs = [(r, m, s) for r in params.prune.ratios for m in params.retrain.modes for s in params.retrain.seeds]
+    items = {"prune": [(r,) for r in params.prune.ratios], "retrain": runs, "quantize": runs}
+    return [(stage, item) for stage in STAGES for item in items.get(stage, [()])]
+
+
+def study(size: dict, args) -> dict:
+    """The short study through prunekd's stages: each stage's ``run()``, in a throwaway project, with
+    tracking off (no MLflow, no DVC): training, recalibration, evaluation and sensitivity on this
+    device, export, int8 and latency on the CPU. Returns the report's answer (test top-1 before
+    retraining, after ft and kd, per ratio) and each stage's seconds; the report beside gpu.json."""
+    import importlib
+
+    import yaml
+
+    from prunekd.config import load_params
+    from prunekd.data import fashion_mnist_dir
+    from prunekd.paths import Layout
+
+    previous = os.environ.get("PRUNEKD_TRACKING")
+    os.environ["PRUNEKD_TRACKING"] = "off"
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            layout = Layout(Path(tmp))
+            if not args.quick:
+                source = fashion_mnist_dir(Path(args.data))
+                (layout.raw / "fashion_mnist").mkdir(parents=True)
+                for file in source.glob("*-ubyte.gz"):
+                    shutil.copy(file, layout.raw / "fashion_mnist" / file.name)
+            layout.params.write_text(yaml.safe_dump(study_params(size, args.quick), sort_keys=False))
+            params = load_params(layout.params)
+            seconds = {}
+            for stage, item in stage_calls(params):
+                start = time.perf_counter()
+                importlib.import_module(f"prunekd.stages.{stage}").run(params, layout, *item)
+                seconds["@".join([stage, "-".join(map(str, item))]) if item else stage] = time.perf_counter() - start
+            answer = json.loads((layout.reports / "metrics.json").read_text())
+            shutil.copy(layout.report, Path(args.out) / "gpu-report.md")
+    finally:
+        if previous is None:
+            os.environ.pop("PRUNEKD_TRACKING")
+        else:
+            os.environ["PRUNEKD_TRACKING"] = previous
+    out = {"teacher_top1": answer["teacher_top1"]}
+    for ratio in params.prune.ratios:
+        pct = f"{100 * ratio:g}"
+        out |= {f"{mode}_{ratio}": answer[f"top1_{mode}_{pct}"] for mode in ("none", "ft", "kd")}
+        out[f"kd_minus_ft_{ratio}"] = answer[f"kd_minus_ft_{pct}"]
+    return out | {f"{stage}_s": s for stage, s in seconds.items()} | {"stages_s": sum(seconds.values())}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -193,16 +247,16 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)  # read once, at cuBLAS's first use
     size = QUICK if args.quick else FULL
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    train, val, test, norm, shape, hflip = data(args)
+    train, val, norm, shape = data(args)
     figures = {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or "cpu",
                "torch": torch.__version__, "quick": args.quick} | size
     started = time.perf_counter()
     figures["throughput"] = probes(size, train, norm, shape, dev)
     figures["determinism"] = determinism(size, train, val, norm, shape)
-    figures["study"] = study(size, train, val, test, norm, shape, hflip, dev)
-    figures["wall_s"] = time.perf_counter() - started
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    figures["study"] = study(size, args)
+    figures["wall_s"] = time.perf_counter() - started
     (out / "gpu.json").write_text(json.dumps(figures, indent=2) + "\n")
     for section in ("throughput", "determinism", "study"):
         for key, value in figures[section].items():

@@ -1,5 +1,6 @@
-"""benchmarks/gpu.py, the GPU check, in its quick form on this machine's CPU: it runs, and on the
-CPU the determinism it checks holds (two runs and a killed and resumed one, bit for bit)."""
+"""benchmarks/gpu.py, the GPU check, in its quick form on this machine's CPU: it runs, its short
+study goes through every stage without MLflow, and on the CPU the determinism it checks holds (two
+runs and a killed and resumed one, bit for bit)."""
 
 import json
 import subprocess
@@ -23,4 +24,12 @@ def test_the_gpu_check_runs_quick_on_the_cpu_and_finds_determinism(tmp_path):
     study = figures["study"]
     assert {f"{m}_{r}" for m in ("none", "ft", "kd") for r in (0.26, 0.5)} <= study.keys()
     assert all(0 <= study[f"{m}_{r}"] <= 100 for m in ("none", "ft", "kd") for r in (0.26, 0.5))
+    # the study went through every stage, with its matrix items, and wrote the report's answer
+    runs = [f"{r}-{m}-0" for r in (0.26, 0.5) for m in ("ft", "kd")]
+    assert [k.removesuffix("_s") for k in study if k.endswith("_s") and k != "stages_s"] == [
+        "check", "prepare", "teacher", "sensitivity", "latency_table", "prune@0.26", "prune@0.5",
+        *(f"retrain@{r}" for r in runs), "quantize_teacher", *(f"quantize@{r}" for r in runs), "latency", "report"]
+    report = (tmp_path / "gpu-report.md").read_text()
+    assert "## The answer" in report and f"{study['ft_0.26']:.2f}" in report
+    assert "tracking off (PRUNEKD_TRACKING=off)" in proc.stderr and not list(tmp_path.glob("*.db"))
     assert "determinism.resumed_equals_uninterrupted: True" in proc.stdout
