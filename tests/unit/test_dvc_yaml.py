@@ -283,6 +283,33 @@ def test_every_stage_command_is_a_prunekd_stage():
     assert set(STAGES) == {name for name, module in COMMANDS.items() if module.startswith("prunekd.stages.")}
 
 
+def producers(stages: dict) -> dict[str, str]:
+    """Each output path of dvc.yaml's ``stages`` (matrix items left as written) -> the stage making it."""
+    return {next(iter(out)) if isinstance(out, dict) else out: name
+            for name, stage in stages.items() for out in stage_body(stage).get("outs", [])}
+
+
+def order_problems(stages: dict, order: tuple[str, ...]) -> list[str]:
+    """Where ``order`` runs a stage before one whose output it reads."""
+    made_by, problems = producers(stages), []
+    for name, stage in stages.items():
+        for dep in (d for d in stage_body(stage).get("deps", []) if isinstance(d, str)):
+            maker = next((m for path, m in made_by.items() if dep == path or dep.startswith(path.rstrip("/") + "/")
+                          or path.startswith(dep.rstrip("/") + "/")), None)
+            if maker and maker != name and order.index(maker) > order.index(name):
+                problems.append(f"{name} reads {dep}, made by {maker}, which comes after it")
+    return problems
+
+
+def test_the_cli_lists_the_stages_in_an_order_dvc_yaml_allows():
+    """``prunekd.cli.STAGES`` runs each stage after those whose outputs it reads (benchmarks/gpu.py's
+    study runs them in that order)."""
+    from prunekd.cli import STAGES as ORDER
+
+    assert order_problems(DVC_YAML["stages"], ORDER) == []
+    assert order_problems(DVC_YAML["stages"], ("report", *(s for s in ORDER if s != "report"))) != []  # it can fail
+
+
 @pytest.mark.parametrize("stage", STAGES)
 def test_a_stage_depends_on_exactly_the_code_it_runs(stage):
     problems = dep_problems(stage, DVC_YAML["stages"][stage], ROOT, COMMANDS)
