@@ -451,6 +451,12 @@ def unusable_service(args: argparse.Namespace, timeout: float = 5.0) -> str | No
     bad_params = invalid_params(Path(args.root), args.overrides)
     if bad_params:
         return bad_params
+    from prunekd.tracking import TrackingError, enabled
+
+    try:
+        enabled()  # PRUNEKD_TRACKING: on, off, or a one-line refusal
+    except TrackingError as exc:
+        return str(exc)
     address = args.dask or os.environ.get(DASK_ENV)
     if address:
         where = urlsplit(address if "://" in address else f"tcp://{address}")

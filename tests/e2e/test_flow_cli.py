@@ -22,6 +22,7 @@ def run_flow(*args: str, **env: str) -> subprocess.CompletedProcess:
     (["--dask", "tcp://127.0.0.1:9"], {}, "Dask scheduler tcp://127.0.0.1:9: not reachable"),
     ([], {"PREFECT_API_URL": "http://127.0.0.1:9/api"}, "Prefect API http://127.0.0.1:9/api (PREFECT_API_URL): not reachable"),
     (["--root", "/"], {}, "--root: / has no dvc.yaml"),
+    ([], {"PRUNEKD_TRACKING": "no"}, "PRUNEKD_TRACKING='no': expected 'off'"),
 ])
 def test_the_flows_own_bad_arguments_get_one_line(args, env, says):
     start = time.monotonic()
