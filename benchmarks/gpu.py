@@ -18,8 +18,10 @@ It writes FOLDER/gpu.json (default: benchmarks/) and prints one line per figure:
   report; its answer (test top-1 before retraining, after ft and kd, per ratio), each stage's
   seconds, and the report itself beside gpu.json (gpu-report.md).
 
-It needs torch, numpy, pandas, onnx, onnxruntime, tqdm, pydantic, ruamel.yaml and torch-pruning,
-but not MLflow, DVC or Prefect (docs/guide.md, On a GPU: carrying them to a machine).
+It needs what the stages import but MLflow (torch, numpy, pandas, scipy, scikit-learn, matplotlib,
+tabulate, PyYAML, onnx, onnxruntime, tqdm, pydantic, ruamel.yaml, torch-pruning), and checks
+that they import before it uses the GPU; not MLflow, DVC or Prefect (docs/guide.md, On a GPU:
+carrying them to a machine).
 Fashion-MNIST is read from --data (the four *-ubyte.gz files), or where ``prunekd prepare`` finds it;
 --quick uses scikit-learn's digits and a small MobileNet.
 """
@@ -173,13 +175,23 @@ def study_params(size: dict, quick: bool) -> dict:
     raw["model"].update(arch="mobilenet_v1", width=size["study_width"])
     raw["teacher"].update(epochs=size["teacher_epochs"], batch_size=size["batch"])
     raw["retrain"].update(epochs=size["retrain_epochs"], batch_size=size["batch"], modes=["ft", "kd"], seeds=[0])
-    raw["prune"]["ratios"] = list(RATIOS)
+    raw["prune"].update(ratios=list(RATIOS), unit="params", criterion="l1", schedule="uniform", round_to=16)
     raw["measure"].update(batch_sizes=[1], warmup=2, repeats=20, rounds=2)
     if quick:
         raw["data"].update(dataset="digits", train_subset=QUICK["images"])
         raw["prune"].update(sensitivity_ratios=[0.5], bn_recalibration_batches=2)
         raw["quantize"]["calibration_images"] = 64
     return raw
+
+
+def stage_modules() -> dict:
+    """Every stage's module, imported: a package the study needs and the machine lacks fails here,
+    in seconds, not after the probes."""
+    import importlib
+
+    from prunekd.cli import STAGES
+
+    return {stage: importlib.import_module(f"prunekd.stages.{stage}") for stage in STAGES}
 
 
 def stage_calls(params) -> list[tuple[str, tuple]]:
@@ -192,13 +204,11 @@ def stage_calls(params) -> list[tuple[str, tuple]]:
     return [(stage, item) for stage in STAGES for item in items.get(stage, [()])]
 
 
-def study(size: dict, args) -> dict:
+def study(size: dict, args, stages: dict) -> dict:
     """The short study through prunekd's stages: each stage's ``run()``, in a throwaway project, with
     tracking off (no MLflow, no DVC): training, recalibration, evaluation and sensitivity on this
     device, export, int8 and latency on the CPU. Returns the report's answer (test top-1 before
     retraining, after ft and kd, per ratio) and each stage's seconds; the report beside gpu.json."""
-    import importlib
-
     import yaml
 
     from prunekd.config import load_params
@@ -220,7 +230,7 @@ def study(size: dict, args) -> dict:
             seconds = {}
             for stage, item in stage_calls(params):
                 start = time.perf_counter()
-                importlib.import_module(f"prunekd.stages.{stage}").run(params, layout, *item)
+                stages[stage].run(params, layout, *item)
                 seconds["@".join([stage, "-".join(map(str, item))]) if item else stage] = time.perf_counter() - start
             answer = json.loads((layout.reports / "metrics.json").read_text())
             shutil.copy(layout.report, Path(args.out) / "gpu-report.md")
@@ -246,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)  # read once, at cuBLAS's first use
     size = QUICK if args.quick else FULL
+    stages = stage_modules()
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     train, val, norm, shape = data(args)
     figures = {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or "cpu",
@@ -255,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     figures["determinism"] = determinism(size, train, val, norm, shape)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    figures["study"] = study(size, args)
+    figures["study"] = study(size, args, stages)
     figures["wall_s"] = time.perf_counter() - started
     (out / "gpu.json").write_text(json.dumps(figures, indent=2) + "\n")
     for section in ("throughput", "determinism", "study"):

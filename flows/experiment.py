@@ -229,23 +229,26 @@ def tracking_server(root: Path, may_run: bool, concurrent: bool) -> Iterator[dic
 
     With ``MLFLOW_TRACKING_URI`` set (a team server), stages log there; it is checked first,
     so an unreachable server stops the flow before any stage trains. With no stage to run, or
-    tracking off, nothing is checked or started.
+    tracking off, nothing is checked or started. Yields the stages' environment.
     """
+    from prunekd.constants import TRACKING_ENV
     from prunekd.tracking import check_reachable, enabled, server
 
-    if not may_run or not enabled():  # PRUNEKD_TRACKING=off: the stages record nothing, no server
+    if not may_run:
         yield {}
         return
-
-    if os.environ.get("MLFLOW_TRACKING_URI"):
+    # the switch goes with the stages, also to Dask's workers, whose own environment they run in
+    if not enabled():  # the stages record nothing: no server
+        yield {TRACKING_ENV: "off"}
+    elif os.environ.get("MLFLOW_TRACKING_URI"):
         check_reachable()
-        yield {}
+        yield {TRACKING_ENV: "on"}
     elif not concurrent:
-        yield {}
+        yield {TRACKING_ENV: "on"}
     else:
         layout = Layout(root)
         with server(f"sqlite:///{layout.store}", layout.artifacts, proxy=False) as uri:
-            yield {"MLFLOW_TRACKING_URI": uri}
+            yield {TRACKING_ENV: "on", "MLFLOW_TRACKING_URI": uri}
 
 
 def checked_overrides(root: Path, overrides: list[str]) -> None:

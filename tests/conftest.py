@@ -49,11 +49,20 @@ BIN = Path(sys.executable).parent
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    """This process's environment without MLflow settings, our bin folder first on PATH, this
-    checkout's src first on PYTHONPATH (so subprocesses run the code under test), plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    """This process's environment without MLflow settings or the tracking switch, our bin folder
+    first on PATH, this checkout's src first on PYTHONPATH (so subprocesses run the code under
+    test), plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_") and k != "PRUNEKD_TRACKING"}
     pythonpath = os.pathsep.join(p for p in (str(ROOT / "src"), env.get("PYTHONPATH")) if p)
     return env | {"PATH": f"{BIN}{os.pathsep}{env['PATH']}", "PYTHONPATH": pythonpath} | extra
+
+
+def without_mlflow(folder: Path) -> dict[str, str]:
+    """The environment of a machine without MLflow, for ``clean_env``: an `mlflow` first on the path
+    (made in ``folder``) that fails to import, as a missing one does."""
+    (folder / "mlflow").mkdir(parents=True, exist_ok=True)
+    (folder / "mlflow" / "__init__.py").write_text('raise ImportError("No module named \'mlflow\'", name="mlflow")\n')
+    return {"PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(folder)])}
 
 
 def dvc(repo: Path, *args: str, env: dict[str, str] | None = None) -> str:

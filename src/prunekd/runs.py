@@ -14,7 +14,7 @@ import pandas as pd
 
 from .constants import TRACKING_ENV
 from .report import fmt_table
-from .tracking import TrackingError, check_reachable, enabled, sweep_runs, tracking_uri
+from .tracking import TrackingError, check_reachable, enabled, tracking_uri
 
 
 def summary(runs: pd.DataFrame) -> pd.DataFrame:
@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
         if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
             raise TrackingError(f"no tracking store at {uri}: run `dvc repro` here first, or set "
                                 "MLFLOW_TRACKING_URI to the team's server")
+        from .tracking import sweep_runs  # MLflow: after the checks that say, in one line, if it is missing
+
         runs = sweep_runs(args.sweep, args.experiment)
     except TrackingError as exc:
         print(f"prunekd runs: error: {exc}", file=sys.stderr)

@@ -2,7 +2,6 @@
 where MLflow cannot be imported, writes the outputs the tracked run wrote, byte for byte, and
 records nothing. The tracked run is the session's `tiny_repro` (the same params)."""
 
-import os
 import re
 import subprocess
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ..conftest import BIN, ROOT, THREADS, clean_env, copy_repo, digits_sweep_params, dvc, ran, set_params
+from ..conftest import BIN, THREADS, clean_env, copy_repo, digits_sweep_params, dvc, ran, set_params, without_mlflow
 
 OFF = "tracking off (PRUNEKD_TRACKING=off): this run is not recorded in MLflow"
 # Outputs that hold measured times, which differ between any two runs, tracked or not
@@ -20,12 +19,7 @@ TIMED = {"models/latency_table", "reports/latency.csv", "reports/results.csv", "
 
 @pytest.fixture(scope="module")
 def no_mlflow(tmp_path_factory) -> dict[str, str]:
-    """The environment of a machine without MLflow: an `mlflow` first on the path that fails to
-    import, as a missing one does."""
-    folder = tmp_path_factory.mktemp("no-mlflow")
-    (folder / "mlflow").mkdir()
-    (folder / "mlflow" / "__init__.py").write_text('raise ImportError("No module named \'mlflow\'", name="mlflow")\n')
-    return {"PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(folder)]), **THREADS}
+    return without_mlflow(tmp_path_factory.mktemp("no-mlflow")) | THREADS
 
 
 @pytest.fixture(scope="module")
@@ -70,3 +64,13 @@ def test_its_outputs_are_the_tracked_runs_bytes(untracked, tiny_repro):
     compared = {path for path in tracked if path not in TIMED}
     assert len(compared) >= 25 and "models/retrained/0.3-kd-0/model.pt" in compared  # the models among them
     assert {path: untracked_outs[path] for path in compared} == {path: tracked[path] for path in compared}
+
+
+@pytest.mark.parametrize("switch, says", [
+    ("off", "PRUNEKD_TRACKING=off: tracking is off, so there is no store to list runs from"),
+    ("on", "MLflow cannot be imported (No module named 'mlflow'): install it, or set PRUNEKD_TRACKING=off")])
+def test_runs_without_mlflow_says_why_in_one_line(tmp_path, no_mlflow, switch, says):
+    proc = subprocess.run([str(BIN / "prunekd"), "runs"], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env=clean_env(**no_mlflow, PRUNEKD_TRACKING=switch))
+    assert proc.returncode == 2 and proc.stderr.startswith(f"prunekd runs: error: {says}"), proc.stderr[-2000:]
+    assert len(proc.stderr.splitlines()) == 1

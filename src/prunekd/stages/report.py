@@ -42,6 +42,8 @@ def registered_name(dataset: str, arch: str) -> str:
 def record_sweep(run: StageRun, params: Params, layout: Layout, results: pd.DataFrame,
                  latency: pd.DataFrame) -> dict[str, str]:
     """Adopt the sweep's runs, register its models and set aliases; returns alias -> version."""
+    if not run.run_id:  # tracking off: no run to adopt them, nothing recorded to register
+        return {}
     run_ids = [model_run_id(model_file(layout, row)) for _, row in results.iterrows()]
     pruned = {model_run_id(layout.pruned(r) / MODEL_FILE) for r in params.prune.ratios}
     int8_ids = [model_run_id(model_file(layout, row).with_name(INT8_FILE)) if pd.notna(row["top1_int8"]) else ""
@@ -78,8 +80,7 @@ def record_sweep(run: StageRun, params: Params, layout: Layout, results: pd.Data
             (f"{name}-onnx", True, versions | int8_versions, deployed)):
         registered = register(registered_as, forms, targets, onnx=onnx)
         chosen = {alias: registered[run_id] for alias, run_id in targets.items() if run_id in registered}
-        if registered:  # nothing is, with tracking off
-            print(f"registered {registered_as}: " + ", ".join(f"@{a} v{v}" for a, v in chosen.items()))
+        print(f"registered {registered_as}: " + ", ".join(f"@{a} v{v}" for a, v in chosen.items()))
     run.set_tags({"registered_model": name, "registered_onnx_model": f"{name}-onnx"})
     return chosen
 

@@ -37,22 +37,27 @@ from .base import StageRun, unrecorded
 from .connection import BOUNDED_HTTP, STORE_SCHEMES, api_problem, free_port, server
 from .connection import check_reachable as _check_reachable
 
-# The names that need MLflow, by module: imported when first asked for.
-RUN_NAMES = ("CODE_PATHS", "EXPERIMENT_TAGS", "LOCATION_COLUMNS", "RUN_CONTEXT", "TRAINING_STAGES", "comparison_view",
-             "describe_stage", "follow_project", "git_commit")
-REGISTRY_NAMES = ("sweep_runs", "ui_url")
+# The public names of the modules that import MLflow, loaded when first asked for (``__getattr__``):
+# a public name added to run.py or registry.py is listed here to be reachable from the package.
+_RUN_NAMES = ("CODE_PATHS", "EXPERIMENT_TAGS", "LOCATION_COLUMNS", "RUN_CONTEXT", "TRAINING_STAGES", "comparison_view",
+              "describe_stage", "follow_project", "git_commit")
+_REGISTRY_NAMES = ("sweep_runs", "ui_url")
 
 
 def __getattr__(name: str):
-    if name in RUN_NAMES:
+    if name in _RUN_NAMES:
         from . import run
 
         return getattr(run, name)
-    if name in REGISTRY_NAMES:
+    if name in _REGISTRY_NAMES:
         from . import registry
 
         return getattr(registry, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
 
 
 # What a stage calls, on or off: with tracking off, each does its part of nothing.
@@ -63,9 +68,9 @@ def stage_run(stage: str, params, tags: dict[str, str] | None = None,
     that records nothing."""
     if not enabled():
         return unrecorded(stage)
-    from .run import stage_run as recorded
+    from . import run
 
-    return recorded(stage, params, tags, layout or Layout())
+    return run.stage_run(stage, params, tags, layout or Layout())
 
 
 def check_reachable(uri: str | None = None, timeout: float = 5.0) -> str:
@@ -74,7 +79,7 @@ def check_reachable(uri: str | None = None, timeout: float = 5.0) -> str:
     if uri is None and not enabled():
         return ""
     try:
-        import mlflow  # noqa: F401  (the stage would import it anyway, after its work)
+        import mlflow  # noqa: F401  (here, before the stage reads any data, rather than at its run's start)
     except ImportError as exc:
         raise TrackingError(f"MLflow cannot be imported ({exc}): install it, or set {TRACKING_ENV}=off to run "
                             "without recording to MLflow") from None
@@ -85,9 +90,9 @@ def model_run_id(model_file: Path) -> str:
     """The MLflow run that made ``model_file`` (``registry.model_run_id``); "" with tracking off."""
     if not enabled():
         return ""
-    from .registry import model_run_id as found
+    from . import registry
 
-    return found(model_file)
+    return registry.model_run_id(model_file)
 
 
 def adopt(parent_run_id: str, run_ids: list[str]) -> list[str]:
@@ -95,9 +100,9 @@ def adopt(parent_run_id: str, run_ids: list[str]) -> list[str]:
     With tracking off, nothing to adopt: []."""
     if not enabled():
         return []
-    from .registry import adopt as adopted
+    from . import registry
 
-    return adopted(parent_run_id, run_ids)
+    return registry.adopt(parent_run_id, run_ids)
 
 
 def register(name: str, versions: dict[str, dict[str, str]], aliases: dict[str, str],
@@ -106,14 +111,14 @@ def register(name: str, versions: dict[str, dict[str, str]], aliases: dict[str, 
     With tracking off, nothing registered: {}."""
     if not enabled():
         return {}
-    from .registry import register as registered
+    from . import registry
 
-    return registered(name, versions, aliases, onnx=onnx)
+    return registry.register(name, versions, aliases, onnx=onnx)
 
 
 __all__ = [
     "BOUNDED_HTTP", "COMPARE_VIEW", "EXPERIMENT", "MODEL_ARTIFACT", "MODEL_MD5_TAG", "MODEL_URI_TAG", "ONNX_ARTIFACT",
     "ONNX_URI_TAG", "STORE_SCHEMES", "UI_VIEW", "StageRun", "TrackingError", "adopt", "api_problem",
     "check_reachable", "dvc_experiment", "enabled", "file_md5", "free_port", "model_run_id", "project_root",
-    "register", "server", "stage_run", "tracked", "tracking_uri", *RUN_NAMES, *REGISTRY_NAMES,
+    "register", "server", "stage_run", "tracked", "tracking_uri", *_RUN_NAMES, *_REGISTRY_NAMES,
 ]

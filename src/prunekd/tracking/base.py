@@ -17,7 +17,8 @@ if TYPE_CHECKING:
 
 class StageRun:
     """A stage's run: what the stage can record (epochs, metrics, artifacts, its data, its model).
-    Every method here records nothing; ``run_id`` is "" (no run to point at)."""
+    Every method here records nothing, and ``run_id`` is "" (no run to point at); each method's
+    docstring says what ``run.MlflowRun`` records for it."""
 
     run_id = ""
 
