@@ -7,9 +7,10 @@ scripts/publish_run.py). Each document holds blocks
     <!-- run:<name>:begin --> ... <!-- run:<name>:end -->      a published run's answer or comparison
     <!-- params:begin --> ... <!-- params:end -->              every parameter: params.yaml's default and
                                                              comment, the bounds config.py enforces
+    <!-- tests:begin --> ... <!-- tests:end -->                how long the tests take (scripts/time_tests.sh)
 
 and this script rewrites what is between the markers, with links relative to the document.
-Run after scripts/timed_repro.sh; the results are generated, never typed.
+Run after scripts/timed_repro.sh (and scripts/time_tests.sh); the results are generated, never typed.
 """
 
 from __future__ import annotations
@@ -142,6 +143,13 @@ def params_block(prefix: str = "") -> str:
     return "\n".join(rows) + "\n"
 
 
+def tests_block() -> str:
+    """How long the README's test command and the unit layer took (scripts/time_tests.sh's record)."""
+    timing = json.loads((Layout(ROOT).reports / "test_time.json").read_text())
+    return (f"On {timing['cpus']} CPU cores `pytest` took {timing['all_s'] / 60:.0f} min and `pytest tests/unit` "
+            f"{timing['unit_s'] / 60:.1f} min (`scripts/time_tests.sh`, its last run).\n")
+
+
 def fill(text: str, prefix: str) -> str:
     """``text`` with every block's contents regenerated; a run not yet published keeps its block."""
     for name in DEFAULT_BLOCKS:
@@ -150,6 +158,8 @@ def fill(text: str, prefix: str) -> str:
         text = pattern.sub(lambda _, n=name, b=begin, e=end: f"{b}\n{default_block(n, prefix)}{e}", text)
     text = re.sub(r"(<!-- params:begin -->).*?(<!-- params:end -->)",
                   lambda m: f"{m.group(1)}\n{params_block(prefix)}{m.group(2)}", text, flags=re.DOTALL)
+    text = re.sub(r"(<!-- tests:begin -->).*?(<!-- tests:end -->)",
+                  lambda m: f"{m.group(1)}\n{tests_block()}{m.group(2)}", text, flags=re.DOTALL)
 
     def run_block(block: re.Match) -> str:
         if not (ROOT / "docs" / "runs" / block.group(2) / "run.json").is_file():  # announced, not yet published

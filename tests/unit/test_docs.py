@@ -88,6 +88,13 @@ def test_the_parameter_reference_is_generated_and_documents_every_key():
     assert {row[0].strip("| `") for row in rows} == in_file  # every key of params.yaml, and no other
 
 
+def test_the_readmes_test_times_are_the_last_measured_ones():
+    """Generated from scripts/time_tests.sh's record, never typed."""
+    readme = (ROOT / "README.md").read_text()
+    assert f"<!-- tests:begin -->\n{load_update_readme().tests_block()}<!-- tests:end -->" in readme, \
+        "README.md's test times are stale: run python scripts/update_readme.py"
+
+
 def test_a_keys_comment_continues_on_the_indented_comment_lines_below_it():
     update_readme = load_update_readme()
     text = "# file\nseed: 0  # one\n\nkd:  # section\n  alpha: 0.9  # two\n             # three\n  temperature: 4\n"
