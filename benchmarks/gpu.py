@@ -37,6 +37,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 import torch
 
@@ -215,30 +216,22 @@ def study(size: dict, args, stages: dict) -> dict:
     from prunekd.data import fashion_mnist_dir
     from prunekd.paths import Layout
 
-    previous = os.environ.get("PRUNEKD_TRACKING")
-    os.environ["PRUNEKD_TRACKING"] = "off"
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            layout = Layout(Path(tmp))
-            if not args.quick:
-                source = fashion_mnist_dir(Path(args.data))
-                (layout.raw / "fashion_mnist").mkdir(parents=True)
-                for file in source.glob("*-ubyte.gz"):
-                    shutil.copy(file, layout.raw / "fashion_mnist" / file.name)
-            layout.params.write_text(yaml.safe_dump(study_params(size, args.quick), sort_keys=False))
-            params = load_params(layout.params)
-            seconds = {}
-            for stage, item in stage_calls(params):
-                start = time.perf_counter()
-                stages[stage].run(params, layout, *item)
-                seconds["@".join([stage, "-".join(map(str, item))]) if item else stage] = time.perf_counter() - start
-            answer = json.loads((layout.reports / "metrics.json").read_text())
-            shutil.copy(layout.report, Path(args.out) / "gpu-report.md")
-    finally:
-        if previous is None:
-            os.environ.pop("PRUNEKD_TRACKING")
-        else:
-            os.environ["PRUNEKD_TRACKING"] = previous
+    with mock.patch.dict(os.environ, {"PRUNEKD_TRACKING": "off"}), tempfile.TemporaryDirectory() as tmp:
+        layout = Layout(Path(tmp))
+        if not args.quick:
+            source = fashion_mnist_dir(Path(args.data))
+            (layout.raw / "fashion_mnist").mkdir(parents=True)
+            for file in source.glob("*-ubyte.gz"):
+                shutil.copy(file, layout.raw / "fashion_mnist" / file.name)
+        layout.params.write_text(yaml.safe_dump(study_params(size, args.quick), sort_keys=False))
+        params = load_params(layout.params)
+        seconds = {}
+        for stage, item in stage_calls(params):
+            start = time.perf_counter()
+            stages[stage].run(params, layout, *item)
+            seconds["@".join([stage, "-".join(map(str, item))]) if item else stage] = time.perf_counter() - start
+        answer = json.loads((layout.reports / "metrics.json").read_text())
+        shutil.copy(layout.report, Path(args.out) / "gpu-report.md")
     out = {"teacher_top1": answer["teacher_top1"]}
     for ratio in params.prune.ratios:
         pct = f"{100 * ratio:g}"

@@ -293,10 +293,10 @@ def outputs(stages: dict) -> list[tuple[str, str]]:
 def order_problems(stages: dict, order: tuple[str, ...]) -> list[str]:
     """Where ``order`` runs a stage before one whose output it reads (a dep that is an output, lies
     in one, or holds one: ``models/retrained`` holds every retrain's and every quantize's)."""
-    problems = []
+    problems, made = [], outputs(stages)
     for name, stage in stages.items():
         for dep in (d for d in stage_body(stage).get("deps", []) if isinstance(d, str)):
-            makers = {maker for path, maker in outputs(stages) if maker != name and (
+            makers = {maker for path, maker in made if maker != name and (
                 dep == path or dep.startswith(path.rstrip("/") + "/") or path.startswith(dep.rstrip("/") + "/"))}
             problems += [f"{name} reads {dep}, made by {maker}, which comes after it"
                          for maker in sorted(makers) if order.index(maker) > order.index(name)]
