@@ -14,6 +14,7 @@ from torch import nn
 from .config import MeasureConfig
 from .measure import count_macs_params, fold_batchnorm, torch_threads
 from .models import ModelFileError, PrunableNet
+from .stats import paired_t
 
 # A runner is one forward pass on a fixed input, ready to be timed.
 Runner = Callable[[], object]
@@ -83,24 +84,40 @@ RUNTIMES: dict[str, Callable[[nn.Module, Path, np.ndarray, int], Runner]] = {
 }
 
 
+def round_sizes(repeats: int, rounds: int) -> list[int]:
+    """Calls per round when ``repeats`` calls are split into ``rounds`` turns (``times_in_turns``)."""
+    rounds = max(1, min(rounds, repeats))
+    return [repeats // rounds + (r < repeats % rounds) for r in range(rounds)]
+
+
 def times_in_turns(runners: list[Runner], warmup: int, repeats: int, rounds: int = 10) -> list[np.ndarray]:
     """Wall times (ms) of ``repeats`` calls of each runner, after ``warmup`` calls each.
 
-    The runners take turns, ``rounds`` rounds of ``repeats / rounds`` calls each, so a burst of
-    machine noise hits every runner alike and the ratios between them stay fair.
+    The runners take turns, ``rounds`` rounds of ``repeats / rounds`` calls each (``round_sizes``),
+    so a burst of machine noise hits every runner alike and the ratios between them stay fair.
     """
     for run in runners:
         for _ in range(warmup):
             run()
     times: list[list[float]] = [[] for _ in runners]
-    rounds = max(1, min(rounds, repeats))
-    for r in range(rounds):
+    for calls in round_sizes(repeats, rounds):
         for run, t in zip(runners, times):
-            for _ in range(repeats // rounds + (r < repeats % rounds)):
+            for _ in range(calls):
                 start = time.perf_counter()
                 run()
                 t.append(time.perf_counter() - start)
     return [1000 * np.asarray(t) for t in times]
+
+
+def speedup_in_turns(slow: np.ndarray, fast: np.ndarray, sizes: list[int], level: float = 0.95) -> tuple[float, ...]:
+    """How many times faster ``fast`` ran than ``slow`` (two runners' ``times_in_turns`` times, rounds
+    of ``sizes`` calls): the geometric mean over rounds of each round's ratio of medians, and its
+    ``level`` t interval over the rounds. Each round times both in turns, so its noise hits both alike
+    and the rounds are the pairs. NaN bounds with one round."""
+    edges = np.cumsum(sizes)[:-1]
+    logs = [np.log(np.median(s) / np.median(f)) for s, f in zip(np.split(slow, edges), np.split(fast, edges))]
+    est = paired_t(np.asarray(logs), level)
+    return tuple(float(np.exp(v)) for v in (est.diff, est.low, est.high))
 
 
 @dataclass(frozen=True)
@@ -113,8 +130,9 @@ class Architecture:
     int8_file: Path | None = None
 
 
+INT8_SPEEDUP_COLUMNS = ["int8_speedup", "int8_speedup_low", "int8_speedup_high"]  # an int8 form's, over its fp32 form
 LATENCY_COLUMNS = ["ratio", "runtime", "precision", "batch", "median_ms", "p25_ms", "p75_ms", "ms_per_image",
-                   "speedup", "macs_ratio"]
+                   "speedup", "macs_ratio", *INT8_SPEEDUP_COLUMNS]
 INT8_RUNTIME = "onnxruntime"  # the runtime that runs the int8 forms
 
 
@@ -132,7 +150,9 @@ def latency_table(archs: list[Architecture], measure: MeasureConfig, *, seed: in
     For each (runtime, batch) the architectures (and on ONNX Runtime their int8 forms) are timed
     in turns in this process with ``measure.threads`` threads; ``seed`` draws the input batches.
     ``speedup`` and ``macs_ratio`` are the first architecture's (the teacher's, fp32) time and
-    MACs over this one's: pruning pays off as far as the one follows the other.
+    MACs over this one's: pruning pays off as far as the one follows the other. An int8 form's row
+    has ``int8_speedup`` (its fp32 form's time over its own) with a 95 % interval over the rounds
+    (``speedup_in_turns``); an fp32 form's has NaN there.
     """
     macs = {a.ratio: count_macs_params(a.model)[0] for a in archs}
     rng = np.random.default_rng(seed)
@@ -145,6 +165,8 @@ def latency_table(archs: list[Architecture], measure: MeasureConfig, *, seed: in
                 runners = [RUNTIMES[runtime](a.model, file, inputs[a.ratio], measure.threads) for a, _, file in forms]
                 times = times_in_turns(runners, measure.warmup, measure.repeats, measure.rounds)
                 base = float(np.median(times[0]))
+                fp32 = {arch.ratio: t for (arch, precision, _), t in zip(forms, times) if precision == "fp32"}
+                sizes = round_sizes(measure.repeats, measure.rounds)
                 for (arch, precision, _), t in zip(forms, times):
                     median = float(np.median(t))
                     m = macs[arch.ratio]
@@ -152,7 +174,9 @@ def latency_table(archs: list[Architecture], measure: MeasureConfig, *, seed: in
                                  "median_ms": median,
                                  "p25_ms": float(np.percentile(t, 25)), "p75_ms": float(np.percentile(t, 75)),
                                  "ms_per_image": median / batch, "speedup": base / median,
-                                 "macs_ratio": macs[archs[0].ratio] / m})
+                                 "macs_ratio": macs[archs[0].ratio] / m,
+                                 **dict(zip(INT8_SPEEDUP_COLUMNS, speedup_in_turns(fp32[arch.ratio], t, sizes)
+                                            if precision == "int8" else (np.nan,) * 3))})
     return rows
 
 

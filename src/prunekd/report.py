@@ -797,20 +797,30 @@ def change_estimate(per_image: np.ndarray, level: float = 0.95) -> Estimate:
     return paired_t(100 * per_image[0], level)
 
 
-def int8_speedups(latency: pd.DataFrame) -> pd.DataFrame:
-    """Per ratio and batch size: the fp32 form's time over the int8 form's, on the runtime that ran both."""
-    fp32 = latency[latency["precision"] == "fp32"].set_index(["runtime", "ratio", "batch"])["median_ms"]
-    int8 = latency[latency["precision"] == "int8"].set_index(["runtime", "ratio", "batch"])["median_ms"]
-    both = (fp32 / int8).dropna().rename("speedup").reset_index()
-    return both.pivot_table(index="ratio", columns="batch", values="speedup")
+def int8_speedups(latency: pd.DataFrame, column: str = "int8_speedup") -> pd.DataFrame:
+    """Per ratio and batch size: the int8 form's speedup over its fp32 form, on the runtime that ran
+    both (``column`` ``int8_speedup``: the latency stage's geometric mean over its rounds; ``_low``,
+    ``_high``: its 95 % interval). A table from before the stage gave them: the ratio of the two
+    forms' median times, with no interval."""
+    fp32, int8 = (latency[latency["precision"] == p].set_index(["runtime", "ratio", "batch"]) for p in ("fp32", "int8"))
+    if column in latency.columns:
+        values = int8[column]
+    elif column == "int8_speedup":
+        values = fp32["median_ms"] / int8["median_ms"]
+    else:
+        return pd.DataFrame()
+    table = values.dropna().rename("speedup").reset_index()
+    return table.pivot_table(index="ratio", columns="batch", values="speedup")
 
 
 def deploy_int8(results: pd.DataFrame, latency: pd.DataFrame) -> pd.Series:
-    """Per row of ``results``: whether its int8 form is the one to deploy: faster than fp32 at the
-    headline batch size, and within INT8_TOLERANCE points of fp32's top-1."""
-    headline_batch = latency.iloc[0]["batch"]
-    speedups = int8_speedups(latency)
-    faster = results["ratio"].map(speedups[headline_batch] if headline_batch in speedups else {}) > 1
+    """Per row of ``results``: whether its int8 form is the one to deploy: shown faster than fp32 at
+    the headline batch size (its speedup's interval above 1; a table with no interval: its speedup
+    above 1), and within INT8_TOLERANCE points of fp32's top-1."""
+    batch, none = latency.iloc[0]["batch"], pd.Series(dtype=float)
+    point = int8_speedups(latency).get(batch, none)
+    low = int8_speedups(latency, "int8_speedup_low").get(batch, none).reindex(point.index)
+    faster = results["ratio"].map(low.fillna(point)) > 1
     return faster & (results["top1_int8"] >= results["top1"] - INT8_TOLERANCE)
 
 
@@ -818,6 +828,7 @@ def int8_table(results: pd.DataFrame, pairs: Int8Pairs, latency: pd.DataFrame) -
     """Per (ratio, mode), the teacher first: fp32 and int8 top-1 (means over seeds), int8 − fp32
     with its 95 % interval, the int8 form's speedup over fp32 per batch size, and the form to deploy."""
     speedups, deploy = int8_speedups(latency), deploy_int8(results, latency)
+    bounds = {end: int8_speedups(latency, f"int8_speedup_{end}") for end in ("low", "high")}
     rows = []
     for (ratio, mode), group in results[results["top1_int8"].notna()].groupby(["ratio", "mode"], sort=False):
         keys = [(0.0, "teacher", -1)] if mode == "teacher" else [(ratio, mode, int(s)) for s in group["seed"]]
@@ -827,6 +838,9 @@ def int8_table(results: pd.DataFrame, pairs: Int8Pairs, latency: pd.DataFrame) -
                "ci_high": est.high}
         for batch in speedups.columns:
             row[f"int8 speedup b{batch}"] = speedups[batch].get(ratio, np.nan)
+            for end, table in bounds.items():
+                if batch in table:
+                    row[f"b{batch} {end}"] = table[batch].get(ratio, np.nan)
         row["deploy"] = "int8" if deploy[group.index].all() else "fp32"
         rows.append(row)
     return pd.DataFrame(rows)
@@ -855,8 +869,9 @@ def int8_section(results: pd.DataFrame, pairs: Int8Pairs, latency: pd.DataFrame)
              "Each model's int8 form (the quantize stage: QDQ, per-channel int8 weights, uint8 activations, "
              "calibrated on training images) against its fp32 form: top-1 means over seeds; `int8 − fp32` with "
              "its 95 % interval over seeds and test images (over test images for one model); speedups from "
-             "the latency table (same runtime, in turns). `deploy`: the int8 form where it is faster at the "
-             f"headline batch size and loses at most {INT8_TOLERANCE} points, else fp32; the registered "
+             "the latency table (same runtime, in turns), with their 95 % interval over its rounds (`low`, "
+             "`high`). `deploy`: the int8 form where it is shown faster at the headline batch size (its "
+             f"interval above 1) and loses at most {INT8_TOLERANCE} points, else fp32; the registered "
              "deploy aliases follow it.", "", fmt_table(table), "",
              f"Largest mean loss: {-worst:.2f} points ({'within' if worst >= -INT8_TOLERANCE else 'beyond'} "
              f"{INT8_TOLERANCE}).", ""]
@@ -864,8 +879,8 @@ def int8_section(results: pd.DataFrame, pairs: Int8Pairs, latency: pd.DataFrame)
               for r in table.loc[table["deploy"] == "fp32", "ratio"].drop_duplicates()]
     if slower:
         names = slower[0] if len(slower) == 1 else ", ".join(slower[:-1]) + " and " + slower[-1]
-        lines += [f"int8 does not pay for {names}: the int8 form is no faster at the headline batch size (or "
-                  "loses too much), so the fp32 form is the one to deploy.", ""]
+        lines += [f"int8 does not pay for {names}: the int8 form is not shown faster at the headline batch size "
+                  "(or loses too much), so the fp32 form is the one to deploy.", ""]
     kd_ft = int8_kd_vs_ft(pairs, results)
     if kd_ft:
         lines += ["Does distillation change what int8 costs? KD's int8 change minus FT's, paired by seed: "

@@ -1,13 +1,14 @@
 """The deploy form that latency is measured on computes what the trained model computes, and
 the latency table times every architecture on every runtime."""
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from prunekd.config import MeasureConfig
 from prunekd.export import export_onnx
-from prunekd.latency import LATENCY_COLUMNS, Architecture, latency_table
+from prunekd.latency import LATENCY_COLUMNS, Architecture, latency_table, round_sizes, speedup_in_turns
 from prunekd.measure import count_macs_params, fold_batchnorm
 from prunekd.models import build_model
 from prunekd.prune import prune
@@ -65,5 +66,45 @@ def test_latency_table_times_every_architecture_on_every_runtime_and_batch(tmp_p
         assert other["macs_ratio"] == pytest.approx(macs_ratio)
         assert 0 < other["p25_ms"] <= other["median_ms"] <= other["p75_ms"]
         assert other["ms_per_image"] == pytest.approx(other["median_ms"] / other["batch"])
+    assert all(np.isnan(r["int8_speedup"]) for r in rows)  # no int8 forms here
     assert not any(isinstance(m, nn.Identity) for m in base.modules())  # the fold worked on a copy
     assert base.stem[0].weight.is_contiguous()  # and so did channels_last
+
+
+def test_an_int8_forms_row_gives_its_speedup_over_its_fp32_form_with_an_interval_over_the_rounds(tmp_path):
+    model = trained_like("mobilenet_v1")
+    onnx_file = export_onnx(model, tmp_path / "model.onnx")
+    # any ONNX graph times as an "int8 form": here the fp32 one again, so the two forms do the same work
+    archs = [Architecture(0.0, model, onnx_file, int8_file=onnx_file)]
+    measure = MeasureConfig(runtimes=["onnxruntime", "torch"], batch_sizes=[1], threads=1, warmup=2, repeats=40,
+                            rounds=4)
+    rows = latency_table(archs, measure)
+    assert [(r["runtime"], r["precision"]) for r in rows] == [
+        ("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("torch", "fp32")]
+    fp32, int8, eager = rows
+    assert all(np.isnan(r[c]) for r in (fp32, eager) for c in ("int8_speedup", "int8_speedup_low", "int8_speedup_high"))
+    assert 0 < int8["int8_speedup_low"] < int8["int8_speedup"] < int8["int8_speedup_high"]
+
+
+def test_rounds_split_the_calls_as_evenly_as_they_can():
+    assert round_sizes(10, 3) == [4, 3, 3]
+    assert round_sizes(2, 10) == [1, 1]  # never an empty round
+    assert round_sizes(5, 1) == [5]
+
+
+def test_a_speedup_in_turns_is_paired_by_round_so_noise_shared_by_a_round_cancels():
+    rng = np.random.default_rng(0)
+    sizes = [50] * 10
+    drift = np.repeat(rng.uniform(1, 3, len(sizes)), 50)  # each round's machine state, shared by both forms
+    fast = drift * rng.uniform(0.95, 1.05, 500)
+    slow = 1.2 * drift * rng.uniform(0.95, 1.05, 500)
+    point, low, high = speedup_in_turns(slow, fast, sizes)
+    assert low < 1.2 < high and low > 1.15 and high < 1.25
+    # unpaired (the rounds of one form shuffled against the other's), the drift makes it wide
+    shuffled = np.concatenate([slow[50 * r:50 * r + 50] for r in rng.permutation(10)])
+    _, low, high = speedup_in_turns(shuffled, fast, sizes)
+    assert low < 1.0 < high
+    # the same times: a speedup of 1, and one round gives no interval
+    assert speedup_in_turns(fast, fast, sizes)[0] == pytest.approx(1.0)
+    point, low, high = speedup_in_turns(slow, fast, [500])
+    assert point == pytest.approx(np.median(slow) / np.median(fast)) and np.isnan(low) and np.isnan(high)

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from prunekd.report import aliases
+from prunekd.report import aliases, deploy_int8, int8_speedups
 from prunekd.runs import summary
 
 
@@ -241,3 +241,34 @@ def test_the_history_table_is_one_row_per_mode_ratio_and_epoch_averaged_over_see
     rows = {(m, s, e): v for m, s, e, v in table.itertuples(index=False)}
     assert rows == {("ft", "ratio 0.26", 1): 82.0, ("ft", "ratio 0.26", 2): 84.0, ("ft", "ratio 0.75", 1): 60.0,
                     ("ft", "ratio 0.75", 2): 70.0, ("kd", "ratio 0.26", 1): 90.0, ("kd", "ratio 0.26", 2): 91.0}
+
+
+def latency_rows(point, low, high, *, with_interval=True):
+    """A latency table: the 50 % network's fp32 and int8 forms at batch 1 and 8 (int8's speedups given)."""
+    rows = [{"ratio": 0.5, "runtime": "onnxruntime", "precision": "fp32", "batch": b, "median_ms": 1.0}
+            for b in (1, 8)]
+    rows += [{"ratio": 0.5, "runtime": "onnxruntime", "precision": "int8", "batch": b, "median_ms": 1.0 / point,
+              "int8_speedup": point, "int8_speedup_low": low, "int8_speedup_high": high} for b in (1, 8)]
+    table = pd.DataFrame(rows)
+    return table if with_interval else table.drop(columns=["int8_speedup", "int8_speedup_low", "int8_speedup_high"])
+
+
+@pytest.mark.parametrize("point, low, high, deployed", [
+    (1.3, 1.1, 1.5, True),     # shown faster
+    (1.01, 0.97, 1.05, False),  # faster by its medians, but within the noise of the rounds
+    (0.9, 0.85, 0.95, False),  # slower
+    (1.3, np.nan, np.nan, True),  # one round: no interval, the speedup decides
+])
+def test_int8_is_deployed_where_its_speedups_interval_is_above_one_and_it_keeps_its_accuracy(point, low, high, deployed):
+    models = pd.DataFrame({"ratio": [0.5, 0.5], "top1": [90.0, 90.0], "top1_int8": [89.9, 89.0]})
+    chosen = deploy_int8(models, latency_rows(point, low, high))
+    assert chosen.tolist() == [deployed, False]  # the second loses 1 point: fp32 whatever the speed
+
+
+def test_a_latency_table_from_before_the_intervals_deploys_on_the_ratio_of_medians():
+    models = pd.DataFrame({"ratio": [0.5], "top1": [90.0], "top1_int8": [90.0]})
+    old = latency_rows(1.01, 0.97, 1.05, with_interval=False)
+    assert deploy_int8(models, old).tolist() == [True]
+    assert int8_speedups(old).loc[0.5].tolist() == pytest.approx([1.01, 1.01])
+    assert int8_speedups(old, "int8_speedup_low").empty
+    assert int8_speedups(latency_rows(1.3, 1.1, 1.5), "int8_speedup_high").loc[0.5].tolist() == [1.5, 1.5]
