@@ -14,7 +14,7 @@ from torch import nn
 from .config import MeasureConfig
 from .measure import count_macs_params, fold_batchnorm, torch_threads
 from .models import ModelFileError, PrunableNet
-from .stats import paired_t
+from .interval import paired_t
 
 # A runner is one forward pass on a fixed input, ready to be timed.
 Runner = Callable[[], object]
@@ -94,14 +94,16 @@ def times_in_turns(runners: list[Runner], warmup: int, repeats: int, rounds: int
     """Wall times (ms) of ``repeats`` calls of each runner, after ``warmup`` calls each.
 
     The runners take turns, ``rounds`` rounds of ``repeats / rounds`` calls each (``round_sizes``),
-    so a burst of machine noise hits every runner alike and the ratios between them stay fair.
+    so a burst of machine noise hits every runner alike and the ratios between them stay fair; every
+    other round runs them in reverse order, so no runner always runs first or last in a round.
     """
     for run in runners:
         for _ in range(warmup):
             run()
     times: list[list[float]] = [[] for _ in runners]
-    for calls in round_sizes(repeats, rounds):
-        for run, t in zip(runners, times):
+    for r, calls in enumerate(round_sizes(repeats, rounds)):
+        turns = list(zip(runners, times))
+        for run, t in turns if r % 2 == 0 else reversed(turns):
             for _ in range(calls):
                 start = time.perf_counter()
                 run()
@@ -112,10 +114,14 @@ def times_in_turns(runners: list[Runner], warmup: int, repeats: int, rounds: int
 def speedup_in_turns(slow: np.ndarray, fast: np.ndarray, sizes: list[int], level: float = 0.95) -> tuple[float, ...]:
     """How many times faster ``fast`` ran than ``slow`` (two runners' ``times_in_turns`` times, rounds
     of ``sizes`` calls): the geometric mean over rounds of each round's ratio of medians, and its
-    ``level`` t interval over the rounds. Each round times both in turns, so its noise hits both alike
-    and the rounds are the pairs. NaN bounds with one round."""
+    ``level`` t interval over the rounds. Each round times both, close in time, so the machine's
+    drift between rounds cancels and the rounds are the pairs; the interval is this run's timing
+    noise, not what another machine or day would give. NaN bounds with one round."""
+    if not len(slow) == len(fast) == sum(sizes):
+        raise ValueError(f"{len(slow)} and {len(fast)} times for rounds of {sizes} calls")
     edges = np.cumsum(sizes)[:-1]
-    logs = [np.log(np.median(s) / np.median(f)) for s, f in zip(np.split(slow, edges), np.split(fast, edges))]
+    logs = [np.log(np.median(s) / np.median(f))
+            for s, f in zip(np.split(slow, edges), np.split(fast, edges), strict=True)]
     est = paired_t(np.asarray(logs), level)
     return tuple(float(np.exp(v)) for v in (est.diff, est.low, est.high))
 
@@ -176,7 +182,7 @@ def latency_table(archs: list[Architecture], measure: MeasureConfig, *, seed: in
                                  "ms_per_image": median / batch, "speedup": base / median,
                                  "macs_ratio": macs[archs[0].ratio] / m,
                                  **dict(zip(INT8_SPEEDUP_COLUMNS, speedup_in_turns(fp32[arch.ratio], t, sizes)
-                                            if precision == "int8" else (np.nan,) * 3))})
+                                            if precision == "int8" else (np.nan,) * 3, strict=True))})
     return rows
 
 

@@ -815,8 +815,9 @@ def int8_speedups(latency: pd.DataFrame, column: str = "int8_speedup") -> pd.Dat
 
 def deploy_int8(results: pd.DataFrame, latency: pd.DataFrame) -> pd.Series:
     """Per row of ``results``: whether its int8 form is the one to deploy: shown faster than fp32 at
-    the headline batch size (its speedup's interval above 1; a table with no interval: its speedup
-    above 1), and within INT8_TOLERANCE points of fp32's top-1."""
+    the headline batch size (its speedup's interval above 1; where the table has no interval, one
+    round or a table from before: its speedup above 1), and within INT8_TOLERANCE points of fp32's
+    top-1."""
     batch, none = latency.iloc[0]["batch"], pd.Series(dtype=float)
     point = int8_speedups(latency).get(batch, none)
     low = int8_speedups(latency, "int8_speedup_low").get(batch, none).reindex(point.index)
@@ -868,10 +869,12 @@ def int8_section(results: pd.DataFrame, pairs: Int8Pairs, latency: pd.DataFrame)
     lines = ["## int8 (ONNX Runtime, static post-training quantisation)", "",
              "Each model's int8 form (the quantize stage: QDQ, per-channel int8 weights, uint8 activations, "
              "calibrated on training images) against its fp32 form: top-1 means over seeds; `int8 − fp32` with "
-             "its 95 % interval over seeds and test images (over test images for one model); speedups from "
-             "the latency table (same runtime, in turns), with their 95 % interval over its rounds (`low`, "
-             "`high`). `deploy`: the int8 form where it is shown faster at the headline batch size (its "
-             f"interval above 1) and loses at most {INT8_TOLERANCE} points, else fp32; the registered "
+             "its 95 % interval over seeds and test images (over test images for one model); `int8 speedup`: "
+             "the fp32 form's time over the int8 form's, from the latency stage (same runtime, in turns), as "
+             "the geometric mean over its rounds of each round's ratio of medians, with its 95 % interval "
+             "over the rounds (`low`, `high`: this run's timing noise). `deploy`: the int8 form where it is "
+             "shown faster at the headline batch size (its interval above 1; with one round, no interval: "
+             f"its speedup above 1) and loses at most {INT8_TOLERANCE} points, else fp32; the registered "
              "deploy aliases follow it.", "", fmt_table(table), "",
              f"Largest mean loss: {-worst:.2f} points ({'within' if worst >= -INT8_TOLERANCE else 'beyond'} "
              f"{INT8_TOLERANCE}).", ""]

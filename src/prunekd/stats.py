@@ -8,27 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-
-@dataclass(frozen=True)
-class Estimate:
-    diff: float  # points of top-1
-    low: float
-    high: float
-
-    @property
-    def excludes_zero(self) -> bool:
-        return bool(self.low > 0 or self.high < 0)
-
-
-def paired_t(diffs: np.ndarray, level: float = 0.95) -> Estimate:
-    """Mean of per-seed differences with its ``level`` t interval (n - 1 degrees of freedom);
-    NaN bounds with fewer than two seeds."""
-    diffs = np.asarray(diffs, dtype=float)
-    n, mean = len(diffs), float(np.mean(diffs)) if len(diffs) else float("nan")
-    if n < 2:
-        return Estimate(mean, float("nan"), float("nan"))
-    half = stats.t.ppf((1 + level) / 2, n - 1) * diffs.std(ddof=1) / np.sqrt(n)
-    return Estimate(mean, mean - half, mean + half)
+from .interval import Estimate, paired_t  # noqa: F401  (re-exported: the report's statistics)
 
 
 def bootstrap(per_image: np.ndarray, level: float = 0.95, draws: int = 2000, seed: int = 0) -> Estimate:

@@ -8,7 +8,9 @@ from torch import nn
 
 from prunekd.config import MeasureConfig
 from prunekd.export import export_onnx
-from prunekd.latency import LATENCY_COLUMNS, Architecture, latency_table, round_sizes, speedup_in_turns
+from prunekd import latency
+from prunekd.latency import (LATENCY_COLUMNS, Architecture, latency_table, round_sizes, speedup_in_turns,
+                             times_in_turns)
 from prunekd.measure import count_macs_params, fold_batchnorm
 from prunekd.models import build_model
 from prunekd.prune import prune
@@ -108,3 +110,30 @@ def test_a_speedup_in_turns_is_paired_by_round_so_noise_shared_by_a_round_cancel
     assert speedup_in_turns(fast, fast, sizes)[0] == pytest.approx(1.0)
     point, low, high = speedup_in_turns(slow, fast, [500])
     assert point == pytest.approx(np.median(slow) / np.median(fast)) and np.isnan(low) and np.isnan(high)
+
+
+def test_each_int8_form_is_paired_with_its_own_networks_fp32_form(tmp_path, monkeypatch):
+    base = trained_like("mobilenet_v1")
+    pruned = prune(base, 0.5, "channels", "l1").model
+    files = {r: export_onnx(m, tmp_path / f"{r}.onnx") for r, m in ((0.0, base), (0.5, pruned))}
+    archs = [Architecture(r, m, files[r], int8_file=files[r]) for r, m in ((0.0, base), (0.5, pruned))]
+    # two rounds of two calls; the forms in _forms' order: fp32 0, fp32 0.5, int8 0, int8 0.5
+    given = [np.array([4.0, 4.0, 8.0, 8.0]), np.array([2.0, 2.0, 2.0, 2.0]),
+             np.array([2.0, 2.0, 2.0, 2.0]), np.array([1.0, 1.0, 4.0, 4.0])]
+    monkeypatch.setattr(latency, "times_in_turns", lambda runners, *a: given[:len(runners)])
+    measure = MeasureConfig(runtimes=["onnxruntime"], batch_sizes=[1], threads=1, warmup=0, repeats=4, rounds=2)
+    rows = {(r["ratio"], r["precision"]): r for r in latency_table(archs, measure)}
+    assert rows[0.0, "int8"]["int8_speedup"] == pytest.approx(np.sqrt(2 * 4))  # 4/2 then 8/2, not against 0.5's
+    assert rows[0.5, "int8"]["int8_speedup"] == pytest.approx(np.sqrt(2 * 0.5))  # 2/1 then 2/4
+    assert rows[0.5, "int8"]["int8_speedup_low"] < 1 < rows[0.5, "int8"]["int8_speedup_high"]
+    assert rows[0.0, "int8"]["speedup"] == pytest.approx(6.0 / 2.0)  # over the fp32 teacher's median, as before
+
+
+def test_turns_run_every_other_round_in_reverse_order():
+    calls = []
+    runners = [lambda name=name: calls.append(name) for name in "abc"]
+    times = times_in_turns(runners, warmup=1, repeats=4, rounds=2)
+    assert calls == list("abc") + list("aabbcc") + list("ccbbaa")
+    assert [len(t) for t in times] == [4, 4, 4]
+    with pytest.raises(ValueError, match="rounds of"):
+        speedup_in_turns(times[0], times[1][:3], round_sizes(4, 2))

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from prunekd.report import aliases, deploy_int8, int8_speedups
+from prunekd.report import aliases, deploy_int8, int8_speedups, int8_table
 from prunekd.runs import summary
 
 
@@ -243,13 +243,18 @@ def test_the_history_table_is_one_row_per_mode_ratio_and_epoch_averaged_over_see
                     ("ft", "ratio 0.75", 2): 70.0, ("kd", "ratio 0.26", 1): 90.0, ("kd", "ratio 0.26", 2): 91.0}
 
 
-def latency_rows(point, low, high, *, with_interval=True):
-    """A latency table: the 50 % network's fp32 and int8 forms at batch 1 and 8 (int8's speedups given)."""
-    rows = [{"ratio": 0.5, "runtime": "onnxruntime", "precision": "fp32", "batch": b, "median_ms": 1.0}
-            for b in (1, 8)]
-    rows += [{"ratio": 0.5, "runtime": "onnxruntime", "precision": "int8", "batch": b, "median_ms": 1.0 / point,
-              "int8_speedup": point, "int8_speedup_low": low, "int8_speedup_high": high} for b in (1, 8)]
-    table = pd.DataFrame(rows)
+def latency_table(speedups, *, with_interval=True):
+    """A latency table as the latency stage writes it: per ratio the fp32 form on ONNX Runtime and in
+    PyTorch and the int8 form on ONNX Runtime, at batch 1 (the headline) and 8; ``speedups`` gives
+    the int8 form's (point, low, high) per (ratio, batch)."""
+    rows = []
+    for (ratio, batch), (point, low, high) in speedups.items():
+        rows += [{"ratio": ratio, "runtime": runtime, "precision": "fp32", "batch": batch, "median_ms": 1.0}
+                 for runtime in ("onnxruntime", "torch")]
+        rows.append({"ratio": ratio, "runtime": "onnxruntime", "precision": "int8", "batch": batch,
+                     "median_ms": 1.0 / point, "int8_speedup": point, "int8_speedup_low": low,
+                     "int8_speedup_high": high})
+    table = pd.DataFrame(rows).sort_values(["batch", "runtime"], kind="stable", ignore_index=True)
     return table if with_interval else table.drop(columns=["int8_speedup", "int8_speedup_low", "int8_speedup_high"])
 
 
@@ -259,16 +264,35 @@ def latency_rows(point, low, high, *, with_interval=True):
     (0.9, 0.85, 0.95, False),  # slower
     (1.3, np.nan, np.nan, True),  # one round: no interval, the speedup decides
 ])
-def test_int8_is_deployed_where_its_speedups_interval_is_above_one_and_it_keeps_its_accuracy(point, low, high, deployed):
-    models = pd.DataFrame({"ratio": [0.5, 0.5], "top1": [90.0, 90.0], "top1_int8": [89.9, 89.0]})
-    chosen = deploy_int8(models, latency_rows(point, low, high))
-    assert chosen.tolist() == [deployed, False]  # the second loses 1 point: fp32 whatever the speed
+def test_int8_is_deployed_where_its_headline_speedups_interval_is_above_one_and_it_keeps_its_accuracy(
+        point, low, high, deployed):
+    # at batch 8 the verdict is the opposite one: only the headline batch (the table's first) counts
+    opposite = (1.3, 1.1, 1.5) if not deployed else (0.9, 0.85, 0.95)
+    latency = latency_table({(0.5, 1): (point, low, high), (0.5, 8): opposite,
+                             (0.75, 1): (1.3, 1.1, 1.5), (0.75, 8): (1.3, 1.1, 1.5)})
+    models = pd.DataFrame({"ratio": [0.5, 0.5, 0.75], "top1": [90.0, 90.0, 88.0], "top1_int8": [89.9, 89.0, 88.0]})
+    # the second loses 1 point: fp32 whatever the speed; the 75 % network is shown faster
+    assert deploy_int8(models, latency).tolist() == [deployed, False, True]
 
 
 def test_a_latency_table_from_before_the_intervals_deploys_on_the_ratio_of_medians():
     models = pd.DataFrame({"ratio": [0.5], "top1": [90.0], "top1_int8": [90.0]})
-    old = latency_rows(1.01, 0.97, 1.05, with_interval=False)
+    old = latency_table({(0.5, 1): (1.01, 0.97, 1.05), (0.5, 8): (0.8, 0.7, 0.9)}, with_interval=False)
     assert deploy_int8(models, old).tolist() == [True]
-    assert int8_speedups(old).loc[0.5].tolist() == pytest.approx([1.01, 1.01])
+    assert int8_speedups(old).loc[0.5].tolist() == pytest.approx([1.01, 0.8])
     assert int8_speedups(old, "int8_speedup_low").empty
-    assert int8_speedups(latency_rows(1.3, 1.1, 1.5), "int8_speedup_high").loc[0.5].tolist() == [1.5, 1.5]
+
+
+def test_the_int8_table_gives_each_batch_sizes_speedup_its_interval_and_the_form_to_deploy():
+    latency = latency_table({(0.5, 1): (1.01, 0.97, 1.05), (0.5, 8): (1.4, 1.2, 1.6)})
+    models = pd.DataFrame({"ratio": [0.0, 0.5], "mode": ["teacher", "kd"], "seed": [None, 0],
+                           "top1": [92.0, 90.0], "top1_int8": [92.0, 90.0]})
+    right = {0: np.ones(4, bool), 1: np.array([1, 1, 0, 1], bool)}
+    pairs = {(0.0, "teacher", -1): (right[0], right[0]), (0.5, "kd", 0): (right[1], right[1])}
+    table = int8_table(models.iloc[1:], pairs, latency).iloc[0]
+    assert (table["int8 speedup b1"], table["b1 low"], table["b1 high"]) == (1.01, 0.97, 1.05)
+    assert (table["int8 speedup b8"], table["b8 low"], table["b8 high"]) == (1.4, 1.2, 1.6)
+    assert table["deploy"] == "fp32"  # faster by 1 % in its medians, not shown faster
+    old = int8_table(models.iloc[1:], pairs, latency.drop(columns=["int8_speedup", "int8_speedup_low",
+                                                                   "int8_speedup_high"])).iloc[0]
+    assert "b1 low" not in old and old["deploy"] == "int8"

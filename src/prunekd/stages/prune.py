@@ -201,7 +201,8 @@ def run(params: Params, layout: Layout, ratio: float) -> dict:
         result, timing = latency_pruned(teacher, ratio, params, layout, curves)
     else:
         result, timing = pruned_by_schedule(teacher, ratio, params, curves), {}
-    # Stale BatchNorm statistics would make "before retraining" mean "near chance" (README).
+    # Stale BatchNorm statistics would make "before retraining" mean "near chance"
+    # (docs/guide.md, prune.bn_recalibration_batches).
     # recalibrated and measured on the device, in the layout it was pruned in (a CPU run's
     # statistics, summed in that order, stay the bytes they were)
     use_determinism(params.train.deterministic)

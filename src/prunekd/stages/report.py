@@ -70,7 +70,7 @@ def record_sweep(run: StageRun, params: Params, layout: Layout, results: pd.Data
     # sweep: an experiment is a candidate until it is applied (`dvc exp apply`) and reproduced.
     wanted = {} if experiment else {alias: i for alias, i in aliases(results).items()}
     # The deploy registry (ONNX) holds both forms of each model; an alias there names the form to
-    # deploy (report.deploy_int8: the int8 form where it is faster and keeps its accuracy).
+    # deploy (report.deploy_int8: the int8 form where it is shown faster and keeps its accuracy).
     use_int8 = deploy_int8(results, latency)
     deployed = {alias: int8_ids[i] if use_int8.iloc[i] and int8_ids[i] in int8_versions else run_ids[i]
                 for alias, i in wanted.items()}
