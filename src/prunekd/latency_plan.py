@@ -173,8 +173,11 @@ def meet_budget(target: float, plan: Planner, measure: Callable[[list[int]], flo
     The table predicts a plan's time with an error (its own, and the machine's since it was
     measured), so a plan is searched for a table budget, exported and measured (``measure``: its
     time over the unpruned network's); while it misses, the budget is corrected: interpolated
-    between the closest tried budgets on either side of the target (the unpruned network,
-    ``full_us``, measuring 1, bounds it from above), else scaled by target / measured. Where that
+    between the tried budgets that bracket the target, the largest measured faster than it and the
+    smallest above that measured slower (the unpruned network, ``full_us``, measuring 1, bounds it
+    from above), else scaled by target / measured. The bracket is of budgets, not of measured
+    times: a small network's measured time is not monotone in its budget, and a plan measured a
+    little faster at a larger budget must still move the search up. Where that
     gives a plan measured already, the next plan along the budgets from it toward the target is
     taken (``next_plan``), and where there is none between the closest measured ones the search
     stops. ``start_us``: the first budget. A TableError names the closest plan if none is within
@@ -194,10 +197,10 @@ def meet_budget(target: float, plan: Planner, measure: Callable[[list[int]], flo
         if trial.measured > target and widths == plan(float("-inf"))[0]:
             raise TableError(f"the narrowest plan runs at {trial.measured:.1%} of the unpruned network's time, "
                              f"above the {target:.1%} asked ({1 - target:.0%} removed)")
-        faster = [t for t in tried if t.measured < target]
-        slower = [t for t in tried if t.measured > target] + [Trial(full_us, (), full_us, 1.0)]
-        lo = max(faster, key=lambda t: t.measured, default=None)  # the slowest plan that is fast enough
-        hi = min(slower, key=lambda t: t.measured)  # the fastest that is too slow
+        lo = max((t for t in tried if t.measured < target), key=lambda t: t.budget_us, default=None)
+        above = lo.budget_us if lo else float("-inf")
+        slower = [t for t in tried if t.measured > target and t.budget_us > above]
+        hi = min(slower + [Trial(full_us, (), full_us, 1.0)], key=lambda t: t.budget_us)
         if lo is not None:
             budget = lo.budget_us + (target - lo.measured) * (hi.budget_us - lo.budget_us) / (hi.measured - lo.measured)
         else:

@@ -155,6 +155,28 @@ def test_a_correction_onto_a_measured_plan_takes_the_next_plan_toward_the_target
     assert measured == [30, 40, 50] and trial.widths == (50,)
 
 
+def test_a_plan_measured_faster_at_a_larger_budget_still_moves_the_search_up():
+    # plans every microsecond (plan k keeps k filters, predicted k us); a small network's measured
+    # time is flat and not monotone: plan 48 at 0.34, plans 49-62 a little faster (0.33), from 63 up
+    # 0.40 + 0.005 a step. Asked for 0.426 (within 5 %: 0.405-0.447), the bracket must rise with the
+    # largest budget measured fast (55, then 61), not stay at the slowest fast plan (48), from
+    # which each correction asks plan 55 again and crawls a plan a try
+    def fine(budget: float) -> tuple[list[int], float]:
+        k = int(min(max(budget, 30), 100))
+        return [k], float(k)
+
+    measured = []
+
+    def measure(widths: list[int]) -> float:
+        k = widths[0]
+        measured.append(k)
+        return 1.0 if k == 100 else 0.34 if k == 48 else 0.33 if k < 63 else 0.40 + 0.005 * (k - 63)
+    trial, _ = meet_budget(0.426, fine, measure, start_us=48.5, full_us=100)
+    # budget 48.5 -> 48.5 + 0.086 * 51.5 / 0.66 = 55.2 (plan 55); -> 55.2 + 0.096 * 44.8 / 0.67 = 61.6;
+    # -> 67.1: plan 67, at 0.42
+    assert measured == [48, 55, 61, 67] and trial.measured == pytest.approx(0.42)
+
+
 def test_what_a_block_removal_leaves_under_the_budget_is_spent_widening_back():
     t = table_with_block()
     # [48, 0, 32] takes 96 us; a budget of 120 us leaves 24: layer 0 up a step is full already,
