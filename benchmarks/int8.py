@@ -6,8 +6,11 @@ Reads a project after `dvc repro` (the teacher, and per ratio its first kd model
 network; the prepared data for calibration and test images). For each network: the quantize
 stage's recipe and the alternatives it was chosen over (prunekd.quantize.quantize_onnx's options),
 each form's test top-1 on ONNX Runtime, and its time at batch 1 and 64 against the fp32 form, all
-forms of one network timed in turns in this process. Then where the time goes: ONNX Runtime's
-own profile of the fp32 and int8 forms at batch 64, summed per operator type.
+forms of one network timed in turns in this process. Each figure has its 95 % interval: a form's
+change in top-1 over the test images (paired with the fp32 form, image by image), its speedup over
+the rounds it was timed in (the latency stage's estimate: ``prunekd.latency.speedup_in_turns``);
+a target is said met or missed only where the interval is on one side of it. Then where the time
+goes: ONNX Runtime's own profile of the fp32 and int8 forms at batch 64, summed per operator type.
 
 Run it on a quiet machine (nothing else on the cores): the figures are ratios measured side by
 side, but a busy neighbour still shifts them.
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -28,9 +32,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from prunekd.config import QuantizeConfig  # noqa: E402
+from prunekd.config import Params, load_params  # noqa: E402
 from prunekd.data import load_prepared, normalize  # noqa: E402
-from prunekd.latency import onnx_session, times_in_turns  # noqa: E402
+from prunekd.interval import paired_t  # noqa: E402
+from prunekd.latency import onnx_session, round_sizes, speedup_in_turns, times_in_turns  # noqa: E402
 from prunekd.quantize import calibration_images, onnx_predictions, quantize_onnx  # noqa: E402
 
 # option name -> quantize_onnx keywords (and "method": quantize.method); "recipe" is the quantize stage's
@@ -46,6 +51,34 @@ VARIANTS = {
 }
 TARGETS = {1: 1.2, 64: 1.5}  # int8 speedup over fp32 wanted at these batch sizes (teacher, 26 % and 50 %)
 TOLERANCE = 0.3  # top-1 points int8 may lose
+ROUNDS = 10  # every form of a network takes this many turns per batch size
+
+
+INT8_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")  # the x86 instructions int8 kernels use
+
+
+def cpu() -> str:
+    """The CPU's model name and which of INT8_FLAGS it has (Linux's /proc/cpuinfo; elsewhere what
+    ``platform`` says): int8's speed, and on CPUs without VNNI its accuracy, depend on them."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
+                platform.machine())
+    flags = next((set(line.split(":", 1)[1].split()) for line in info.splitlines() if line.startswith("flags")), set())
+    return f"{name} ({', '.join(f for f in INT8_FLAGS if f in flags) or 'none of ' + ', '.join(INT8_FLAGS)})"
+
+
+def verdict(low: float, high: float, goal: float) -> str:
+    """A target read from a 95 % interval: met where the interval is at or above it, missed where
+    it is below it, and neither shown where it straddles it."""
+    return "met" if low >= goal else "not met" if high < goal else "not shown either way"
+
+
+def cell(value: float, low: float, high: float, fmt: str) -> str:
+    """``value [low, high]`` in ``fmt``."""
+    return f"{value:{fmt}} [{low:{fmt}}, {high:{fmt}}]"
 
 
 def networks(project: Path) -> dict[str, Path]:
@@ -102,8 +135,9 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "int8.md")
     args = p.parse_args()
 
+    params = load_params(args.project / "params.yaml")
     prepared = load_prepared(args.project / "data" / "prepared")
-    norm, config = prepared.normalization, QuantizeConfig()
+    norm, config = prepared.normalization, params.quantize
     calibration = calibration_images(prepared, config.calibration_images)
     test_x = normalize(prepared.test.x, norm.mean, norm.std).numpy()
     labels = prepared.test.y.numpy()
@@ -114,9 +148,10 @@ def main() -> None:
             forms = {"fp32": fp32}
             for v, (name, options) in enumerate(VARIANTS.items()):
                 options = dict(options)
-                method = QuantizeConfig(method=options.pop("method", config.method))
+                method = config.model_copy(update={"method": options.pop("method", config.method)})
                 forms[name] = quantize_onnx(fp32, tmp / f"net{n}-form{v}.onnx", calibration, method, **options)
-            top1 = {k: 100.0 * float((onnx_predictions(f, test_x) == labels).mean()) for k, f in forms.items()}
+            correct = {k: (onnx_predictions(f, test_x) == labels).astype(float) for k, f in forms.items()}
+            change = {k: paired_t(100 * (c - correct["fp32"])) for k, c in correct.items()}
             for batch in (1, 64):
                 x = np.random.default_rng(0).standard_normal((batch, *test_x.shape[1:]), dtype=np.float32)
                 runners = []
@@ -125,43 +160,57 @@ def main() -> None:
                     feed = {session.get_inputs()[0].name: x}
                     runners.append(lambda s=session, feed=feed: s.run(None, feed))
                 repeats = args.repeats if batch == 1 else max(10, args.repeats // 5)
-                times = times_in_turns(runners, 10, repeats, 10)
-                base = float(np.median(times[0]))
-                for (name, _), t in zip(forms.items(), times):
-                    rows.append({"network": label, "form": name, "batch": batch, "top1": top1[name],
-                                 "us": 1000 * float(np.median(t)), "speedup": base / float(np.median(t))})
-                print(f"{label} b{batch}: " + ", ".join(f"{r['form']} {r['speedup']:.2f}x"
+                times = times_in_turns(runners, 10, repeats, ROUNDS)
+                sizes = round_sizes(repeats, ROUNDS)
+                for name, t in zip(forms, times):
+                    speedup, low, high = speedup_in_turns(times[0], t, sizes)
+                    rows.append({"network": label, "form": name, "batch": batch,
+                                 "top1": 100 * float(correct[name].mean()), "top1_change": change[name].diff,
+                                 "top1_low": change[name].low, "top1_high": change[name].high,
+                                 "us": 1000 * float(np.median(t)), "speedup": speedup, "low": low, "high": high})
+                print(f"{label} b{batch}: " + ", ".join(f"{r['form']} {cell(r['speedup'], r['low'], r['high'], '.2f')}x"
                                                        for r in rows[-len(forms):]), flush=True)
             x64 = test_x[:64]
             profiles[label] = {k: profile(forms[k], x64, args.threads, 50, tmp) for k in ("fp32", "recipe")}
-    args.out.write_text(markdown(rows, profiles, args))
+    args.out.write_text(markdown(rows, profiles, args, params))
     print(f"wrote {args.out}")
 
 
-def markdown(rows: list[dict], profiles: dict, args: argparse.Namespace) -> str:
+def markdown(rows: list[dict], profiles: dict, args: argparse.Namespace, params: Params) -> str:
     import onnxruntime
     import pandas as pd
 
     df = pd.DataFrame(rows)
-    wide = df.pivot_table(index=["network", "form"], columns="batch", values=["us", "speedup"], sort=False)
-    wide.columns = [f"{'µs' if v == 'us' else 'speedup'} b{b}" for v, b in wide.columns]
-    top1 = df.drop_duplicates(["network", "form"]).set_index(["network", "form"])["top1"]
-    table = wide.join(top1).reset_index()
-    table["top1 − fp32"] = table["top1"] - table["network"].map(top1.xs("fp32", level="form"))
+    df["speedup (95 %)"] = [cell(r.speedup, r.low, r.high, ".2f") for r in df.itertuples()]
+    wide = df.pivot_table(index=["network", "form"], columns="batch", values=["us", "speedup (95 %)"],
+                          aggfunc="first", sort=False)
+    wide = wide[[(v, b) for b in sorted(df["batch"].unique()) for v in ("us", "speedup (95 %)")]]
+    wide.columns = [f"{'µs' if v == 'us' else v} b{b}" for v, b in wide.columns]
+    first = df.drop_duplicates(["network", "form"]).set_index(["network", "form"])
+    first["top1 − fp32 (95 %)"] = [cell(r.top1_change, r.top1_low, r.top1_high, "+.2f") for r in first.itertuples()]
+    table = wide.join(first[["top1", "top1 − fp32 (95 %)"]]).reset_index()
+    model, q = params.model, params.quantize
+    project = f"`{model.arch}` width {model.width:g} (project `{args.project.resolve().name}`)"
+    recipe = (f"pre-processing, QDQ, {'per-channel' if q.per_channel else 'per-tensor'} int8 weights, uint8 "
+              f"activations, {q.method} calibration on {q.calibration_images:,} training images")
     lines = ["# int8 against fp32 on ONNX Runtime", "",
-             f"Machine: {platform.machine()}, onnxruntime {onnxruntime.__version__}, {args.threads} thread(s); "
-             f"project `{args.project.name or args.project}`. `python benchmarks/int8.py` wrote this file.", "",
-             "Each network's fp32 form, the quantize stage's recipe (pre-processing, QDQ, per-channel int8 "
-             "weights, uint8 activations, MinMax calibration on 1,024 training images) and each alternative; "
-             "test top-1 on ONNX Runtime; median µs of a pass; speedup over fp32, every form of a network timed "
-             "in turns.", "", table.to_markdown(index=False, floatfmt=".2f"), "", "## Targets", ""]
-    recipe = table[table["form"] == "recipe"].set_index("network")
-    for net, row in recipe.iterrows():
-        verdicts = [f"b{b} {row[f'speedup b{b}']:.2f}x ({'met' if row[f'speedup b{b}'] >= goal else 'not met'}, "
-                    f"target {goal}x)" for b, goal in TARGETS.items()]
-        accuracy = f"top-1 {row['top1 − fp32']:+.2f} ({'within' if row['top1 − fp32'] >= -TOLERANCE else 'beyond'} " \
-                   f"{TOLERANCE})"
-        lines.append(f"- {net}: {accuracy}; " + "; ".join(verdicts))
+             f"CPU: {cpu()}, {os.cpu_count()} cores; onnxruntime {onnxruntime.__version__}, {args.threads} thread(s); "
+             f"networks: {project}. `python benchmarks/int8.py` wrote this file.", "",
+             f"Each network's fp32 form, the quantize stage's recipe ({recipe}) and each alternative; "
+             "test top-1 on ONNX Runtime and its change from fp32 (paired over the test images, 95 % t "
+             f"interval); median µs of a pass; speedup over fp32 with its 95 % interval over {ROUNDS} rounds "
+             "in which every form of a network was timed in turns (geometric mean of each round's ratio of "
+             "medians, as the latency stage). The intervals are this run's noise, not another machine's or "
+             "day's.", "", table.to_markdown(index=False, floatfmt=".2f"), "", "## Targets", "",
+             f"The recipe against the targets: top-1 within {TOLERANCE} points of fp32, and the speedups below; "
+             "met or not met where the interval is on one side of the target.", ""]
+    for net, group in df[df["form"] == "recipe"].groupby("network", sort=False):
+        first_row = group.iloc[0]
+        accuracy = (f"top-1 {cell(first_row.top1_change, first_row.top1_low, first_row.top1_high, '+.2f')} "
+                    f"(within {TOLERANCE}: {verdict(first_row.top1_low, first_row.top1_high, -TOLERANCE)})")
+        speed = [f"b{r.batch} {cell(r.speedup, r.low, r.high, '.2f')}x (target {TARGETS[r.batch]}x: "
+                 f"{verdict(r.low, r.high, TARGETS[r.batch])})" for r in group.itertuples() if r.batch in TARGETS]
+        lines.append(f"- {net}: {accuracy}; " + "; ".join(speed))
     lines += ["", "## Where the time goes (batch 64, µs per pass per operator type, ONNX Runtime's profiler)", ""]
     for net, forms in profiles.items():
         ops = sorted(set(forms["fp32"]) | set(forms["recipe"]),

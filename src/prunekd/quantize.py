@@ -1,18 +1,14 @@
 """int8 post-training quantisation of a model's deploy form on ONNX Runtime.
 
-One recipe, chosen by measurement (benchmarks/int8.py; docs/guide.md, "int8"): ONNX Runtime's
-pre-processing (shape inference, graph optimisation), then static quantisation in QDQ format with
-per-channel int8 weights and uint8 activations, their ranges calibrated on the first
-``quantize.calibration_images`` training images. Measured on this project's MobileNets, the
-alternatives were no faster and some lost accuracy: the QOperator format runs at the same speed as
-QDQ; quantising only the convolutions, or int8 activations, is slower; leaving the depthwise
-convolutions in fp32 (``nodes_to_exclude``) is slower and, on ONNX Runtime 1.32, loses most of the
-accuracy. What no option changes: the time is in the convolutions themselves (quantising and
-dequantising take about 1 % of it); ONNX Runtime's int8 depthwise convolutions are slower than its
-fp32 ones in every network measured, and its int8 dense (1x1 and stem) convolutions are faster on
-wide layers only, so the narrower the pruned network, the less int8 saves, until it is slower than
-fp32. The latency stage measures both forms, and the report says which form of each network to
-deploy.
+One recipe, chosen by measurement (benchmarks/int8.py, its figures and what they depend on:
+docs/guide.md, "int8"): ONNX Runtime's pre-processing (shape inference, graph optimisation), then
+static quantisation in QDQ format with per-channel int8 weights and uint8 activations, their
+ranges calibrated on the first ``quantize.calibration_images`` training images. The alternatives
+it was measured against (``quantize_onnx``'s keyword options) were no faster: the QOperator format
+runs at the same speed, and quantising only the convolutions, int8 activations, or leaving the
+depthwise convolutions in fp32 (``nodes_to_exclude``) run slower. Whether int8 pays at all depends
+on the network's width and the CPU, so the latency stage times both forms, and the report says
+which form of each network to deploy.
 """
 
 from __future__ import annotations
