@@ -90,20 +90,25 @@ def round_sizes(repeats: int, rounds: int) -> list[int]:
     return [repeats // rounds + (r < repeats % rounds) for r in range(rounds)]
 
 
-def times_in_turns(runners: list[Runner], warmup: int, repeats: int, rounds: int = 10) -> list[np.ndarray]:
+def times_in_turns(runners: list[Runner], warmup: int, repeats: int, rounds: int = 10,
+                   seed: int = 0) -> list[np.ndarray]:
     """Wall times (ms) of ``repeats`` calls of each runner, after ``warmup`` calls each.
 
     The runners take turns, ``rounds`` rounds of ``repeats / rounds`` calls each (``round_sizes``),
-    so a burst of machine noise hits every runner alike and the ratios between them stay fair; every
-    other round runs them in reverse order, so no runner always runs first or last in a round.
+    so a burst of machine noise hits every runner alike and the ratios between them stay fair. Each
+    round runs them in its own order, drawn at random (``seed``: the same orders every run), so no
+    runner keeps a place or a neighbour: a runner slowed by the one before it (seen: the int8 form
+    timed next to an fp32 one, a few percent slower under a fixed order) adds noise that the
+    intervals over rounds count, not a bias they would not show.
     """
     for run in runners:
         for _ in range(warmup):
             run()
+    rng = np.random.default_rng(seed)
     times: list[list[float]] = [[] for _ in runners]
-    for r, calls in enumerate(round_sizes(repeats, rounds)):
-        turns = list(zip(runners, times))
-        for run, t in turns if r % 2 == 0 else reversed(turns):
+    for calls in round_sizes(repeats, rounds):
+        for i in rng.permutation(len(runners)):
+            run, t = runners[i], times[i]
             for _ in range(calls):
                 start = time.perf_counter()
                 run()
@@ -154,7 +159,8 @@ def latency_table(archs: list[Architecture], measure: MeasureConfig, *, seed: in
     """Latency of every architecture on every runtime at every batch size of ``measure``, on the CPU.
 
     For each (runtime, batch) the architectures (and on ONNX Runtime their int8 forms) are timed
-    in turns in this process with ``measure.threads`` threads; ``seed`` draws the input batches.
+    in turns in this process with ``measure.threads`` threads; ``seed`` draws the input batches and
+    the order of each round.
     ``speedup`` and ``macs_ratio`` are the first architecture's (the teacher's, fp32) time and
     MACs over this one's: pruning pays off as far as the one follows the other. An int8 form's row
     has ``int8_speedup`` (its fp32 form's time over its own) with a 95 % interval over the rounds
@@ -169,7 +175,8 @@ def latency_table(archs: list[Architecture], measure: MeasureConfig, *, seed: in
                 forms = _forms(archs, runtime)
                 inputs = {a.ratio: rng.standard_normal((batch, *a.model.input_shape), dtype=np.float32) for a in archs}
                 runners = [RUNTIMES[runtime](a.model, file, inputs[a.ratio], measure.threads) for a, _, file in forms]
-                times = times_in_turns(runners, measure.warmup, measure.repeats, measure.rounds)
+                times = times_in_turns(runners, measure.warmup, measure.repeats, measure.rounds,
+                                       seed=int(rng.integers(2**32)))
                 base = float(np.median(times[0]))
                 fp32 = {arch.ratio: t for (arch, precision, _), t in zip(forms, times) if precision == "fp32"}
                 sizes = round_sizes(measure.repeats, measure.rounds)

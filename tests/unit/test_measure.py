@@ -1,6 +1,8 @@
 """The deploy form that latency is measured on computes what the trained model computes, and
 the latency table times every architecture on every runtime."""
 
+from collections import Counter
+
 import numpy as np
 import pytest
 import torch
@@ -120,7 +122,7 @@ def test_each_int8_form_is_paired_with_its_own_networks_fp32_form(tmp_path, monk
     # two rounds of two calls; the forms in _forms' order: fp32 0, fp32 0.5, int8 0, int8 0.5
     given = [np.array([4.0, 4.0, 8.0, 8.0]), np.array([2.0, 2.0, 2.0, 2.0]),
              np.array([2.0, 2.0, 2.0, 2.0]), np.array([1.0, 1.0, 4.0, 4.0])]
-    monkeypatch.setattr(latency, "times_in_turns", lambda runners, *a: given[:len(runners)])
+    monkeypatch.setattr(latency, "times_in_turns", lambda runners, *a, **k: given[:len(runners)])
     measure = MeasureConfig(runtimes=["onnxruntime"], batch_sizes=[1], threads=1, warmup=0, repeats=4, rounds=2)
     rows = {(r["ratio"], r["precision"]): r for r in latency_table(archs, measure)}
     assert rows[0.0, "int8"]["int8_speedup"] == pytest.approx(np.sqrt(2 * 4))  # 4/2 then 8/2, not against 0.5's
@@ -129,11 +131,28 @@ def test_each_int8_form_is_paired_with_its_own_networks_fp32_form(tmp_path, monk
     assert rows[0.0, "int8"]["speedup"] == pytest.approx(6.0 / 2.0)  # over the fp32 teacher's median, as before
 
 
-def test_turns_run_every_other_round_in_reverse_order():
+def turns_taken(seed: int, names: str = "abcd", rounds: int = 40) -> tuple[list[str], list[np.ndarray]]:
+    """Which runner took each turn of ``times_in_turns`` (two calls a turn), after one warm-up call each."""
     calls = []
-    runners = [lambda name=name: calls.append(name) for name in "abc"]
-    times = times_in_turns(runners, warmup=1, repeats=4, rounds=2)
-    assert calls == list("abc") + list("aabbcc") + list("ccbbaa")
-    assert [len(t) for t in times] == [4, 4, 4]
+    runners = [lambda name=name: calls.append(name) for name in names]
+    times = times_in_turns(runners, warmup=1, repeats=2 * rounds, rounds=rounds, seed=seed)
+    assert calls[:len(names)] == list(names)  # the warm-up, in order
+    timed = calls[len(names):]
+    assert timed[0::2] == timed[1::2]  # a runner's calls of one round follow each other
+    return timed[0::2], times
+
+
+def test_each_round_runs_every_runner_once_in_an_order_of_its_own():
+    turns, times = turns_taken(seed=0)
+    assert all(sorted(turns[4 * r:4 * r + 4]) == list("abcd") for r in range(40))
+    assert [len(t) for t in times] == [80] * 4
+    # no runner keeps a neighbour or a place: each turn after a's goes to b, c or d about alike
+    # (a fixed order, or a reversed one every other round, gives one of them all and the others none)
+    after_a = Counter(turns[i + 1] for i in range(len(turns) - 1) if turns[i] == "a")
+    assert all(5 <= after_a[name] <= 20 for name in "bcd"), after_a
+    firsts = Counter(turns[4 * r] for r in range(40))
+    assert all(firsts[name] >= 4 for name in "abcd"), firsts
+    # the orders are the seed's: the same again, another for another seed
+    assert turns_taken(seed=0)[0] == turns and turns_taken(seed=1)[0] != turns
     with pytest.raises(ValueError, match="rounds of"):
-        speedup_in_turns(times[0], times[1][:3], round_sizes(4, 2))
+        speedup_in_turns(times[0], times[1][:3], round_sizes(80, 40))
