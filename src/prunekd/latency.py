@@ -141,9 +141,10 @@ class Architecture:
     int8_file: Path | None = None
 
 
+SPEEDUP_COLUMNS = ["speedup", "speedup_low", "speedup_high"]  # a form's, over the fp32 teacher
 INT8_SPEEDUP_COLUMNS = ["int8_speedup", "int8_speedup_low", "int8_speedup_high"]  # an int8 form's, over its fp32 form
 LATENCY_COLUMNS = ["ratio", "runtime", "precision", "batch", "median_ms", "p25_ms", "p75_ms", "ms_per_image",
-                   "speedup", "macs_ratio", *INT8_SPEEDUP_COLUMNS]
+                   *SPEEDUP_COLUMNS, "macs_ratio", *INT8_SPEEDUP_COLUMNS]
 INT8_RUNTIME = "onnxruntime"  # the runtime that runs the int8 forms
 
 
@@ -163,8 +164,9 @@ def latency_table(archs: list[Architecture], measure: MeasureConfig, *, seed: in
     the order of each round.
     ``speedup`` and ``macs_ratio`` are the first architecture's (the teacher's, fp32) time and
     MACs over this one's: pruning pays off as far as the one follows the other. An int8 form's row
-    has ``int8_speedup`` (its fp32 form's time over its own) with a 95 % interval over the rounds
-    (``speedup_in_turns``); an fp32 form's has NaN there.
+    also has ``int8_speedup`` (its fp32 form's time over its own); an fp32 form's has NaN there.
+    Both speedups are ``speedup_in_turns``'s: paired by round, with a 95 % interval over the rounds
+    (``_low``, ``_high``).
     """
     macs = {a.ratio: count_macs_params(a.model)[0] for a in archs}
     rng = np.random.default_rng(seed)
@@ -177,17 +179,16 @@ def latency_table(archs: list[Architecture], measure: MeasureConfig, *, seed: in
                 runners = [RUNTIMES[runtime](a.model, file, inputs[a.ratio], measure.threads) for a, _, file in forms]
                 times = times_in_turns(runners, measure.warmup, measure.repeats, measure.rounds,
                                        seed=int(rng.integers(2**32)))
-                base = float(np.median(times[0]))
                 fp32 = {arch.ratio: t for (arch, precision, _), t in zip(forms, times) if precision == "fp32"}
                 sizes = round_sizes(measure.repeats, measure.rounds)
                 for (arch, precision, _), t in zip(forms, times):
                     median = float(np.median(t))
-                    m = macs[arch.ratio]
                     rows.append({"ratio": arch.ratio, "runtime": runtime, "precision": precision, "batch": batch,
                                  "median_ms": median,
                                  "p25_ms": float(np.percentile(t, 25)), "p75_ms": float(np.percentile(t, 75)),
-                                 "ms_per_image": median / batch, "speedup": base / median,
-                                 "macs_ratio": macs[archs[0].ratio] / m,
+                                 "ms_per_image": median / batch,
+                                 **dict(zip(SPEEDUP_COLUMNS, speedup_in_turns(times[0], t, sizes), strict=True)),
+                                 "macs_ratio": macs[archs[0].ratio] / macs[arch.ratio],
                                  **dict(zip(INT8_SPEEDUP_COLUMNS, speedup_in_turns(fp32[arch.ratio], t, sizes)
                                             if precision == "int8" else (np.nan,) * 3, strict=True))})
     return rows

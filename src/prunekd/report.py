@@ -344,8 +344,9 @@ def plot_latency(latency: pd.DataFrame, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     for (runtime, precision, batch), rows in latency.groupby(["runtime", "precision", "batch"], sort=False):
         rows = rows.sort_values("macs_ratio")
-        ax.plot(rows["macs_ratio"], rows["speedup"], marker="o", linestyle="--" if precision == "int8" else "-",
-                label=f"{runtime}{' int8' if precision == 'int8' else ''}, batch {batch}")
+        ax.errorbar(rows["macs_ratio"], rows["speedup"], yerr=speedup_errors(rows), marker="o", capsize=3,
+                    linestyle="--" if precision == "int8" else "-",
+                    label=f"{runtime}{' int8' if precision == 'int8' else ''}, batch {batch}")
     top = float(latency["macs_ratio"].max())
     ax.plot([1, top], [1, top], ":", color="grey", label="speedup = MACs ratio")
     ax.set(xlabel="MACs ratio (teacher / pruned)", ylabel="speedup over the teacher",
@@ -354,21 +355,40 @@ def plot_latency(latency: pd.DataFrame, path: Path) -> None:
     save_figure(fig, path)
 
 
+def speedup_errors(rows: pd.DataFrame) -> np.ndarray | None:
+    """The distances from each row's speedup down and up to its 95 % interval's ends, for an error
+    bar (none for a latency table from before the stage gave intervals; zero where a bound is NaN)."""
+    if "speedup_low" not in rows.columns:
+        return None
+    return np.nan_to_num(np.abs(np.stack([rows["speedup"] - rows["speedup_low"], rows["speedup_high"] - rows["speedup"]])))
+
+
+def speedup_cell(row: pd.Series) -> str:
+    """A speedup with its 95 % interval, ``1.40 [1.35, 1.45]``; the point alone where it has none (one
+    round, a table from before the intervals) or where the interval is the point (the teacher's own)."""
+    low, high = row.get("speedup_low", np.nan), row.get("speedup_high", np.nan)
+    if not (np.isfinite(low) and np.isfinite(high)) or low == high == row["speedup"]:
+        return f"{row['speedup']:.2f}"
+    return f"{row['speedup']:.2f} [{low:.2f}, {high:.2f}]"
+
+
 def latency_section(latency: pd.DataFrame, figure: str) -> list[str]:
-    """Per architecture: the MACs ratio, then per runtime and batch the median time and the speedup."""
+    """Per architecture: the MACs ratio, then per runtime and batch the median time and the speedup
+    with its interval."""
     wide = latency.assign(cell=lambda d: d["runtime"] + np.where(d["precision"] == "int8", " int8", "")
                           + " b" + d["batch"].astype(str))
     cells = {}
     for cell, rows in wide.groupby("cell", sort=False):
         rows = rows.set_index("ratio")
         cells[f"{cell} µs"] = 1000 * rows["median_ms"]
-        cells[f"{cell} speedup"] = rows["speedup"]
+        cells[f"{cell} speedup"] = rows.apply(speedup_cell, axis=1)
     table = pd.DataFrame({"MACs ratio": latency.drop_duplicates("ratio").set_index("ratio")["macs_ratio"], **cells})
     return ["## Latency per architecture (CPU, median µs of one pass; speedup over the teacher)", "",
             "Each ratio is one network, timed once for all its retrained models: the exported deploy form "
             "(BatchNorm folded) on each runtime, and on ONNX Runtime its int8 form (`int8`), every form timed "
-            "in turns in one process; speedups are over the fp32 teacher "
-            "(`reports/latency.csv` also has the 25th and 75th percentiles).", "",
+            "in turns in one process; speedups are over the fp32 teacher, paired by round (the geometric mean "
+            "of each round's ratio of medians) with their 95 % interval over the rounds, this run's timing "
+            "noise (`reports/latency.csv` also has the 25th and 75th percentiles).", "",
             fmt_table(table.reset_index()), "", f"![latency]({figure})", ""]
 
 

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from prunekd.report import aliases, deploy_int8, int8_speedups, int8_table
+from prunekd.report import aliases, deploy_int8, int8_speedups, int8_table, latency_section, speedup_errors
 from prunekd.runs import summary
 
 
@@ -296,3 +296,22 @@ def test_the_int8_table_gives_each_batch_sizes_speedup_its_interval_and_the_form
     old = int8_table(models.iloc[1:], pairs, latency.drop(columns=["int8_speedup", "int8_speedup_low",
                                                                    "int8_speedup_high"])).iloc[0]
     assert "b1 low" not in old and old["deploy"] == "int8"
+
+
+def test_the_latency_section_gives_each_speedup_its_interval_and_a_table_from_before_its_point():
+    rows = [{"ratio": r, "runtime": "onnxruntime", "precision": "fp32", "batch": 1, "median_ms": m, "macs_ratio": mr,
+             "speedup": sp, "speedup_low": lo, "speedup_high": hi}
+            for r, m, mr, sp, lo, hi in ((0.0, 0.2, 1.0, 1.0, 1.0, 1.0), (0.5, 0.1, 1.8, 2.04, 1.96, 2.13),
+                                         (0.75, 0.05, 3.6, 3.9, np.nan, np.nan))]
+    latency = pd.DataFrame(rows)
+    table = [line for line in "\n".join(latency_section(latency, "f.png")).splitlines() if line.startswith("|")]
+    cells = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]] for line in table[2:]}
+    # the teacher is the reference (no interval); one round gives none
+    assert cells == {"0.00": ["1.00", "200.00", "1.00"], "0.50": ["1.80", "100.00", "2.04 [1.96, 2.13]"],
+                     "0.75": ["3.60", "50.00", "3.90"]}
+    assert np.allclose(speedup_errors(latency), [[0, 0.08, 0], [0, 0.09, 0]])
+    old = latency.drop(columns=["speedup_low", "speedup_high"])
+    lines = "\n".join(latency_section(old, "f.png")).splitlines()
+    assert [line.split("|")[-2].strip() for line in lines if line.startswith("|")][2:] == [
+        "1.00", "2.04", "3.90"]
+    assert speedup_errors(old) is None
