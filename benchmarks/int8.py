@@ -154,13 +154,14 @@ def main() -> None:
             change = {k: paired_t(100 * (c - correct["fp32"])) for k, c in correct.items()}
             for batch in (1, 64):
                 x = np.random.default_rng(0).standard_normal((batch, *test_x.shape[1:]), dtype=np.float32)
-                runners = []
-                for f in forms.values():
-                    session = onnx_session(f, args.threads)
-                    feed = {session.get_inputs()[0].name: x}
-                    runners.append(lambda s=session, feed=feed: s.run(None, feed))
+                def maker(f: Path, x: np.ndarray = x):
+                    def make():
+                        session = onnx_session(f, args.threads)
+                        feed = {session.get_inputs()[0].name: x}
+                        return lambda: session.run(None, feed)
+                    return make
                 repeats = args.repeats if batch == 1 else max(10, args.repeats // 5)
-                times = times_in_turns(runners, 10, repeats, ROUNDS)
+                times = times_in_turns([maker(f) for f in forms.values()], 10, repeats, ROUNDS)
                 sizes = round_sizes(repeats, ROUNDS)
                 for name, t in zip(forms, times):
                     speedup, low, high = speedup_in_turns(times[0], t, sizes)

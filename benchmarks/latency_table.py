@@ -21,6 +21,7 @@ import random
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -47,12 +48,12 @@ def plans(channels: list[int], round_to: int, n_random: int, seed: int = 0) -> d
 
 def measured(model, widths: dict[str, list[int]], folder: Path, repeats: int = 200, rounds: int = 5) -> dict[str, float]:
     x = np.zeros((1, *model.input_shape), dtype=np.float32)
-    runners = []
+    makers = []
     for name, plan in widths.items():
         net = shaped(model, plan)
-        onnx = export_onnx(net, folder / f"{len(runners)}.onnx")
-        runners.append(RUNTIMES["onnxruntime"](net, onnx, x, 1))
-    samples = times_in_turns(runners, warmup=20, repeats=repeats, rounds=rounds)
+        onnx = export_onnx(net, folder / f"{len(makers)}.onnx")
+        makers.append(partial(RUNTIMES["onnxruntime"], net, onnx, x, 1))
+    samples = times_in_turns(makers, warmup=20, repeats=repeats, rounds=rounds)
     return {name: float(np.median(s)) * 1000 for name, s in zip(widths, samples)}  # ms -> us
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -90,25 +91,28 @@ def round_sizes(repeats: int, rounds: int) -> list[int]:
     return [repeats // rounds + (r < repeats % rounds) for r in range(rounds)]
 
 
-def times_in_turns(runners: list[Runner], warmup: int, repeats: int, rounds: int = 10,
+def times_in_turns(makers: list[Callable[[], Runner]], warmup: int, repeats: int, rounds: int = 10,
                    seed: int = 0) -> list[np.ndarray]:
-    """Wall times (ms) of ``repeats`` calls of each runner, after ``warmup`` calls each.
+    """Wall times (ms) of ``repeats`` calls of each runner that ``makers`` make.
 
     The runners take turns, ``rounds`` rounds of ``repeats / rounds`` calls each (``round_sizes``),
     so a burst of machine noise hits every runner alike and the ratios between them stay fair. Each
     round runs them in its own order, drawn at random (``seed``: the same orders every run), so no
     runner keeps a place or a neighbour: a runner slowed by the one before it (seen: the int8 form
     timed next to an fp32 one, a few percent slower under a fixed order) adds noise that the
-    intervals over rounds count, not a bias they would not show.
+    intervals over rounds count, not a bias they would not show. Each turn makes its runner afresh
+    and calls it ``warmup`` times untimed first: two ONNX Runtime sessions of one model in one
+    process ran up to 7 % apart, turn after turn, so a runner kept for the whole run carries its
+    own offset into every round; made anew, the offsets vary from round to round and the interval
+    counts them.
     """
-    for run in runners:
-        for _ in range(warmup):
-            run()
     rng = np.random.default_rng(seed)
-    times: list[list[float]] = [[] for _ in runners]
+    times: list[list[float]] = [[] for _ in makers]
     for calls in round_sizes(repeats, rounds):
-        for i in rng.permutation(len(runners)):
-            run, t = runners[i], times[i]
+        for i in rng.permutation(len(makers)):
+            run, t = makers[i](), times[i]
+            for _ in range(warmup):
+                run()
             for _ in range(calls):
                 start = time.perf_counter()
                 run()
@@ -176,8 +180,9 @@ def latency_table(archs: list[Architecture], measure: MeasureConfig, *, seed: in
             for batch in measure.batch_sizes:
                 forms = _forms(archs, runtime)
                 inputs = {a.ratio: rng.standard_normal((batch, *a.model.input_shape), dtype=np.float32) for a in archs}
-                runners = [RUNTIMES[runtime](a.model, file, inputs[a.ratio], measure.threads) for a, _, file in forms]
-                times = times_in_turns(runners, measure.warmup, measure.repeats, measure.rounds,
+                makers = [partial(RUNTIMES[runtime], a.model, file, inputs[a.ratio], measure.threads)
+                          for a, _, file in forms]
+                times = times_in_turns(makers, measure.warmup, measure.repeats, measure.rounds,
                                        seed=int(rng.integers(2**32)))
                 fp32 = {arch.ratio: t for (arch, precision, _), t in zip(forms, times) if precision == "fp32"}
                 sizes = round_sizes(measure.repeats, measure.rounds)

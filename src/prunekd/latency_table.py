@@ -108,7 +108,7 @@ def timed(data: bytes, input_shape: tuple[int, ...], batch: int, threads: int, r
     """Median time of one pass of the ONNX model ``data``, in us, without the profiler."""
     session = onnx_session(data, threads)
     x = {INPUT: np.zeros((batch, *input_shape), dtype=np.float32)}
-    [ms] = times_in_turns([lambda: session.run(None, x)], warmup=max(1, runs // 5), repeats=runs, rounds=1)
+    [ms] = times_in_turns([lambda: lambda: session.run(None, x)], warmup=max(1, runs // 5), repeats=runs, rounds=1)
     return float(np.median(ms)) * 1000
 
 

@@ -140,14 +140,20 @@ def test_each_int8_form_is_paired_with_its_own_networks_fp32_form(tmp_path, monk
 
 
 def turns_taken(seed: int, names: str = "abcd", rounds: int = 40) -> tuple[list[str], list[np.ndarray]]:
-    """Which runner took each turn of ``times_in_turns`` (two calls a turn), after one warm-up call each."""
-    calls = []
-    runners = [lambda name=name: calls.append(name) for name in names]
-    times = times_in_turns(runners, warmup=1, repeats=2 * rounds, rounds=rounds, seed=seed)
-    assert calls[:len(names)] == list(names)  # the warm-up, in order
-    timed = calls[len(names):]
-    assert timed[0::2] == timed[1::2]  # a runner's calls of one round follow each other
-    return timed[0::2], times
+    """Which runner took each turn of ``times_in_turns`` (two timed calls a turn), checking that each
+    turn makes its runner afresh and calls it once untimed first."""
+    calls, made = [], []
+
+    def maker(name: str):
+        def make():
+            made.append(name)
+            return lambda: calls.append((name, len(made)))  # which runner, and which making of it
+        return make
+    times = times_in_turns([maker(name) for name in names], warmup=1, repeats=2 * rounds, rounds=rounds, seed=seed)
+    assert len(made) == len(names) * rounds and len(calls) == 3 * len(made)
+    turns = [calls[3 * i:3 * i + 3] for i in range(len(made))]
+    assert all(len(set(turn)) == 1 and turn[0] == (made[i], i + 1) for i, turn in enumerate(turns))
+    return made, times
 
 
 def test_each_round_runs_every_runner_once_in_an_order_of_its_own():

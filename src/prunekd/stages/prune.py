@@ -121,8 +121,8 @@ def latency_planner(teacher: PrunableNet, params: Params, table: LatencyTable,
 class TimedPlans:
     """A plan's measured time over the teacher's: both deploy forms (the plan's architecture; its
     weights do not change its time) at ``batch`` images on ``threads`` threads, timed in turns as
-    the latency stage times them: ``repeats`` passes each in ROUNDS rounds after a thirtieth as many
-    untimed (medians). Each plan's figures are kept."""
+    the latency stage times them: ``repeats`` passes each in ROUNDS rounds, each turn on a fresh
+    session after a thirtieth as many untimed (medians). Each plan's figures are kept."""
 
     ROUNDS = 10
 
@@ -134,9 +134,13 @@ class TimedPlans:
     def __call__(self, widths: list[int]) -> float:
         x = {INPUT: np.zeros((self.batch, *self.teacher.input_shape), dtype=np.float32)}
         forms = (self.teacher_onnx, onnx_bytes(shaped(self.teacher, widths)))
-        sessions = [onnx_session(data, self.threads) for data in forms]
+        def maker(data: bytes):  # a fresh session each turn (times_in_turns says why)
+            def make():
+                session = onnx_session(data, self.threads)
+                return lambda: session.run(None, x)
+            return make
         full, plan = (float(np.median(t)) * 1000 for t in times_in_turns(
-            [lambda s=s: s.run(None, x) for s in sessions], max(1, self.repeats // 30), self.repeats, self.ROUNDS))
+            [maker(data) for data in forms], max(1, self.repeats // 30), self.repeats, self.ROUNDS))
         self.us[tuple(widths)] = (full, plan)
         return plan / full
 
