@@ -25,6 +25,7 @@ import platform
 import sys
 import tempfile
 from collections import defaultdict
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from prunekd.config import Params, load_params  # noqa: E402
 from prunekd.data import load_prepared, normalize  # noqa: E402
 from prunekd.interval import paired_t  # noqa: E402
-from prunekd.latency import onnx_session, round_sizes, speedup_in_turns, times_in_turns  # noqa: E402
+from prunekd.latency import RUNTIMES, round_sizes, speedup_in_turns, times_in_turns  # noqa: E402
 from prunekd.quantize import calibration_images, onnx_predictions, quantize_onnx  # noqa: E402
 
 # option name -> quantize_onnx keywords (and "method": quantize.method); "recipe" is the quantize stage's
@@ -154,14 +155,10 @@ def main() -> None:
             change = {k: paired_t(100 * (c - correct["fp32"])) for k, c in correct.items()}
             for batch in (1, 64):
                 x = np.random.default_rng(0).standard_normal((batch, *test_x.shape[1:]), dtype=np.float32)
-                def maker(f: Path, x: np.ndarray = x):
-                    def make():
-                        session = onnx_session(f, args.threads)
-                        feed = {session.get_inputs()[0].name: x}
-                        return lambda: session.run(None, feed)
-                    return make
+                # the latency stage's ONNX Runtime runner (a fresh session each turn); it needs no model
+                makers = [partial(RUNTIMES["onnxruntime"], None, f, x, args.threads) for f in forms.values()]
                 repeats = args.repeats if batch == 1 else max(10, args.repeats // 5)
-                times = times_in_turns([maker(f) for f in forms.values()], 10, repeats, ROUNDS)
+                times = times_in_turns(makers, 10, repeats, ROUNDS)
                 sizes = round_sizes(repeats, ROUNDS)
                 for name, t in zip(forms, times):
                     speedup, low, high = speedup_in_turns(times[0], t, sizes)
