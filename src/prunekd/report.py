@@ -397,7 +397,8 @@ BUDGET_KEYS = ("latency_removed", "latency_predicted_us", "latency_predicted_ful
 
 def latency_budgets(layout: Layout, ratios: list[float]) -> pd.DataFrame:
     """Per ratio pruned under ``prune.unit: latency``: the share of the teacher's time the plan was
-    to keep, the table's prediction, the prune stage's measurement and its tries (none: other units)."""
+    to keep, the table's prediction, the prune stage's measurement (with its 95 % interval over the
+    rounds, where the stage recorded one) and its tries (none: other units)."""
     rows = []
     for ratio in ratios:
         path = layout.pruned(ratio) / METRICS_FILE
@@ -405,9 +406,13 @@ def latency_budgets(layout: Layout, ratios: list[float]) -> pd.DataFrame:
         if "latency_removed" not in found:
             continue
         figures = read_json(path, BUDGET_KEYS)
+        interval = ({"measured 95 % CI": f"[{100 * (1 - found['latency_removed_high']):.2f}, "
+                                         f"{100 * (1 - found['latency_removed_low']):.2f}]"}
+                    if {"latency_removed_low", "latency_removed_high"} <= found.keys() else {})  # none before them
         rows.append({"ratio": ratio, "target kept %": 100 * (1 - ratio),
                      "predicted kept %": 100 * figures["latency_predicted_us"] / figures["latency_predicted_full_us"],
-                     "measured kept %": 100 * (1 - figures["latency_removed"]), "tries": int(figures["latency_trials"])}
+                     "measured kept %": 100 * (1 - figures["latency_removed"])} | interval
+                    | {"tries": int(figures["latency_trials"])}
                     | ({"blocks removed": int(found["blocks_removed"])} if "blocks_removed" in found else {}))
     return pd.DataFrame(rows)
 
@@ -423,7 +428,8 @@ def budget_section(budgets: pd.DataFrame, latency: pd.DataFrame) -> list[str]:
     return ["## Latency budgets (prune.unit: latency)", "",
             f"Each ratio removes that share of the teacher's measured time ({latency_label(latency)}): a plan is "
             "searched on the latency table (`predicted`), exported and timed against the teacher in turns by the "
-            "prune stage (`measured`), its budget corrected until it is within 5 % of the target (`tries`); "
+            "prune stage (`measured`, paired by round as the latency stage pairs its speedups, with its 95 % interval "
+            "over the rounds), its budget corrected until the measured point is within 5 % of the target (`tries`); "
             f"the latency stage's own measurement misses the target by at most {worst:.1%}."
             + (" `blocks removed`: whole blocks the plan dropped (prune.max_blocks_removed)."
                if "blocks removed" in table else ""), "",

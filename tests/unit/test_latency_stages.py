@@ -19,7 +19,7 @@ from prunekd.models import build_model, load_model, read_meta, save_model
 from prunekd.paths import MODEL_FILE, Layout
 from prunekd.prune import PruneTargetError
 from prunekd.report import budget_section, latency_budgets
-from prunekd.stages import latency_table, prepare, prune, retrain, sensitivity
+from prunekd.stages import latency_table, plans, prepare, prune, retrain, sensitivity
 from prunekd.stages.latency_table import read_latency_table
 from prunekd.stages.prune import LATENCY_TOLERANCE
 
@@ -50,8 +50,8 @@ def reachable(layout: Layout, nominal: float) -> float:
     params = load_params(layout.params)
     teacher, _ = load_model(layout.teacher / MODEL_FILE)
     table = read_latency_table(layout, teacher)[0]
-    planner = prune.latency_planner(teacher, params, table, prune.sensitivity_curves(params, layout, teacher),
-                                    prune.block_drops(params, layout, teacher))
+    planner = plans.latency_planner(teacher, params, table, plans.sensitivity_curves(params, layout, teacher),
+                                    plans.block_drops(params, layout, teacher))
     widths, _ = planner((1 - nominal) * table.predict(teacher.channels()))
     timed = prune.TimedPlans(teacher, threads=params.measure.threads, batch=params.prune.latency_batch,
                              repeats=params.prune.latency_repeats)
@@ -106,15 +106,20 @@ def test_prune_meets_the_measured_target_and_retrain_accepts_the_plan(layout, tm
     figures = prune.run(params, other, ratio)
     kept = 1 - figures["latency_removed"]
     assert abs(kept - (1 - ratio)) <= LATENCY_TOLERANCE * (1 - ratio)
-    assert figures["latency_measured_us"] / figures["latency_measured_full_us"] == pytest.approx(kept)
+    # the share paired by round, as the latency stage pairs it, with its interval over the rounds;
+    # the ratio of the two medians over all rounds is near it
+    assert figures["latency_removed_low"] < figures["latency_removed"] < figures["latency_removed_high"]
+    assert figures["latency_measured_us"] / figures["latency_measured_full_us"] == pytest.approx(kept, rel=0.1)
     model, meta = load_model(other.pruned(ratio) / MODEL_FILE)
     assert meta["latency_budget_us"] == figures["latency_budget_us"]
-    assert model.channels() == prune.pruned_channels(load_model(other.teacher / MODEL_FILE)[0], ratio, params,
+    assert model.channels() == plans.pruned_channels(load_model(other.teacher / MODEL_FILE)[0], ratio, params,
                                                      other, meta)  # re-derived from the budget, not re-timed
     assert retrain.run(params, other, ratio, "ft", 0)["top1"] >= 0
     # the report's section: the prune stage's figures beside the latency stage's (here made up: 1.5x)
     budgets = latency_budgets(other, [ratio])
     assert budgets["measured kept %"].item() == pytest.approx(100 * kept)
+    assert budgets["measured 95 % CI"].item() == (f"[{100 * (1 - figures['latency_removed_high']):.2f}, "
+                                                   f"{100 * (1 - figures['latency_removed_low']):.2f}]")
     latency = pd.DataFrame({"ratio": [0.0, ratio], "runtime": "onnxruntime", "batch": 1, "precision": "fp32",
                             "median_ms": [0.3, 0.2], "speedup": [1.0, 1.5]})
     section = "\n".join(budget_section(budgets, latency))
@@ -182,14 +187,14 @@ def test_netadapt_removes_the_blocks_it_may_and_the_network_runs(layout, tmp_pat
     assert figures["blocks_removed"] == model.channels().count(0) == 2
     assert abs(figures["latency_removed"] - deep) <= LATENCY_TOLERANCE * (1 - deep)
     assert (other.pruned(deep) / "model.onnx").is_file()
-    assert model.channels() == prune.pruned_channels(teacher, deep, params, other, meta)
+    assert model.channels() == plans.pruned_channels(teacher, deep, params, other, meta)
     assert retrain.run(params, other, deep, "ft", 0)["top1"] >= 0
     assert latency_budgets(other, [deep])["blocks removed"].item() == 2
     # at 0 no plan on the search removes a block (checked on the table: timing it adds nothing here)
     write_params(other, ratios=[DEEP], schedule="netadapt", max_blocks_removed=0, sensitivity_ratios=[0.5])
     params = load_params(other.params)
     table = read_latency_table(other, teacher)[0]
-    planner = prune.latency_planner(teacher, params, table, pd.read_csv(other.curves), pd.read_csv(other.block_drops))
+    planner = plans.latency_planner(teacher, params, table, pd.read_csv(other.curves), pd.read_csv(other.block_drops))
     full = table.predict(teacher.channels())
     assert all(0 not in planner(full * kept)[0] for kept in (0.9, 0.6, 0.45, 0.3, float("-inf")))
     drops.iloc[1:].to_csv(other.block_drops, index=False)  # a table that misses a block: another network's

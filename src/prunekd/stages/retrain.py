@@ -23,7 +23,7 @@ from ..paths import MODEL_FILE, Layout, ratio_key
 from ..tracking import model_run_id, stage_run
 from ..train import LossFn, fit, place, seed_everything
 from .artifacts import EpochLog, first_images, load_pruned, load_teacher, log_data, model_folder, save_outputs
-from .prune import pruned_channels
+from .plans import pruned_channels
 from .cli import ratio_arg, run_cli, seed_arg
 
 
