@@ -111,3 +111,20 @@ def test_a_split_that_disagrees_with_its_manifest_is_refused(tmp_path, x, y, say
                 tmp_path / "train.pt")  # agrees: no error
     with pytest.raises(DataError, match=re.escape(says)):
         check_split(Split(x, y), manifest, "train", tmp_path / "train.pt")
+
+
+def test_the_manifest_is_the_same_wherever_the_files_were_found(raw_copy, tmp_path):
+    """The system's copy or data/raw/ (where setup.sh could not install the system package): the
+    same files give the same manifest, so the same model bytes, on either machine."""
+    from prunekd.config import load_params
+    from prunekd.data import manifest_hash
+    from prunekd.stages.prepare import build_manifest
+
+    from ..conftest import ROOT
+
+    params = load_params(ROOT / "params.yaml")
+    manifests = []
+    for raw in (load_fashion_mnist(raw_copy), load_fashion_mnist(tmp_path / "empty")):  # data/raw, the system's
+        train, val = split_train_val(raw.train, params.data.val_fraction, params.seed, 1000)
+        manifests.append(build_manifest(params, raw, {"train": train, "val": val, "test": raw.test}))
+    assert manifest_hash(manifests[0]) == manifest_hash(manifests[1])

@@ -22,7 +22,9 @@ def channel_stats(split: Split) -> tuple[list[float], list[float]]:
 def build_manifest(params: Params, raw, splits: dict[str, Split]) -> dict:
     mean, std = channel_stats(splits["train"])
     return {
-        "dataset": params.data.dataset, "source": raw.source, "source_checksums": raw.checksums,
+        # the raw files by their checksums, not by where they were found (the system's copy, data/raw/,
+        # a download): the same data must give the same manifest, and so the same models, anywhere
+        "dataset": params.data.dataset, "source_checksums": raw.checksums,
         "classes": list(raw.classes), "input_shape": list(splits["train"].x.shape[1:]),
         "sizes": {k: len(v) for k, v in splits.items()}, "seed": params.seed,
         "val_fraction": params.data.val_fraction, "train_subset": params.data.train_subset,
@@ -46,8 +48,10 @@ def run(params: Params, layout: Layout) -> dict:
             save_split(splits[name], split_file(out, name))
         (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
         run.log_artifact(out / MANIFEST_FILE, "data")
+        run.log_params({"data.source": raw.source})
         run.log_metrics({f"n_{k}": v for k, v in manifest["sizes"].items()})
-    print(f"prepared {params.data.dataset}: " + ", ".join(f"{k} {v}" for k, v in manifest["sizes"].items()))
+    print(f"prepared {params.data.dataset} from {raw.source}: "
+          + ", ".join(f"{k} {v}" for k, v in manifest["sizes"].items()))
     return manifest["sizes"]
 
 
