@@ -402,16 +402,22 @@ def augment(x: torch.Tensor, pad: int, hflip: bool, gen: torch.Generator) -> tor
     return torch.where(flip[:, None, None, None], out.flip(3), out)
 
 
+def batch_bounds(n: int, batch_size: int, *, single_ok: bool) -> list[tuple[int, int]]:
+    """(start, end) of each mini-batch of ``n`` items; the last may be short. Unless ``single_ok``,
+    no batch holds a single item, which BatchNorm cannot normalise in training mode: a last batch
+    of one joins the batch before it (257 images at batch 256: one batch of 257)."""
+    starts = list(range(0, n, batch_size))
+    if not single_ok and len(starts) > 1 and n - starts[-1] == 1:
+        starts.pop()
+    return list(zip(starts, starts[1:] + [n]))
+
+
 def batches(split: Split, batch_size: int, gen: torch.Generator | None = None
             ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Mini-batches of a split, shuffled when ``gen`` is given; the last may be short. Shuffled
-    (training) batches never hold a single image, which BatchNorm cannot normalise in training
-    mode: a last batch of one joins the batch before it (257 images at batch 256: one batch of 257)."""
+    """Mini-batches of a split, shuffled when ``gen`` is given (training: ``batch_bounds`` without
+    single-image batches); the last may be short."""
     n = len(split)
     order = torch.randperm(n, generator=gen) if gen is not None else torch.arange(n)
-    starts = list(range(0, n, batch_size))
-    if gen is not None and len(starts) > 1 and n - starts[-1] == 1:
-        starts.pop()
-    for i, start in enumerate(starts):
-        idx = order[start:starts[i + 1] if i + 1 < len(starts) else n].to(split.x.device)
+    for start, end in batch_bounds(n, batch_size, single_ok=gen is None):
+        idx = order[start:end].to(split.x.device)
         yield split.x[idx], split.y[idx]

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 from .checkpoint import Checkpoint
-from .data import Normalization, Split, augment, batches, normalize
+from .data import Normalization, Split, augment, batch_bounds, batches, normalize
 from .errors import UserError
 from .progress import progress
 
@@ -154,15 +154,20 @@ def recalibrate_batchnorm(model: nn.Module, split: Split, norm: Normalization, *
         m.reset_running_stats()
         m.momentum = None  # a plain average over the batches, not a moving one
         m.train()
-    try:
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
+    try:  # BatchNorm in training mode: no batch of a single image (a short split's last)
+        for start, end in batch_bounds(len(order), batch_size, single_ok=False):
+            idx = order[start:end]
             model(to_device(normalize(split.x[idx], norm.mean, norm.std), dev))
     finally:
         for m, momentum in zip(norms, momenta):
             m.momentum = momentum
         model.eval()
     return model
+
+
+def train_steps(n: int, batch_size: int) -> int:
+    """The SGD steps of an epoch over ``n`` images: its training batches (``batches``, shuffled)."""
+    return len(batch_bounds(n, batch_size, single_ok=False))
 
 
 # Asking whether the loss is finite waits for the device: on CUDA it is asked once every this many
@@ -174,7 +179,7 @@ def train_epoch(model, split, norm, sched, loss_fn, opt, lr_sched, gen, desc, *,
                 autocast: torch.dtype | None = None) -> dict[str, float]:
     model.train()
     dev = next(model.parameters()).device
-    steps = math.ceil(len(split) / sched.batch_size)
+    steps = train_steps(len(split), sched.batch_size)
     check_every = 1 if dev.type == "cpu" else FINITE_CHECK_STEPS
     # sums kept on the device (float64, as Python's floats were): no step waits to read them
     loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
@@ -233,7 +238,7 @@ def fit(model: nn.Module, train: Split, val: Split, norm: Normalization, sched: 
     place(model, dev)
     train, val = resident(train, dev), resident(val, dev)
     opt = make_optimizer(model, sched)
-    steps = sched.epochs * math.ceil(len(train) / sched.batch_size)
+    steps = sched.epochs * train_steps(len(train), sched.batch_size)
     lr_sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(steps))
     history = checkpoint.resume(key, sched.epochs, model, opt, lr_sched, gen, on_epoch) if checkpoint else []
     best = BestEpoch(sched.keep == "best_val", history, checkpoint.best_weights if checkpoint else {})

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from prunekd.data import load_digits_dataset, split_train_val
@@ -207,3 +208,30 @@ def test_a_diverging_loss_is_caught_at_its_step_on_the_cpu():
     with pytest.raises(DivergenceError, match=r"t epoch 1/1: the loss became nan at step 7/\d+, so training diverged"):
         fit(build_model("lenet5", 10, (1, 8, 8)), train, val, NORM, cfg, loss, 0, name="t")
     assert calls[0] == 7  # no step after the bad one
+
+
+@pytest.mark.parametrize("n", [10, 127, 128, 129, 256, 257, 385])
+def test_an_epochs_step_count_is_the_number_of_training_batches(n):
+    """The schedule's length and the end-of-epoch finiteness check (on CUDA, the only check in an
+    epoch's last steps) count the batches the epoch runs: a last batch of one image joins the one
+    before it, so 129 images at batch 128 are one step, not two."""
+    from prunekd.data import Split, batches
+    from prunekd.train import train_steps
+
+    split = Split(torch.zeros(n, 1, 2, 2, dtype=torch.uint8), torch.zeros(n, dtype=torch.int64))
+    ran = list(batches(split, 128, torch.Generator().manual_seed(0)))
+    assert train_steps(n, 128) == len(ran) and sum(len(y) for _, y in ran) == n
+    assert min(len(y) for _, y in ran) > 1
+
+
+def test_recalibration_never_forwards_a_single_image_batch_norm_cannot_normalise():
+    """BatchNorm in training mode refuses one value per channel (a BatchNorm1d, or 1x1 feature
+    maps): 129 images at batch 128 are recalibrated as one batch of 129."""
+    from prunekd.data import Split
+    from prunekd.train import recalibrate_batchnorm
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
+    split = Split(torch.randint(0, 255, (129, 1, 2, 2), dtype=torch.uint8), torch.zeros(129, dtype=torch.int64))
+    recalibrate_batchnorm(model, split, Normalization([0.5], [0.25]), n_batches=2, batch_size=128)
+    assert model[2].num_batches_tracked.item() == 1
