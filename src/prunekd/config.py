@@ -57,8 +57,10 @@ def read_yaml(text: str, source: str) -> object:
 
 
 class Section(BaseModel):
-    # inf and nan are floats, but no learning rate, temperature or ratio can be one
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    # inf and nan are floats, but no learning rate, temperature or ratio can be one. Strict: a value
+    # of another type is refused, not converted (epochs: true is no 1, lr: "0.1" no number, hflip:
+    # "yes" no switch: YAML 1.2 reads it as a string); an int is still a float
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)
 
 
 class DataConfig(Section):
@@ -81,8 +83,8 @@ class ModelConfig(Section):
 
 
 class TrainConfig(Section):
-    epochs: int = Field(ge=1)
-    batch_size: int = Field(128, ge=1)
+    epochs: int = Field(ge=1, le=10_000)
+    batch_size: int = Field(128, ge=1, le=1_000_000)
     lr: float = Field(gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(5e-4, ge=0)
@@ -117,14 +119,16 @@ class PruneConfig(Section):
     sensitivity_ratios: list[Ratio] = Field([0.2, 0.4, 0.6, 0.8, 0.9], min_length=1)
     sensitivity_max_drop: float = Field(5.0, ge=0)  # points of validation top-1, before retraining
     round_to: int = Field(1, ge=1, le=64)  # every pruned layer keeps a multiple of this many filters
-    bn_recalibration_batches: int = Field(10, ge=0)  # after pruning: BatchNorm statistics from this many batches
+    bn_recalibration_batches: int = Field(10, ge=0, le=100_000)  # after pruning: BatchNorm statistics from this many batches
     residual: Literal[RESIDUAL] = "coupled"  # inner: channels tied by an addition are not pruned (Li et al.'s ResNets)
     # unit latency: the runtime and batch size whose time a ratio removes, and the lookup table's protocol
     latency_runtime: Literal[RUNTIMES] = "onnxruntime"
     latency_batch: int = Field(1, ge=1, le=4096)
     latency_stride: int = Field(2, ge=1, le=64)  # the table measures every n-th width step, interpolates between
     latency_runs: int = Field(50, ge=1, le=100_000)  # profiled passes per network of the table
-    latency_repeats: int = Field(300, ge=1, le=100_000)  # passes per network when a plan is timed against the teacher
+    # passes per network when a plan is timed against the teacher, in 10 rounds (at least one each:
+    # the share's interval is over the rounds)
+    latency_repeats: int = Field(300, ge=10, le=100_000)
     max_blocks_removed: int = Field(0, ge=0, le=1000)  # netadapt: whole blocks a plan may remove (0: widths only)
 
     @field_validator("ratios", "sensitivity_ratios")
@@ -166,7 +170,7 @@ CALIBRATION_METHODS = ("minmax", "entropy", "percentile")  # how int8 ranges are
 
 class QuantizeConfig(Section):
     """params.yaml's ``quantize``: each model's int8 form (ONNX Runtime, post-training, static)."""
-    calibration_images: int = Field(1024, ge=1)
+    calibration_images: int = Field(1024, ge=1, le=1_000_000)
     method: Literal[CALIBRATION_METHODS] = "minmax"
     per_channel: bool = True  # one int8 scale per output filter (False: one per tensor)
 
@@ -176,9 +180,9 @@ class MeasureConfig(Section):
     runtimes: list[Literal[RUNTIMES]] = Field(["onnxruntime", "torch"], min_length=1)
     batch_sizes: list[int] = Field([1, 64], min_length=1)
     threads: int = Field(1, ge=1, le=256)
-    warmup: int = Field(10, ge=0)
-    repeats: int = Field(300, ge=1)
-    rounds: int = Field(10, ge=1)  # the architectures take turns, this many times
+    warmup: int = Field(10, ge=0, le=100_000)
+    repeats: int = Field(300, ge=1, le=1_000_000)
+    rounds: int = Field(10, ge=1, le=10_000)  # the architectures take turns, this many times
 
     @field_validator("runtimes", "batch_sizes")
     @classmethod

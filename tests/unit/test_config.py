@@ -73,6 +73,17 @@ def test_config_choices_match_the_registries():
     ("retrain", {"modes": ["ft", "xx"]}, ("retrain.modes", "unknown value", "'xx'")),
     ("quantize", {"method": "kl"}, ("quantize.method", "unknown value", "'kl'", "'minmax', 'entropy' or 'percentile'")),
     ("quantize", {"calibration_images": 0}, ("quantize.calibration_images", "greater than or equal to 1")),
+    # no value converted from another type
+    ("teacher", {"epochs": True}, ("teacher.epochs", "should be a valid integer", "True")),
+    ("teacher", {"epochs": "3"}, ("teacher.epochs", "should be a valid integer", "'3'")),
+    ("retrain", {"lr": "0.1"}, ("retrain.lr", "should be a valid number", "'0.1'")),
+    ("retrain", {"hflip": "yes"}, ("retrain.hflip", "should be a valid boolean", "'yes'")),
+    ("measure", {"batch_sizes": ["64"]}, ("measure.batch_sizes.0", "should be a valid integer", "'64'")),
+    ("measure", {"batch_sizes": [1, True]}, ("measure.batch_sizes.1", "should be a valid integer", "True")),
+    # no value so large that a stage would run for ever rather than stop
+    ("teacher", {"epochs": 10**30}, ("teacher.epochs", "less than or equal to 10000")),
+    ("measure", {"repeats": 10**12}, ("measure.repeats", "less than or equal to 1000000")),
+    ("prune", {"latency_repeats": 5}, ("prune.latency_repeats", "greater than or equal to 10")),
 ])
 def test_a_refusal_names_the_key_the_value_and_what_is_allowed(default_params, section, change, names):
     default_params[section].update(change)
