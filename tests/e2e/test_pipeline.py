@@ -79,6 +79,9 @@ def test_mlflow_has_one_run_per_stage_with_lineage(repo, tmp_path):
     # prunekd's own model file travels inside the logged model
     folder = Path(mlflow.artifacts.download_artifacts(kd.data.tags["prunekd.model_uri"], dst_path=str(tmp_path)))
     assert (folder / "extra_files" / "model.pt").read_bytes() == (repo / "models/retrained/0.3-kd-0/model.pt").read_bytes()
+    # and MLflow's own form of it is a torch.export program, no pickle
+    assert (folder / "data" / "model.pt2").is_file()
+    assert not [*folder.rglob("*.pth"), *folder.rglob("pickle_module_info.txt")]
     logged = mlflow.search_logged_models(experiment_ids=[kd.info.experiment_id], output_format="list")
     assert {m.source_run_id for m in logged} >= {teacher.info.run_id, prune.info.run_id, kd.info.run_id}
     # each model's final figures are linked to it (both forms), so the Models view ranks by them

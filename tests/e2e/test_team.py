@@ -426,3 +426,33 @@ def test_a_server_never_hands_out_a_port_another_server_took(tmp_path, monkeypat
             assert second != first
             names = {e.name for e in MlflowClient(second).search_experiments()}
     assert "in-a" not in names  # the store behind the URI is b's own
+
+
+def test_the_servers_log_goes_to_a_file_it_can_never_fill_and_a_failed_start_shows_it(tmp_path):
+    """A pipe that nobody reads while the block runs blocks the server once it holds 64 KiB of log,
+    and every stage logging through it with it: the server's stderr is a file. A server that exits
+    at start says why, from that file."""
+    import psutil
+
+    from prunekd.tracking import TrackingError
+
+    with server(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "artifacts") as uri:
+        port = int(uri.rsplit(":", 1)[1])
+        listening = [p for p in psutil.process_iter()
+                     if any(c.status == psutil.CONN_LISTEN and c.laddr.port == port
+                            for c in _connections(p))]
+        assert listening
+        for proc in listening:
+            assert not Path(f"/proc/{proc.pid}/fd/2").readlink().as_posix().startswith("pipe:")
+    with pytest.raises(TrackingError, match=r"mlflow server exited with \d+: .*\S"):
+        with server("nosuchscheme://store", tmp_path / "artifacts2", port=free_port(), timeout=60):
+            pass
+
+
+def _connections(proc) -> list:
+    import psutil
+
+    try:
+        return proc.net_connections(kind="tcp")
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return []

@@ -9,12 +9,13 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import IO, Iterator
 
 from ._store import EXPERIMENT, TrackingError, tracking_uri
 
@@ -152,29 +153,35 @@ def server(backend_uri: str, artifacts: Path, *, proxy: bool = True, port: int |
         chosen = port or free_port()
         cmd = [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(chosen),
                "--workers", "1", "--backend-store-uri", backend_uri, *where]
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                env=os.environ | SERVER_ENV)
-        uri = f"http://127.0.0.1:{chosen}"
-        try:
-            if _started(proc, chosen, uri, deadline, timeout, last=port is not None or attempt == PORT_TRIES):
-                yield uri
-                return
-        finally:
-            proc.terminate()
+        # its log goes to a file, not a pipe: a pipe nobody reads while the block runs fills (64 KiB
+        # of log) and then blocks the server, and every stage logging through it, for good
+        with tempfile.TemporaryFile("w+") as log:
+            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, text=True,
+                                    env=os.environ | SERVER_ENV)
+            uri = f"http://127.0.0.1:{chosen}"
             try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+                if _started(proc, log, chosen, uri, deadline, timeout,
+                            last=port is not None or attempt == PORT_TRIES):
+                    yield uri
+                    return
+            finally:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
 
 
-def _started(proc: subprocess.Popen, port: int, uri: str, deadline: float, timeout: float, *, last: bool) -> bool:
+def _started(proc: subprocess.Popen, log: IO[str], port: int, uri: str, deadline: float, timeout: float, *,
+             last: bool) -> bool:
     """Wait until ``proc`` serves ``uri``: True; False if it exited, or another process answers on
-    its port, and another port may be tried."""
+    its port, and another port may be tried. ``log``: the file its stderr goes to."""
     while True:
         if proc.poll() is not None:
             if not last:
                 return False
-            raise TrackingError(f"mlflow server exited with {proc.returncode}: {proc.stderr.read()[-2000:]}")
+            log.seek(0)
+            raise TrackingError(f"mlflow server exited with {proc.returncode}: {log.read()[-2000:]}")
         try:
             check_reachable(uri, timeout=2)
         except TrackingError:

@@ -180,8 +180,10 @@ class MlflowRun(StageRun):
         example = torch.zeros(2, *model.input_shape).numpy()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            # MLflow 3 saves PyTorch models as torch.export programs ('pt2'): no pickle.
+            # a torch.export program ('pt2'), never a pickle: asked for, since MLflow's default is a
+            # pickle under a Databricks tracking URI
             info = mlflow.pytorch.log_model(model, name=MODEL_ARTIFACT, input_example=example,
+                                            serialization_format="pt2",
                                             extra_files=[str(model_file), str(lineage_file)],
                                             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
             # The signature given, not inferred: inferring it loads the model back (a download,
