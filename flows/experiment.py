@@ -402,19 +402,24 @@ def experiment(root: str = str(ROOT), workers: int = 1, retries: int = 1,
     ``overrides``: ``section.key=value`` items; the run becomes a DVC experiment (module doc), its
     stages task runs as without overrides.
     """
+    from prunekd.io import exclusive
+
     root_path = Path(root).resolve()
-    if not overrides:
-        states = run_stages(root_path, workers, retries, distributed, root_path, {})
-        publish_report(root_path)
+    # one flow run per repository, however it was started (the command line, a served schedule, a
+    # deployment): two would each find the same stages stale and run them twice
+    with exclusive("flow", Layout(root_path).locks):
+        if not overrides:
+            states = run_stages(root_path, workers, retries, distributed, root_path, {})
+            publish_report(root_path)
+            return states
+        name = experiment_name(flow_run.get_name())
+        checked_overrides(root_path, overrides)
+        with experiment_workspace(root_path, name, overrides) as (folder, env):
+            get_run_logger().info("DVC experiment %s with %s, in %s", name, " ".join(overrides), folder)
+            states = run_stages(folder, workers, retries, distributed, root_path, env)
+            save_experiment(folder, name)
+            publish_report(folder)
         return states
-    name = experiment_name(flow_run.get_name())
-    checked_overrides(root_path, overrides)
-    with experiment_workspace(root_path, name, overrides) as (folder, env):
-        get_run_logger().info("DVC experiment %s with %s, in %s", name, " ".join(overrides), folder)
-        states = run_stages(folder, workers, retries, distributed, root_path, env)
-        save_experiment(folder, name)
-        publish_report(folder)
-    return states
 
 
 def configured(workers: int = 1, dask_address: str | None = None):
@@ -504,9 +509,10 @@ def main(argv: list[str] | None = None) -> None:
         return
     from prunekd.io import StageBusyError, exclusive
 
-    try:  # one flow run per repository: two would each find the same stages stale and run them twice
+    try:
         with exclusive("flow", Layout(params["root"]).locks):
-            states = flow_(**params)
+            pass  # the flow holds the lock (``experiment``); asked here first, a busy one is said in one line
+        states = flow_(**params)
     except (StageBusyError, StageInputError) as exc:
         print(f"flows/experiment.py: error: {exc}", file=sys.stderr)
         raise SystemExit(USER_ERROR) from None

@@ -4,12 +4,15 @@ seconds (default 30), so that a long epoch still shows it is moving."""
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
 from typing import Iterable, Iterator, TypeVar
 
 from tqdm import tqdm
+
+from .errors import UserError
 
 T = TypeVar("T")
 EVERY_ENV = "PRUNEKD_PROGRESS_SECONDS"
@@ -39,6 +42,20 @@ class _Lines:
 
 def progress(iterable: Iterable[T], total: int, desc: str):
     """``iterable`` with progress on stderr: a bar on a terminal, else a line now and then."""
+    every = every_seconds()  # a bad setting is refused on a terminal too, where it is not used
     if sys.stderr.isatty():
         return tqdm(iterable, total=total, desc=desc, leave=False, file=sys.stderr, mininterval=1.0)
-    return _Lines(iterable, total, desc, float(os.environ.get(EVERY_ENV, "30")))
+    return _Lines(iterable, total, desc, every)
+
+
+def every_seconds() -> float:
+    """``PRUNEKD_PROGRESS_SECONDS`` as a number of seconds (30 where unset), refused in one line
+    where it is none."""
+    text = os.environ.get(EVERY_ENV, "30")
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds >= 0):
+        raise UserError(f"{EVERY_ENV}={text!r}: expected a number of seconds (0 or more) between progress lines")
+    return seconds

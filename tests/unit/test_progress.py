@@ -3,6 +3,9 @@
 import sys
 import time
 
+import pytest
+
+from prunekd.errors import UserError
 from prunekd.progress import EVERY_ENV, progress
 
 from ..conftest import load_flow_module
@@ -22,6 +25,13 @@ def test_a_quick_loop_prints_nothing_by_default(capsys, monkeypatch):
     monkeypatch.delenv(EVERY_ENV, raising=False)
     assert list(progress(range(100), 100, "sensitivity")) == list(range(100))
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("value", ["soon", "", "-1", "nan", "inf"])
+def test_a_setting_that_is_no_number_of_seconds_is_refused_in_one_line_naming_it(monkeypatch, value):
+    monkeypatch.setenv(EVERY_ENV, value)
+    with pytest.raises(UserError, match=f"^{EVERY_ENV}='{value}': expected a number of seconds"):
+        progress(range(3), 3, "teacher epoch 1/2")
 
 
 class Recorder:
