@@ -11,6 +11,7 @@ std, n over seeds), and each run minus the first, paired by seed with a 95 % t i
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -72,10 +73,23 @@ def compare(names: list[str]) -> str:
                       fmt_table(diff_table), ""])
 
 
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def run_folder(runs: Path, name: str) -> Path:
+    """``runs/<name>``, where a published run or comparison is written, refused (one line, exit 2)
+    unless ``name`` is one plain name: no path can lead out of ``runs`` or be ``runs`` itself."""
+    if not RUN_NAME.fullmatch(name):
+        print(f"{Path(sys.argv[0]).name}: error: run name {name!r}: use letters, digits, '.', '_' and '-', starting with a "
+              "letter or digit", file=sys.stderr)
+        raise SystemExit(2)
+    return runs / name
+
+
 def publish(runs: Path, out: str, names: list[str], report: str, command: str) -> None:
     """Write a comparison of published runs to ``runs/<out>/``: its report and a run.json naming
     the command and the runs' commits (what update_readme.py shows above its block)."""
-    folder = runs / out
+    folder = run_folder(runs, out)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "report.md").write_text(report)
     commits = {json.loads((runs / n / "run.json").read_text())["commit"] for n in names}

@@ -74,7 +74,10 @@ def save_pruned(root: Path, out: Path) -> None:
 
 
 def publish(name: str, command: str) -> Path:
-    reports, out = ROOT / "reports", ROOT / "docs" / "runs" / name
+    sys.path.insert(0, str(Path(__file__).parent))
+    from compare_runs import run_folder
+
+    reports, out = ROOT / "reports", run_folder(ROOT / "docs" / "runs", name)
     missing = [p for p in ("report.md", "results.csv", "summary.csv", "figures") if not (reports / p).exists()]
     if missing:
         sys.exit(f"publish_run: reports/{missing[0]} not found: run `dvc repro` (or `dvc exp run`) first")

@@ -2,13 +2,19 @@
 # Run `dvc repro` and record its wall time next to the reports, for the README.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+mkdir -p .prunekd
+log=.prunekd/timed_repro.log  # dvc's output, to count the stages it ran
 start=$(date +%s.%N)
-dvc repro "$@"
+dvc repro "$@" 2>&1 | tee "$log"
 end=$(date +%s.%N)
-python - "$start" "$end" <<'PY'
+python - "$start" "$end" "$log" "$*" <<'PY'
 import json, os, platform, sys
 import torch
+import yaml
 wall = float(sys.argv[2]) - float(sys.argv[1])
+ran = sum(line.startswith("Running stage '") for line in open(sys.argv[3]))
+with open("dvc.lock") as f:
+    stages = len(yaml.safe_load(f)["stages"])
 
 
 def cpu_model() -> str:
@@ -29,9 +35,10 @@ def cpu_model() -> str:
     return ", ".join([fields["model name"], *isa])
 
 
-info = {"wall_s": round(wall, 1), "cpus": os.cpu_count(), "machine": platform.machine(),
+info = {"wall_s": round(wall, 1), "stages_run": ran, "stages": stages, "args": sys.argv[4],
+        "cpus": os.cpu_count(), "machine": platform.machine(),
         "processor": cpu_model(), "torch": torch.__version__, "cuda": torch.cuda.is_available()}
 with open("reports/repro_time.json", "w") as f:
     json.dump(info, f, indent=2)
-print(f"dvc repro took {wall / 60:.1f} min")
+print(f"dvc repro took {wall / 60:.1f} min ({ran} of {stages} stages run)")
 PY

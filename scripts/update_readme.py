@@ -60,6 +60,16 @@ def relink(markdown: str, folder: str, prefix: str) -> str:
     return markdown
 
 
+def repro_extent(timing: dict) -> str:
+    """How much of the DAG the timed `dvc repro` ran: every stage (as from nothing), or how many; a
+    record from before the count is said to be from nothing, as it was made."""
+    if "stages_run" not in timing:
+        return "from nothing"
+    if timing["stages_run"] == timing["stages"]:
+        return f"every one of its {timing['stages']} stages run"
+    return f"{timing['stages_run']} of its {timing['stages']} stages rerun (the rest unchanged)"
+
+
 def default_block(name: str, prefix: str = "") -> str:
     layout = Layout(ROOT)
     reports = layout.reports.relative_to(ROOT).as_posix()
@@ -70,7 +80,8 @@ def default_block(name: str, prefix: str = "") -> str:
     if name != "results":
         return body.lstrip("\n")
     timing = json.loads((layout.reports / "repro_time.json").read_text())  # scripts/timed_repro.sh's
-    return (f"`dvc repro` with the default params, from nothing, took **{timing['wall_s'] / 60:.1f} min** "
+    return (f"`dvc repro{' ' + timing['args'] if timing.get('args') else ''}` with the default params, "
+            f"{repro_extent(timing)}, took **{timing['wall_s'] / 60:.1f} min** "
             f"on {timing['cpus']} CPU cores ({timing['processor']}, torch {timing['torch']}, "
             f"CUDA {'on' if timing['cuda'] else 'off'}); the whole report, with every paired difference, "
             f"the sensitivity of each layer and the figures, is [{reports}/{REPORT_FILE}]({prefix}{reports}/{REPORT_FILE}).\n"

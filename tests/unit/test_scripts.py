@@ -198,3 +198,28 @@ def test_the_latency_comparison_is_what_its_script_makes_of_the_published_runs(t
     tables = lambda text: [line for line in text.splitlines() if line.startswith("|")]  # noqa: E731
     assert tables(report) == tables(published)  # the figures; the published one may also draw the default run
     assert (tmp_path / "figures/accuracy_vs_latency.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize(("timing", "said"), [
+    ({"stages_run": 44, "stages": 44}, "every one of its 44 stages run"),
+    ({"stages_run": 22, "stages": 44}, "22 of its 44 stages rerun (the rest unchanged)"),
+    ({}, "from nothing")])  # a record from before the count: made from nothing
+def test_the_readme_says_how_much_of_the_dag_the_timed_repro_ran(timing, said):
+    assert script("update_readme").repro_extent(timing) == said
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "../../elsewhere", "a/b", "/tmp/x", "-rf", "runs name"])
+def test_a_run_name_that_is_no_plain_name_is_refused_before_anything_is_cleared(tmp_path, monkeypatch, capsys, name):
+    publish_run = script("publish_run")
+    monkeypatch.setattr(publish_run, "ROOT", tmp_path)
+    (tmp_path / "docs" / "runs" / "kept").mkdir(parents=True)
+    with pytest.raises(SystemExit) as exit_:
+        publish_run.publish(name, "dvc exp run")
+    assert exit_.value.code == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert f"error: run name {name!r}: use letters, digits" in line
+    assert (tmp_path / "docs" / "runs" / "kept").is_dir()  # nothing cleared
+
+
+def test_a_plain_run_name_is_a_folder_of_the_runs():
+    assert script("compare_runs").run_folder(ROOT / "docs" / "runs", "crit-l1.v2") == ROOT / "docs/runs/crit-l1.v2"
