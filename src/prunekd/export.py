@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="prunekd export", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", type=Path, help="a prunekd model file (model.pt)")
-    p.add_argument("--out", type=Path, default=None, help="where to write (default: model.onnx beside it)")
+    p.add_argument("--out", type=Path, default=None, help="where to write (default: beside it, .pt made .onnx)")
     args = p.parse_args(argv)
     out = args.out or args.model.with_suffix(".onnx")
     if out.resolve() == args.model.resolve():

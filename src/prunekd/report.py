@@ -673,7 +673,7 @@ def answer_section(results: pd.DataFrame, summary: pd.DataFrame, params: dict,
             fmt_table(answer_table(summary, paired, modes)), "", *lines, "",
             f"This block states {n_intervals} interval{'s' * (n_intervals != 1)} (the teacher columns aside); "
             f"at 95 % each, about "
-            f"{n_intervals / 20:.1f} would exclude zero by chance alone if nothing differed.", ""]
+            f"{n_intervals / 20:.2f} would exclude zero by chance alone if nothing differed.", ""]
 
 
 def pooled_reading(results: pd.DataFrame, correct: Correct | None) -> tuple[str, int]:

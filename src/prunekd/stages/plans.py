@@ -30,7 +30,7 @@ def sensitivity_curves(params: Params, layout: Layout, teacher: PrunableNet) -> 
     curves_file = layout.curves
     if not curves_file.is_file():
         raise MissingInputError(f"{curves_file}: not found; run the sensitivity stage first")
-    rerun = "rerun the sensitivity stage (dvc repro -f sensitivity)"
+    rerun = "rerun the sensitivity stage alone (dvc repro -f -s sensitivity)"
     curves = read_table(curves_file, "a sensitivity table", rerun)
     if curves.empty or not {"index", "channels", "ratio", "drop"} <= set(curves.columns):
         raise MissingInputError(f"{curves_file}: no sensitivity rows; {rerun}")
@@ -47,7 +47,7 @@ def block_drops(params: Params, layout: Layout, teacher: PrunableNet) -> pd.Data
     removal by (only when ``prune.max_blocks_removed`` > 0), refused unless it is ``teacher``'s."""
     if not params.prune.max_blocks_removed:
         return None
-    rerun = "rerun the sensitivity stage (dvc repro -f sensitivity)"
+    rerun = "rerun the sensitivity stage alone (dvc repro -f -s sensitivity)"
     drops = read_table(layout.block_drops, "a table of block drops", rerun)
     if not {"index", "channels", "drop"} <= set(drops.columns):
         raise CorruptInputError(f"{layout.block_drops}: not a table of block drops; {rerun}")
