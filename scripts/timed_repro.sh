@@ -7,14 +7,13 @@ log=.prunekd/timed_repro.log  # dvc's output, to count the stages it ran
 start=$(date +%s.%N)
 dvc repro "$@" 2>&1 | tee "$log"
 end=$(date +%s.%N)
-python - "$start" "$end" "$log" "$*" <<'PY'
+stages=$(dvc stage list --name-only | wc -l)  # dvc.yaml's, each matrix item one (dvc.lock may keep old ones)
+python - "$start" "$end" "$log" "$*" "$stages" <<'PY'
 import json, os, platform, sys
 import torch
-import yaml
 wall = float(sys.argv[2]) - float(sys.argv[1])
 ran = sum(line.startswith("Running stage '") for line in open(sys.argv[3]))
-with open("dvc.lock") as f:
-    stages = len(yaml.safe_load(f)["stages"])
+stages = int(sys.argv[5])
 
 
 def cpu_model() -> str:
