@@ -1,8 +1,12 @@
 """prune@<ratio>: remove the lowest-ranked filters of the teacher; no retraining yet.
 
-``prune.schedule: uniform`` removes the same fraction of filters from every layer;
-``sensitivity`` gives each layer its own fraction from the sensitivity curves (sensitive
-layers keep more), so that the model shrinks by the same target.
+<ratio> of ``prune.unit`` goes: channels per layer, or the whole model's params or MACs, or
+(``latency``) the teacher's measured ONNX Runtime time, planned on the latency_table stage's
+lookup table and measured until within 5 % of the target. ``prune.schedule: uniform`` removes
+the same fraction of filters from every layer; ``sensitivity`` gives each layer its own
+fraction from the sensitivity curves (sensitive layers keep more), so that the model shrinks by
+the same target; ``netadapt`` (unit latency) narrows, step by step, the layer whose microsecond
+saved costs the least on those curves. Then the BatchNorm statistics are re-estimated.
 """
 
 from __future__ import annotations
