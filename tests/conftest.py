@@ -36,6 +36,21 @@ def default_params() -> dict:
     return yaml.safe_load((ROOT / "params.yaml").read_text())
 
 
+@pytest.fixture(autouse=True)
+def mlflow_uri_restored():
+    """Every test leaves MLflow's tracking URI as it found it. ``mlflow.set_tracking_uri`` (which a
+    stage run in-process calls too) also sets MLFLOW_TRACKING_URI in os.environ, for subprocesses:
+    left there, every later test's stages and flows on this worker would log into that store (a
+    flow on Dask once did, and found its own store empty)."""
+    import mlflow
+
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    mlflow.set_tracking_uri(None)  # MLflow's own global back to none (this also unsets the variable)
+    if before is not None:
+        os.environ["MLFLOW_TRACKING_URI"] = before
+
+
 def copy_repo(dest: Path) -> Path:
     """This checkout's tracked files, copied into a fresh git repository at ``dest``."""
     return sandbox.copy_repo(ROOT, dest)

@@ -2,6 +2,7 @@
 pipeline without MLflow, by `dvc repro`: tests/e2e/test_tracking_off.py."""
 
 import inspect
+import os
 import subprocess
 import sys
 
@@ -98,3 +99,18 @@ def test_the_flow_starts_no_tracking_server_with_tracking_off(tmp_path, monkeypa
     with flow.tracking_server(tmp_path, may_run=True, concurrent=True) as env:
         assert env == {"PRUNEKD_TRACKING": "off"}  # the stages get the switch, wherever they run
     assert list(tmp_path.iterdir()) == []  # no store made for a server
+
+
+def test_a_tests_tracking_uri_does_not_outlive_it_part_one(tmp_path):
+    """(with part two, next) mlflow.set_tracking_uri writes MLFLOW_TRACKING_URI into os.environ;
+    conftest's mlflow_uri_restored takes it out again after the test."""
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'leak.db'}")
+    assert "leak.db" in os.environ["MLFLOW_TRACKING_URI"]
+
+
+def test_a_tests_tracking_uri_does_not_outlive_it_part_two():
+    import mlflow
+
+    assert "leak.db" not in os.environ.get("MLFLOW_TRACKING_URI", "") and "leak.db" not in mlflow.get_tracking_uri()
