@@ -177,6 +177,24 @@ def test_check_logs_nothing_so_it_needs_no_tracking_store_and_imports_neither_ml
     assert json.loads((tmp_path / "reports/check.json").read_text()) == {"params": "valid"}
 
 
+@pytest.mark.parametrize("arch, refused", [("lenet5", "lenet5's prunable layers head.1, head.3 have none"),
+                                            ("mobilenet_v1", None)])
+def test_check_tries_bn_scale_on_the_architecture_before_anything_trains(tmp_path, monkeypatch, capsys, arch,
+                                                                           refused):
+    params = digits_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
+    params["model"]["arch"] = arch
+    params["prune"]["criterion"] = "bn_scale"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(tmp_path)
+    code = check.main([])
+    err = capsys.readouterr().err
+    if refused:
+        assert code == 2 and err.startswith("prunekd check: error: prune.criterion: bn_scale") and refused in err
+        assert len(err.splitlines()) == 1 and not (tmp_path / "reports" / "check.json").exists()
+    else:
+        assert code == 0 and (tmp_path / "reports" / "check.json").is_file(), err
+
+
 def test_prepare_writes_the_splits_and_their_manifest(project):
     prepared = data.load_prepared(project.layout.prepared)  # verifies each split against the manifest
     assert project.results["prepare"] == prepared.manifest["sizes"]
