@@ -125,7 +125,10 @@ BOUNDS = (("minimum", "≥"), ("exclusiveMinimum", ">"), ("maximum", "≤"), ("e
 
 
 def allowed(schema: dict) -> str:
-    """What the config's validation accepts for one key, from its JSON schema."""
+    """What the config's validation accepts for one key, from its JSON schema: its types, bounds and
+    choices, and the rule its validator checks (``config.rule``)."""
+    if "rule" in schema:
+        return f"{allowed({k: v for k, v in schema.items() if k != 'rule'})}: {schema['rule']}"
     if "anyOf" in schema:
         return " or ".join(allowed(option) for option in schema["anyOf"])
     if "enum" in schema:

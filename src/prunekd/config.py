@@ -69,8 +69,15 @@ class DataConfig(Section):
     train_subset: int | None = Field(None, ge=10)
 
 
+def rule(text: str) -> dict:
+    """A field's constraint that its validator checks, for the generated parameter table (which reads
+    the JSON schema: bounds and choices it shows itself, a validator's rules only so)."""
+    return {"json_schema_extra": {"rule": text}}
+
+
 class ModelConfig(Section):
-    arch: str = "mobilenet_v1"
+    arch: str = Field("mobilenet_v1", **rule(", ".join(f"`{a}`" for a in ARCHS)
+                                               + ", or `torchvision/<name>`: " + ", ".join(TORCHVISION_ARCHS)))
     width: float = Field(0.5, gt=0, le=4)
 
     @field_validator("arch")
@@ -112,17 +119,18 @@ class TeacherConfig(TrainConfig):
 
 
 class PruneConfig(Section):
-    ratios: list[Ratio] = Field(min_length=1)
+    ratios: list[Ratio] = Field(min_length=1, **rule("distinct, each in (0, 1)"))
     unit: Literal[UNITS] = "params"
     criterion: Literal[CRITERIA] = "l1"
     schedule: Literal[SCHEDULES] = "uniform"
-    sensitivity_ratios: list[Ratio] = Field([0.2, 0.4, 0.6, 0.8, 0.9], min_length=1)
+    sensitivity_ratios: list[Ratio] = Field([0.2, 0.4, 0.6, 0.8, 0.9], min_length=1, **rule("distinct, each in (0, 1)"))
     sensitivity_max_drop: float = Field(5.0, ge=0)  # points of validation top-1, before retraining
     round_to: int = Field(1, ge=1, le=64)  # every pruned layer keeps a multiple of this many filters
     bn_recalibration_batches: int = Field(10, ge=0, le=100_000)  # after pruning: BatchNorm statistics from this many batches
     residual: Literal[RESIDUAL] = "coupled"  # inner: channels tied by an addition are not pruned (Li et al.'s ResNets)
     # unit latency: the runtime and batch size whose time a ratio removes, and the lookup table's protocol
-    latency_runtime: Literal[RUNTIMES] = "onnxruntime"
+    latency_runtime: Literal[RUNTIMES] = Field("onnxruntime", **rule(
+        "under unit latency: " + " \\| ".join(f"`{r}`" for r in TABLE_RUNTIMES) + ", one of `measure.runtimes`"))
     latency_batch: int = Field(1, ge=1, le=4096)
     latency_stride: int = Field(2, ge=1, le=64)  # the table measures every n-th width step, interpolates between
     latency_runs: int = Field(50, ge=1, le=100_000)  # profiled passes per network of the table
@@ -143,8 +151,8 @@ class PruneConfig(Section):
 
 
 class RetrainConfig(TrainConfig):
-    modes: list[Literal[MODES]] = Field(["ft", "kd"], min_length=1)
-    seeds: list[Seed] = Field([0], min_length=1)
+    modes: list[Literal[MODES]] = Field(["ft", "kd"], min_length=1, **rule("distinct"))
+    seeds: list[Seed] = Field([0], min_length=1, **rule("distinct"))
     train_subset: int | None = Field(None, ge=10)  # the student sees only the first n training images
 
     @field_validator("modes", "seeds")
@@ -177,8 +185,8 @@ class QuantizeConfig(Section):
 
 
 class MeasureConfig(Section):
-    runtimes: list[Literal[RUNTIMES]] = Field(["onnxruntime", "torch"], min_length=1)
-    batch_sizes: list[int] = Field([1, 64], min_length=1)
+    runtimes: list[Literal[RUNTIMES]] = Field(["onnxruntime", "torch"], min_length=1, **rule("distinct"))
+    batch_sizes: list[int] = Field([1, 64], min_length=1, **rule("distinct, each 1 to 4,096"))
     threads: int = Field(1, ge=1, le=256)
     warmup: int = Field(10, ge=0, le=100_000)
     repeats: int = Field(300, ge=1, le=1_000_000)
