@@ -21,31 +21,48 @@ channels); a depthwise convolution's on one; a pooling or reshape on one or none
    at full width once without each block (``PrunableNet.removable``); the operators that are gone
    are the block's. A plan that removes a block (a width of 0) is predicted without them, its
    next block reading the block's input width (``models.bypassed``).
-4. **Calibration**: the profiler's own timing inflates a pass (every operator is timed
-   twice); each of those networks is also timed without it, and ``time = a + b * (sum of its
-   operators' profiled times)`` is fitted over them (``Calibration``, with its R²; where the
-   networks' times differ by less than their noise, a slope at or below 0 or an R² below
-   ``MIN_R2``, ``time = b * sum``: a plan's share of the unpruned time is then the profiler's).
+4. **Calibration** (``calibrate``): a sum of profiled operator times is not a pass's time. The
+   profiler adds its own cost to every operator (at batch 1 it is most of a small network's sum),
+   reads whole microseconds, and times each operator in the two-width networks of step 2, whose
+   cache traffic is not a plan's. So ``CALIBRATION_PLANS`` plans (``calibration_plans``: the
+   unpruned network, plans spread from narrow to full, plans near full as a search's first plans
+   are, and uniform ones) are exported and timed whole, as the latency stage and the prune stage
+   time a network (in turns, a fresh session each turn, the median), and the log of the time is
+   fitted as a quadratic in the log of the table's sum, least squares (``Calibration``, with the
+   logs' R²), kept only where it rises over the sums it was fitted on; else a straight line in
+   the logs (a power law), else the time in proportion to the sum. Beyond the fitted sums the
+   fit goes on straight in the logs, along its slope at the nearer end.
 
-A plan's predicted time is ``a + b * sum`` of its operators' table times at the plan's widths
-(``LatencyTable.predict``).
+   Why this form: on a 2-core x86 machine these plans' times grow faster than their sums (about
+   as the sum to the power 2.4 over the whole range), but less steeply near full width; a line
+   over the step-2 networks (this table's first calibration) missed held-out plans' times by a
+   median 18 and 26 % in two runs, a power law over these plans by 5 and 7 % but a plan near full
+   width's share of the unpruned time by about 10 %, which the quadratic brings to 2 to 4 %
+   (benchmarks/latency_table.py measures the form in use).
+
+A plan's predicted time is the calibration of its operators' table times' sum at the plan's widths
+(``LatencyTable.predict``; ``LatencyTable.profiled_sum`` the sum).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
+import random
 import statistics
 import tempfile
 from dataclasses import dataclass, field
 from itertools import product
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
 
 from .errors import UserError
 from .export import INPUT, onnx_bytes
-from .latency import onnx_session, times_in_turns
+from .latency import Runner, onnx_session, times_in_turns
 from .models import PrunableNet, bypassed
 from .progress import progress
 from .prune import shaped
@@ -104,12 +121,23 @@ def profiled(model: PrunableNet, batch: int, threads: int, runs: int, folder: Pa
     return Pass(shapes, {name: statistics.median(values[warmup:] or values) for name, values in times.items()})
 
 
-def timed(data: bytes, input_shape: tuple[int, ...], batch: int, threads: int, runs: int) -> float:
-    """Median time of one pass of the ONNX model ``data``, in us, without the profiler."""
-    session = onnx_session(data, threads)
+def fresh_session(data: bytes, x: dict[str, np.ndarray], threads: int) -> Callable[[], Runner]:
+    """A maker for ``times_in_turns``: each turn a new ONNX Runtime session of ``data``, as the latency
+    stage times a form."""
+    def make() -> Runner:
+        session = onnx_session(data, threads)
+        return lambda: session.run(None, x)
+    return make
+
+
+def timed_whole(networks: list[bytes], input_shape: tuple[int, ...], batch: int, threads: int,
+                runs: int) -> list[float]:
+    """Each ONNX model's median time of one pass, in us, without the profiler: in turns, ``runs``
+    passes each over 5 rounds, a fresh session each turn."""
     x = {INPUT: np.zeros((batch, *input_shape), dtype=np.float32)}
-    [ms] = times_in_turns([lambda: lambda: session.run(None, x)], warmup=max(1, runs // 5), repeats=runs, rounds=1)
-    return float(np.median(ms)) * 1000
+    samples = times_in_turns([fresh_session(data, x, threads) for data in networks], warmup=10, repeats=runs,
+                             rounds=5)
+    return [float(np.median(ms)) * 1000 for ms in samples]
 
 
 def dependencies(model: PrunableNet, round_to: int, batch: int, threads: int, runs: int,
@@ -183,11 +211,25 @@ def colours(n_units: int, deps: dict[str, tuple[int, ...]]) -> list[int]:
 
 @dataclass(frozen=True)
 class Calibration:
-    """time = a + b * (sum of the profiled operator times), fitted over the measured networks."""
-    a: float
-    b: float
+    """log(time) = intercept + slope * x + curvature * x², x = log(sum of the profiled operator
+    times), between the sums ``low`` and ``high`` it was fitted over (``calibrate``); beyond them, the
+    tangent at the nearer end. ``r2`` of the logs, over ``n`` networks."""
+    intercept: float
+    slope: float
+    curvature: float
+    low: float
+    high: float
     r2: float
     n: int
+
+    def __call__(self, profiled_sum: float) -> float:
+        x = math.log(profiled_sum)
+        end = min(max(x, math.log(self.low)), math.log(self.high))  # x itself within the fitted sums
+        # intercept + slope * x + curvature * x² within them, and on the tangent at ``end`` beyond
+        return math.exp(self.intercept + self.curvature * (2 * end * x - end * end)) * profiled_sum ** self.slope
+
+
+IDENTITY = Calibration(0.0, 1.0, 0.0, 1.0, 1.0, 1.0, 0)  # time = the profiled sum
 
 
 @dataclass(frozen=True)
@@ -203,7 +245,12 @@ class LatencyTable:
     _interpolators: dict = field(default_factory=dict, repr=False, compare=False)
 
     def predict(self, widths: list[int] | Widths) -> float:
-        """The predicted time of one pass of the network with these unit widths, in us. Widths
+        """The predicted time of one pass of the network with these unit widths, in us: the
+        calibrated ``profiled_sum``."""
+        return self.calibration(self.profiled_sum(widths))
+
+    def profiled_sum(self, widths: list[int] | Widths) -> float:
+        """The sum of the plan's operators' table times, in profiled us. Widths
         between the measured ones (a table measured every few steps, or a width off the grid of
         multiples of ``round_to``) are interpolated, linearly in each unit's width; a width below
         the narrowest measured one is read as that one (it runs no faster on vector kernels). A width
@@ -226,7 +273,7 @@ class LatencyTable:
                 continue
             key = tuple(widths[u] for u in units)
             total += self.us[name][key] if key in self.us[name] else self._between(name)(key)
-        return self.calibration.a + self.calibration.b * total
+        return total
 
     def _between(self, name: str):
         """Operator ``name``'s times as a function of its units' widths, linear between measured ones."""
@@ -253,7 +300,7 @@ class LatencyTable:
 
     def meta(self) -> dict:
         return {"channels": list(self.channels), "round_to": self.round_to,
-                "calibration": {k: getattr(self.calibration, k) for k in ("a", "b", "r2", "n")},
+                "calibration": dataclasses.asdict(self.calibration),
                 "blocks": {str(u): list(names) for u, names in self.blocks.items()}}
 
     @classmethod
@@ -269,7 +316,8 @@ class LatencyTable:
                    blocks)
 
 
-MIN_R2 = 0.5  # a linear calibration that explains less of the times than this is noise
+MIN_R2 = 0.5  # a calibration that explains less of the (log) times than this is noise
+CALIBRATION_PLANS = 48  # whole networks the calibration is fitted over, the unpruned one among them
 
 
 def r_squared(observed: list[float], fitted: np.ndarray) -> float:
@@ -281,6 +329,47 @@ def r_squared(observed: list[float], fitted: np.ndarray) -> float:
 def measured_steps(most: int, stride: int) -> list[int]:
     """The steps a table measures: every ``stride``-th from the first, and the last."""
     return sorted({*range(1, most + 1, stride), most})
+
+
+def calibration_plans(channels: list[int] | Widths, round_to: int, seed: int = 0) -> list[list[int]]:
+    """``CALIBRATION_PLANS`` plans on the grid, the unpruned widths first: half spread from narrow to
+    full (each draws a fraction f of the way up, uniform in 0.05 .. 1, and gives each layer about f
+    of its steps, 0.6 to 1.4 times f by the layer's own draw); a third near full width, as the
+    first plans of a search are (each layer keeps its width, or with a chance of 0.1 to 0.6 drawn
+    per plan takes a step in the upper half of its grid); the rest uniform, every layer the same
+    fraction of its grid, from 1/8 up to 15/16."""
+    rng = random.Random(seed)
+    grids = [steps(c, round_to) for c in channels]
+    spread, near = CALIBRATION_PLANS // 2, CALIBRATION_PLANS // 3
+    plans = [list(channels)]
+    for _ in range(spread - 1):
+        f = rng.uniform(0.05, 1.0)
+        plans.append([g[min(len(g), max(1, round(f * len(g) * rng.uniform(0.6, 1.4)))) - 1] for g in grids])
+    for _ in range(near):
+        q = rng.uniform(0.1, 0.6)
+        plans.append([g[-1] if rng.random() > q else g[rng.randrange(len(g) // 2, len(g))] for g in grids])
+    uniform = CALIBRATION_PLANS - len(plans)
+    fractions = np.linspace(1 / 8, 15 / 16, uniform)
+    plans += [[g[max(0, round(f * len(g)) - 1)] for g in grids] for f in fractions]
+    return plans
+
+
+def calibrate(sums: list[float], times: list[float]) -> Calibration:
+    """The log of the time as a quadratic in the log of the sum, least squares, if it rises over the
+    fitted sums; else a straight line in the logs that rises; else the time in proportion to the
+    sum (module doc, 4). A fit that explains less than ``MIN_R2`` of the logs' spread counts as not
+    rising: the times differ by less than their noise."""
+    x, y = np.log(sums), np.log(times)
+    ends = np.log([min(sums), max(sums)])
+    for degree in (2, 1):
+        if len(set(sums)) <= degree:
+            continue
+        curvature, slope, intercept = ([0.0] * (2 - degree) + list(np.polyfit(x, y, degree)))
+        r2 = r_squared(y, intercept + slope * x + curvature * x * x)
+        if all(slope + 2 * curvature * ends > 0) and r2 >= MIN_R2:  # rising at both ends: throughout
+            return Calibration(float(intercept), float(slope), float(curvature), min(sums), max(sums), r2, len(sums))
+    intercept = float(np.mean(y - x))  # in proportion to the sum
+    return Calibration(intercept, 1.0, 0.0, min(sums), max(sums), r_squared(y, intercept + x), len(sums))
 
 
 def measure(model: PrunableNet, *, round_to: int, batch: int = 1, threads: int = 1, runs: int = 50,
@@ -296,25 +385,19 @@ def measure(model: PrunableNet, *, round_to: int, batch: int = 1, threads: int =
         colour = colours(len(full), deps)
         most = max(len(steps(c, round_to)) for c in full)
         us: dict[str, dict[Widths, list[float]]] = {name: {} for name in deps}
-        sums, wall = [], []
         pairs = list(product(measured_steps(most, stride), repeat=2))
         for s, t in progress(pairs, len(pairs), "latency table"):
             widths = [at_step(c, (s, t)[colour[u]], round_to) for u, c in enumerate(full)]
-            net = shaped(model, widths)
-            data = onnx_bytes(net)
-            seen = profiled(net, batch, threads, runs, tmp_path, data)
+            seen = profiled(shaped(model, widths), batch, threads, runs, tmp_path)
             if set(seen.us) != set(deps):
                 raise TableError(f"{model.arch}: ONNX Runtime runs other operators at widths {widths} than at full "
                                  "width (a memory layout it picks by width); a prune.round_to of 16 (the vector "
                                  "width of AVX-512) keeps one layout")
             for name, units in deps.items():
                 us[name].setdefault(tuple(widths[u] for u in units), []).append(seen.us[name])
-            sums.append(sum(seen.us[name] for name in deps))
-            wall.append(timed(data, net.input_shape, batch, threads, runs))
-    b, a = np.polyfit(sums, wall, 1)
-    r2 = r_squared(wall, a + b * np.asarray(sums))
-    if b <= 0 or r2 < MIN_R2:  # the times differ by less than their noise: time in proportion to the sum
-        b, a = float(np.sum(wall)) / float(np.sum(sums)), 0.0
-        r2 = r_squared(wall, b * np.asarray(sums))
     table = {name: {key: statistics.fmean(values) for key, values in by.items()} for name, by in us.items()}
-    return LatencyTable(tuple(full), round_to, deps, table, Calibration(float(a), float(b), r2, len(wall)), blocks)
+    uncalibrated = LatencyTable(tuple(full), round_to, deps, table, IDENTITY, blocks)
+    plans = calibration_plans(full, round_to)
+    times = timed_whole([onnx_bytes(shaped(model, plan)) for plan in plans], model.input_shape, batch, threads, runs)
+    calibration = calibrate([uncalibrated.profiled_sum(plan) for plan in plans], times)
+    return dataclasses.replace(uncalibrated, calibration=calibration)

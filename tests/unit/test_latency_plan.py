@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from prunekd.latency_plan import filled, filter_share, latency_path, latency_plan, meet_budget, sensitivity_cost
-from prunekd.latency_table import Calibration, LatencyTable, TableError
+from prunekd.latency_table import IDENTITY, LatencyTable, TableError
 
 CHANNELS = (48, 48, 32)  # steps of 16: layers 0 and 1 at 16, 32 or 48 filters, layer 2 at 16 or 32
 
@@ -16,7 +16,7 @@ def table() -> LatencyTable:
     us = {"a": {(w0,): float(w0) for w0 in grid[0]},
           "b": {(w0, w1): w0 * w1 / 16 for w0 in grid[0] for w1 in grid[1]},
           "c": {(w1, w2): w1 * w2 / 32 for w1 in grid[1] for w2 in grid[2]}}
-    return LatencyTable(CHANNELS, 16, {"a": (0,), "b": (0, 1), "c": (1, 2)}, us, Calibration(0.0, 1.0, 1.0, 9))
+    return LatencyTable(CHANNELS, 16, {"a": (0,), "b": (0, 1), "c": (1, 2)}, us, IDENTITY)
 
 
 def test_each_step_narrows_the_layer_whose_microsecond_costs_least():

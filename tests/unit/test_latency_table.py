@@ -2,10 +2,11 @@
 steps of 64: two widths per layer, far enough apart that narrowing is faster above the timing
 noise), measured in seconds."""
 
+import numpy as np
 import pytest
 
-from prunekd.latency_table import (Calibration, LatencyTable, TableError, at_step, colours, measure,
-                                   measured_steps, steps)
+from prunekd.latency_table import (CALIBRATION_PLANS, IDENTITY, Calibration, LatencyTable, TableError, at_step,
+                                   calibrate, calibration_plans, colours, measure, measured_steps, steps)
 from prunekd.models import build_model
 
 CHANNELS = [128] * 14
@@ -42,13 +43,14 @@ def test_two_colours_refuse_a_triangle():
 def test_every_pair_of_widths_is_tabled_and_predicts_a_pass(table):
     pointwise = next(n for n in table.deps if "features.5.1/" in n)
     assert set(table.us[pointwise]) == {(a, b) for a in (64, 128) for b in (64, 128)}
-    assert table.calibration.n == 4 and table.calibration.b > 0
+    c = table.calibration  # rises over the sums it was fitted on (its derivative in the logs, at both ends)
+    assert c.n == CALIBRATION_PLANS and all(c.slope + 2 * c.curvature * np.log([c.low, c.high]) > 0)
     full, narrow = table.predict(CHANNELS), table.predict([64] * 14)
     assert narrow < full
     # off the grid, interpolated: halfway in every layer is the mean of the four corners of each
     # operator's cell, which these four plans hold between them (an identity: no timing noise in it)
     corners = [[64] * 14, [128] * 14, [64, 128] * 7, [128, 64] * 7]
-    assert table.predict([96] * 14) == pytest.approx(sum(map(table.predict, corners)) / 4, rel=1e-9)
+    assert table.profiled_sum([96] * 14) == pytest.approx(sum(map(table.profiled_sum, corners)) / 4, rel=1e-9)
     assert table.predict([16] * 14) == narrow  # below the narrowest measured width: read as it
     with pytest.raises(TableError, match="outside the table"):
         table.predict([160] * 14)
@@ -69,9 +71,9 @@ def test_widths_between_the_measured_ones_are_interpolated_linearly():
     # time = 2 * w0 + 3 * w1, which linear interpolation reproduces at 32
     us = {(a, b): 2.0 * a + 3.0 * b for a in (16, 48) for b in (16, 48)}
     table = LatencyTable((48, 48), 16, {"conv": (0, 1), "pool": (1,), "fixed": ()},
-                         {"conv": us, "pool": {(16,): 1.0, (48,): 3.0}, "fixed": {(): 5.0}}, Calibration(10.0, 2.0, 1.0, 4))
-    assert table.predict([32, 32]) == pytest.approx(10 + 2 * (2 * 32 + 3 * 32 + 2.0 + 5.0))
-    assert table.predict([48, 16]) == pytest.approx(10 + 2 * (2 * 48 + 3 * 16 + 1.0 + 5.0))
+                         {"conv": us, "pool": {(16,): 1.0, (48,): 3.0}, "fixed": {(): 5.0}}, IDENTITY)
+    assert table.predict([32, 32]) == pytest.approx(2 * 32 + 3 * 32 + 2.0 + 5.0)
+    assert table.predict([48, 16]) == pytest.approx(2 * 48 + 3 * 16 + 1.0 + 5.0)
     assert measured_steps(32, 2) == [1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31, 32]
 
 
@@ -84,8 +86,42 @@ def test_each_removable_block_is_priced_by_the_operators_it_runs(table):
     full = table.predict(CHANNELS)
     without = [0 if u == 8 else c for u, c in enumerate(CHANNELS)]
     ops = sum(table.us[n][(128, 128) if len(table.deps[n]) == 2 else (128,)] for n in table.blocks[8])
-    assert table.predict(without) == pytest.approx(full - table.calibration.b * ops)
+    assert table.profiled_sum(without) == pytest.approx(table.profiled_sum(CHANNELS) - ops)
+    assert table.predict(without) < full
     import pandas as pd
 
     again = LatencyTable.from_frame(pd.DataFrame(table.frame()), table.meta())
     assert again.blocks == table.blocks and again.predict(without) == pytest.approx(table.predict(without))
+
+
+def test_the_calibration_plans_run_from_narrow_to_the_unpruned_network():
+    channels = [16, 32, 64, 64, 128, 128, 256, 256, 256, 256, 256, 256, 512, 512]  # the default teacher's
+    plans = calibration_plans(channels, 16)
+    assert len(plans) == CALIBRATION_PLANS and plans[0] == channels
+    assert all(w in steps(c, 16) for plan in plans for w, c in zip(plan, channels))  # on the grid
+    shares = sorted(sum(plan) / sum(channels) for plan in plans[1:])
+    assert shares[0] < 0.2 and shares[-1] > 0.9  # narrow to nearly full
+    assert sum(share > 0.8 for share in shares) >= CALIBRATION_PLANS // 3  # a search's first plans are near full
+    assert len({tuple(p) for p in plans}) > 0.9 * len(plans)
+    assert calibration_plans(channels, 16) == plans and calibration_plans(channels, 16, seed=1) != plans
+
+
+def test_the_calibration_is_a_quadratic_in_the_logs_that_rises_and_runs_on_straight_beyond_its_sums():
+    sums = [100.0, 130.0, 160.0, 200.0, 250.0]
+    curve = lambda s: np.exp(-9.0 + 3.5 * np.log(s) - 0.1 * np.log(s) ** 2)  # noqa: E731 (rising on these sums)
+    fit = calibrate(sums, [curve(s) for s in sums])
+    assert (fit.intercept, fit.slope, fit.curvature, fit.r2, fit.n) == (
+        pytest.approx(-9.0), pytest.approx(3.5), pytest.approx(-0.1), pytest.approx(1.0), 5)
+    assert fit(175.0) == pytest.approx(curve(175.0))
+    # beyond the fitted sums: the tangent in the logs at the nearer end, so still rising
+    tangent = 3.5 - 0.2 * np.log(250.0)
+    assert fit(500.0) == pytest.approx(curve(250.0) * 2 ** tangent) and fit(500.0) > fit(250.0) > fit(100.0) > fit(50.0)
+    # a quadratic that would fall inside the range gives way to a power law ...
+    falls = [1.0, 4.0, 6.0, 7.0, 6.5]
+    power = calibrate(sums, falls)
+    assert power.curvature == 0.0 and power.slope > 0
+    # ... and times that do not follow the sums (here falling as they grow) to proportion
+    flat = calibrate(sums, [50.0, 49.0, 51.0, 48.0, 47.0])
+    assert (flat.slope, flat.curvature) == (1.0, 0.0)
+    assert flat(100.0) == pytest.approx(100 * float(np.exp(np.mean(np.log(np.array([50.0, 49, 51, 48, 47]) / sums)))))
+    assert IDENTITY(123.0) == pytest.approx(123.0)
