@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import statistics
 
 import pandas as pd
 import pytest
@@ -46,7 +47,9 @@ def reachable(layout: Layout, nominal: float) -> float:
     decimals). On digits' 8x8 images a whole pass takes tens of microseconds and ONNX Runtime's time
     is not monotone in the widths, so a step of 16 filters in one layer can jump past the 5 %
     band: a fixed target is met on one machine and missed on another. A target some plan measures
-    is reachable here, and the search must still find a plan within 5 % of it."""
+    is reachable here, and the search must still find a plan within 5 % of it. The plan is timed
+    three times and the median kept: on a loaded machine (CI's two workers) one timing of it once
+    read 52 % of the teacher's time where the stage then read 46 %, a miss by the test's own noise."""
     params = load_params(layout.params)
     teacher, _ = load_model(layout.teacher / MODEL_FILE)
     table = read_latency_table(layout, teacher)[0]
@@ -55,7 +58,7 @@ def reachable(layout: Layout, nominal: float) -> float:
     widths, _ = planner((1 - nominal) * table.predict(teacher.channels()))
     timed = prune.TimedPlans(teacher, threads=params.measure.threads, batch=params.prune.latency_batch,
                              repeats=params.prune.latency_repeats)
-    return round(1 - timed(widths), 3)
+    return round(1 - statistics.median(timed(widths) for _ in range(3)), 3)
 
 
 def copied(layout: Layout, root) -> Layout:
