@@ -10,6 +10,16 @@ from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, Valid
 from .errors import UserError
 
 DATASETS = ("fashion_mnist", "mnist", "cifar10", "cifar100", "digits")
+# each dataset's training images before the validation split is taken from them (digits: scikit-
+# learn's 1,797 less the fifth data.load_digits_dataset holds out for testing), so that check can
+# refuse a count beyond the training split before anything is prepared; tests/unit/test_data.py
+# holds this to the data
+# each dataset's image shape and classes as prepared, known before preparing it (check and the
+# latency table build the architecture without the data)
+DATASET_SHAPES: dict[str, tuple[tuple[int, int, int], int]] = {
+    "fashion_mnist": ((1, 28, 28), 10), "mnist": ((1, 28, 28), 10), "cifar10": ((3, 32, 32), 10),
+    "cifar100": ((3, 32, 32), 100), "digits": ((1, 8, 8), 10)}
+TRAIN_IMAGES = {"fashion_mnist": 60_000, "mnist": 60_000, "cifar10": 50_000, "cifar100": 50_000, "digits": 1_438}
 ARCHS = ("mobilenet_v1", "lenet5", "alexnet", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "vgg16")
 # torchvision classification models, spelled "torchvision/<name>" (models.TORCHVISION adapts each)
 TORCHVISION_ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "wide_resnet50_2",
@@ -68,6 +78,18 @@ class DataConfig(Section):
     val_fraction: float = Field(0.1, gt=0, lt=1)
     train_subset: int | None = Field(None, ge=10)
 
+    def training_split(self) -> int:
+        """How many images the prepared training split holds (``TRAIN_IMAGES`` less the validation
+        split, then the first ``train_subset``), known before the data is read."""
+        n = TRAIN_IMAGES[self.dataset]
+        kept = n - val_images(n, self.val_fraction)
+        return kept if self.train_subset is None else min(kept, self.train_subset)
+
+
+def val_images(train_images: int, val_fraction: float) -> int:
+    """How many of ``train_images`` the validation split takes: the fraction, rounded, at least one."""
+    return max(1, int(round(train_images * val_fraction)))
+
 
 def rule(text: str) -> dict:
     """A field's constraint that its validator checks, for the generated parameter table (which reads
@@ -115,7 +137,7 @@ class ComputeConfig(Section):
 class TeacherConfig(TrainConfig):
     # the teacher sees only the first n training images (a control: a teacher no better informed
     # than a student retrained on as many)
-    train_subset: int | None = Field(None, ge=10)
+    train_subset: int | None = Field(None, ge=10, **rule("at most the training split's images"))
 
 
 class PruneConfig(Section):
@@ -153,7 +175,8 @@ class PruneConfig(Section):
 class RetrainConfig(TrainConfig):
     modes: list[Literal[MODES]] = Field(["ft", "kd"], min_length=1, **rule("distinct"))
     seeds: list[Seed] = Field([0], min_length=1, **rule("distinct"))
-    train_subset: int | None = Field(None, ge=10)  # the student sees only the first n training images
+    # the student sees only the first n training images
+    train_subset: int | None = Field(None, ge=10, **rule("at most the training split's images"))
 
     @field_validator("modes", "seeds")
     @classmethod
@@ -178,7 +201,7 @@ CALIBRATION_METHODS = ("minmax", "entropy", "percentile")  # how int8 ranges are
 
 class QuantizeConfig(Section):
     """params.yaml's ``quantize``: each model's int8 form (ONNX Runtime, post-training, static)."""
-    calibration_images: int = Field(1024, ge=1, le=1_000_000)
+    calibration_images: int = Field(1024, ge=1, le=1_000_000, **rule("at most the training split's images"))
     method: Literal[CALIBRATION_METHODS] = "minmax"
     per_channel: bool = True  # one int8 scale per output filter (False: one per tensor)
 
@@ -263,6 +286,18 @@ def parse_params(raw: object, source: str = "params.yaml") -> Params:
 def across_sections(params: Params) -> list[str]:
     """What no one key's bounds catch: keys that contradict each other."""
     p, problems = params.prune, []
+    data, images = params.data, TRAIN_IMAGES[params.data.dataset]
+    if val_images(images, data.val_fraction) >= images:
+        problems.append(f"data.val_fraction: {data.val_fraction:g} of {images} training images leaves none to "
+                        "train on; lower it")
+    else:  # counts of the training split's images, refused here rather than by the stage that reads them
+        split = data.training_split()
+        for key, count, instead in [("teacher.train_subset", params.teacher.train_subset, ", or null for all"),
+                                    ("retrain.train_subset", params.retrain.train_subset, ", or null for all"),
+                                    ("quantize.calibration_images", params.quantize.calibration_images, "")]:
+            if count is not None and count > split:
+                problems.append(f"{key}: {count} is more than the {split} images of the training split; "
+                                f"use at most that many{instead}")
     if p.unit == "latency":
         if p.latency_runtime not in params.measure.runtimes:
             problems.append(f"prune.latency_runtime: {p.latency_runtime} is not in measure.runtimes "

@@ -20,6 +20,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
+from .config import val_images
 from .errors import UserError
 from .paths import split_file
 
@@ -67,13 +68,6 @@ def _reason(exc: Exception) -> str:
     one line each, and the last line holds the cause (``<urlopen error timed out>``)."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return lines[-1][:200] if lines else type(exc).__name__
-
-
-# each dataset's image shape and classes as prepared, known before preparing it (the latency
-# table times the architecture without the data)
-DATASET_SHAPES: dict[str, tuple[tuple[int, int, int], int]] = {
-    "fashion_mnist": ((1, 28, 28), 10), "mnist": ((1, 28, 28), 10), "cifar10": ((3, 32, 32), 10),
-    "cifar100": ((3, 32, 32), 100), "digits": ((1, 8, 8), 10)}
 
 
 @dataclass(frozen=True)
@@ -233,7 +227,7 @@ def split_train_val(train: Split, val_fraction: float, seed: int,
     """Deterministic shuffle-split by ``seed``; ``train_subset`` keeps the first n train images."""
     gen = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(train), generator=gen)
-    n_val = max(1, int(round(len(train) * val_fraction)))
+    n_val = val_images(len(train), val_fraction)
     if n_val >= len(train):
         raise DataError(f"data.val_fraction: {val_fraction:g} of {len(train)} training images leaves none to "
                         "train on; lower it")

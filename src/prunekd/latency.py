@@ -71,15 +71,16 @@ def check_onnx(model: PrunableNet, onnx_file: Path, model_file: Path, atol: floa
                              f"batch: another model's export, or edited); {fix}")
 
 
-def _onnxruntime_runner(model: nn.Module, onnx_file: Path, x: np.ndarray, threads: int) -> Runner:
-    """The exported file (BatchNorm already folded) on ONNX Runtime's CPU provider."""
+def _onnxruntime_runner(model: nn.Module | None, onnx_file: Path | bytes, x: np.ndarray, threads: int) -> Runner:
+    """The exported file, or an export's bytes (BatchNorm already folded), on a new session of ONNX
+    Runtime's CPU provider (``model`` is not read: the deploy form is all it runs)."""
     session = onnx_session(onnx_file, threads)
     feed = {session.get_inputs()[0].name: x}
     return lambda: session.run(None, feed)
 
 
 # runtime name -> (model, its ONNX file, input batch, threads) -> runner
-RUNTIMES: dict[str, Callable[[nn.Module, Path, np.ndarray, int], Runner]] = {
+RUNTIMES: dict[str, Callable[[nn.Module | None, Path | bytes, np.ndarray, int], Runner]] = {
     "onnxruntime": _onnxruntime_runner,
     "torch": _torch_runner,
 }

@@ -53,6 +53,7 @@ import random
 import statistics
 import tempfile
 from dataclasses import dataclass, field
+from functools import partial
 from itertools import product
 from pathlib import Path
 from typing import Callable
@@ -62,7 +63,7 @@ import pandas as pd
 
 from .errors import UserError
 from .export import INPUT, onnx_bytes
-from .latency import Runner, onnx_session, times_in_turns
+from .latency import RUNTIMES, onnx_session, times_in_turns
 from .models import PrunableNet, bypassed
 from .progress import progress
 from .prune import shaped
@@ -121,22 +122,13 @@ def profiled(model: PrunableNet, batch: int, threads: int, runs: int, folder: Pa
     return Pass(shapes, {name: statistics.median(values[warmup:] or values) for name, values in times.items()})
 
 
-def fresh_session(data: bytes, x: dict[str, np.ndarray], threads: int) -> Callable[[], Runner]:
-    """A maker for ``times_in_turns``: each turn a new ONNX Runtime session of ``data``, as the latency
-    stage times a form."""
-    def make() -> Runner:
-        session = onnx_session(data, threads)
-        return lambda: session.run(None, x)
-    return make
-
-
 def timed_whole(networks: list[bytes], input_shape: tuple[int, ...], batch: int, threads: int,
                 runs: int) -> list[float]:
     """Each ONNX model's median time of one pass, in us, without the profiler: in turns, ``runs``
     passes each over 5 rounds, a fresh session each turn."""
-    x = {INPUT: np.zeros((batch, *input_shape), dtype=np.float32)}
-    samples = times_in_turns([fresh_session(data, x, threads) for data in networks], warmup=10, repeats=runs,
-                             rounds=5)
+    x = np.zeros((batch, *input_shape), dtype=np.float32)
+    samples = times_in_turns([partial(RUNTIMES["onnxruntime"], None, data, x, threads) for data in networks],
+                             warmup=10, repeats=runs, rounds=5)
     return [float(np.median(ms)) * 1000 for ms in samples]
 
 

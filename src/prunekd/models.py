@@ -25,6 +25,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from .config import DATASET_SHAPES, ModelConfig
 from .errors import UserError
 
 # MobileNet v1 (Howard et al. 2017): (pointwise output channels, depthwise stride) per block.
@@ -465,6 +466,13 @@ def build_model(arch: str, num_classes: int, input_shape, width: float = 1.0,
     if arch.startswith(TORCHVISION_PREFIX) and name in TORCHVISION:
         return TorchvisionNet(name, num_classes, tuple(input_shape), width, channels)
     raise ValueError(f"unknown arch {arch!r}; should be {known_archs()}")
+
+
+def untrained(model: ModelConfig, dataset: str) -> PrunableNet:
+    """``model``'s architecture, untrained, for ``dataset``'s image shape and classes: what check and
+    the latency table read before any data is prepared or any model trained."""
+    shape, classes = DATASET_SHAPES[dataset]
+    return build_model(model.arch, classes, shape, model.width)
 
 
 def content_digest(spec: dict, state: dict[str, torch.Tensor], meta: dict) -> str:

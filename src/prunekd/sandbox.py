@@ -44,6 +44,7 @@ def set_params(repo: Path, change: Callable[[dict], object]) -> None:
 def tiny_params(params: dict) -> dict:
     """The default params shrunk to a minutes-long run on real Fashion-MNIST."""
     params["data"]["train_subset"] = 1000
+    params["quantize"]["calibration_images"] = 256  # at most the 1,000 training images
     params["model"]["width"] = 0.25
     params["teacher"].update(epochs=2, batch_size=64, lr=0.05)
     params["retrain"].update(epochs=1, batch_size=64, lr=0.01, modes=["ft", "kd"], seeds=[0])

@@ -179,3 +179,29 @@ def test_params_that_would_flood_or_overflow_get_one_short_line():
     with pytest.raises(ConfigError) as err:
         parse_params(params)
     assert "teacher.epochs" in str(err.value) and len(str(err.value)) < 300
+
+
+# counts of the training split's images: refused by check, before the data is prepared
+@pytest.mark.parametrize("changes, names", [
+    ({"quantize": {"calibration_images": 54_001}},
+     ("quantize.calibration_images: 54001 is more than the 54000 images of the training split",)),
+    ({"data": {"train_subset": 1000}, "retrain": {"train_subset": 1001}},
+     ("retrain.train_subset: 1001 is more than the 1000 images", "or null for all")),
+    ({"data": {"val_fraction": 0.5}, "teacher": {"train_subset": 30_001}},
+     ("teacher.train_subset: 30001 is more than the 30000 images",)),
+    ({"data": {"dataset": "digits"}, "quantize": {"calibration_images": 1295}},
+     ("quantize.calibration_images: 1295 is more than the 1294 images",)),
+    ({"data": {"dataset": "digits", "val_fraction": 0.9999}, "quantize": {"calibration_images": 1}},
+     ("data.val_fraction: 0.9999 of 1438 training images leaves none to train on",)),
+])
+def test_a_count_beyond_the_training_split_is_refused_before_anything_runs(default_params, changes, names):
+    for section, change in changes.items():
+        default_params[section].update(change)
+    with pytest.raises(ConfigError) as err:
+        parse_params(default_params)
+    [line] = str(err.value).splitlines()
+    assert all(name in line for name in names), line
+    for section, key in [("quantize", "calibration_images"), ("teacher", "train_subset"), ("retrain", "train_subset")]:
+        default_params[section][key] = None if key == "train_subset" else 10
+    default_params["data"]["val_fraction"] = 0.1
+    assert parse_params(default_params).data.training_split() > 10  # the same data, counts within it

@@ -128,3 +128,18 @@ def test_the_manifest_is_the_same_wherever_the_files_were_found(raw_copy, tmp_pa
         train, val = split_train_val(raw.train, params.data.val_fraction, params.seed, 1000)
         manifests.append(build_manifest(params, raw, {"train": train, "val": val, "test": raw.test}))
     assert manifest_hash(manifests[0]) == manifest_hash(manifests[1])
+
+
+@pytest.mark.parametrize("dataset", ["fashion_mnist", "digits"])
+def test_the_training_split_is_known_before_the_data_is_read(raw_copy, dataset):
+    """check refuses a count beyond the training split without reading the data: the split's size it
+    computes (config.TRAIN_IMAGES, less the validation split, then the subset) is what prepare keeps.
+    (MNIST's and CIFAR's counts in the table are torchvision's; they are not on this machine.)"""
+    from prunekd.config import TRAIN_IMAGES, DataConfig
+
+    raw = (load_fashion_mnist if dataset == "fashion_mnist" else load_digits_dataset)(raw_copy)
+    assert len(raw.train) == TRAIN_IMAGES[dataset]
+    for val_fraction, subset in [(0.1, None), (0.37, None), (0.1, 500), (0.5, 10**6)]:
+        train, _ = split_train_val(raw.train, val_fraction, 0, subset)
+        known = DataConfig(dataset=dataset, val_fraction=val_fraction, train_subset=subset).training_split()
+        assert len(train) == known, (val_fraction, subset)

@@ -29,12 +29,10 @@ def architecture_fits(params: Params) -> None:
     has none. PyTorch is imported only then: every params edit runs this stage."""
     if params.prune.criterion != "bn_scale":
         return
-    from ..data import DATASET_SHAPES
-    from ..models import build_model
+    from ..models import untrained
     from ..prune import prune_to_widths
 
-    shape, classes = DATASET_SHAPES[params.data.dataset]
-    model = build_model(params.model.arch, classes, shape, params.model.width)
+    model = untrained(params.model, params.data.dataset)
     prune_to_widths(model, [max(1, c - 1) for c in model.channels()], "bn_scale")
 
 

@@ -17,21 +17,14 @@ import time
 import pandas as pd
 
 from ..config import Params
-from ..data import DATASET_SHAPES
 from ..io import CorruptInputError, MissingInputError, read_table, stage_outputs
 from ..latency_table import LatencyTable, measure
-from ..models import PrunableNet, build_model
+from ..models import PrunableNet, untrained
 from ..paths import Layout
 from ..tracking import stage_run
 from .cli import run_cli
 
 RERUN = "rerun the latency_table stage (dvc repro latency_table)"
-
-
-def architecture(params: Params) -> PrunableNet:
-    """The teacher's architecture, untrained, for the dataset's image shape."""
-    shape, classes = DATASET_SHAPES[params.data.dataset]
-    return build_model(params.model.arch, classes, shape, params.model.width)
 
 
 def settings(params: Params) -> dict:
@@ -90,7 +83,7 @@ def run(params: Params, layout: Layout) -> dict:
             (scratch / folder.name / meta_file.name).write_text(json.dumps(meta, indent=2) + "\n")
         print(f"latency_table: prune.unit is {p.unit}; nothing to measure")
         return {"operators": 0}
-    model = architecture(params)
+    model = untrained(params.model, params.data.dataset)
     with (stage_run("latency_table", params, {"arch": model.arch}, layout) as run,
           stage_outputs(folder, root=layout.root) as scratch):  # the previous table stays until this succeeds
         out = scratch / folder.name
