@@ -123,9 +123,26 @@ def with_bin_on_path(env: dict[str, str]) -> dict[str, str]:
     return env | {"PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}"}
 
 
+# A dvc command of the flow waits for the repository's lock (--wait-for-lock): the flow's own tasks
+# hold it for seconds each, another `dvc` in the project (`dvc repro` in a terminal, say) for as long
+# as that runs. Past this bound a task fails in one line instead of waiting on without end.
+DVC_WAIT_S = 30 * 60
+
+
+def bounded(argv: list[str], root: Path) -> subprocess.CompletedProcess:
+    """``argv`` (a dvc command, or a script that opens the repository) run in ``root``, its output
+    captured; a RuntimeError if it has not finished within ``DVC_WAIT_S``."""
+    try:
+        return subprocess.run(argv, cwd=root, env=with_bin_on_path(dict(os.environ)), capture_output=True,
+                              text=True, timeout=DVC_WAIT_S)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"{' '.join(Path(a).name if i == 0 else a for i, a in enumerate(argv))} in {root}: "
+                           f"not done after {DVC_WAIT_S} s; another dvc command in the project holds its lock "
+                           "(.dvc/tmp/lock) or hangs: let it finish or stop it, then run the flow again") from None
+
+
 def dvc(root: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "dvc"), *args], cwd=root, env=with_bin_on_path(dict(os.environ)),
-                          capture_output=True, text=True)
+    return bounded([str(BIN / "dvc"), *args], root)
 
 
 def dvc_status(root: Path, *names: str) -> dict[str, list]:
@@ -145,8 +162,7 @@ def settled(root: Path, name: str, log) -> str:
     """Whether stage ``name`` must run, from DVC, in one call: ``current``; ``restored`` (it was
     stale and DVC restored it from its cache or run-cache, as `dvc repro` would, and recorded it in
     dvc.lock); or ``stale`` (flows/runcache.py)."""
-    proc = subprocess.run([sys.executable, str(RUNCACHE), name], cwd=root, capture_output=True,
-                          text=True, env=with_bin_on_path(dict(os.environ)))
+    proc = bounded([sys.executable, str(RUNCACHE), name], root)
     for line in proc.stderr.splitlines():
         if line.strip():
             log.info(line.rstrip())
