@@ -168,9 +168,10 @@ def test_a_table_of_other_settings_or_none_is_refused(layout, tmp_path):
 
 def test_netadapt_removes_the_blocks_it_may_and_the_network_runs(layout, tmp_path):
     """The sensitivity stage writes each block's drop; where the drops say a block costs nothing,
-    netadapt removes as many as prune.max_blocks_removed allows, within the measured target, and
-    retrain accepts the plan it re-derives; at 0 no block goes. DEEP asks for more than the two
-    blocks save, so that width steps (fine ones) meet the target after them."""
+    netadapt's plans remove as many as prune.max_blocks_removed allows (at 0 none), the stage's
+    measured plan removes blocks within the target, and retrain accepts the plan it re-derives.
+    DEEP asks for more than the two blocks save, so that width steps (fine ones) meet the target
+    after them."""
     other = copied(layout, tmp_path)
     write_params(other, ratios=[DEEP], schedule="netadapt", max_blocks_removed=2, sensitivity_ratios=[0.5])
     params = load_params(other.params)
@@ -187,19 +188,24 @@ def test_netadapt_removes_the_blocks_it_may_and_the_network_runs(layout, tmp_pat
     params = load_params(other.params)
     figures = prune.run(params, other, deep)
     model, meta = load_model(other.pruned(deep) / MODEL_FILE)
-    assert figures["blocks_removed"] == model.channels().count(0) == 2
+    # the plan the measured search settles on removes blocks, as its figures say; how many (one or
+    # both) can turn on a few microseconds of a loaded machine's timing, so the count is held below
+    # on the table, where it is decided
+    assert figures["blocks_removed"] == model.channels().count(0) >= 1
     assert abs(figures["latency_removed"] - deep) <= LATENCY_TOLERANCE * (1 - deep)
     assert (other.pruned(deep) / "model.onnx").is_file()
     assert model.channels() == plans.pruned_channels(teacher, deep, params, other, meta)
     assert retrain.run(params, other, deep, "ft", 0)["top1"] >= 0
-    assert latency_budgets(other, [deep])["blocks removed"].item() == 2
-    # at 0 no plan on the search removes a block (checked on the table: timing it adds nothing here)
-    write_params(other, ratios=[DEEP], schedule="netadapt", max_blocks_removed=0, sensitivity_ratios=[0.5])
-    params = load_params(other.params)
+    assert latency_budgets(other, [deep])["blocks removed"].item() == figures["blocks_removed"]
+    # on the table: the plans for DEEP and beyond remove both blocks allowed, and at 0 no plan on the
+    # search removes a block (timing them adds nothing here)
     table = read_latency_table(other, teacher)[0]
-    planner = plans.latency_planner(teacher, params, table, pd.read_csv(other.curves), pd.read_csv(other.block_drops))
     full = table.predict(teacher.channels())
-    assert all(0 not in planner(full * kept)[0] for kept in (0.9, 0.6, 0.45, 0.3, float("-inf")))
+    for allowed, kept, removed in [(2, (1 - DEEP, 0.3, float("-inf")), 2), (0, (0.9, 0.6, 0.45, 0.3, float("-inf")), 0)]:
+        write_params(other, ratios=[DEEP], schedule="netadapt", max_blocks_removed=allowed, sensitivity_ratios=[0.5])
+        planner = plans.latency_planner(teacher, load_params(other.params), table, pd.read_csv(other.curves),
+                                        pd.read_csv(other.block_drops))
+        assert [planner(full * k)[0].count(0) for k in kept] == [removed] * len(kept), allowed
     drops.iloc[1:].to_csv(other.block_drops, index=False)  # a table that misses a block: another network's
     write_params(other, ratios=[DEEP], schedule="netadapt", max_blocks_removed=2, sensitivity_ratios=[0.5])
     with pytest.raises(CorruptInputError, match="blocks.csv: made for another network"):
