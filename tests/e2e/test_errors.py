@@ -158,7 +158,11 @@ def fashion_copy(repo: Path, damage) -> str:
     raw = repo / "data/raw/fashion_mnist"
     shutil.copytree(SYSTEM_FASHION, raw)
     damage(raw / "t10k-labels-idx1-ubyte.gz")
-    return bad_params(repo, lambda p: p["data"].update(dataset="fashion_mnist", train_subset=1000))
+    def fashion(p: dict) -> None:  # 1,000 training images, so at most that many to calibrate int8 on
+        p["data"].update(dataset="fashion_mnist", train_subset=1000)
+        p["quantize"]["calibration_images"] = 256
+
+    return bad_params(repo, fashion)
 
 
 def truncate(path: Path) -> None:
