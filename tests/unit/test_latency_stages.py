@@ -61,6 +61,25 @@ def reachable(layout: Layout, nominal: float) -> float:
     return round(1 - statistics.median(timed(widths) for _ in range(3)), 3)
 
 
+def pruned_at_reachable(target: Layout, nominal: float, other: Layout, tries: int = 3, **prune_keys
+                        ) -> tuple[float, dict]:
+    """``prune.run`` in ``other`` at a ratio of latency a plan measures here (``reachable`` on
+    ``target``): the ratio and the stage's figures. The target and the stage time the networks
+    seconds apart; on a loaded machine (CI's two workers, or this one's other tenants) a timing of
+    these tens-of-microsecond passes can move by more than the stage's 5 % between them, so a
+    miss is retried with a fresh target, ``tries`` times in all. A search that cannot meet a target
+    its own plan measured still fails every time."""
+    for attempt in range(tries):
+        ratio = reachable(target, nominal)
+        write_params(other, ratios=[ratio], **prune_keys)
+        try:
+            return ratio, prune.run(load_params(other.params), other, ratio)
+        except PruneTargetError:
+            if attempt == tries - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 def copied(layout: Layout, root) -> Layout:
     """A project at ``root`` with ``layout``'s prepared data, teacher and latency table."""
     other = Layout(root)
@@ -103,16 +122,16 @@ def test_the_table_is_the_teachers_architecture_under_its_settings(layout):
 
 def test_prune_meets_the_measured_target_and_retrain_accepts_the_plan(layout, tmp_path):
     other = copied(layout, tmp_path)
-    ratio = reachable(layout, RATIO)
-    write_params(other, ratios=[ratio])
+    ratio, figures = pruned_at_reachable(layout, RATIO, other)
     params = load_params(other.params)
-    figures = prune.run(params, other, ratio)
     kept = 1 - figures["latency_removed"]
     assert abs(kept - (1 - ratio)) <= LATENCY_TOLERANCE * (1 - ratio)
     # the share paired by round, as the latency stage pairs it, with its interval over the rounds;
-    # the ratio of the two medians over all rounds is near it
+    # the ratio of the two medians over all rounds is near it (how near depends on the machine's
+    # load: under CI's two workers 0.54 against a paired 0.63 once; swapped or mislabelled medians
+    # would read 1.6 or 1.0)
     assert figures["latency_removed_low"] < figures["latency_removed"] < figures["latency_removed_high"]
-    assert figures["latency_measured_us"] / figures["latency_measured_full_us"] == pytest.approx(kept, rel=0.1)
+    assert figures["latency_measured_us"] / figures["latency_measured_full_us"] == pytest.approx(kept, rel=0.25)
     model, meta = load_model(other.pruned(ratio) / MODEL_FILE)
     assert meta["latency_budget_us"] == figures["latency_budget_us"]
     assert model.channels() == plans.pruned_channels(load_model(other.teacher / MODEL_FILE)[0], ratio, params,
@@ -183,10 +202,9 @@ def test_netadapt_removes_the_blocks_it_may_and_the_network_runs(layout, tmp_pat
     drops.assign(drop=0.0).to_csv(other.block_drops, index=False)
     curves = pd.read_csv(other.curves)
     curves.assign(drop=100 * curves["ratio"]).to_csv(other.curves, index=False)
-    deep = reachable(other, DEEP)
-    write_params(other, ratios=[deep], schedule="netadapt", max_blocks_removed=2, sensitivity_ratios=[0.5])
+    deep, figures = pruned_at_reachable(other, DEEP, other, schedule="netadapt", max_blocks_removed=2,
+                                        sensitivity_ratios=[0.5])
     params = load_params(other.params)
-    figures = prune.run(params, other, deep)
     model, meta = load_model(other.pruned(deep) / MODEL_FILE)
     # the plan the measured search settles on removes blocks, as its figures say; how many (one or
     # both) can turn on a few microseconds of a loaded machine's timing, so the count is held below
