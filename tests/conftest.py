@@ -15,7 +15,8 @@ from mlflow.tracking import MlflowClient
 
 from prunekd import sandbox
 # the tests' import point
-from prunekd.sandbox import digits_params, digits_sweep_params, set_params, tiny_params  # noqa: F401
+from prunekd.sandbox import (digits_branch_params, digits_params, digits_sweep_params, set_params,  # noqa: F401
+                             tiny_params)
 
 ROOT = Path(__file__).resolve().parents[1]
 E2E = ROOT / "tests" / "e2e"

@@ -178,7 +178,7 @@ class MlflowRun(StageRun):
         model = model.cpu().eval()
         # Two images, not one: torch.export would otherwise fix the batch dimension at 1.
         example = torch.zeros(2, *model.input_shape).numpy()
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), pinned_requirements():
             warnings.simplefilter("ignore")
             # a torch.export program ('pt2'), never a pickle: asked for, since MLflow's default is a
             # pickle under a Databricks tracking URI
@@ -203,7 +203,7 @@ class MlflowRun(StageRun):
     def log_onnx(self, onnx_file: Path, example, logits) -> None:
         import onnx
 
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), pinned_requirements():
             warnings.simplefilter("ignore")
             info = mlflow.onnx.log_model(onnx.load(str(onnx_file)), name=ONNX_ARTIFACT,
                                          signature=infer_signature(example, logits), save_as_external_data=False,
@@ -220,6 +220,30 @@ class MlflowRun(StageRun):
         except mlflow.exceptions.MlflowException:
             return False
         return True
+
+
+@contextmanager
+def pinned_requirements() -> Iterator[None]:
+    """Log models whose pip requirements are pinned by name (``torch==``, ``onnxruntime==``: what is
+    installed) without MLflow's scan of every installed distribution.
+
+    Before it writes a model's requirements MLflow checks each against the installed version,
+    and to do that it first maps every installed distribution to the modules it provides
+    (``importlib_metadata.packages_distributions``: it reads each one's file list, about 2 s a
+    process here, in nearly every stage). The map serves only packages whose version cannot be read
+    by their name; these can, so the check runs as before on an empty map. The process's map is put
+    back as it was (unmade) after, for any other caller that infers requirements from it.
+    """
+    from mlflow.utils import requirements_utils as reqs
+
+    if getattr(reqs, "_MODULES_TO_PACKAGES", ()) is not None:  # made already, or an MLflow without the map
+        yield
+        return
+    reqs._MODULES_TO_PACKAGES = {}
+    try:
+        yield
+    finally:
+        reqs._MODULES_TO_PACKAGES = reqs._PACKAGES_TO_MODULES = None
 
 
 def _version(package: str) -> str:
