@@ -22,14 +22,27 @@ ROOT = Path(__file__).resolve().parents[1]
 E2E = ROOT / "tests" / "e2e"
 
 
+# The slowest test files, slowest first (each 1 to 11 worker-minutes on 2 cores; the rest take
+# seconds each), handed to the workers in this order and the other files after them in collection
+# order (pyproject.toml: --no-loadscope-reorder): the longest first, the two workers end close
+# together. xdist's own order (most tests first) started long files last, and one worker ran on
+# alone for about two minutes. test_experiments and test_archs stay adjacent: the worker that takes
+# the one takes the other, and builds the AlexNet repro they share while no one waits for it.
+SLOWEST_FIRST = ("e2e/test_pipeline.py", "e2e/test_flow.py", "e2e/test_team.py", "e2e/test_errors.py",
+                 "e2e/test_experiments.py", "e2e/test_archs.py", "e2e/test_tracking_off.py",
+                 "e2e/test_latency_table.py", "e2e/test_resume.py", "unit/test_latency_stages.py")
+
+
 def pytest_collection_modifyitems(config, items):
     """Markers follow folders: every test under tests/e2e is ``e2e`` (``-m "not e2e"`` skips the
-    slow ones), and one outside it that carries the marker is refused."""
+    slow ones), and one outside it that carries the marker is refused. The slowest files go first."""
     for item in items:
         if item.path.is_relative_to(E2E):
             item.add_marker(pytest.mark.e2e)
         elif item.get_closest_marker("e2e"):
             raise pytest.UsageError(f"{item.nodeid}: marked e2e outside tests/e2e; move it there")
+    rank = {ROOT / "tests" / name: i for i, name in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path, len(rank)))  # stable: the rest keep their order
 
 
 @pytest.fixture

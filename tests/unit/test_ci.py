@@ -46,3 +46,11 @@ def test_no_junit_file_is_said_not_raised(tmp_path):
     shown = subprocess.run([sys.executable, ROOT / ".ci" / "failures.py", tmp_path / "missing.xml"],
                            capture_output=True, text=True, check=True).stdout
     assert "no JUnit XML" in shown
+
+
+def test_the_files_handed_out_first_are_the_suites_own():
+    # a name here that no longer is a test file would leave its file in collection order, unnoticed
+    from ..conftest import SLOWEST_FIRST
+
+    assert all((ROOT / "tests" / name).is_file() and Path(name).name.startswith("test_") for name in SLOWEST_FIRST)
+    assert len(set(SLOWEST_FIRST)) == len(SLOWEST_FIRST)
