@@ -125,3 +125,16 @@ def test_the_calibration_is_a_quadratic_in_the_logs_that_rises_and_runs_on_strai
     assert (flat.slope, flat.curvature) == (1.0, 0.0)
     assert flat(100.0) == pytest.approx(100 * float(np.exp(np.mean(np.log(np.array([50.0, 49, 51, 48, 47]) / sums)))))
     assert IDENTITY(123.0) == pytest.approx(123.0)
+
+
+def test_a_calibration_fitted_over_a_narrow_range_of_sums_predicts_without_overflow():
+    # Sums within 2 % of each other (a small network timed on a loaded machine): the quadratic in
+    # the logs has large coefficients that cancel (here slope about -12,000, curvature 1,000); taken
+    # apart, their exponentials overflowed (seen in a run of the latency_table stage).
+    sums = [400.0, 402.0, 404.0, 406.0, 408.0]
+    mid = np.log(404.0)
+    curve = lambda s: 30.0 * np.exp(25 * (np.log(s) - mid) + 1e3 * (np.log(s) - mid) ** 2)  # noqa: E731
+    fit = calibrate(sums, [curve(s) for s in sums])
+    assert fit.slope < -1e4 and fit.curvature == pytest.approx(1e3)  # rising over the sums all the same
+    assert fit(405.0) == pytest.approx(curve(405.0), rel=1e-6)
+    assert fit(4000.0) > fit(408.0) > fit(400.0) > fit(100.0) > 0 and np.isfinite(fit(4000.0))
