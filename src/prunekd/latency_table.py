@@ -217,9 +217,15 @@ class Calibration:
     def __call__(self, profiled_sum: float) -> float:
         x = math.log(profiled_sum)
         end = min(max(x, math.log(self.low)), math.log(self.high))  # x itself within the fitted sums
-        # intercept + slope * x + curvature * x² within them, and on the tangent at ``end`` beyond;
-        # summed in the logs: sums fitted over a narrow range give large coefficients that cancel,
-        # and their exponentials taken apart overflowed
+        # intercept + slope * x + curvature * x² within them, and on the tangent at ``end`` beyond
+        try:
+            time = math.exp(self.intercept + self.curvature * (2 * end * x - end * end)) * profiled_sum ** self.slope
+        except OverflowError:
+            time = 0.0
+        if time > 0:
+            return time
+        # sums fitted over a narrow range give large coefficients that cancel: taken apart, their
+        # exponentials overflow (or underflow), so they are summed in the logs
         return math.exp(self.intercept + self.slope * x + self.curvature * (2 * end * x - end * end))
 
 
