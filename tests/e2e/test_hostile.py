@@ -1,6 +1,7 @@
 """A params file is something teammates send in pull requests and CI runs: no value written in it
 runs as a command, through `dvc repro`, `dvc repro <stage>`, a single stage or the flow."""
 
+import shutil
 import subprocess
 import sys
 
@@ -17,13 +18,21 @@ def hostile(params: dict) -> None:
     params["prune"]["ratios"] = [0.3, HOSTILE]
 
 
-@pytest.fixture
-def repo(tmp_path):
-    repo = copy_repo(tmp_path / "repo")
+@pytest.fixture(scope="module")
+def passed_once(tmp_path_factory):
+    """A repo whose check has passed: its output exists, a gate already passed once."""
+    repo = copy_repo(tmp_path_factory.mktemp("hostile") / "repo")
     set_params(repo, digits_params)
     proc = subprocess.run([str(BIN / "dvc"), "repro", "check"], cwd=repo, env=clean_env(),
                           capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-2000:]  # check's output exists: a gate already passed once
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return repo
+
+
+@pytest.fixture
+def repo(passed_once, tmp_path):
+    """A copy of it for each test (a failed check leaves no output), with the hostile params."""
+    repo = shutil.copytree(passed_once, tmp_path / "repo", symlinks=True)
     set_params(repo, hostile)
     return repo
 

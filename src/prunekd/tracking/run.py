@@ -178,7 +178,7 @@ class MlflowRun(StageRun):
         model = model.cpu().eval()
         # Two images, not one: torch.export would otherwise fix the batch dimension at 1.
         example = torch.zeros(2, *model.input_shape).numpy()
-        with warnings.catch_warnings(), pinned_requirements():
+        with warnings.catch_warnings(), pinned_requirements(), no_progress_bars():
             warnings.simplefilter("ignore")
             # a torch.export program ('pt2'), never a pickle: asked for, since MLflow's default is a
             # pickle under a Databricks tracking URI
@@ -229,7 +229,7 @@ def pinned_requirements() -> Iterator[None]:
 
     Before it writes a model's requirements MLflow checks each against the installed version,
     and to do that it first maps every installed distribution to the modules it provides
-    (``importlib_metadata.packages_distributions``: it reads each one's file list, about 2 s a
+    (``importlib_metadata.packages_distributions``: it reads each one's file list, about a second a
     process here, in nearly every stage). The map serves only packages whose version cannot be read
     by their name; these can, so the check runs as before on an empty map. The process's map is put
     back as it was (unmade) after, for any other caller that infers requirements from it.
@@ -244,6 +244,26 @@ def pinned_requirements() -> Iterator[None]:
         yield
     finally:
         reqs._MODULES_TO_PACKAGES = reqs._PACKAGES_TO_MODULES = None
+
+
+PROGRESS_BAR_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+
+
+@contextmanager
+def no_progress_bars() -> Iterator[None]:
+    """Log a model without MLflow's artifact progress bars in the stage's log. MLflow checks a
+    logged model's input example by loading the model back from the run's artifacts, and that copy
+    draws two "Downloading artifacts" bars in the middle of a stage that downloads nothing. The
+    variable is put back as it was after."""
+    before = os.environ.get(PROGRESS_BAR_ENV)
+    os.environ[PROGRESS_BAR_ENV] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(PROGRESS_BAR_ENV, None)
+        else:
+            os.environ[PROGRESS_BAR_ENV] = before
 
 
 def _version(package: str) -> str:
