@@ -9,7 +9,11 @@ scripts/publish_run.py). Each document holds blocks
                                                              comment, the bounds config.py enforces
     <!-- tests:begin --> ... <!-- tests:end -->                how long the tests take (scripts/time_tests.sh)
 
-and this script rewrites what is between the markers, with links relative to the document.
+and this script rewrites what is between the markers, with links relative to the document. The
+default run's report, figures and sensitivity curves are DVC outputs (in reports/, not in git), so
+it first copies them into docs/default-run/ (``DEFAULT_RUN``), where the blocks link: a reader of a
+fresh clone or of the repository online sees them without `dvc pull` (tests/unit/test_docs.py holds
+the copy to the hashes dvc.lock records).
 Run after scripts/timed_repro.sh (and scripts/time_tests.sh); the results are generated, never typed.
 """
 
@@ -18,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from pathlib import Path
 
 from prunekd.paths import FIGURES_DIR, REPORT_FILE, Layout
@@ -33,6 +38,26 @@ DEFAULT_BLOCKS = {
     "results-cost": ("## Cost per ratio", "## Latency per architecture", "## int8"),
 }
 FIRST_FIGURE_ONLY = {"results"}  # the front page shows the answer's figure, not every figure
+DEFAULT_RUN = "docs/default-run"  # the default run's report and what it links to, copied from reports/
+
+
+def published_outputs() -> tuple[str, ...]:
+    """What of reports/ the default run's report shows: itself and the folders it links to."""
+    return (REPORT_FILE, FIGURES_DIR, Layout(ROOT).sensitivity.name)
+
+
+def publish_default_run() -> None:
+    """Copy the default run's report, figures and sensitivity curves from reports/ (DVC outputs)
+    into ``DEFAULT_RUN`` (in git), replacing what an earlier run left there."""
+    reports, out = Layout(ROOT).reports, ROOT / DEFAULT_RUN
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    for name in published_outputs():
+        if (reports / name).is_dir():
+            shutil.copytree(reports / name, out / name)
+        else:
+            shutil.copy2(reports / name, out / name)
 
 
 def demote(markdown: str) -> str:
@@ -72,8 +97,8 @@ def repro_extent(timing: dict) -> str:
 
 def default_block(name: str, prefix: str = "") -> str:
     layout = Layout(ROOT)
-    reports = layout.reports.relative_to(ROOT).as_posix()
-    report = relink((layout.reports / REPORT_FILE).read_text(), reports, prefix)
+    reports = DEFAULT_RUN
+    report = relink((ROOT / DEFAULT_RUN / REPORT_FILE).read_text(), reports, prefix)
     body = demote("\n" + sections(report, DEFAULT_BLOCKS[name])).rstrip() + "\n"
     if name in FIRST_FIGURE_ONLY:
         body = first_figure_only(body)
@@ -84,7 +109,8 @@ def default_block(name: str, prefix: str = "") -> str:
             f"{repro_extent(timing)}, took **{timing['wall_s'] / 60:.1f} min** "
             f"on {timing['cpus']} CPU cores ({timing['processor']}, torch {timing['torch']}, "
             f"CUDA {'on' if timing['cuda'] else 'off'}); the whole report, with every paired difference, "
-            f"the sensitivity of each layer and the figures, is [{reports}/{REPORT_FILE}]({prefix}{reports}/{REPORT_FILE}).\n"
+            f"the sensitivity of each layer and the figures, is [{reports}/{REPORT_FILE}]({prefix}{reports}/{REPORT_FILE}) "
+            f"(`{layout.reports.relative_to(ROOT).as_posix()}/{REPORT_FILE}` as the run left it).\n"
             f"{body}")
 
 
@@ -184,6 +210,7 @@ def fill(text: str, prefix: str) -> str:
 
 
 def main() -> None:
+    publish_default_run()
     for document in DOCUMENTS:
         path = ROOT / document
         prefix = os.path.relpath(ROOT, path.parent).replace(os.sep, "/") + "/"

@@ -10,15 +10,15 @@ from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, Valid
 from .errors import UserError
 
 DATASETS = ("fashion_mnist", "mnist", "cifar10", "cifar100", "digits")
-# each dataset's training images before the validation split is taken from them (digits: scikit-
-# learn's 1,797 less the fifth data.load_digits_dataset holds out for testing), so that check can
-# refuse a count beyond the training split before anything is prepared; tests/unit/test_data.py
-# holds this to the data
 # each dataset's image shape and classes as prepared, known before preparing it (check and the
 # latency table build the architecture without the data)
 DATASET_SHAPES: dict[str, tuple[tuple[int, int, int], int]] = {
     "fashion_mnist": ((1, 28, 28), 10), "mnist": ((1, 28, 28), 10), "cifar10": ((3, 32, 32), 10),
     "cifar100": ((3, 32, 32), 100), "digits": ((1, 8, 8), 10)}
+# each dataset's training images before the validation split is taken from them (digits: scikit-
+# learn's 1,797 less the fifth data.load_digits_dataset holds out for testing), so that check can
+# refuse a count beyond the training split before anything is prepared; tests/unit/test_data.py
+# holds this to the data
 TRAIN_IMAGES = {"fashion_mnist": 60_000, "mnist": 60_000, "cifar10": 50_000, "cifar100": 50_000, "digits": 1_438}
 ARCHS = ("mobilenet_v1", "lenet5", "alexnet", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "vgg16")
 # torchvision classification models, spelled "torchvision/<name>" (models.TORCHVISION adapts each)

@@ -1,11 +1,17 @@
-"""The documents a reader opens first: every link resolves, and the front page stays short."""
+"""The documents a reader opens first: every link resolves in git, the default run's report they
+show is the one dvc.lock records, and the front page stays short."""
 
+import hashlib
 import importlib.util
+import json
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
+
+from ..conftest import BIN
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -23,39 +29,28 @@ def anchors(path: Path) -> set[str]:
     return {slug(line.lstrip("#")) for line in text.splitlines() if line.startswith("#")}
 
 
-def dvc_outputs() -> list[Path]:
-    """What the pipeline writes (dvc.yaml's outs, metrics and plots): a link to one resolves once
-    `dvc repro` or `dvc pull` has run, so a fresh clone without them still has no broken link."""
-    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    outputs = []
-    for stage in stages.values():
-        for kind in ("outs", "metrics", "plots"):
-            for entry in stage.get(kind, []):
-                name = entry if isinstance(entry, str) else next(iter(entry))
-                if "${" not in name:
-                    outputs.append((ROOT / name).resolve())
-    return outputs
-
-
 def links(path: Path) -> list[str]:
     return [m.group(1) for m in LINK.finditer(FENCE.sub("", path.read_text()))
             if not m.group(1).startswith(("http://", "https://", "mailto:"))]
 
 
-OUTPUTS = dvc_outputs()
-
-
 @pytest.mark.parametrize("document", DOCUMENTS, ids=lambda p: p.relative_to(ROOT).as_posix())
 def test_every_link_in_the_document_resolves(document):
     broken = []
+    """In git: a fresh clone, or the repository read online, has no DVC outputs (reports/ and
+    models/ come with `dvc repro` or `dvc pull`), so no document links into them."""
+    tracked = set(subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
+                                 text=True, check=True).stdout.splitlines())
+    folders = {parent.as_posix() for name in tracked for parent in Path(name).parents}
     for link in links(document):
         target, _, anchor = link.partition("#")
         path = (document.parent / target).resolve() if target else document
-        if not path.exists() and not any(path == out or path.is_relative_to(out) for out in OUTPUTS):
+        name = path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) else None
+        if name not in tracked and name not in folders:
             broken.append(link)
-        elif anchor and path.suffix == ".md" and path.exists() and anchor not in anchors(path):
+        elif anchor and path.suffix == ".md" and anchor not in anchors(path):
             broken.append(link)
-    assert not broken, f"{document.name}: links that lead nowhere: {broken}"
+    assert not broken, f"{document.name}: links that lead nowhere in git: {broken}"
 
 
 def test_the_slug_follows_githubs_rule():
@@ -100,3 +95,36 @@ def test_a_keys_comment_continues_on_the_indented_comment_lines_below_it():
     text = "# file\nseed: 0  # one\n\nkd:  # section\n  alpha: 0.9  # two\n             # three\n  temperature: 4\n"
     assert update_readme.documented_keys(text) == {
         "seed": ("0", "one"), "kd": ("", "section"), "kd.alpha": ("0.9", "two three"), "kd.temperature": ("4", "")}
+
+
+def dvc_md5(path: Path) -> str:
+    """DVC's hash of a file, or of a folder (the md5 of its files' sorted listing, ``.dir``)."""
+    if path.is_file():
+        return hashlib.md5(path.read_bytes()).hexdigest()
+    entries = sorted(({"md5": hashlib.md5(f.read_bytes()).hexdigest(), "relpath": f.relative_to(path).as_posix()}
+                      for f in path.rglob("*") if f.is_file()), key=lambda e: e["relpath"])
+    return hashlib.md5(json.dumps(entries, sort_keys=True).encode()).hexdigest() + ".dir"
+
+
+def test_the_default_runs_published_report_is_the_one_dvc_lock_records():
+    """docs/default-run/ (what the README shows of the default run, copied by update_readme.py)
+    holds the very report, figures and curves dvc.lock records as reports/'s."""
+    update_readme = load_update_readme()
+    locked = {out["path"]: out["md5"] for stage in yaml.safe_load((ROOT / "dvc.lock").read_text())["stages"].values()
+              for out in stage.get("outs", [])}
+    published = ROOT / update_readme.DEFAULT_RUN
+    stale = [name for name in update_readme.published_outputs()
+             if dvc_md5(published / name) != locked[f"reports/{name}"]]
+    assert not stale, f"{update_readme.DEFAULT_RUN}: {stale} differ from dvc.lock's: run python scripts/update_readme.py"
+    assert sorted(p.name for p in published.iterdir()) == sorted(update_readme.published_outputs())
+
+
+def test_the_hash_of_a_folder_is_dvcs(tmp_path):
+    """dvc_md5 against real `dvc add` of a folder with a nested file."""
+    (tmp_path / "d" / "sub").mkdir(parents=True)
+    (tmp_path / "d" / "a.txt").write_text("a")
+    (tmp_path / "d" / "sub" / "b.bin").write_bytes(bytes(range(256)))
+    for args in (["git", "init", "-q"], [str(BIN / "dvc"), "init", "-q"], [str(BIN / "dvc"), "add", "-q", "d"]):
+        subprocess.run(args, cwd=tmp_path, check=True, capture_output=True)
+    [out] = yaml.safe_load((tmp_path / "d.dvc").read_text())["outs"]
+    assert dvc_md5(tmp_path / "d") == out["md5"] and dvc_md5(tmp_path / "d" / "a.txt") == hashlib.md5(b"a").hexdigest()
