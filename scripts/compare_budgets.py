@@ -114,6 +114,8 @@ def plot(table: pd.DataFrame, teacher: dict, path: Path) -> None:
 
 def compare(names: list[str], out: Path) -> str:
     latency_table = pd.read_csv(folder("default") / "latency.csv")
+    if "precision" in latency_table:  # the fp32 forms (a table from before int8 was timed has only those)
+        latency_table = latency_table[latency_table["precision"] == "fp32"]
     first = latency_table.iloc[0]
     headline = latency_table[(latency_table["runtime"] == first["runtime"]) & (latency_table["batch"] == first["batch"])]
     latency = headline.set_index("ratio")["median_ms"]

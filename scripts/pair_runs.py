@@ -7,7 +7,8 @@ seeds and the test images (``stats.crossed_t``) and, beside it, the paired t ove
 Meaningful where the two runs share the teacher, the split and the pruned network (a control
 and its regime: the same ``seed`` and prune params), so that a seed's two models start from the
 same weights and differ only in what the runs changed. Reads docs/runs/<run>/correct/
-(scripts/publish_run.py) and prints one line.
+(scripts/publish_run.py) and prints one line; ``pair`` gives the figures (scripts/update_readme.py's
+tables of pairs).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +28,25 @@ ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "docs" / "runs"
 
 
+class PairError(ValueError):
+    """Two runs that cannot be paired: one not published with its per-image results, or too few
+    shared seeds."""
+
+
+@dataclass(frozen=True)
+class Paired:
+    """Mode A of one run minus mode B of another, in points: the interval over seeds and test
+    images (``low``, ``high``), over seeds alone (``seeds_low``, ``seeds_high``), and in how many of
+    the ``seeds`` A scored higher."""
+    diff: float
+    low: float
+    high: float
+    seeds_low: float
+    seeds_high: float
+    ahead: int
+    seeds: int
+
+
 def correct(run: str, ratio: float, mode: str) -> dict[int, np.ndarray]:
     """Seed -> each test image right (1) or wrong (0), for ``mode`` at ``ratio`` in published ``run``."""
     folder = RUNS / run / "correct"
@@ -35,9 +56,22 @@ def correct(run: str, ratio: float, mode: str) -> dict[int, np.ndarray]:
     found = {int(p.stem.removeprefix(prefix)): np.unpackbits(np.load(p, allow_pickle=False), count=images)
              for p in files}
     if not found:
-        sys.exit(f"pair_runs: no {prefix}<seed>.npy in {folder.relative_to(ROOT)}: publish the run with "
-                 "scripts/publish_run.py")
+        raise PairError(f"no {prefix}<seed>.npy in {folder.relative_to(ROOT)}: publish the run with "
+                        "scripts/publish_run.py")
     return found
+
+
+def pair(a: str, b: str, ratio: float) -> Paired:
+    """``a`` minus ``b`` (each ``RUN:MODE``) at ``ratio``, paired by seed over the same test images."""
+    (run_a, mode_a), (run_b, mode_b) = (s.split(":", 1) for s in (a, b))
+    first, second = correct(run_a, ratio, mode_a), correct(run_b, ratio, mode_b)
+    seeds = sorted(first.keys() & second.keys())
+    if len(seeds) < 2:
+        raise PairError(f"{a} and {b} share {len(seeds)} seed(s) at ratio {ratio}; an interval needs 2")
+    per_image = np.stack([first[s].astype(float) - second[s] for s in seeds])
+    both, alone = crossed_t(per_image), paired_t(100 * per_image.mean(axis=1))
+    return Paired(both.diff, both.low, both.high, alone.low, alone.high, int((per_image.mean(axis=1) > 0).sum()),
+                  len(seeds))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,18 +80,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("b", help="RUN:MODE, e.g. headroom-75:ft")
     parser.add_argument("--ratio", type=float, default=0.75)
     args = parser.parse_args(argv)
-    (run_a, mode_a), (run_b, mode_b) = (s.split(":", 1) for s in (args.a, args.b))
-    a, b = correct(run_a, args.ratio, mode_a), correct(run_b, args.ratio, mode_b)
-    seeds = sorted(a.keys() & b.keys())
-    if len(seeds) < 2:
-        sys.exit(f"pair_runs: {args.a} and {args.b} share {len(seeds)} seed(s) at ratio {args.ratio}; "
-                 "an interval needs 2")
-    per_image = np.stack([a[s].astype(float) - b[s] for s in seeds])
-    both, alone = crossed_t(per_image), paired_t(100 * per_image.mean(axis=1))
-    ahead = int((per_image.mean(axis=1) > 0).sum())
-    print(f"{args.a} − {args.b} at ratio {args.ratio:g}: {both.diff:+.2f} points, 95 % CI {both.low:+.2f} to "
-          f"{both.high:+.2f} over seeds and test images (seeds alone {alone.low:+.2f} to {alone.high:+.2f}); "
-          f"{run_a} ahead in {ahead} of {len(seeds)} seeds")
+    try:
+        got = pair(args.a, args.b, args.ratio)
+    except PairError as exc:
+        sys.exit(f"pair_runs: {exc}")
+    print(f"{args.a} − {args.b} at ratio {args.ratio:g}: {got.diff:+.2f} points, 95 % CI {got.low:+.2f} to "
+          f"{got.high:+.2f} over seeds and test images (seeds alone {got.seeds_low:+.2f} to {got.seeds_high:+.2f}); "
+          f"{args.a.split(':', 1)[0]} ahead in {got.ahead} of {got.seeds} seeds")
     return 0
 
 

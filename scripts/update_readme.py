@@ -7,7 +7,9 @@ scripts/publish_run.py). Each document holds blocks
     <!-- run:<name>:begin --> ... <!-- run:<name>:end -->      a published run's answer or comparison
     <!-- params:begin --> ... <!-- params:end -->              every parameter: params.yaml's default and
                                                              comment, the bounds config.py enforces
-    <!-- tests:begin --> ... <!-- tests:end -->                how long the tests take (scripts/time_tests.sh)
+    <!-- tests:begin --> ... <!-- tests:end -->                how long the main job and the tests take
+    <!-- pairs:<name>:begin --> ... <!-- pairs:<name>:end -->  published runs paired image by image
+                                                             (``PAIRS``, scripts/pair_runs.py)
 
 and this script rewrites what is between the markers, with links relative to the document. The
 default run's report, figures and sensitivity curves are DVC outputs (in reports/, not in git), so
@@ -19,10 +21,12 @@ Run after scripts/timed_repro.sh (and scripts/time_tests.sh); the results are ge
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
 import shutil
+import sys
 from pathlib import Path
 
 from prunekd.paths import FIGURES_DIR, REPORT_FILE, Layout
@@ -183,11 +187,51 @@ def params_block(prefix: str = "") -> str:
     return "\n".join(rows) + "\n"
 
 
+# Tables of published runs paired image by image (scripts/pair_runs.py): name -> the ratio, the
+# first column's heading, and rows of (what the row is, RUN:MODE, what it is held against, RUN:MODE).
+PAIRS = {
+    "controls-75": (0.75, "control at 75 %", [
+        ("FT, 3 epochs", "ctl-ft-3ep-75:ft", "FT", "headroom-75:ft"),
+        ("FT, best validation epoch kept", "ctl-ft-best-75:ft", "FT", "headroom-75:ft"),
+        ("FT, a tenth of the learning rate", "ctl-ft-lr0.002-75:ft", "FT", "headroom-75:ft"),
+        ("FT, label smoothing 0.1", "ctl-ft-ls0.1-75:ft", "FT", "headroom-75:ft"),
+        ("KD, alpha 1.0", "ctl-kd-alpha1-75:kd", "FT", "headroom-75:ft"),
+        ("KD, temperature 8", "ctl-kd-t8-75:kd", "KD", "headroom-75:kd"),
+        ("KD, temperature 1", "ctl-kd-t1-75:kd", "FT", "headroom-75:ft"),
+        ("KD, temperature 1", "ctl-kd-t1-75:kd", "KD", "headroom-75:kd"),
+        ("KD, temperature 1", "ctl-kd-t1-75:kd", "FT at a tenth of the learning rate", "ctl-ft-lr0.002-75:ft"),
+        ("KD (the regime's own)", "headroom-75:kd", "FT", "headroom-75:ft"),
+    ]),
+}
+
+
+def pairs_block(name: str) -> str:
+    """``PAIRS[name]`` as a table: each row's difference with its 95 % interval over seeds and test
+    images, and in how many seeds the row's model scored higher."""
+    spec = importlib.util.spec_from_file_location("pair_runs", ROOT / "scripts" / "pair_runs.py")
+    pair_runs = sys.modules.setdefault("pair_runs", importlib.util.module_from_spec(spec))  # its dataclass looks there
+    spec.loader.exec_module(pair_runs)
+    ratio, heading, rows = PAIRS[name]
+    lines = [f"| {heading} | against | difference, 95 % CI | ahead in |", "|---|---|---|---|"]
+    for label, a, against, b in rows:
+        got = pair_runs.pair(a, b, ratio)
+        lines.append(f"| {label} | {against} | {got.diff:+.2f} [{got.low:+.2f}, {got.high:+.2f}] | "
+                     f"{got.ahead} of {got.seeds} seeds |")
+    commands = "; ".join(f"`{a} {b}`" for _, a, _, b in rows)
+    return "\n".join(lines) + f"\n\n(`python scripts/pair_runs.py A B --ratio {ratio:g}` for each row: {commands}.)\n"
+
+
 def tests_block() -> str:
-    """How long the README's test command and the unit layer took (scripts/time_tests.sh's record)."""
-    timing = json.loads((Layout(ROOT).reports / "test_time.json").read_text())
-    return (f"On {timing['cpus']} CPU cores `pytest` took {timing['all_s'] / 60:.0f} min and `pytest tests/unit` "
-            f"{timing['unit_s'] / 60:.1f} min (`scripts/time_tests.sh`, its last run).\n")
+    """How long the README's two commands took: the main job (scripts/timed_repro.sh's record) and
+    the tests, with the unit layer (scripts/time_tests.sh's)."""
+    reports = Layout(ROOT).reports
+    repro = json.loads((reports / "repro_time.json").read_text())
+    tests = json.loads((reports / "test_time.json").read_text())
+    cores = (f"{repro['cpus']} CPU cores" if repro["cpus"] == tests["cpus"]
+             else f"{repro['cpus']} CPU cores (the tests: {tests['cpus']})")
+    return (f"Last timed on {cores}: the main job {repro['wall_s'] / 60:.1f} min ({repro_extent(repro)}; "
+            f"`scripts/timed_repro.sh`), `pytest` {tests['all_s'] / 60:.0f} min and `pytest tests/unit` "
+            f"{tests['unit_s'] / 60:.1f} min (`scripts/time_tests.sh`).\n")
 
 
 def fill(text: str, prefix: str) -> str:
@@ -200,6 +244,8 @@ def fill(text: str, prefix: str) -> str:
                   lambda m: f"{m.group(1)}\n{params_block(prefix)}{m.group(2)}", text, flags=re.DOTALL)
     text = re.sub(r"(<!-- tests:begin -->).*?(<!-- tests:end -->)",
                   lambda m: f"{m.group(1)}\n{tests_block()}{m.group(2)}", text, flags=re.DOTALL)
+    text = re.sub(r"(<!-- pairs:([\w.-]+):begin -->).*?(<!-- pairs:\2:end -->)",
+                  lambda m: f"{m.group(1)}\n{pairs_block(m.group(2))}{m.group(3)}", text, flags=re.DOTALL)
 
     def run_block(block: re.Match) -> str:
         if not (ROOT / "docs" / "runs" / block.group(2) / "run.json").is_file():  # announced, not yet published

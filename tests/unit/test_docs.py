@@ -90,6 +90,14 @@ def test_the_readmes_test_times_are_the_last_measured_ones():
         "README.md's test times are stale: run python scripts/update_readme.py"
 
 
+def test_the_tables_of_paired_runs_are_generated():
+    update_readme = load_update_readme()
+    results = (ROOT / "docs" / "results.md").read_text()
+    for name in update_readme.PAIRS:
+        block = f"<!-- pairs:{name}:begin -->\n{update_readme.pairs_block(name)}<!-- pairs:{name}:end -->"
+        assert block in results, f"docs/results.md's pairs:{name} table is stale: run python scripts/update_readme.py"
+
+
 def test_a_keys_comment_continues_on_the_indented_comment_lines_below_it():
     update_readme = load_update_readme()
     text = "# file\nseed: 0  # one\n\nkd:  # section\n  alpha: 0.9  # two\n             # three\n  temperature: 4\n"
