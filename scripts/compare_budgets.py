@@ -112,13 +112,18 @@ def plot(table: pd.DataFrame, teacher: dict, path: Path) -> None:
     save_figure(fig, path, dpi=120, rect=(0, 0.1, 1, 0.95))
 
 
-def compare(names: list[str], out: Path) -> str:
-    latency_table = pd.read_csv(folder("default") / "latency.csv")
-    if "precision" in latency_table:  # the fp32 forms (a table from before int8 was timed has only those)
+def headline_latency(latency_table: pd.DataFrame) -> pd.Series:
+    """Ratio -> each architecture's fp32 median (ms) on the latency table's first runtime and batch
+    size (a table from before int8 was timed has no precision column: all fp32)."""
+    if "precision" in latency_table:
         latency_table = latency_table[latency_table["precision"] == "fp32"]
     first = latency_table.iloc[0]
     headline = latency_table[(latency_table["runtime"] == first["runtime"]) & (latency_table["batch"] == first["batch"])]
-    latency = headline.set_index("ratio")["median_ms"]
+    return headline.set_index("ratio")["median_ms"]
+
+
+def compare(names: list[str], out: Path) -> str:
+    latency = headline_latency(pd.read_csv(folder("default") / "latency.csv"))
     table, teacher_top1 = rows(names, latency)
     default = pd.read_csv(folder("default") / "results.csv")
     teacher_row = default[default["mode"] == "teacher"].iloc[0]

@@ -145,6 +145,16 @@ def test_a_curve_orders_the_runs_by_the_param_they_vary_and_plots_each_differenc
         controls.value_of("big", "retrain.lr")
 
 
+def test_the_budgets_latency_is_each_architectures_fp32_median_on_the_first_runtime_and_batch():
+    budgets = script("compare_budgets")
+    rows = [(r, rt, p, b, 0.1 + r + (0.5 if p == "int8" else 0) + (1 if rt == "torch" else 0) + b / 100)
+            for rt in ("onnxruntime", "torch") for b in (1, 8) for p in ("fp32", "int8") for r in (0.0, 0.5)]
+    table = pd.DataFrame(rows, columns=["ratio", "runtime", "precision", "batch", "median_ms"])
+    assert budgets.headline_latency(table).to_dict() == {0.0: pytest.approx(0.11), 0.5: pytest.approx(0.61)}
+    older = table[table["precision"] == "fp32"].drop(columns="precision")  # from before int8 was timed
+    assert budgets.headline_latency(older).to_dict() == budgets.headline_latency(table).to_dict()
+
+
 def test_pairing_two_published_runs_image_by_image_reproduces_the_reports_interval(capsys):
     """A run paired with itself (its KD against its FT) must give what its report computed from the
     unpacked predictions: the same difference and the same interval over seeds and test images."""
