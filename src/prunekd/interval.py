@@ -7,7 +7,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 
 @dataclass(frozen=True)
@@ -28,5 +27,7 @@ def paired_t(diffs: np.ndarray, level: float = 0.95) -> Estimate:
     n, mean = len(diffs), float(np.mean(diffs)) if len(diffs) else float("nan")
     if n < 2:
         return Estimate(mean, float("nan"), float("nan"))
+    from scipy import stats  # here, not above: half a second of import in every stage that trains or prunes
+
     half = stats.t.ppf((1 + level) / 2, n - 1) * diffs.std(ddof=1) / np.sqrt(n)
     return Estimate(mean, mean - half, mean + half)
