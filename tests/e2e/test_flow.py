@@ -144,10 +144,11 @@ def test_a_param_set_that_ran_before_is_restored_from_dvcs_run_cache(flows, flow
 def test_sweep_on_a_dask_local_cluster(flows, flow_repo, tmp_path_factory):
     from distributed import LocalCluster
 
-    # The first flow run's params with a ratio of its own, over that run's DVC cache: the stages
-    # upstream of the ratio are restored from DVC's run-cache, and its branch fans out on the cluster.
+    # The first flow run's params with another retraining learning rate, over that run's DVC cache:
+    # the stages upstream of the retrains are restored from DVC's run-cache, and the ratio's two
+    # retrains, then their two int8 forms, fan out on the cluster.
     repo = sweep_repo(tmp_path_factory, "dask")
-    set_params(repo, lambda p: p["prune"].update(ratios=[0.4]))
+    set_params(repo, lambda p: p["retrain"].update(lr=2 * p["retrain"]["lr"]))
     shutil.copytree(first_cache(flow_repo[0]), repo / ".dvc" / "cache")
     environ = dict(os.environ)
     try:
@@ -160,17 +161,17 @@ def test_sweep_on_a_dask_local_cluster(flows, flow_repo, tmp_path_factory):
         # with runs made earlier in the session (the shared tiny repro's, say).
         os.environ.clear()
         os.environ.update(environ)
-    branch = {"prune@0.4", "retrain@0.4-ft-0", "retrain@0.4-kd-0", "quantize@0.4-ft-0", "quantize@0.4-kd-0"}
-    assert {n for n, s in states.items() if s == "Completed"} == {"check", *branch, "latency", "report"}, states
-    assert {n for n, s in states.items() if s != "Completed"} == {"prepare", "teacher", "sensitivity",
-                                                                  "latency_table", "quantize_teacher"}
+    branch = {f"{stage}@0.3-{mode}-0" for stage in ("retrain", "quantize") for mode in ("ft", "kd")}
+    assert {n for n, s in states.items() if s == "Completed"} == {"check", *branch, "report"}, states
+    assert {n for n, s in states.items() if s != "Completed"} == {"prepare", "teacher", "sensitivity", "latency_table",
+                                                                  "prune@0.3", "quantize_teacher", "latency"}
     assert set(states.values()) == {"Completed", "Restored"}, states
     results = pd.read_csv(repo / "reports/results.csv")
-    assert set(zip(results["ratio"], results["mode"])) == {(0.0, "teacher"), (0.4, "ft"), (0.4, "kd")}
+    assert set(zip(results["ratio"], results["mode"])) == {(0.0, "teacher"), (0.3, "ft"), (0.3, "kd")}
     # two stages at a time logged through one MLflow server: no run lost to a locked database
     logged = runs(repo)
-    assert {r.data.tags["dvc_stage"] for r in logged} == {*branch, "latency", "report"}
-    assert all(r.info.status == "FINISHED" for r in logged) and len(logged) == len(branch) + 2
+    assert {r.data.tags["dvc_stage"] for r in logged} == {*branch, "report"}
+    assert all(r.info.status == "FINISHED" for r in logged) and len(logged) == len(branch) + 1
     assert len({r.data.tags["prefect_flow_run_id"] for r in logged}) == 1
     assert ran(dvc(repo, "repro")) == set()
 
