@@ -16,8 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -33,8 +33,7 @@ class PairError(ValueError):
     shared seeds."""
 
 
-@dataclass(frozen=True)
-class Paired:
+class Paired(NamedTuple):
     """Mode A of one run minus mode B of another, in points: the interval over seeds and test
     images (``low``, ``high``), over seeds alone (``seeds_low``, ``seeds_high``), and in how many of
     the ``seeds`` A scored higher."""

@@ -26,7 +26,6 @@ import json
 import os
 import re
 import shutil
-import sys
 from pathlib import Path
 
 from prunekd.paths import FIGURES_DIR, REPORT_FILE, Layout
@@ -209,7 +208,7 @@ def pairs_block(name: str) -> str:
     """``PAIRS[name]`` as a table: each row's difference with its 95 % interval over seeds and test
     images, and in how many seeds the row's model scored higher."""
     spec = importlib.util.spec_from_file_location("pair_runs", ROOT / "scripts" / "pair_runs.py")
-    pair_runs = sys.modules.setdefault("pair_runs", importlib.util.module_from_spec(spec))  # its dataclass looks there
+    pair_runs = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(pair_runs)
     ratio, heading, rows = PAIRS[name]
     lines = [f"| {heading} | against | difference, 95 % CI | ahead in |", "|---|---|---|---|"]
