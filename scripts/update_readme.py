@@ -100,8 +100,7 @@ def repro_extent(timing: dict) -> str:
 
 def default_block(name: str, prefix: str = "") -> str:
     layout = Layout(ROOT)
-    reports = DEFAULT_RUN
-    report = relink((ROOT / DEFAULT_RUN / REPORT_FILE).read_text(), reports, prefix)
+    report = relink((ROOT / DEFAULT_RUN / REPORT_FILE).read_text(), DEFAULT_RUN, prefix)
     body = demote("\n" + sections(report, DEFAULT_BLOCKS[name])).rstrip() + "\n"
     if name in FIRST_FIGURE_ONLY:
         body = first_figure_only(body)
@@ -112,7 +111,7 @@ def default_block(name: str, prefix: str = "") -> str:
             f"{repro_extent(timing)}, took **{timing['wall_s'] / 60:.1f} min** "
             f"on {timing['cpus']} CPU cores ({timing['processor']}, torch {timing['torch']}, "
             f"CUDA {'on' if timing['cuda'] else 'off'}); the whole report, with every paired difference, "
-            f"the sensitivity of each layer and the figures, is [{reports}/{REPORT_FILE}]({prefix}{reports}/{REPORT_FILE}) "
+            f"the sensitivity of each layer and the figures, is [{DEFAULT_RUN}/{REPORT_FILE}]({prefix}{DEFAULT_RUN}/{REPORT_FILE}) "
             f"(`{layout.reports.relative_to(ROOT).as_posix()}/{REPORT_FILE}` as the run left it).\n"
             f"{body}")
 

@@ -36,9 +36,9 @@ def links(path: Path) -> list[str]:
 
 @pytest.mark.parametrize("document", DOCUMENTS, ids=lambda p: p.relative_to(ROOT).as_posix())
 def test_every_link_in_the_document_resolves(document):
-    broken = []
     """In git: a fresh clone, or the repository read online, has no DVC outputs (reports/ and
     models/ come with `dvc repro` or `dvc pull`), so no document links into them."""
+    broken = []
     tracked = set(subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
                                  text=True, check=True).stdout.splitlines())
     folders = {parent.as_posix() for name in tracked for parent in Path(name).parents}
