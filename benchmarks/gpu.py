@@ -8,8 +8,9 @@ It writes FOLDER/gpu.json (default: benchmarks/) and prints one line per figure:
 
 - throughput (images/s) of prunekd's loop (``train.train_epoch``: shuffling, augmentation,
   normalisation, the finiteness check) and of a bare loop that trains one resident batch over and
-  over (the device's ceiling for this model and batch), in NCHW and channels_last; prunekd's loop
-  in bf16 too;
+  over (the device's ceiling for this model and batch), each in NCHW and channels_last (and
+  whether the layout the loop picks for this device is the faster); prunekd's loop in bf16 and
+  with determinism too;
 - determinism: two runs with ``train.deterministic`` (bit-identical?), a run killed in its second
   epoch and resumed from its checkpoint (equal to them?), and two runs without it (how far apart);
 - a short study through prunekd's stages (every stage's ``run()`` in dvc.yaml's order, in a
@@ -36,6 +37,7 @@ import platform
 import shutil
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from unittest import mock
 
@@ -57,6 +59,17 @@ FULL = dict(width=1.0, study_width=0.5, batch=256, teacher_epochs=8, retrain_epo
             det_epochs=2, images=None)
 QUICK = dict(width=0.25, study_width=0.25, batch=64, teacher_epochs=2, retrain_epochs=1, probe_steps=5,
              det_epochs=2, images=256)  # --quick: seconds on a CPU
+
+
+LAYOUTS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
+
+
+@contextmanager
+def layout(fmt: torch.memory_format):
+    """prunekd's loop (model, batches) in ``fmt`` instead of the one it picks for the device: to
+    measure the pick against the other layout."""
+    with mock.patch("prunekd.train.memory_format", lambda dev: fmt):
+        yield
 
 
 def data(args) -> tuple[Split, Split, Normalization, tuple[int, ...]]:
@@ -117,17 +130,19 @@ def probes(size, train, norm, shape, dev) -> dict:
         torch.manual_seed(0)
         return build_model("mobilenet_v1", 10, shape, size["width"])
     sched = TrainConfig(epochs=2, batch_size=size["batch"], lr=0.05, translate=1, hflip=False)
-    out = {"bare_nchw": bare_throughput(teacher(), train, norm, size["batch"], size["probe_steps"], dev,
-                                        torch.contiguous_format),
-           "bare_channels_last": bare_throughput(teacher(), train, norm, size["batch"], size["probe_steps"], dev,
-                                                 torch.channels_last)}
+    out = {f"bare_{name}": bare_throughput(teacher(), train, norm, size["batch"], size["probe_steps"], dev, fmt)
+           for name, fmt in LAYOUTS.items()}
     use_determinism(False)  # the loop as fast as it goes; determinism's price is measured apart
-    out["loop_fp32"] = loop_throughput(teacher(), train, norm, sched, dev, None)
+    for name, fmt in LAYOUTS.items():
+        with layout(fmt):
+            out[f"loop_fp32_{name}"] = loop_throughput(teacher(), train, norm, sched, dev, None)
+    out["memory_format"] = next(name for name, fmt in LAYOUTS.items() if fmt == memory_format(dev))
+    out["loop_fp32"] = out[f"loop_fp32_{out['memory_format']}"]  # the loop as the stages run it
+    out["layout_picked_is_faster"] = out["loop_fp32"] == max(out[f"loop_fp32_{name}"] for name in LAYOUTS)
     out["loop_bf16"] = loop_throughput(teacher(), train, norm, sched, dev, AUTOCAST["bf16"])
     use_determinism(True)
     out["loop_fp32_deterministic"] = loop_throughput(teacher(), train, norm, sched, dev, None)
-    out["memory_format"] = "channels_last" if memory_format(dev) == torch.channels_last else "nchw"
-    out["loop_over_bare"] = out["loop_fp32"] / max(out["bare_nchw"], out["bare_channels_last"])
+    out["loop_over_bare"] = out["loop_fp32"] / max(out[f"bare_{name}"] for name in LAYOUTS)
     return out
 
 

@@ -2,7 +2,8 @@
 
     python benchmarks/run.py            # prints the figures and writes benchmarks/results.md
 
-- training throughput of prunekd's loop vs a bare PyTorch loop (same model, batch, threads);
+- training throughput of prunekd's loop vs a bare PyTorch loop (same model, batch, threads), and
+  of prunekd's loop in the layout it picks on the CPU (channels_last) vs NCHW, and in bf16 vs fp32;
 - MobileNet v1 pruned at channel ratios 0.25 / 0.5 / 0.75 with channels rounded to multiples of
   1, 8 and 16: latency speedup vs MACs ratio on ONNX Runtime and eager PyTorch, at batch 1 and
   batch 64, and where ONNX Runtime's batch-1 time goes (its profiler, per operator type);
@@ -32,7 +33,7 @@ from prunekd.models import build_model
 from prunekd.prune import prune
 from prunekd.report import speedup_cell
 from prunekd.config import MeasureConfig, TrainConfig
-from prunekd.train import Normalization, fit
+from prunekd.train import AUTOCAST, Normalization, fit
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPE = (1, 28, 28)
@@ -84,6 +85,31 @@ def throughput(n: int = 6144, batch_size: int = 256, rounds: int = 3) -> dict[st
         times["bare"].append(bare())
     t_ours, t_bare = statistics.median(times["ours"]), statistics.median(times["bare"])
     return {"prunekd loop img/s": n / t_ours, "bare loop img/s": n / t_bare, "ratio": t_bare / t_ours}
+
+
+def loop_choices(n: int = 6144, batch_size: int = 256, rounds: int = 3) -> dict[str, float]:
+    """What the loop's device choices are worth on this CPU: prunekd's loop (``benchmarks/gpu.py``'s
+    probe, augmentation on) in channels_last, the layout it picks here, against NCHW, and under
+    bf16 autocast against fp32; the three in turns, medians of ``rounds`` timed epochs."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from gpu import layout, loop_throughput
+
+    gen = torch.Generator().manual_seed(0)
+    split = Split(torch.randint(0, 256, (n, *SHAPE), dtype=torch.uint8, generator=gen),
+                  torch.randint(0, 10, (n,), generator=gen))
+    sched = TrainConfig(epochs=2, batch_size=batch_size, lr=0.05, translate=1, hflip=False)
+    variants = {"channels_last fp32": (torch.channels_last, None), "nchw fp32": (torch.contiguous_format, None),
+                "channels_last bf16": (torch.channels_last, AUTOCAST["bf16"])}
+    speed = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, (fmt, autocast) in variants.items():
+            with layout(fmt):
+                speed[name].append(loop_throughput(mobilenet(), split, Normalization([0.29], [0.35]), sched,
+                                                   torch.device("cpu"), autocast))
+    img_s = {name: statistics.median(v) for name, v in speed.items()}
+    return {"loop channels_last img/s": img_s["channels_last fp32"], "loop NCHW img/s": img_s["nchw fp32"],
+            "loop NCHW / channels_last": img_s["nchw fp32"] / img_s["channels_last fp32"],
+            "loop bf16 / fp32 (channels_last)": img_s["channels_last bf16"] / img_s["channels_last fp32"]}
 
 
 def timed(fn) -> float:
@@ -209,6 +235,7 @@ def main() -> None:
     figures = {}
     tp = throughput()
     figures.update({f"train: {k}": v for k, v in tp.items()})
+    figures.update({f"train: {k}": v for k, v in loop_choices().items()})
     figures.update(prune_times())
     figures.update(cached_reruns())
     latency = latency_rounding(threads=1)

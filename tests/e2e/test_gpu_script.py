@@ -21,8 +21,10 @@ def test_the_gpu_check_runs_quick_on_the_cpu_and_finds_determinism(tmp_path):
                                       "nondeterministic_max_weight_diff": 0.0}  # the CPU: deterministic either way
     speed = figures["throughput"]
     assert speed["memory_format"] == "channels_last"  # the CPU's
-    assert all(speed[k] > 0 for k in ("bare_nchw", "bare_channels_last", "loop_fp32", "loop_bf16",
-                                      "loop_fp32_deterministic", "loop_over_bare"))
+    assert all(speed[k] > 0 for k in ("bare_nchw", "bare_channels_last", "loop_fp32_nchw", "loop_fp32_channels_last",
+                                      "loop_bf16", "loop_fp32_deterministic", "loop_over_bare"))
+    assert speed["loop_fp32"] == speed["loop_fp32_channels_last"]  # the layout the stages run in
+    assert speed["layout_picked_is_faster"] == (speed["loop_fp32_channels_last"] >= speed["loop_fp32_nchw"])
     study = figures["study"]
     assert {f"{m}_{r}" for m in ("none", "ft", "kd") for r in (0.26, 0.5)} <= study.keys()
     assert all(0 <= study[f"{m}_{r}"] <= 100 for m in ("none", "ft", "kd") for r in (0.26, 0.5))
