@@ -34,7 +34,7 @@ import subprocess
 import sys
 import threading
 from collections import deque
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -172,6 +172,9 @@ def settled(root: Path, name: str, log) -> str:
     return found[0]
 
 
+STOP_S = 30  # how long a stage given up on (terminated, then killed) is waited for, each time
+
+
 def streamed(argv: list[str], cwd: Path, env: dict[str, str], log) -> tuple[int, list[str]]:
     """Run ``argv`` (no shell), sending each line of its stdout and stderr to ``log`` as it comes
     (the task run's log in the Prefect UI); returns the exit code and the last lines of stderr."""
@@ -188,10 +191,32 @@ def streamed(argv: list[str], cwd: Path, env: dict[str, str], log) -> tuple[int,
                     keep.append(line)
 
     err = threading.Thread(target=pump, args=(proc.stderr, tail), daemon=True)
-    err.start()
-    pump(proc.stdout, None)
-    err.join()
-    return proc.wait(), list(tail)
+    try:
+        err.start()
+        pump(proc.stdout, None)
+        err.join()
+        return proc.wait(), list(tail)
+    finally:  # a failed log call or an interrupt must not leave the stage training on unseen
+        stopped(proc, err)
+
+
+def stopped(proc: subprocess.Popen, reader: threading.Thread) -> None:
+    """End ``proc`` if it still runs (terminated, killed past STOP_S), waited for within bounds, and
+    close its pipes; ``reader``: the thread reading its stderr."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=STOP_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            with suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=STOP_S)
+    if reader.is_alive():
+        reader.join(timeout=STOP_S)
+    proc.stdout.close()
+    # still reading: a process the stage started holds the pipe open, and a close would wait on that read
+    if not reader.is_alive():
+        proc.stderr.close()
 
 
 def surely_cached(stages: list[Stage], stale: frozenset[str]) -> set[str]:
@@ -306,7 +331,12 @@ def experiment_workspace(root: Path, name: str, overrides: list[str]) -> Iterato
         head = git(root, "rev-parse", "--verify", "HEAD^{commit}").decode().strip()
     except RuntimeError:
         raise StageInputError(f"{root}: a run with overrides is a DVC experiment, which needs a git commit") from None
-    folder = root / ".prunekd" / "experiments" / name
+    from prunekd.io import OutsideProjectError, inside
+
+    try:  # cleared and written: never through a link out of the project
+        folder = inside(root / ".prunekd" / "experiments" / name, root)
+    except OutsideProjectError as exc:
+        raise StageInputError(str(exc)) from None
     if folder.exists():  # left by a killed run of the same name: inside the project, ours to clear
         shutil.rmtree(folder)
     git(root, "worktree", "prune")
@@ -457,6 +487,54 @@ def invalid_params(root: Path, overrides: list[str]) -> str | None:
     return None
 
 
+def invalid_cron(cron: str) -> str | None:
+    """Why ``cron`` is no schedule Prefect accepts, in one line; None if it is one. Checked as
+    ``serve`` checks it, which would refuse it in a traceback."""
+    from prefect.client.schemas.schedules import CronSchedule
+    from pydantic import ValidationError
+
+    try:
+        CronSchedule(cron=cron)
+    except ValidationError as exc:
+        reason = exc.errors()[0]["msg"].removeprefix("Value error, ")
+        return f"--cron {cron!r}: {reason}; give five fields, minute hour day month weekday (e.g. '0 2 * * *')"
+    return None
+
+
+def is_loopback(host: str | None) -> bool:
+    """Whether ``host`` (a name or an address; None: none, an in-process scheduler) is this machine's
+    loopback, which no other machine reaches."""
+    import ipaddress
+
+    if host is None or host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: another machine, as far as can be told
+        return False
+
+
+def unusable_tracking(dask_address: str | None, dask_host: str | None) -> str | None:
+    """Why the stages could not log to MLflow where the flow would send them, in one line; None if
+    they can. An unreachable MLFLOW_TRACKING_URI would stop the flow only once it has started (in a
+    traceback); without one, a Dask cluster's workers get the flow's own server on 127.0.0.1, which
+    workers on other machines cannot reach."""
+    from prunekd.tracking import TrackingError, check_reachable, enabled
+
+    if not enabled():
+        return None
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        try:
+            check_reachable()
+        except TrackingError as exc:
+            return str(exc)
+    elif dask_address and not is_loopback(dask_host):
+        return (f"Dask scheduler {dask_address} is not on this machine and MLFLOW_TRACKING_URI is unset: its workers "
+                "could not reach the MLflow server the flow starts on 127.0.0.1; set MLFLOW_TRACKING_URI to a "
+                "tracking server they can reach (docs/guide.md, 'MLflow tracking server'), or PRUNEKD_TRACKING=off")
+    return None
+
+
 def unusable_service(args: argparse.Namespace, timeout: float = 5.0) -> str | None:
     """Why the flow could not start with these arguments, in one line; None if it can. Prefect
     and Dask would otherwise retry an address that does not answer for minutes, then fail in a
@@ -470,6 +548,9 @@ def unusable_service(args: argparse.Namespace, timeout: float = 5.0) -> str | No
         return f"--workers: {args.workers} is not a number of stages to run at once (1 or more)"
     if args.retries < 0:
         return f"--retries: {args.retries} is not a number of retries (0 or more)"
+    bad_cron = invalid_cron(args.cron) if args.command == "serve" else None
+    if bad_cron:
+        return bad_cron
     if not (Path(args.root) / "dvc.yaml").is_file():
         return f"--root: {args.root} has no dvc.yaml"
     bad_params = invalid_params(Path(args.root), args.overrides)
@@ -482,8 +563,11 @@ def unusable_service(args: argparse.Namespace, timeout: float = 5.0) -> str | No
     except TrackingError as exc:
         return str(exc)
     address = args.dask or os.environ.get(DASK_ENV)
+    where = urlsplit(address if "://" in address else f"tcp://{address}") if address else None
+    unusable_store = unusable_tracking(address, where.hostname if where else None)
+    if unusable_store:
+        return unusable_store
     if address:
-        where = urlsplit(address if "://" in address else f"tcp://{address}")
         try:
             socket.create_connection((where.hostname, where.port or 8786), timeout=timeout).close()
         except (OSError, ValueError) as exc:
@@ -523,13 +607,16 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "serve":
         flow_.serve(name=args.name, cron=args.cron, parameters=params)
         return
-    from prunekd.io import StageBusyError, exclusive
+    from prunekd.errors import UserError
+    from prunekd.io import exclusive, inside
 
     try:
-        with exclusive("flow", Layout(params["root"]).locks):
+        locks = Layout(params["root"]).locks
+        inside(locks / "flow", Path(params["root"]))  # written: never through a link out of the project
+        with exclusive("flow", locks):
             pass  # the flow holds the lock (``experiment``); asked here first, a busy one is said in one line
         states = flow_(**params)
-    except (StageBusyError, StageInputError) as exc:
+    except (UserError, StageInputError) as exc:  # busy, a link out, a tracking server gone since checked
         print(f"flows/experiment.py: error: {exc}", file=sys.stderr)
         raise SystemExit(USER_ERROR) from None
     print("\n".join(f"{name}: {state}" for name, state in states.items()))

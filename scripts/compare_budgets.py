@@ -156,9 +156,9 @@ def compare(names: list[str], out: Path) -> str:
 
 def main(out: str, names: list[str]) -> None:
     sys.path.insert(0, str(Path(__file__).parent))
-    from compare_runs import publish
+    from compare_runs import publish, run_folder
 
-    report = compare(names, RUNS / out)
+    report = compare(names, run_folder(RUNS, out))  # the name checked before a figure is written
     publish(RUNS, out, [n for n in names if n != "default"], report,
             " ".join(["python scripts/compare_budgets.py", out, *names]))
 

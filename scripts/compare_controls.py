@@ -146,7 +146,8 @@ def compare(names: list[str], random_runs: bool = False, curve: str | None = Non
     return "\n".join([
         "# Controls compared", "",
         f"## Compared: {heading}", "",
-        f"Every run is `{command}` with the changes listed. `none`: the pruned network with no retraining, "
+        f"Every run is `{command.replace(f'-n {names[0]} ', '-n <run> ', 1)}` with the changes listed, `<run>` "
+        "its name. `none`: the pruned network with no retraining, "
         "the same for every run of one ratio and teacher. Intervals: 95 %, over retraining seeds and test "
         "images (each run's report has the rest)" + ("; the last row's, over runs (the teacher and the split "
                                                      "as random draws)." if random_runs else "."), "",
@@ -156,12 +157,13 @@ def compare(names: list[str], random_runs: bool = False, curve: str | None = Non
 
 def main(out: str, names: list[str], random_runs: bool = False, curve: str | None = None) -> None:
     sys.path.insert(0, str(Path(__file__).parent))
-    from compare_runs import publish
+    from compare_runs import publish, run_folder
 
+    folder = run_folder(RUNS, out)  # the name checked before anything is written
     flag = ["--across"] if random_runs else ["--curve", curve] if curve else []
     report = compare(names, random_runs, curve)
     if curve:
-        plot_curve(curve_points(names, curve), curve, RUNS / out / "figures" / "curve.png")
+        plot_curve(curve_points(names, curve), curve, folder / "figures" / "curve.png")
     publish(RUNS, out, names, report, " ".join(["python scripts/compare_controls.py", *flag, out, *names]))
 
 

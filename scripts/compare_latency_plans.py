@@ -183,11 +183,11 @@ def compare(names: list[str], out: Path, reference: str | None) -> str:
 
 def main(out: str, names: list[str]) -> None:
     sys.path.insert(0, str(Path(__file__).parent))
-    from compare_runs import publish
+    from compare_runs import publish, run_folder
 
     reference = "default" if "default" in names else None
     names = [n for n in names if n != "default"]
-    report = compare(names, RUNS / out, reference)
+    report = compare(names, run_folder(RUNS, out), reference)  # the name checked before a figure is written
     publish(RUNS, out, names, report, " ".join(["python scripts/compare_latency_plans.py", out, *names,
                                                 *([reference] if reference else [])]))
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from prunekd.errors import refuse
 from prunekd.report import fmt_table, paired_difference
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,9 +81,7 @@ def run_folder(runs: Path, name: str) -> Path:
     """``runs/<name>``, where a published run or comparison is written, refused (one line, exit 2)
     unless ``name`` is one plain name: no path can lead out of ``runs`` or be ``runs`` itself."""
     if not RUN_NAME.fullmatch(name):
-        print(f"{Path(sys.argv[0]).name}: error: run name {name!r}: use letters, digits, '.', '_' and '-', starting with a "
-              "letter or digit", file=sys.stderr)
-        raise SystemExit(2)
+        refuse(f"run name {name!r}: use letters, digits, '.', '_' and '-', starting with a letter or digit")
     return runs / name
 
 

@@ -7,10 +7,11 @@ stage saves (test top-1 against params, grouped by mode and ratio).
 
 It starts a real `mlflow server` on 127.0.0.1 over a copy of the store (./mlflow.db after `dvc
 repro`; the original is only read) and takes the pictures with headless Chromium (Debian: apt-get
-install chromium). Unless --no-check, it then fails unless the pages, as the browser rendered
-them, show the project's experiment in MLflow's model-training view, the report run first in the
-runs table with its answer's metrics, the run page the report run's description, and the comparison
-view its scatter chart of the retrain runs' groups.
+install chromium). Unless --no-check, it then fails, leaving the pictures in --out as they were,
+unless the pages, as the browser rendered them, show the project's experiment in MLflow's
+model-training view, the report run first in the runs table with its answer's metrics, the run
+page the report run's description, and the comparison view its scatter chart of the retrain runs'
+groups.
 
 MLflow 3.17's UI opens the GenAI view in a fresh browser whatever the experiment's kind tag says
 (the view is a browser-wide toggle): the pages are opened with ?workflowType=machine_learning
@@ -36,13 +37,15 @@ import subprocess
 import sys
 import tempfile
 from contextlib import closing, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
+from prunekd.errors import refuse
 from prunekd.stages.report import run_description
-from prunekd.tracking import COMPARE_VIEW, EXPERIMENT, EXPERIMENT_TAGS, comparison_view, free_port, server, ui_url
+from prunekd.tracking import (COMPARE_VIEW, EXPERIMENT, EXPERIMENT_TAGS, TrackingError, comparison_view, free_port,
+                              server, ui_url)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -98,9 +101,12 @@ def copy_store(store: Path, dest: Path) -> Path:
     """A consistent copy of the SQLite ``store`` (a stage may be writing to it) at ``dest``."""
     if not store.is_file():
         raise ScreenshotError(f"{store} not found: run `dvc repro` first")
-    with closing(sqlite3.connect(f"{store.resolve().as_uri()}?mode=ro", uri=True, timeout=30)) as src, \
-            closing(sqlite3.connect(dest)) as copy:
-        src.backup(copy)
+    try:
+        with closing(sqlite3.connect(f"{store.resolve().as_uri()}?mode=ro", uri=True, timeout=30)) as src, \
+                closing(sqlite3.connect(dest)) as copy:
+            src.backup(copy)
+    except sqlite3.DatabaseError as exc:
+        raise ScreenshotError(f"--store {store}: not a usable SQLite MLflow store ({exc})") from None
     return dest
 
 
@@ -272,13 +278,29 @@ def check(shots: Shots) -> None:
         raise ScreenshotError("; ".join(problems) + f" (pages: {shots.runs_url}, {shots.run_url}, {shots.compare_url})")
 
 
+def moved(shots: Shots, out: Path) -> Shots:
+    """``shots`` with its pictures moved into ``out``, each replacing its namesake there in one step."""
+    out.mkdir(parents=True, exist_ok=True)
+    placed = {}
+    for field in ("runs_png", "run_png", "compare_png"):
+        png = getattr(shots, field)
+        part = out / f".{png.name}.part"  # copied beside its place first: out may be on another file system
+        try:
+            shutil.copyfile(png, part)
+            os.replace(part, out / png.name)
+        finally:
+            part.unlink(missing_ok=True)
+        placed[field] = out / png.name
+    return replace(shots, **placed)
+
+
 def screenshots(store: Path, out: Path, artifacts: Path | None = None, fill: bool = True,
                 verify: bool = True) -> Shots:
-    """Screenshots of the runs table and of the latest report run's page of ``store`` (a SQLite
-    MLflow store), written to ``out`` (RUNS_PNG, RUN_PNG). ``fill``: first give the copy of an older
-    store what the report stage logs today; ``verify``: then ``check`` the pages' text."""
+    """Screenshots of the runs table, of the latest report run's page and of the comparison view of
+    ``store`` (a SQLite MLflow store), moved into ``out`` (RUNS_PNG, RUN_PNG, COMPARE_PNG) once taken
+    and, under ``verify``, ``check``ed: pictures that fail leave those in ``out`` as they were.
+    ``fill``: first give the copy of an older store what the report stage logs today."""
     browser()  # fail before starting a server
-    out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="mlflow-screenshot-") as tmp:
         uri = f"sqlite:///{copy_store(store, Path(tmp) / 'mlflow.db')}"
         client = MlflowClient(uri)
@@ -295,19 +317,19 @@ def screenshots(store: Path, out: Path, artifacts: Path | None = None, fill: boo
         with ui_server(uri, artifacts or store.parent / "mlartifacts") as base:
             urls = (ui_url(base, experiment.experiment_id) + f"&viewStateShareKey={VIEW}",
                     ui_url(base, experiment.experiment_id, run_id), ui_url(base, experiment.experiment_id, compare=True))
-            pngs = (out / RUNS_PNG, out / RUN_PNG, out / COMPARE_PNG)
+            pngs = (Path(tmp) / RUNS_PNG, Path(tmp) / RUN_PNG, Path(tmp) / COMPARE_PNG)
             doms = [chromium(url, png) for url, png in zip(urls[:2], pngs[:2])]
             for scale in COMPARE_SCALES:  # a longer budget while the chart has not drawn
                 compare = chromium(urls[2], pngs[2], budget_ms=scale * PAGE_BUDGET_MS)
                 if not compare_problems(page_text(compare)):
                     break
             doms.append(compare)
-    shots = Shots(*pngs, *(url.removeprefix(base) for url in urls), *map(page_text, doms), EXPERIMENT, run_id,
-                  report.data.tags.get("mlflow.note.content", ""), columns,
-                  'data-testid="show-comment-toggle"' in doms[1], tuple(filled))
-    if verify:
-        check(shots)
-    return shots
+        shots = Shots(*pngs, *(url.removeprefix(base) for url in urls), *map(page_text, doms), EXPERIMENT, run_id,
+                      report.data.tags.get("mlflow.note.content", ""), columns,
+                      'data-testid="show-comment-toggle"' in doms[1], tuple(filled))
+        if verify:
+            check(shots)
+        return moved(shots, out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -319,9 +341,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         shots = screenshots(args.store, args.out, args.artifacts, verify=not args.no_check)
-    except ScreenshotError as exc:
-        print(f"mlflow_screenshot: {exc}", file=sys.stderr)
-        return 1
+    except (ScreenshotError, TrackingError) as exc:
+        refuse(" ".join(str(exc).split()))  # a browser's or a server's log, in the one line
     for what in shots.filled_in:
         print(f"filled in, in a copy of {args.store}: {what}", file=sys.stderr)
     print(f"wrote {shots.runs_png} ({shots.runs_url})\nwrote {shots.run_png} ({shots.run_url})\n"

@@ -15,17 +15,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
+from prunekd.errors import refuse
 from prunekd.paths import ratio_key
 from prunekd.stats import crossed_t, paired_t
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "docs" / "runs"
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # a folder of RUNS, as compare_runs.RUN_NAME
 
 
 class PairError(ValueError):
@@ -60,9 +63,17 @@ def correct(run: str, ratio: float, mode: str) -> dict[int, np.ndarray]:
     return found
 
 
+def run_and_mode(text: str) -> tuple[str, str]:
+    """``RUN:MODE`` split in two; a PairError unless RUN is a plain name (no path out of RUNS) and MODE is there."""
+    run, _, mode = text.partition(":")
+    if not (RUN_NAME.fullmatch(run) and mode):
+        raise PairError(f"{text!r}: expected RUN:MODE, a published run and one of its modes (e.g. ctl-kd-t1-75:kd)")
+    return run, mode
+
+
 def pair(a: str, b: str, ratio: float) -> Paired:
     """``a`` minus ``b`` (each ``RUN:MODE``) at ``ratio``, paired by seed over the same test images."""
-    (run_a, mode_a), (run_b, mode_b) = (s.split(":", 1) for s in (a, b))
+    (run_a, mode_a), (run_b, mode_b) = map(run_and_mode, (a, b))
     first, second = correct(run_a, ratio, mode_a), correct(run_b, ratio, mode_b)
     seeds = sorted(first.keys() & second.keys())
     if len(seeds) < 2:
@@ -82,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         got = pair(args.a, args.b, args.ratio)
     except PairError as exc:
-        sys.exit(f"pair_runs: {exc}")
+        refuse(str(exc))
     print(f"{args.a} − {args.b} at ratio {args.ratio:g}: {got.diff:+.2f} points, 95 % CI {got.low:+.2f} to "
           f"{got.high:+.2f} over seeds and test images (seeds alone {got.seeds_low:+.2f} to {got.seeds_high:+.2f}); "
           f"{args.a.split(':', 1)[0]} ahead in {got.ahead} of {got.seeds} seeds")

@@ -20,6 +20,8 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+from prunekd.errors import refuse
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -80,7 +82,7 @@ def publish(name: str, command: str) -> Path:
     reports, out = ROOT / "reports", run_folder(ROOT / "docs" / "runs", name)
     missing = [p for p in ("report.md", "results.csv", "summary.csv", "figures") if not (reports / p).exists()]
     if missing:
-        sys.exit(f"publish_run: reports/{missing[0]} not found: run `dvc repro` (or `dvc exp run`) first")
+        refuse(f"reports/{missing[0]} not found: run `dvc repro` (or `dvc exp run`) first")
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(reports / "figures", tmp / "figures")
@@ -104,5 +106,5 @@ def publish(name: str, command: str) -> Path:
 
 if __name__ == "__main__":
     if len(sys.argv) != 3:
-        sys.exit(f"usage: {__doc__.splitlines()[2].strip()}")
+        refuse(f"usage: {__doc__.splitlines()[2].strip()}")
     print(f"published to {publish(sys.argv[1], sys.argv[2]).relative_to(ROOT)}")

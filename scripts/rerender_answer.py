@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from prunekd.config import read_yaml
+from prunekd.errors import refuse
 from prunekd.report import answer_section, summarize
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,12 +40,20 @@ def rerender(name: str) -> str:
 
 
 def main(name: str) -> None:
-    path = RUNS / name / "report.md"
+    sys.path.insert(0, str(Path(__file__).parent))
+    from compare_runs import run_folder
+
+    folder = run_folder(RUNS, name)  # a plain name: no path out of docs/runs
+    missing = [f for f in ("report.md", "results.csv", "params.yaml") if not (folder / f).is_file()]
+    if missing:
+        refuse(f"{(folder / missing[0]).relative_to(ROOT)} not found: {name!r} is no published run "
+               "(scripts/publish_run.py)")
+    path = folder / "report.md"
     report = path.read_text()
     parts = re.split(r"\n(?=## )", report)
     at = next((i for i, p in enumerate(parts) if p.startswith("## The answer")), None)
     if at is None:
-        sys.exit(f"rerender_answer: {path.relative_to(ROOT)} has no answer section")
+        refuse(f"{path.relative_to(ROOT)} has no answer section")
     kept = parts[at][parts[at].find("\n!["):] if "\n![" in parts[at] else ""  # its figure and teacher line
     parts[at] = rerender(name).rstrip() + "\n" + kept
     path.write_text("\n".join(parts))
@@ -53,5 +62,5 @@ def main(name: str) -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
-        sys.exit(f"usage: {__doc__.splitlines()[3].strip()}")
+        refuse(f"usage: {__doc__.splitlines()[3].strip()}")
     main(sys.argv[1])

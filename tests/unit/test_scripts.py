@@ -166,13 +166,14 @@ def test_pairing_two_published_runs_image_by_image_reproduces_the_reports_interv
     assert "ahead in 4 of 8 seeds" in line
 
 
-def test_pairing_needs_the_runs_published_correctness(tmp_path, monkeypatch):
+def test_pairing_needs_the_runs_published_correctness(tmp_path, monkeypatch, capsys):
     pairing = script("pair_runs")
     monkeypatch.setattr(pairing, "RUNS", tmp_path)
     monkeypatch.setattr(pairing, "ROOT", tmp_path.parent)
     (tmp_path / "a" / "correct").mkdir(parents=True)
-    with pytest.raises(SystemExit, match="no 0.75-kd-<seed>.npy in"):
+    with pytest.raises(SystemExit) as exit_:
         pairing.main(["a:kd", "a:ft"])
+    assert exit_.value.code == 2 and "no 0.75-kd-<seed>.npy in" in capsys.readouterr().err
 
 
 LATENCY_RUNS = ("lat-netadapt", "lat-uniform")  # compared in docs/runs/latency-plans
@@ -229,6 +230,17 @@ def test_a_run_name_that_is_no_plain_name_is_refused_before_anything_is_cleared(
     [line] = capsys.readouterr().err.splitlines()
     assert f"error: run name {name!r}: use letters, digits" in line
     assert (tmp_path / "docs" / "runs" / "kept").is_dir()  # nothing cleared
+
+
+@pytest.mark.parametrize("name", ["compare_controls", "compare_budgets", "compare_latency_plans"])
+def test_a_comparison_named_out_of_the_runs_folder_writes_no_figure(tmp_path, monkeypatch, capsys, name):
+    compare = script(name)
+    monkeypatch.setattr(compare, "RUNS", tmp_path / "docs" / "runs")
+    with pytest.raises(SystemExit) as exit_:
+        compare.main("../../elsewhere", ["headroom-26", "ctl-ft-3ep"], **({"curve": "retrain.lr"} if name ==
+                                                                         "compare_controls" else {}))
+    assert exit_.value.code == 2 and "error: run name '../../elsewhere'" in capsys.readouterr().err
+    assert not any(tmp_path.rglob("*.png")) and not (tmp_path / "elsewhere").exists()
 
 
 def test_a_plain_run_name_is_a_folder_of_the_runs():

@@ -87,7 +87,9 @@ def check_reachable(uri: str | None = None, timeout: float = 5.0) -> str:
             import sqlite3
 
             try:
-                with contextlib.closing(sqlite3.connect(f"{store.as_uri()}?mode=ro", uri=True, timeout=timeout)) as db:
+                # resolved: MLflow's relative form (sqlite:///mlflow.db, from the working folder) has no file URI
+                with contextlib.closing(sqlite3.connect(f"{store.resolve().as_uri()}?mode=ro", uri=True,
+                                                        timeout=timeout)) as db:
                     db.execute("select count(*) from sqlite_master").fetchone()
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc):
@@ -170,6 +172,9 @@ def server(backend_uri: str, artifacts: Path, *, proxy: bool = True, port: int |
                     proc.wait(timeout=30)
                 except subprocess.TimeoutExpired:
                     proc.kill()
+                    # reaped, not left a zombie; one stuck in the kernel past this is given up on, not awaited
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        proc.wait(timeout=10)
 
 
 def _started(proc: subprocess.Popen, log: IO[str], port: int, uri: str, deadline: float, timeout: float, *,
