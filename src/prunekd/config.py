@@ -91,6 +91,13 @@ def val_images(train_images: int, val_fraction: float) -> int:
     return max(1, int(round(train_images * val_fraction)))
 
 
+def distinct(items: list, what: str = "entries") -> list:
+    """``items``, refused if one repeats: each names a DVC stage, a column or a timed form."""
+    if len(set(items)) != len(items):
+        raise ValueError(f"{what} must be distinct, got {items}")
+    return items
+
+
 def rule(text: str) -> dict:
     """A field's constraint that its validator checks, for the generated parameter table (which reads
     the JSON schema: bounds and choices it shows itself, a validator's rules only so)."""
@@ -141,11 +148,12 @@ class TeacherConfig(TrainConfig):
 
 
 class PruneConfig(Section):
-    ratios: list[Ratio] = Field(min_length=1, **rule("distinct, each in (0, 1)"))
+    ratios: list[Ratio] = Field(min_length=1, **rule("distinct, each in (0, 1), at most 6 significant digits"))
     unit: Literal[UNITS] = "params"
     criterion: Literal[CRITERIA] = "l1"
     schedule: Literal[SCHEDULES] = "uniform"
-    sensitivity_ratios: list[Ratio] = Field([0.2, 0.4, 0.6, 0.8, 0.9], min_length=1, **rule("distinct, each in (0, 1)"))
+    sensitivity_ratios: list[Ratio] = Field([0.2, 0.4, 0.6, 0.8, 0.9], min_length=1,
+                                            **rule("distinct, each in (0, 1), at most 6 significant digits"))
     sensitivity_max_drop: float = Field(5.0, ge=0)  # points of validation top-1, before retraining
     round_to: int = Field(1, ge=1, le=64)  # every pruned layer keeps a multiple of this many filters
     bn_recalibration_batches: int = Field(10, ge=0, le=100_000)  # after pruning: BatchNorm statistics from this many batches
@@ -167,9 +175,10 @@ class PruneConfig(Section):
         for r in ratios:
             if not 0 < r < 1:
                 raise ValueError(f"every ratio must lie in (0, 1), got {r}")
-        if len(set(ratios)) != len(ratios):
-            raise ValueError(f"ratios must be distinct, got {ratios}")
-        return ratios
+            if float(f"{r:g}") != r:  # 0.3333333 would be 0.333333 in latency.csv and every metric's name
+                raise ValueError(f"a ratio has at most 6 significant digits (the reports name a ratio by them), "
+                                 f"got {r!r}")
+        return distinct(ratios, "ratios")
 
 
 class RetrainConfig(TrainConfig):
@@ -181,9 +190,7 @@ class RetrainConfig(TrainConfig):
     @field_validator("modes", "seeds")
     @classmethod
     def _distinct(cls, items: list) -> list:
-        if len(set(items)) != len(items):  # each one names a DVC stage
-            raise ValueError(f"entries must be distinct, got {items}")
-        return items
+        return distinct(items)
 
 
 class FtConfig(Section):
@@ -218,9 +225,7 @@ class MeasureConfig(Section):
     @field_validator("runtimes", "batch_sizes")
     @classmethod
     def _distinct(cls, items: list) -> list:
-        if len(set(items)) != len(items):
-            raise ValueError(f"entries must be distinct, got {items}")
-        return items
+        return distinct(items)
 
     @field_validator("batch_sizes")
     @classmethod

@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import math
 import os
 import shutil
 import socket
@@ -22,6 +23,7 @@ import torch
 
 from .config import val_images
 from .errors import UserError
+from .io import inside
 from .paths import split_file
 
 SYSTEM_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -121,22 +123,35 @@ def fashion_mnist_dir(raw_dir: Path) -> Path:
     return raw_dir / "fashion_mnist"
 
 
+def in_project(folder: Path) -> Path:
+    """``folder``, refused unless it resolves inside the project (a stage runs in the project's root):
+    a download writes nothing through a link out of it."""
+    return inside(folder, Path.cwd())
+
+
 def _download_fashion_mnist(folder: Path) -> None:
+    """The four files downloaded into ``folder``, each whole or not at all; torchvision's own copy
+    (in a temporary folder beside it) is removed whether or not the download succeeds."""
     from torchvision.datasets import FashionMNIST
 
+    tmp = in_project(folder.parent / "_torchvision.tmp")
+    in_project(folder)
+    shutil.rmtree(tmp, ignore_errors=True)
     try:
         with download_timeout():
-            FashionMNIST(str(folder.parent / "_torchvision"), download=True)
+            FashionMNIST(str(tmp), download=True)
+        src = tmp / "FashionMNIST" / "raw"
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, _, _ in FASHION_FILES.values():
+            shutil.copyfile(src / name, folder / f"{name}.tmp")
+            os.replace(folder / f"{name}.tmp", folder / name)
     except Exception as exc:  # any network failure: say what to do instead
         raise DataError(
             f"Fashion-MNIST not found in {folder}, nor in {SYSTEM_FASHION_MNIST}, and the download "
             f"failed ({_reason(exc)}). Install the Debian package 'dataset-fashion-mnist' or "
             f"copy the four *-ubyte.gz files into {folder}") from None
-    src = folder.parent / "_torchvision" / "FashionMNIST" / "raw"
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, _, _ in FASHION_FILES.values():  # each file whole or not at all
-        shutil.copyfile(src / name, folder / f"{name}.tmp")
-        os.replace(folder / f"{name}.tmp", folder / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def load_fashion_mnist(raw_dir: Path) -> RawDataset:
@@ -193,7 +208,8 @@ def _torchvision_loader(cls_name: str, hflip: bool) -> Callable[[Path], RawDatas
 
 def _tv_download(cls, root: Path) -> None:
     """Download a torchvision dataset into ``root``, whole or not at all, failing fast offline."""
-    tmp = root.with_name(root.name + ".tmp")
+    tmp = in_project(root.with_name(root.name + ".tmp"))
+    in_project(root)
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         with download_timeout():
@@ -270,7 +286,7 @@ def load_split(path: Path, expected_md5: str | None = None) -> Split:
 MANIFEST_FILE = "manifest.json"
 
 # What the stages read from a manifest; a hand-edited or foreign one is refused before any is used.
-MANIFEST_KEYS = {"dataset", "classes", "input_shape", "mean", "std", "mirror_ok", "sizes"}
+MANIFEST_KEYS = {"dataset", "classes", "input_shape", "mean", "std", "mirror_ok", "sizes", "split_md5"}
 
 
 def load_manifest(prepared: Path) -> dict:
@@ -287,11 +303,18 @@ def load_manifest(prepared: Path) -> dict:
         raise DataError(f"{path}: not a prunekd manifest (missing {', '.join(missing)}); run the prepare stage "
                         "again (dvc repro -f prepare)")
     shapes = {"classes": list, "input_shape": list, "mean": list, "std": list, "sizes": dict, "dataset": str,
-              "mirror_ok": bool}
+              "mirror_ok": bool, "split_md5": dict}
     wrong = [k for k, kind in shapes.items() if not isinstance(manifest[k], kind)]
     if not wrong and (len(manifest["input_shape"]) != 3 or not all(isinstance(v, int) and v > 0
                                                                    for v in manifest["input_shape"])):
         wrong = ["input_shape"]
+    if not wrong:  # one finite mean and positive std per image channel, one checksum per split
+        channels = manifest["input_shape"][0]
+        stats = {k: manifest[k] for k in ("mean", "std")}
+        wrong = [k for k, v in stats.items() if len(v) != channels or not all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and (k == "mean" or x > 0)
+            for x in v)]
+        wrong += [] if all(isinstance(manifest["split_md5"].get(n), str) for n in SPLITS) else ["split_md5"]
     if wrong:
         raise DataError(f"{path}: not a prunekd manifest ({wrong[0]!r} is not what prepare writes); run the "
                         "prepare stage again (dvc repro -f prepare)")
@@ -360,11 +383,11 @@ def check_split(split: Split, manifest: dict, name: str, path: Path) -> None:
 
 def load_prepared(prepared: Path) -> Prepared:
     manifest = load_manifest(prepared)
-    checksums = manifest.get("split_md5", {})
+    checksums = manifest["split_md5"]
     splits = []
     for name in SPLITS:
         path = split_file(prepared, name)
-        split = load_split(path, checksums.get(name))
+        split = load_split(path, checksums[name])
         check_split(split, manifest, name, path)
         splits.append(split)
     return Prepared(*splits, manifest)

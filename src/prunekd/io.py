@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -76,15 +78,19 @@ def read_json(path: Path, keys: tuple[str, ...] = ()) -> dict:
     return data
 
 
-def read_table(path: Path, what: str, fix: str):
+def read_table(path: Path, what: str, fix: str, columns: tuple[str, ...] = ()):
     """A CSV table a stage wrote, as a DataFrame; one user error if pandas cannot parse it (empty,
-    binary, ragged rows: its parser fails in many ways)."""
+    binary, ragged rows: its parser fails in many ways) or it lacks one of ``columns``."""
     import pandas as pd
 
     try:
-        return pd.read_csv(path)
+        table = pd.read_csv(path)
     except Exception as exc:  # noqa: BLE001
         raise CorruptInputError(f"{path}: not {what} ({' '.join(str(exc).split())[:120]}); {fix}") from None
+    absent = [c for c in columns if c not in table.columns]
+    if absent:
+        raise CorruptInputError(f"{path}: no column {absent[0]!r}; {fix}")
+    return table
 
 
 def read_lineage(model_file: Path) -> dict[str, str]:
@@ -144,10 +150,33 @@ def stage_outputs(*outputs: Path, root: Path) -> Iterator[Path]:
     scratch.mkdir(parents=True)
     try:
         yield scratch
-        for path in outputs:
-            remove(path)
-            if (scratch / path.name).exists():  # an output the stage makes only sometimes (history.csv)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(scratch / path.name, path)
+        with signals_held():
+            for path in outputs:
+                remove(path)
+                if (scratch / path.name).exists():  # an output the stage makes only sometimes (history.csv)
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(scratch / path.name, path)
     finally:
         remove(scratch)
+
+
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+@contextmanager
+def signals_held() -> Iterator[None]:
+    """Ctrl-C and SIGTERM held back for the block, then delivered: a stage stopped while it swaps
+    its outputs in would leave the new model beside the old metrics. (A kill no process can hold
+    back, SIGKILL, still can; DVC then finds outputs that match no run and reruns the stage.)"""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread handles signals
+        yield
+        return
+    held: list[int] = []
+    before = {signum: signal.signal(signum, lambda signum, frame: held.append(signum)) for signum in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+        if held:
+            signal.raise_signal(held[0])

@@ -8,6 +8,7 @@ prunes the channels that an addition ties together (a residual stage) as one set
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -156,8 +157,10 @@ def _masked(layer_ratios: list[float], keep: list[bool] | None) -> list[float]:
 
 
 def kept_filters(channels: int, ratio: float) -> int:
-    """Filters a layer of ``channels`` keeps when ``ratio`` of them go: int(c * (1 - ratio)), at least one."""
-    return max(1, int(channels * (1 - ratio)))
+    """Filters a layer of ``channels`` keeps when ``ratio`` of them go: c * (1 - ratio) rounded down,
+    at least one."""
+    # rounded first: 60 * (1 - 0.8) is 11.999999999999998 in floats, and the layer keeps 12, not 11
+    return max(1, math.floor(round(channels * (1 - ratio), 9)))
 
 
 def prune_to_widths(model: PrunableNet, widths: list[int], criterion: str, seed: int = 0) -> PrunableNet:

@@ -29,10 +29,8 @@ def read_latency(path: Path, ratios: list[float]) -> pd.DataFrame:
     """The latency stage's table, checked to cover the teacher and every ratio."""
     if not path.is_file():
         raise MissingInputError(f"{path}: not found; run the latency stage first")
-    table = read_table(path, "the latency stage's table", "rerun the latency stage")
-    absent = [c for c in ("ratio", "runtime", "batch", "median_ms") if c not in table.columns]
-    if absent:
-        raise CorruptInputError(f"{path}: no column {absent[0]!r}; rerun the latency stage")
+    table = read_table(path, "the latency stage's table", "rerun the latency stage",
+                       ("ratio", "runtime", "batch", "median_ms"))
     missing = sorted({0.0, *ratios} - set(table["ratio"]))
     if missing:
         raise MissingInputError(f"{path}: no figures for ratio(s) {missing}; rerun the latency stage")
@@ -119,13 +117,15 @@ def flat_metrics(results: pd.DataFrame, summary: pd.DataFrame, correct: Correct 
 
 
 def accuracy_table(summary: pd.DataFrame, teacher_top1: float) -> pd.DataFrame:
-    """Mean top-1 against % of params removed, one column per mode, the teacher at 0 %
-    (``reports/plots/accuracy.csv``: one series per mode in ``dvc plots``)."""
-    wide = summary.pivot_table(index="params_reduction_pct", columns="mode", values="top1_mean")
-    wide.columns.name = None
-    teacher = pd.DataFrame({mode: [teacher_top1] for mode in wide.columns}, index=[0.0])
-    table = pd.concat([teacher, wide]).rename_axis("params_removed_pct").reset_index()
-    return table.round(4)
+    """Mean top-1 against % of params removed, a row per mode and ratio, each mode's line starting
+    at the teacher (0 %): ``reports/plots/accuracy.csv``, a line per mode in ``dvc plots``
+    (whichever modes ran: the template colours by the ``mode`` column, dvc.yaml names none)."""
+    rows = summary.rename(columns={"params_reduction_pct": "params_removed_pct", "top1_mean": "top1"})
+    lines = [pd.DataFrame({"mode": [mode], "params_removed_pct": [0.0], "top1": [teacher_top1]})
+             for mode in rows["mode"].unique()]
+    lines += [rows.loc[rows["mode"] == mode, ["mode", "params_removed_pct", "top1"]] for mode in rows["mode"].unique()]
+    table = pd.concat(lines).sort_values(["mode", "params_removed_pct"], kind="stable")
+    return table.round(4).reset_index(drop=True)
 
 
 def collect_correct(layout: Layout, results: pd.DataFrame, labels: np.ndarray) -> "Correct":
@@ -698,7 +698,10 @@ def collect_histories(layout: Layout, results: pd.DataFrame) -> pd.DataFrame:
         path = layout.retrained(row["ratio"], row["mode"], int(row["seed"])) / HISTORY_FILE
         if not path.is_file():
             raise MissingInputError(f"{path}: not found; rerun its retrain stage")
-        frames.append(pd.read_csv(path).assign(ratio=row["ratio"], mode=row["mode"], seed=int(row["seed"])))
+        stage = f"retrain@{ratio_key(row['ratio'])}-{row['mode']}-{int(row['seed'])}"
+        history = numeric_table(path, "a history of epochs", f"rerun its retrain stage (dvc repro -f -s {stage})",
+                                {"epoch": int, "val_top1": float}, ("epoch",))
+        frames.append(history.assign(ratio=row["ratio"], mode=row["mode"], seed=int(row["seed"])))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -776,6 +779,28 @@ def study_section(summary: pd.DataFrame) -> list[str]:
     return ["## Against the thesis", "", f"The study reproduced: {THESIS}: MobileNet, 26.08 % smaller, top-1 "
             f"{STUDY['ft']} % after plain retraining vs {STUDY['kd']} % with distillation.", "",
             study_comparison(summary), "", *[f"- {caveat}" for caveat in STUDY_CAVEATS], ""]
+
+
+def numeric_table(path: Path, what: str, fix: str, columns: dict[str, type], key: tuple[str, ...]) -> pd.DataFrame:
+    """A CSV table whose ``columns`` must hold numbers of their type, one row per ``key``: one user
+    error naming ``path`` otherwise (a hand edit or a damaged disk)."""
+    table = read_table(path, what, fix, tuple(columns))
+    try:
+        table = table.astype(columns)
+    except (TypeError, ValueError, OverflowError):
+        raise CorruptInputError(f"{path}: not {what} (a value in {', '.join(columns)} that is no number); "
+                                f"{fix}") from None
+    if table.duplicated(list(key)).any():
+        raise CorruptInputError(f"{path}: not {what} (a {' and '.join(key)} twice); {fix}")
+    return table
+
+
+def read_sensitivity(path: Path) -> pd.DataFrame | None:
+    """The sensitivity stage's curves, which the report shows if that stage ran."""
+    if not path.is_file():
+        return None
+    return numeric_table(path, "a sensitivity table", "rerun the sensitivity stage alone (dvc repro -f -s sensitivity)",
+                         {"index": int, "layer": str, "channels": int, "ratio": float, "drop": float}, ("index", "ratio"))
 
 
 def sensitivity_section(table: pd.DataFrame | None, figure: str) -> list[str]:

@@ -234,7 +234,7 @@ def fit(model: nn.Module, train: Split, val: Split, norm: Normalization, sched: 
         use_determinism(compute.deterministic)
     # Keyed on the start weights, so computed before training changes them.
     key = checkpoint and checkpoint.key(name, seed, sched, norm, model.state_dict(), train.x, train.y,
-                                        val.x, val.y, compute_key(dev, precision))
+                                        val.x, val.y, compute_key(dev, precision, not compute or compute.deterministic))
     place(model, dev)
     train, val = resident(train, dev), resident(val, dev)
     opt = make_optimizer(model, sched)
@@ -264,11 +264,13 @@ def fit(model: nn.Module, train: Split, val: Split, norm: Normalization, sched: 
     return model.eval()
 
 
-def compute_key(dev: torch.device, precision: str) -> str:
+def compute_key(dev: torch.device, precision: str, deterministic: bool = True) -> str:
     """What a checkpoint must have been made with, besides the settings, to be resumed: the device
-    type, and the precision where it is not fp32 (so an fp32 checkpoint keeps its old key). On CUDA,
-    determinism is what makes a resumed run equal an uninterrupted one; ``use_determinism`` says so."""
-    return dev.type if precision == "fp32" else f"{dev.type}/{precision}"
+    type, the precision where it is not fp32, and whether it ran without determinism (so an fp32,
+    deterministic checkpoint keeps its old key). On CUDA, determinism is what makes a resumed run
+    equal an uninterrupted one: a deterministic run never resumes epochs that ran without it."""
+    key = dev.type if precision == "fp32" else f"{dev.type}/{precision}"
+    return key if deterministic else f"{key}/nondeterministic"
 
 
 class KeepCallback(Protocol):

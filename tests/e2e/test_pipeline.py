@@ -124,7 +124,7 @@ def test_metrics_and_plots_show(repo):
     mean = results[(results["ratio"] == 0.3) & (results["mode"] == "kd")]["top1"].mean()
     assert flat["top1_kd_30"] == pytest.approx(mean)
     accuracy = pd.read_csv(repo / "reports/plots/accuracy.csv")
-    assert list(accuracy.columns) == ["params_removed_pct", "ft", "kd"] and len(accuracy) == 3
+    assert list(accuracy.columns) == ["mode", "params_removed_pct", "top1"] and len(accuracy) == 6  # 2 modes x 3
     history = pd.read_csv(repo / "models/retrained/0.3-kd-0/history.csv")
     assert list(history["epoch"]) == [1] and "val_top1" in history.columns
     # the retraining curves: one table, a panel per mode and a line per ratio, not a chart per run
@@ -137,6 +137,11 @@ def test_metrics_and_plots_show(repo):
     [plot] = shown["data"]["retraining"]
     assert plot["content"]["encoding"]["column"]["field"] == "mode" and not shown.get("errors")
     assert {v["series"] for v in plot["content"]["data"]["values"]} == {"ratio 0.3", "ratio 0.6"}
+    shown = json.loads(subprocess.run([str(BIN / "dvc"), "plots", "show", "--json", "accuracy_vs_params_removed"],
+                                      cwd=repo, env=clean_env(), capture_output=True, text=True, check=True).stdout)
+    [plot] = shown["data"]["accuracy_vs_params_removed"]  # a line per mode, coloured by the data's mode column
+    assert plot["content"]["encoding"]["color"]["field"] == "mode" and not shown.get("errors")
+    assert {v["mode"] for v in plot["content"]["data"]["values"]} == {"ft", "kd"}
     dvc(repo, "plots", "show", "--out", "plots_html")
     page = (repo / "plots_html" / "index.html").read_text()
     assert "accuracy_vs_params_removed" in page and "retraining" in page

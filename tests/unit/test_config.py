@@ -65,6 +65,11 @@ def test_config_choices_match_the_registries():
 # one case per failure class through the real command line)
 @pytest.mark.parametrize("section, change, names", [
     ("prune", {"ratios": [1.5]}, ("prune.ratios", "(0, 1)", "1.5")),
+    ("prune", {"ratios": [0.3, 0.3]}, ("prune.ratios", "distinct", "[0.3, 0.3]")),
+    # latency.csv and every metric name a ratio by 6 significant digits: 0.3333333 would match no row
+    ("prune", {"ratios": [0.5, 0.3333333]}, ("prune.ratios", "6 significant digits", "0.3333333")),
+    ("prune", {"sensitivity_ratios": [0.1234567]}, ("prune.sensitivity_ratios", "6 significant digits")),
+    ("retrain", {"seeds": [1, 1]}, ("retrain.seeds", "distinct", "[1, 1]")),
     ("kd", {"alpha": 1.5}, ("kd.alpha", "1.5")),
     ("prune", {"bn_recalibration_batches": -1}, ("prune.bn_recalibration_batches", "-1")),
     ("retrain", {"keep": "first"}, ("retrain.keep", "'first'", "'last' or 'best_val'")),

@@ -113,6 +113,37 @@ def test_a_split_that_disagrees_with_its_manifest_is_refused(tmp_path, x, y, say
         check_split(Split(x, y), manifest, "train", tmp_path / "train.pt")
 
 
+GOOD_MANIFEST = {"dataset": "digits", "classes": [str(i) for i in range(10)], "input_shape": [1, 8, 8],
+                 "mean": [0.5], "std": [0.25], "mirror_ok": False, "sizes": {"train": 3, "val": 1, "test": 1},
+                 "split_md5": {"train": "a", "val": "b", "test": "c"}}
+
+
+@pytest.mark.parametrize("edit, names", [
+    (lambda m: m.pop("split_md5"), "missing split_md5"),  # else no split's checksum would be checked
+    (lambda m: m.update(split_md5=[]), "'split_md5'"),
+    (lambda m: m["split_md5"].pop("test"), "'split_md5'"),
+    (lambda m: m.update(mean=["a"]), "'mean'"),
+    (lambda m: m.update(std=[0.0]), "'std'"),
+    (lambda m: m.update(std=[0.25, 0.25]), "'std'"),  # one per image channel
+    (lambda m: m.update(mean=[True]), "'mean'"),
+])
+def test_a_hand_edited_manifest_is_refused_in_one_line(tmp_path, edit, names):
+    import copy
+    import json
+
+    from prunekd.data import load_manifest
+
+    (tmp_path / "manifest.json").write_text(json.dumps(GOOD_MANIFEST))
+    assert load_manifest(tmp_path)["split_md5"]["test"] == "c"
+    manifest = copy.deepcopy(GOOD_MANIFEST)
+    edit(manifest)
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DataError) as err:
+        load_manifest(tmp_path)
+    [line] = str(err.value).splitlines()
+    assert "manifest.json: not a prunekd manifest" in line and names in line and "dvc repro -f prepare" in line
+
+
 def test_the_manifest_is_the_same_wherever_the_files_were_found(raw_copy, tmp_path):
     """The system's copy or data/raw/ (where setup.sh could not install the system package): the
     same files give the same manifest, so the same model bytes, on either machine."""

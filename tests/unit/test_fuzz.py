@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -21,7 +22,9 @@ from prunekd.export import export_onnx
 from prunekd.io import read_json, write_json
 from prunekd.latency import check_onnx
 from prunekd.models import build_model, load_model, save_model
-from prunekd.report import _correct, read_latency
+from prunekd.paths import Layout
+from prunekd.report import (_correct, collect_histories, history_table, read_latency, read_sensitivity,
+                             sensitivity_section)
 
 from ..conftest import ROOT
 
@@ -101,10 +104,16 @@ def files(tmp_path_factory) -> dict[str, Path]:
                                             "input_shape": [1, 8, 8], "mean": [0.5], "std": [0.25],
                                             "mirror_ok": False, "sizes": sizes, "split_md5": md5})
     (root / "latency.csv").write_text("ratio,runtime,batch,median_ms\n0,onnxruntime,1,0.1\n0.3,onnxruntime,1,0.05\n")
+    (root / "curves.csv").write_text("layer,index,channels,ratio,kept,val_top1,drop\nstem.0,0,16,0,16,92.15,0\n"
+                                     "stem.0,0,16,0.5,8,90.1,2.05\nblocks.0,1,32,0,32,92.15,0\nblocks.0,1,32,0.5,16,91,1.15\n")
+    history = Layout(root / "project").retrained(0.3, "ft", 0) / "history.csv"
+    history.parent.mkdir(parents=True)
+    history.write_text("epoch,train_loss,train_top1,val_top1,val_loss\n1,0.223,91.7407,90.9667,0.238282\n"
+                       "2,0.200361,92.4389,91.9833,0.221189\n")
     return {"model.pt": root / "model.pt", "model.onnx": root / "model.onnx",
             "predictions.npy": root / "predictions.npy", "metrics.json": root / "metrics.json",
             "manifest.json": prepared / "manifest.json", "test.pt": prepared / "test.pt",
-            "latency.csv": root / "latency.csv"}
+            "latency.csv": root / "latency.csv", "curves.csv": root / "curves.csv", "history.csv": history}
 
 
 def read(kind: str, files: dict[str, Path]) -> None:
@@ -122,6 +131,11 @@ def read(kind: str, files: dict[str, Path]) -> None:
         load_prepared(files[kind].parent)
     elif kind == "latency.csv":
         read_latency(files[kind], [0.3])
+    elif kind == "curves.csv":  # read and shown by the report
+        sensitivity_section(read_sensitivity(files[kind]), "sensitivity.png")
+    elif kind == "history.csv":  # a retrain's epochs, which the report draws
+        layout = Layout(files[kind].parents[3])
+        history_table(collect_histories(layout, pd.DataFrame([{"ratio": 0.3, "mode": "ft", "seed": 0}])))
 
 
 damage = st.one_of(
@@ -144,7 +158,7 @@ def damaged(data: bytes, how) -> bytes:
 
 
 @pytest.mark.parametrize("kind", ["model.pt", "model.onnx", "predictions.npy", "metrics.json", "manifest.json",
-                                  "test.pt", "latency.csv"])
+                                  "test.pt", "latency.csv", "curves.csv", "history.csv"])
 @FUZZ
 @given(how=damage)
 def test_a_damaged_input_is_read_or_refused_in_one_line(files, kind, how):

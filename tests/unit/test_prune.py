@@ -204,3 +204,8 @@ def test_model_classes_rebuild_from_their_spec():
     model = MobileNetV1(10, (3, 32, 32), 0.25)
     again = build_model(**model.spec())
     assert again.channels() == model.channels()
+
+
+def test_a_layer_keeps_the_filters_its_ratio_leaves_whatever_the_float_error():
+    # 60 * (1 - 0.8) and 20 * (1 - 0.9) fall just short of 12 and 2 in floats
+    assert [kept_filters(60, 0.8), kept_filters(20, 0.9), kept_filters(64, 0.8), kept_filters(16, 0.99)] == [12, 2, 12, 1]

@@ -402,6 +402,38 @@ def test_stage_outputs_replace_the_old_ones_only_when_the_block_succeeds(tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["table.csv"]
 
 
+def test_a_stop_signal_while_the_outputs_are_swapped_in_waits_for_the_swap(tmp_path, monkeypatch):
+    import os
+    import signal
+
+    class Stopped(Exception):
+        pass
+
+    def stop(signum, frame):
+        raise Stopped
+
+    real_replace = os.replace
+
+    def replace_then_stop(src, dst):  # SIGTERM arrives between two outputs
+        real_replace(src, dst)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        for name in ("model.pt", "metrics.json"):
+            (tmp_path / name).write_text("old")
+        monkeypatch.setattr(os, "replace", replace_then_stop)
+        with pytest.raises(Stopped):  # delivered, once the swap is done
+            with stage_outputs(tmp_path / "model.pt", tmp_path / "metrics.json", root=tmp_path) as scratch:
+                for name in ("model.pt", "metrics.json"):
+                    (scratch / name).write_text("new")
+        monkeypatch.undo()
+        assert [(tmp_path / name).read_text() for name in ("model.pt", "metrics.json")] == ["new", "new"]
+        assert signal.getsignal(signal.SIGTERM) is stop  # the stage's own handler back
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def test_an_output_folder_linked_out_of_the_project_is_refused_and_its_target_untouched(tmp_path):
     from prunekd.io import OutsideProjectError
 
@@ -630,6 +662,37 @@ def test_every_refusal_is_a_user_error_the_cli_prints_in_one_line(tmp_path, monk
 
     assert run_cli("check", [], body) == 2
     assert capsys.readouterr().err == "prunekd check: error: input.pt: what is wrong and what to do\n"
+
+
+@pytest.mark.parametrize("link", [".prunekd", ".prunekd/checkpoints"])
+def test_a_working_folder_linked_out_of_the_project_stops_a_stage_before_it_writes(tmp_path, monkeypatch, capsys,
+                                                                                   link):
+    from prunekd.stages.cli import run_cli
+
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    project.mkdir(), elsewhere.mkdir()
+    shutil.copy(ROOT / "params.yaml", project / "params.yaml")
+    (project / link).parent.mkdir(parents=True, exist_ok=True)
+    (project / link).symlink_to(elsewhere, target_is_directory=True)
+    monkeypatch.chdir(project)
+    ran = []
+    assert run_cli("check", [], lambda args, params, layout: ran.append(1), tracked=False) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert "outside the project" in line and not ran and not any(elsewhere.iterdir())  # no lock, no checkpoint
+
+
+def test_a_download_writes_nothing_through_a_link_out_of_the_project(tmp_path, monkeypatch):
+    from prunekd.data import load_fashion_mnist
+    from prunekd.io import OutsideProjectError
+
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    (project / "data").mkdir(parents=True), elsewhere.mkdir()
+    (project / "data" / "raw").symlink_to(elsewhere, target_is_directory=True)
+    monkeypatch.chdir(project)
+    monkeypatch.setattr("prunekd.data.SYSTEM_FASHION_MNIST", tmp_path / "no-system-copy")
+    with pytest.raises(OutsideProjectError, match="outside the project"):
+        load_fashion_mnist(Path("data/raw"))  # no copy anywhere: it would download into data/raw
+    assert not any(elsewhere.iterdir())
 
 
 def test_the_report_runs_description_states_the_verdicts_before_the_table():

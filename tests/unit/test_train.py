@@ -170,12 +170,37 @@ def test_bf16_precision_trains_under_autocast():
     assert same_state(bf16, again)
 
 
-def test_a_checkpoint_is_keyed_on_the_precision():
+def test_a_checkpoint_is_keyed_on_the_precision_and_determinism():
     from prunekd.train import compute_key
 
     cpu = torch.device("cpu")
     assert compute_key(cpu, "fp32") == "cpu"  # what fp32 checkpoints were keyed on before
-    assert len({compute_key(cpu, "fp32"), compute_key(cpu, "bf16"), compute_key(torch.device("cuda"), "fp32")}) == 3
+    assert len({compute_key(cpu, "fp32"), compute_key(cpu, "bf16"), compute_key(torch.device("cuda"), "fp32"),
+                compute_key(cpu, "fp32", deterministic=False)}) == 4
+
+
+def test_a_deterministic_run_never_resumes_epochs_run_without_determinism(tmp_path):
+    from prunekd.checkpoint import Checkpoint
+    from prunekd.config import ComputeConfig
+
+    ds = load_digits_dataset(None)
+    train, val = split_train_val(ds.train, 0.2, seed=0)
+    cfg = TrainConfig(epochs=2, batch_size=32, lr=0.1, translate=1, hflip=False)
+
+    def resumed_from(deterministic: bool) -> int:
+        torch.manual_seed(123)
+        checkpoint = Checkpoint("t", (), tmp_path)
+        fit(build_model("lenet5", 10, (1, 8, 8)), train, val, NORM, cfg, cross_entropy_loss(), 0,
+            checkpoint=checkpoint, compute=ComputeConfig(deterministic=deterministic))
+        return checkpoint.resumed_from
+
+    was = torch.are_deterministic_algorithms_enabled()
+    try:
+        assert resumed_from(False) == 0
+        assert resumed_from(False) == 2  # the same settings resume (here: both epochs done)
+        assert resumed_from(True) == 0  # with determinism, those epochs are not taken
+    finally:
+        torch.use_deterministic_algorithms(was)
 
 
 def test_the_cpu_keeps_channels_last_and_its_data_where_it_is():

@@ -12,8 +12,8 @@ from typing import Callable
 from ..config import Params, load_params
 from ..constants import USER_ERROR
 from ..errors import UserError
-from ..io import exclusive
-from ..paths import PARAMS_FILE, Layout
+from ..io import exclusive, inside
+from ..paths import PARAMS_FILE, Layout, safe_name
 
 Body = Callable[[argparse.Namespace, Params, Layout], object]
 
@@ -102,6 +102,8 @@ def run_cli(stage: str, argv: list[str] | None, body: Body, *,
             from ..tracking import check_reachable
 
             check_reachable()  # before any data is read or any epoch trained
+        for folder in (layout.locks, layout.checkpoints):  # what goes in them is written and cleared: never
+            inside(folder / safe_name(stage), layout.root)  # through a link out of the project
         with exclusive(stage_key(stage, args), layout.locks):
             body(args, params, layout)
     except (UserError, PermissionError) as exc:  # failures a user can fix: one line, not a traceback

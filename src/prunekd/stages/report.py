@@ -21,7 +21,7 @@ from ..data import load_prepared
 from ..report import (accuracy_table, aliases, collect, collect_correct, collect_histories, collect_int8,
                       deploy_int8, flat_metrics, history_table, int8_metrics, kd_gain_figure, latency_budgets,
                       latency_label, markdown,
-                      plot_accuracy, plot_curves, plot_latency, plot_pareto, read_latency, summarize)
+                      plot_accuracy, plot_curves, plot_latency, plot_pareto, read_latency, read_sensitivity, summarize)
 from ..latency import latency_metrics
 from ..tracking import StageRun, adopt, dvc_experiment, model_run_id, register, stage_run
 from .cli import run_cli
@@ -110,7 +110,7 @@ def run(params: Params, layout: Layout) -> dict:
     correct = collect_correct(layout, results, prepared.test.y.numpy())
     int8 = collect_int8(layout, results, prepared.test.y.numpy(), correct)
     histories = collect_histories(layout, results)
-    sensitivity = pd.read_csv(layout.curves) if layout.curves.is_file() else None
+    sensitivity = read_sensitivity(layout.curves)
     r = params.retrain
     regime = {"train_subset": r.train_subset, "epochs": r.epochs, "lr": r.lr, "keep": r.keep, "n_seeds": len(r.seeds)}
     summary = summarize(results)
