@@ -123,10 +123,13 @@ def fashion_mnist_dir(raw_dir: Path) -> Path:
     return raw_dir / "fashion_mnist"
 
 
-def in_project(folder: Path) -> Path:
-    """``folder``, refused unless it resolves inside the project (a stage runs in the project's root):
-    a download writes nothing through a link out of it."""
-    return inside(folder, Path.cwd())
+def downloadable(folder: Path) -> Path:
+    """``folder``, a download's destination in the raw data folder, refused if what goes in it
+    would go through a link out of the folder holding that raw folder (the project's ``data/``):
+    a download writes nothing outside the project. Reading a linked folder is fine."""
+    raw_dir = folder.parent
+    inside(folder / "-", raw_dir.parent)
+    return folder
 
 
 def _download_fashion_mnist(folder: Path) -> None:
@@ -134,8 +137,8 @@ def _download_fashion_mnist(folder: Path) -> None:
     (in a temporary folder beside it) is removed whether or not the download succeeds."""
     from torchvision.datasets import FashionMNIST
 
-    tmp = in_project(folder.parent / "_torchvision.tmp")
-    in_project(folder)
+    tmp = downloadable(folder.parent / "_torchvision.tmp")
+    downloadable(folder)
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         with download_timeout():
@@ -208,8 +211,8 @@ def _torchvision_loader(cls_name: str, hflip: bool) -> Callable[[Path], RawDatas
 
 def _tv_download(cls, root: Path) -> None:
     """Download a torchvision dataset into ``root``, whole or not at all, failing fast offline."""
-    tmp = in_project(root.with_name(root.name + ".tmp"))
-    in_project(root)
+    tmp = downloadable(root.with_name(root.name + ".tmp"))
+    downloadable(root)
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         with download_timeout():
