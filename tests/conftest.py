@@ -74,6 +74,18 @@ def load_flow_module():
     return sandbox.load_flow_module(ROOT)
 
 
+def load_script(name: str):
+    """``scripts/<name>.py`` as a module, registered under its name (its dataclasses look their
+    module up there)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 BIN = Path(sys.executable).parent
 
 

@@ -5,31 +5,21 @@ view, the comparison view the report stage saves on its chart, and scripts/mlflo
 takes their pictures."""
 
 import hashlib
-import importlib.util
 import json
 import struct
-import sys
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from ..conftest import ROOT
+from ..conftest import load_script
 
 RATIOS = (30, 60)  # digits_sweep_params's ratios, as params removed %
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("mlflow_screenshot", ROOT / "scripts" / "mlflow_screenshot.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclass looks itself up there
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def script():
-    module = load_script()
+    module = load_script("mlflow_screenshot")
     try:
         module.browser()
     except module.ScreenshotError as exc:  # setup.sh installs it: a missing browser fails, it does not skip

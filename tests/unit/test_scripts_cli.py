@@ -1,7 +1,6 @@
 """The scripts' command lines: a bad argument gets one line naming it, exit 2, no traceback, and
 nothing written."""
 
-import importlib.util
 import subprocess
 import sys
 from contextlib import contextmanager
@@ -9,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ..conftest import ROOT, clean_env
+from ..conftest import ROOT, clean_env, load_script
 
 
 def run_script(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -59,20 +58,12 @@ def test_mlflow_screenshot_refuses_a_store_it_cannot_read_before_any_picture(tmp
     assert not (tmp_path / "img").exists()
 
 
-def screenshot_script():
-    spec = importlib.util.spec_from_file_location("mlflow_screenshot", ROOT / "scripts" / "mlflow_screenshot.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclass looks itself up there
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_screenshots_that_fail_their_check_leave_the_published_ones_as_they_were(tmp_path, monkeypatch):
     """The pictures are taken into a temporary folder, and only pictures that pass the check replace
     docs/img's. Here the browser's pages show nothing of the run: the check fails."""
     from mlflow.tracking import MlflowClient
 
-    script = screenshot_script()
+    script = load_script("mlflow_screenshot")
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")  # a real store with a finished report run
     run = client.create_run(client.create_experiment(script.EXPERIMENT), tags={"prunekd.stage": "report"})
     client.log_metric(run.info.run_id, "teacher_top1", 91.5)
