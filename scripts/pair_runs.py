@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
 from typing import NamedTuple
@@ -28,7 +27,6 @@ from prunekd.stats import crossed_t, paired_t
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "docs" / "runs"
-RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # a folder of RUNS, as compare_runs.RUN_NAME
 
 
 class PairError(ValueError):
@@ -65,6 +63,9 @@ def correct(run: str, ratio: float, mode: str) -> dict[int, np.ndarray]:
 
 def run_and_mode(text: str) -> tuple[str, str]:
     """``RUN:MODE`` split in two; a PairError unless RUN is a plain name (no path out of RUNS) and MODE is there."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from compare_runs import RUN_NAME  # what a published run may be named
+
     run, _, mode = text.partition(":")
     if not (RUN_NAME.fullmatch(run) and mode):
         raise PairError(f"{text!r}: expected RUN:MODE, a published run and one of its modes (e.g. ctl-kd-t1-75:kd)")
