@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from prunekd.errors import refuse
 from prunekd.report import fmt_table, paired_difference, pct, save_figure
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,8 +71,6 @@ def rows(names: list[str], latency: pd.Series) -> tuple[pd.DataFrame, float]:
     out, teachers = [], {}
     for name in names:
         where = folder(name)
-        if not (where / "results.csv").is_file():
-            sys.exit(f"compare_budgets: {where.relative_to(ROOT)}/results.csv not found: publish that run first")
         results = pd.read_csv(where / "results.csv")
         metrics = json.loads((where / "metrics.json").read_text()) if (where / "metrics.json").is_file() else {}
         retrain = params_of(name)["retrain"]
@@ -85,7 +84,7 @@ def rows(names: list[str], latency: pd.Series) -> tuple[pd.DataFrame, float]:
                         "latency_us": 1000 * latency.get(ratio, np.nan), "seeds": len(runs),
                         "top1": runs["top1"].mean(), "− teacher": cell, "_seeds_only": seeds_only})
     if len(set(teachers.values())) != 1:
-        sys.exit(f"compare_budgets: the runs have different teachers (top-1 {teachers}); compare runs of one teacher")
+        refuse(f"the runs have different teachers (top-1 {teachers}); compare runs of one teacher")
     table = pd.DataFrame(out).sort_values(["ratio", "epochs", "mode"], kind="stable", ignore_index=True)
     return table, next(iter(teachers.values()))
 
@@ -156,14 +155,17 @@ def compare(names: list[str], out: Path) -> str:
 
 def main(out: str, names: list[str]) -> None:
     sys.path.insert(0, str(Path(__file__).parent))
-    from compare_runs import publish, run_folder
+    from compare_runs import publish, published, run_folder
 
-    report = compare(names, run_folder(RUNS, out))  # the name checked before a figure is written
+    folder = run_folder(RUNS, out)  # the name checked before anything is read or written
+    published(RUNS, ["default"], "results.csv", "latency.csv")
+    published(RUNS, [n for n in names if n != "default"], "results.csv", "params.yaml", "run.json")
+    report = compare(names, folder)
     publish(RUNS, out, [n for n in names if n != "default"], report,
             " ".join(["python scripts/compare_budgets.py", out, *names]))
 
 
 if __name__ == "__main__":
     if len(sys.argv) < 4:
-        sys.exit(f"usage: {__doc__.splitlines()[3].strip()}")
+        refuse(f"usage: {__doc__.splitlines()[3].strip()}")
     main(sys.argv[1], sys.argv[2:])

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from prunekd.errors import refuse
 from prunekd.report import fmt_table, save_figure
 from prunekd.stats import paired_t
 
@@ -37,10 +38,7 @@ def overrides(name: str) -> list[str]:
 
 
 def read(name: str) -> dict[str, float]:
-    path = RUNS / name / "metrics.json"
-    if not path.is_file():
-        sys.exit(f"compare_controls: {path.relative_to(ROOT)} not found: publish that run (scripts/publish_run.py)")
-    return json.loads(path.read_text())
+    return json.loads((RUNS / name / "metrics.json").read_text())
 
 
 def cell(metrics: dict[str, float], key: str) -> str:
@@ -93,11 +91,11 @@ def value_of(name: str, key: str) -> float:
     """The last value the run's command set for ``key`` (``-S key=value``)."""
     values = [o.split("=", 1)[1] for o in overrides(name) if o.split("=", 1)[0] == key]
     if not values:
-        sys.exit(f"compare_controls: run {name} does not set {key} (its command has no -S {key}=...)")
+        refuse(f"run {name} does not set {key} (its command has no -S {key}=...)")
     try:
         return float(values[-1])
     except ValueError:
-        sys.exit(f"compare_controls: run {name} sets {key}={values[-1]}, not a number")
+        refuse(f"run {name} sets {key}={values[-1]}, not a number")
 
 
 def curve_points(names: list[str], key: str) -> pd.DataFrame:
@@ -157,9 +155,10 @@ def compare(names: list[str], random_runs: bool = False, curve: str | None = Non
 
 def main(out: str, names: list[str], random_runs: bool = False, curve: str | None = None) -> None:
     sys.path.insert(0, str(Path(__file__).parent))
-    from compare_runs import publish, run_folder
+    from compare_runs import publish, published, run_folder
 
-    folder = run_folder(RUNS, out)  # the name checked before anything is written
+    folder = run_folder(RUNS, out)  # the name checked before anything is read or written
+    published(RUNS, names, "run.json", "metrics.json")
     flag = ["--across"] if random_runs else ["--curve", curve] if curve else []
     report = compare(names, random_runs, curve)
     if curve:
@@ -175,9 +174,9 @@ if __name__ == "__main__":
     if "--curve" in args:
         at = args.index("--curve")
         if at + 1 >= len(args):
-            sys.exit("compare_controls: --curve needs the param that the runs vary (e.g. retrain.train_subset)")
+            refuse("--curve needs the param that the runs vary (e.g. retrain.train_subset)")
         curve = args[at + 1]
         del args[at:at + 2]
     if len(args) < 3:
-        sys.exit(f"usage: {__doc__.splitlines()[3].strip()}")
+        refuse(f"usage: {__doc__.splitlines()[3].strip()}")
     main(args[0], args[1:], random_runs, curve)

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from prunekd.errors import refuse
 from prunekd.report import fmt_table, primary, save_figure, verdict
 from prunekd.stats import crossed_t
 
@@ -64,8 +65,7 @@ def plans(name: str) -> pd.DataFrame:
                      "blocks removed": figures["widths"].count(0),
                      "widths": " ".join(map(str, figures["widths"]))})
     if not rows:
-        sys.exit(f"compare_latency_plans: docs/runs/{name}/pruned/ is empty: publish the run with "
-                 "scripts/publish_run.py")
+        refuse(f"docs/runs/{name}/pruned/ is empty: publish the run with scripts/publish_run.py")
     return pd.DataFrame(rows)
 
 
@@ -183,16 +183,19 @@ def compare(names: list[str], out: Path, reference: str | None) -> str:
 
 def main(out: str, names: list[str]) -> None:
     sys.path.insert(0, str(Path(__file__).parent))
-    from compare_runs import publish, run_folder
+    from compare_runs import publish, published, run_folder
 
+    folder = run_folder(RUNS, out)  # the name checked before anything is read or written
     reference = "default" if "default" in names else None
     names = [n for n in names if n != "default"]
-    report = compare(names, run_folder(RUNS, out), reference)  # the name checked before a figure is written
+    published(RUNS, names + ([reference] if reference else []), "results.csv", "latency.csv")
+    published(RUNS, names, "params.yaml", "run.json", "pruned")
+    report = compare(names, folder, reference)
     publish(RUNS, out, names, report, " ".join(["python scripts/compare_latency_plans.py", out, *names,
                                                 *([reference] if reference else [])]))
 
 
 if __name__ == "__main__":
     if len(sys.argv) < 4:
-        sys.exit(f"usage: {__doc__.splitlines()[5].strip()}")
+        refuse(f"usage: {__doc__.splitlines()[5].strip()}")
     main(sys.argv[1], sys.argv[2:])

@@ -35,14 +35,13 @@ def load(names: list[str]) -> pd.DataFrame:
     """Every run's retrain rows, with the run's label standing in for the mode it compares."""
     frames = []
     for name in names:
-        if not (RUNS / name / "results.csv").exists():
-            sys.exit(f"compare_runs: docs/runs/{name}/results.csv not found: publish that run first")
+        published(RUNS, [name], "results.csv")
         df = pd.read_csv(RUNS / name / "results.csv")
         frames.append(df[df["mode"] != "teacher"].assign(run=label(name)))
     labels = [frame["run"].iloc[0] for frame in frames]
     if len(set(labels)) < len(labels):
-        sys.exit(f"compare_runs: runs share a criterion and schedule ({', '.join(labels)}); "
-                 "compare runs that differ in one of them")
+        refuse(f"runs share a criterion and schedule ({', '.join(labels)}); "
+         "compare runs that differ in one of them")
     return pd.concat(frames, ignore_index=True)
 
 
@@ -85,6 +84,17 @@ def run_folder(runs: Path, name: str) -> Path:
     return runs / name
 
 
+def published(runs: Path, names: list[str], *files: str) -> None:
+    """Refuse (one line, exit 2) a name in ``names`` that is no run published in ``runs`` with each
+    of ``files``, before a comparison reads any ("default": the reports of this checkout's run)."""
+    for name in names:
+        where, shown = (runs.parents[1] / "reports", "reports") if name == "default" else (
+            run_folder(runs, name), f"docs/runs/{name}")
+        for file in files:
+            if not (where / file).exists():
+                refuse(f"{shown}/{file} not found: publish that run first (scripts/publish_run.py)")
+
+
 def publish(runs: Path, out: str, names: list[str], report: str, command: str) -> None:
     """Write a comparison of published runs to ``runs/<out>/``: its report and a run.json naming
     the command and the runs' commits (what update_readme.py shows above its block)."""
@@ -98,10 +108,11 @@ def publish(runs: Path, out: str, names: list[str], report: str, command: str) -
 
 
 def main(out: str, names: list[str]) -> None:
+    published(RUNS, names, "results.csv", "params.yaml", "run.json")
     publish(RUNS, out, names, compare(names), " ".join(["python scripts/compare_runs.py", out, *names]))
 
 
 if __name__ == "__main__":
     if len(sys.argv) < 4:
-        sys.exit(f"usage: {__doc__.splitlines()[2].strip()}")
+        refuse(f"usage: {__doc__.splitlines()[2].strip()}")
     main(sys.argv[1], sys.argv[2:])

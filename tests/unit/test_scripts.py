@@ -50,14 +50,15 @@ def test_compare_pairs_runs_by_seed_and_the_readme_block_shows_it(tmp_path, monk
     assert "### Compared" in section  # demoted under the README's own heading
 
 
-def test_compare_refuses_runs_it_cannot_tell_apart(tmp_path, monkeypatch):
+def test_compare_refuses_runs_it_cannot_tell_apart(tmp_path, monkeypatch, capsys):
     compare_runs = script("compare_runs")
     runs = tmp_path / "runs"
     published(runs, "a", "l1", {0: 90.0})
     published(runs, "b", "l1", {0: 91.0})
     monkeypatch.setattr(compare_runs, "RUNS", runs)
-    with pytest.raises(SystemExit, match="share a criterion and schedule"):
+    with pytest.raises(SystemExit) as exit_:
         compare_runs.compare(["a", "b"])
+    assert exit_.value.code == 2 and "share a criterion and schedule" in capsys.readouterr().err
 
 
 def test_controls_table_lists_what_each_run_changed_and_its_differences(tmp_path, monkeypatch):
@@ -99,7 +100,8 @@ def test_across_runs_gives_each_difference_a_t_interval_over_runs(tmp_path, monk
     assert "| across 3 runs" in report and "93.00" in report  # a row per run with its teacher, then the mean
 
 
-def test_the_dense_width_matching_a_pruned_size_is_found_and_mixed_teachers_are_refused(tmp_path, monkeypatch):
+def test_the_dense_width_matching_a_pruned_size_is_found_and_mixed_teachers_are_refused(tmp_path, monkeypatch,
+                                                                                        capsys):
     from prunekd.models import build_model
 
     budgets = script("compare_budgets")
@@ -118,11 +120,12 @@ def test_the_dense_width_matching_a_pruned_size_is_found_and_mixed_teachers_are_
     monkeypatch.setattr(budgets, "RUNS", runs)
     table, teacher = budgets.rows(["a"], pd.Series({0.5: 0.05}))
     assert teacher == 92.0 and table.loc[0, "− teacher"] == "-1.50 [-7.85, +4.85]*"  # -2, -1 over seeds
-    with pytest.raises(SystemExit, match="different teachers"):
+    with pytest.raises(SystemExit) as exit_:
         budgets.rows(["a", "b"], pd.Series({0.5: 0.05}))
+    assert exit_.value.code == 2 and "different teachers" in capsys.readouterr().err
 
 
-def test_a_curve_orders_the_runs_by_the_param_they_vary_and_plots_each_difference(tmp_path, monkeypatch):
+def test_a_curve_orders_the_runs_by_the_param_they_vary_and_plots_each_difference(tmp_path, monkeypatch, capsys):
     controls = script("compare_controls")
     runs = tmp_path / "runs"
     regime = "dvc exp run -n base -S retrain.train_subset=1000 -S 'prune.ratios=[0.26]'"
@@ -141,8 +144,10 @@ def test_a_curve_orders_the_runs_by_the_param_they_vary_and_plots_each_differenc
     assert order == ["small", "base", "big"]
     controls.plot_curve(points, "retrain.train_subset", tmp_path / "curve.png")
     assert (tmp_path / "curve.png").stat().st_size > 1000
-    with pytest.raises(SystemExit, match="does not set retrain.lr"):
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
         controls.value_of("big", "retrain.lr")
+    assert exit_.value.code == 2 and "does not set retrain.lr" in capsys.readouterr().err
 
 
 def test_the_budgets_latency_is_each_architectures_fp32_median_on_the_first_runtime_and_batch():

@@ -42,6 +42,17 @@ def test_rerender_answer_refuses_a_run_that_is_not_published(tmp_path, args, say
     assert not (ROOT / "docs" / "runs" / "no-such-run").exists()
 
 
+@pytest.mark.parametrize("script, args, says", [
+    ("compare_runs", ["no-such-comparison", "no-such-run", "headroom-75"], "docs/runs/no-such-run/results.csv not found"),
+    ("compare_budgets", ["no-such-comparison"], "usage: python scripts/compare_budgets.py"),
+    ("compare_controls", ["no-such-comparison", "headroom-26", "--curve"], "--curve needs the param"),
+    ("compare_latency_plans", ["no-such-comparison", "no-such-run", "lat-depth"], "docs/runs/no-such-run/"),
+])
+def test_the_comparisons_refuse_runs_they_cannot_compare(tmp_path, script, args, says):
+    assert says in refused(run_script(script, *args, cwd=tmp_path), script)
+    assert not (ROOT / "docs" / "runs" / args[0]).exists()
+
+
 def test_publish_run_refuses_a_command_line_without_a_name_and_a_command(tmp_path):
     assert "usage: python scripts/publish_run.py" in refused(run_script("publish_run", "name-only", cwd=tmp_path),
                                                               "publish_run")
