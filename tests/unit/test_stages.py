@@ -664,7 +664,7 @@ def test_every_refusal_is_a_user_error_the_cli_prints_in_one_line(tmp_path, monk
     assert capsys.readouterr().err == "prunekd check: error: input.pt: what is wrong and what to do\n"
 
 
-@pytest.mark.parametrize("link", [".prunekd", ".prunekd/checkpoints"])
+@pytest.mark.parametrize("link", [".prunekd", ".prunekd/checkpoints", ".prunekd/checkpoints/check"])
 def test_a_working_folder_linked_out_of_the_project_stops_a_stage_before_it_writes(tmp_path, monkeypatch, capsys,
                                                                                    link):
     from prunekd.stages.cli import run_cli
@@ -692,6 +692,22 @@ def test_a_download_writes_nothing_through_a_link_out_of_the_project(tmp_path, m
     monkeypatch.setattr("prunekd.data.SYSTEM_FASHION_MNIST", tmp_path / "no-system-copy")
     with pytest.raises(OutsideProjectError, match="outside the project"):
         load_fashion_mnist(Path("data/raw"))  # no copy anywhere: it would download into data/raw
+    assert not any(elsewhere.iterdir())
+
+
+def test_prepare_refuses_a_data_folder_linked_out_of_the_project_before_it_reads_or_downloads(tmp_path, monkeypatch):
+    from prunekd.config import load_params
+    from prunekd.io import OutsideProjectError
+    from prunekd.paths import Layout
+    from prunekd.stages import prepare
+
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    project.mkdir(), elsewhere.mkdir()
+    shutil.copy(ROOT / "params.yaml", project / "params.yaml")
+    (project / "data").symlink_to(elsewhere, target_is_directory=True)
+    monkeypatch.setitem(prepare.DATASETS, "fashion_mnist", lambda raw: pytest.fail("read the data"))
+    with pytest.raises(OutsideProjectError, match="outside the project"):
+        prepare.run(load_params(project / "params.yaml"), Layout(project))
     assert not any(elsewhere.iterdir())
 
 

@@ -102,8 +102,10 @@ def run_cli(stage: str, argv: list[str] | None, body: Body, *,
             from ..tracking import check_reachable
 
             check_reachable()  # before any data is read or any epoch trained
-        for folder in (layout.locks, layout.checkpoints):  # what goes in them is written and cleared: never
-            inside(folder / safe_name(stage), layout.root)  # through a link out of the project
+        # what goes in them is written and cleared: never through a link out of the project (the
+        # stage's checkpoint folder is written into, so it may not be such a link either)
+        for path in (layout.locks / safe_name(stage), layout.checkpoints / safe_name(stage) / "-"):
+            inside(path, layout.root)
         with exclusive(stage_key(stage, args), layout.locks):
             body(args, params, layout)
     except (UserError, PermissionError) as exc:  # failures a user can fix: one line, not a traceback

@@ -8,7 +8,7 @@ import torch
 
 from ..config import Params
 from ..data import DATASETS, MANIFEST_FILE, SPLITS, Split, manifest_hash, save_split, split_md5, split_train_val
-from ..io import stage_outputs
+from ..io import inside, stage_outputs
 from ..paths import Layout, split_file
 from ..tracking import stage_run
 from .cli import run_cli
@@ -36,6 +36,7 @@ def build_manifest(params: Params, raw, splits: dict[str, Split]) -> dict:
 
 def run(params: Params, layout: Layout) -> dict:
     """Load, verify and split the dataset; write {train,val,test}.pt and manifest.json."""
+    inside(layout.prepared, layout.root)  # a data/ linked out of the project: refused before a download into it
     raw = DATASETS[params.data.dataset](layout.raw)
     train, val = split_train_val(raw.train, params.data.val_fraction, params.seed, params.data.train_subset)
     splits = {"train": train, "val": val, "test": raw.test}
