@@ -12,8 +12,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from .io import CorruptInputError, MissingInputError, read_json, read_table  # noqa: E402
-from .stats import (Estimate, Heterogeneity, Pooled, bootstrap, crossed_se, crossed_t, heterogeneity,  # noqa: E402
-                    paired_t, pooled, pooled_bootstrap)
+from .stats import (Estimate, Heterogeneity, Pooled, crossed, crossed_t, heterogeneity,  # noqa: E402
+                    heterogeneity_over_seeds, paired_t, pooled, pooled_crossed)
 from .paths import (HISTORY_FILE, INT8_METRICS_FILE, INT8_PREDICTIONS_FILE, METRICS_FILE,  # noqa: E402
                     PREDICTIONS_FILE, Layout, ratio_key)
 
@@ -181,8 +181,7 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
 # (ratio, mode, seed) -> whether each test image was classified right, in test-set order
 Correct = dict[tuple[float, str, int], np.ndarray]
 
-PAIRED_COLUMNS = ["ratio", "n", "diff", "ci_low", "ci_high", "excludes_zero", "se", "img_low", "img_high",
-                  "boot_low", "boot_high"]
+PAIRED_COLUMNS = ["ratio", "n", "diff", "ci_low", "ci_high", "img_low", "img_high", "img_df", "se", "excludes_zero"]
 
 # The two references every retrained model is also held against; neither is a retrain mode.
 REFERENCES = ("none", "teacher")  # none: the pruned (and recalibrated) network, not retrained
@@ -217,27 +216,28 @@ def per_image(correct: Correct | None, ratio: float, a: str, b: str, seeds: list
 
 def paired_difference(results: pd.DataFrame, a: str = "kd", b: str = "ft", *, level: float = 0.95,
                       correct: Correct | None = None) -> pd.DataFrame:
-    """Per ratio: mean of top-1(a) - top-1(b) over the seeds run in both, with three ``level``
+    """Per ratio: mean of top-1(a) - top-1(b) over the seeds run in both, with two ``level``
     intervals: a paired t over seeds (``ci_*``, n - 1 degrees of freedom), and with ``correct``
-    (per-image results) a t interval over seeds and test images (``img_*``, ``stats.crossed_t``)
-    and a bootstrap over both (``boot_*``). ``se``: the standard error of ``diff``, over seeds and
-    test images where the per-image results are known, else over seeds.
+    (per-image results) a t interval over seeds and test images (``img_*``, ``stats.crossed``, on
+    ``img_df`` degrees of freedom). ``se``: the standard error of ``diff``, over seeds and test
+    images where the per-image results are known, else over seeds; ``excludes_zero``: whether the
+    interval the difference is read by (``headline``) excludes zero.
 
     Pairing by seed removes what two runs of one seed share (the same batch order). With one
-    seed there is no t interval (NaN) and the difference cannot be called significant.
+    seed there is no interval (NaN) and the difference cannot be called significant.
     """
     rows = []
     for ratio, diff in seed_pairs(results, a, b).items():
         t = paired_t(diff.to_numpy(), level)
         seed_se = diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else np.nan
         row = {"ratio": ratio, "n": len(diff), "diff": t.diff, "ci_low": t.low, "ci_high": t.high,
-               "excludes_zero": t.excludes_zero, "se": seed_se, "img_low": np.nan, "img_high": np.nan,
-               "boot_low": np.nan, "boot_high": np.nan}
+               "img_low": np.nan, "img_high": np.nan, "img_df": np.nan, "se": seed_se}
         images = per_image(correct, ratio, a, b, [s for _, s in diff.index])
         if images is not None:
-            both, boot = crossed_t(images, level), bootstrap(images, level)
-            row |= {"se": crossed_se(images), "img_low": both.low, "img_high": both.high,
-                    "boot_low": boot.low, "boot_high": boot.high}
+            both = crossed([images])
+            ci = both.interval(level)
+            row |= {"se": both.se, "img_low": ci.low, "img_high": ci.high, "img_df": both.df}
+        row["excludes_zero"] = headline(pd.Series(row)).excludes_zero
         rows.append(row)
     return pd.DataFrame(rows, columns=PAIRED_COLUMNS)
 
@@ -250,9 +250,18 @@ def headline(row: pd.Series) -> Estimate:
     return Estimate(row["diff"], row["ci_low"], row["ci_high"])
 
 
-def pooled_difference(results: pd.DataFrame, a: str = "kd", b: str = "ft", level: float = 0.95) -> Pooled:
-    """top-1(a) - top-1(b) pooled across the ratios (``stats.pooled``)."""
-    return pooled([d.to_numpy() for d in seed_pairs(results, a, b).values()], level)
+def pooled_difference(results: pd.DataFrame, a: str = "kd", b: str = "ft", level: float = 0.95,
+                      correct: Correct | None = None) -> tuple[Pooled, Heterogeneity, bool]:
+    """top-1(a) - top-1(b) pooled across the ratios, with the test that the ratios' differences
+    are the same, and whether both are over seeds and test images (``stats.pooled_crossed``,
+    ``stats.heterogeneity``; given every run's per-image results) or over seeds only
+    (``stats.pooled``, ``stats.heterogeneity_over_seeds``)."""
+    pairs = seed_pairs(results, a, b)
+    groups = [per_image(correct, ratio, a, b, [s for _, s in d.index]) for ratio, d in pairs.items()]
+    if all(g is not None for g in groups):
+        return pooled_crossed(groups, level), heterogeneity(groups), True
+    seeds = [d.to_numpy() for d in pairs.values()]
+    return pooled(seeds, level), heterogeneity_over_seeds(seeds), False
 
 
 def aliases(results: pd.DataFrame) -> dict[str, int]:
@@ -501,35 +510,24 @@ def paired_differences(results: pd.DataFrame, level: float = 0.95, correct: Corr
     return pd.concat(tables, ignore_index=True)[columns]
 
 
-POOLED_COLUMNS = ["comparison", "ratios", "df", "diff", "ci_low", "ci_high", "p_value", "boot_low", "boot_high",
-                  "heterogeneity_q", "heterogeneity_p"]
+POOLED_COLUMNS = ["comparison", "ratios", "n", "over", "diff", "ci_low", "ci_high", "df", "p_value", "heterogeneity_f",
+                  "heterogeneity_p"]
 
 
 def pooled_differences(results: pd.DataFrame, level: float = 0.95, correct: Correct | None = None) -> pd.DataFrame:
-    """``pooled_difference`` for every comparison between modes that ran at more than one ratio,
-    with Cochran's Q across the ratios and, given ``correct``, the two-level bootstrap interval
-    over seeds and test images (``stats.pooled_bootstrap``)."""
+    """``pooled_difference`` for every comparison between modes that ran at more than one ratio;
+    ``n``: the seed pairs behind it, ``over``: what its interval and test cover."""
     rows = []
     for a, b, _ in comparisons(results):
         pairs = seed_pairs(results, a, b)
         if len(pairs) < 2:
             continue
-        p = pooled_difference(results, a, b, level)
-        # each ratio's difference and standard error
-        table = paired_difference(results, a, b, level=level, correct=correct)
-        het = heterogeneity(table["diff"].tolist(), table["se"].tolist())
-        boot = pooled_images(pairs, correct, a, b, level)
-        rows.append({"comparison": f"{a} - {b}", "ratios": len(pairs), "df": p.df, "diff": p.diff,
-                     "ci_low": p.low, "ci_high": p.high, "p_value": p.p_value,
-                     "boot_low": boot.low if boot else np.nan, "boot_high": boot.high if boot else np.nan,
-                     "heterogeneity_q": het.q, "heterogeneity_p": het.p_value})
+        p, het, images = pooled_difference(results, a, b, level, correct)
+        rows.append({"comparison": f"{a} - {b}", "ratios": len(pairs), "n": sum(len(d) for d in pairs.values()),
+                     "over": "seeds and images" if images else "seeds", "diff": p.diff, "ci_low": p.low,
+                     "ci_high": p.high, "df": p.df, "p_value": p.p_value, "heterogeneity_f": het.statistic,
+                     "heterogeneity_p": het.p_value})
     return pd.DataFrame(rows, columns=POOLED_COLUMNS)
-
-
-def pooled_images(pairs: dict[float, pd.Series], correct: Correct | None, a: str, b: str,
-                  level: float) -> Estimate | None:
-    groups = [per_image(correct, ratio, a, b, [s for _, s in d.index]) for ratio, d in pairs.items()]
-    return None if any(g is None for g in groups) else pooled_bootstrap(groups, level)
 
 
 def verdict(diff: float, low: float, high: float, n: int) -> str:
@@ -547,20 +545,21 @@ def paired_section(results: pd.DataFrame, correct: Correct | None = None) -> lis
     if not (paired["n"] > 0).any():
         return []
     lines = ["## Paired differences (top-1 points, 95 % intervals)", "",
-             "`ci_*`: paired t over seeds; `img_*`: t over seeds and test images (seed and image variance, "
-             "seeds − 1 df), the interval the answer reads; `boot_*`: percentile bootstrap over seeds and test "
-             "images (2,000 draws), which under-covers with few seeds; `se`: the standard error behind `img_*`. "
-             "`none` is the pruned network before retraining, the same model for every seed. All cover "
-             "retraining seeds and the test set, for one teacher and one split.", "", fmt_table(paired), ""]
+             "`ci_*`: paired t over seeds alone; `img_*`: t over seeds and test images (a two-way random-effects "
+             "model of seed, image and their interaction; Satterthwaite's `img_df`), the interval the answer "
+             "reads where the per-image results are known; `se`: the standard error behind it; `excludes_zero`: "
+             "whether that interval excludes zero. `none` is the pruned network before retraining, the same "
+             "model for every seed. For one teacher and one split.", "", fmt_table(paired), ""]
     if (paired["n"] < 2).all():
         return lines + ["With one seed there is no interval: list several in `retrain.seeds`.", ""]
     pooled_table = pooled_differences(results, correct=correct)
     if pooled_table.empty:
         return lines
-    return lines + ["Pooled across ratios (each ratio's mean weighted alike; `ci_*`, `p_value`: t with the pooled "
-                    "within-ratio variance, seeds only; `boot_*`: two-level bootstrap over seeds and the shared "
-                    "test images; `heterogeneity_*`: Cochran's Q that every ratio has the same difference; a "
-                    "pooled figure means little where it rejects):", "",
+    return lines + ["Pooled across ratios (each ratio's mean weighted alike; `n`: seed pairs; `over`: what the "
+                    "interval, its `p_value` and the test of the ratios cover: seeds and the shared test images "
+                    "(t on Satterthwaite's `df`), or seeds only (t with the pooled within-ratio variance); "
+                    "`heterogeneity_*`: F test that every ratio has the same difference; a pooled figure means "
+                    "little where it rejects):", "",
                     pooled_table.to_markdown(index=False, floatfmt=".3g"), ""]
 
 
@@ -680,15 +679,20 @@ def pooled_reading(results: pd.DataFrame, correct: Correct | None) -> tuple[str,
     """KD - FT pooled across ratios, or why it is not (the ratios' effects differ); with the number
     of intervals that says (1 or 0)."""
     row = pooled_differences(results, correct=correct).set_index("comparison").loc["kd - ft"]
-    q = f"Cochran's Q = {row['heterogeneity_q']:.1f} on {int(row['ratios']) - 1} df, p = {row['heterogeneity_p']:.2g}"
-    if row["heterogeneity_p"] < 0.05:
-        return (f"KD − FT differs between the ratios ({q}), so no pooled figure is given: read each ratio "
-                "on its own."), 0
-    low, high = (row["boot_low"], row["boot_high"]) if np.isfinite(row["boot_low"]) else (row["ci_low"], row["ci_high"])
-    how = "two-level bootstrap over seeds and test images" if np.isfinite(row["boot_low"]) else "t over seeds"
-    n = int(row["df"]) + int(row["ratios"])
-    return (f"Pooled across the {int(row['ratios'])} ratios (no detectable disagreement between them: {q}): "
-            f"KD − FT: {verdict(row['diff'], low, high, n)} ({how})."), 1
+    n = int(row["n"])
+    if not np.isfinite(row["ci_low"]):
+        return f"Pooled across the {int(row['ratios'])} ratios: KD − FT: {row['diff']:+.2f} points (one seed: no interval).", 0
+    if not np.isfinite(row["heterogeneity_p"]):
+        test = "not tested"
+    else:
+        test = f"F = {row['heterogeneity_f']:.2f}, p = {row['heterogeneity_p']:.2g}"
+        if row["heterogeneity_p"] < 0.05:
+            return (f"KD − FT differs between the ratios ({test}), so no pooled figure is given: read each ratio "
+                    "on its own."), 0
+    how = "t over seeds and test images" if row["over"] == "seeds and images" else "t over seeds"
+    agree = "not tested" if test == "not tested" else f"no detectable disagreement between them: {test}"
+    return (f"Pooled across the {int(row['ratios'])} ratios ({agree}): "
+            f"KD − FT: {verdict(row['diff'], row['ci_low'], row['ci_high'], n)} ({how})."), 1
 
 
 def collect_histories(layout: Layout, results: pd.DataFrame) -> pd.DataFrame:
@@ -906,7 +910,7 @@ def int8_kd_vs_ft(pairs: Int8Pairs, results: pd.DataFrame) -> dict[float, tuple[
         if seeds:
             change = {m: np.stack([pairs[ratio, m, s][1].astype(float) - pairs[ratio, m, s][0] for s in seeds])
                       for m in ("kd", "ft")}
-            out[ratio] = change_estimate(change["kd"] - change["ft"]), len(seeds)
+            out[ratio] = crossed_t(change["kd"] - change["ft"]), len(seeds)  # NaN with one seed: no interval
     return out
 
 

@@ -11,35 +11,13 @@ from scipy import stats
 from .interval import Estimate, paired_t  # noqa: F401  (re-exported: the report's statistics)
 
 
-def bootstrap(per_image: np.ndarray, level: float = 0.95, draws: int = 2000, seed: int = 0) -> Estimate:
-    """Percentile bootstrap of the mean difference in top-1 points, resampling both the seeds and
-    the test images.
-
-    ``per_image``: (seeds, images) array of correct(a) - correct(b) per test image, each row one
-    seed's pair of runs. Every draw takes the seeds with replacement and the test images with
-    replacement (the same images for every seed, as the test set is shared), so the interval
-    covers what another choice of seeds and another test set of the same size would give.
-    """
-    per_image = np.asarray(per_image, dtype=float)
-    n_seeds, n_images = per_image.shape
-    rng = np.random.default_rng(seed)
-    estimates = np.empty(draws)
-    for i in range(draws):
-        rows = per_image[rng.integers(0, n_seeds, n_seeds)]
-        weights = rng.multinomial(n_images, np.full(n_images, 1 / n_images))  # images drawn, with counts
-        estimates[i] = 100 * (rows @ weights).mean() / n_images
-    tail = 100 * (1 - level) / 2
-    low, high = np.percentile(estimates, [tail, 100 - tail])
-    return Estimate(100 * float(per_image.mean()), float(low), float(high))
-
-
 @dataclass(frozen=True)
 class Pooled:
     diff: float  # the mean of the per-ratio mean differences, each ratio weighted alike
     low: float
     high: float
     p_value: float  # two-sided, against no difference
-    df: int
+    df: float
 
 
 def pooled(groups: list[np.ndarray], level: float = 0.95) -> Pooled:
@@ -62,62 +40,91 @@ def pooled(groups: list[np.ndarray], level: float = 0.95) -> Pooled:
     return Pooled(diff, diff - half, diff + half, float(2 * stats.t.sf(abs(diff) / se, df)), df)
 
 
-def crossed_t(per_image: np.ndarray, level: float = 0.95) -> Estimate:
-    """Mean difference in top-1 points with a t interval that counts both sources of chance: the
-    retraining seeds and the test images.
+@dataclass(frozen=True)
+class Crossed:
+    """A mean difference (top-1 points) over seeds and test images, with its standard error and
+    Satterthwaite degrees of freedom (``crossed``)."""
+    diff: float
+    se: float
+    df: float
 
-    ``per_image``: (seeds, images) array of correct(a) - correct(b), one row per seed. The test set
-    is shared by every seed, so its sampling does not average out over seeds; the variance of the
-    mean is taken as var(seed means) / seeds + var(image means) / images (a crossed design; it
-    counts the seed x image residual twice, so it errs wide), on seeds - 1 degrees of freedom.
-    With one seed only the image part is known: NaN bounds.
+    def interval(self, level: float = 0.95) -> Estimate:
+        if not np.isfinite(self.se):
+            return Estimate(self.diff, float("nan"), float("nan"))
+        half = stats.t.ppf((1 + level) / 2, self.df) * self.se if self.se > 0 else 0.0
+        return Estimate(self.diff, self.diff - half, self.diff + half)
+
+    def p_value(self) -> float:
+        if not np.isfinite(self.se):
+            return float("nan")
+        if self.se == 0:
+            return 0.0 if self.diff else 1.0
+        return float(2 * stats.t.sf(abs(self.diff) / self.se, self.df))
+
+
+def _parts(group: np.ndarray) -> tuple[float, float, np.ndarray]:
+    """One (seeds, images) array in points: the seed variance component over the seeds (the seed
+    means' variance over the seeds, less the seed x image residual's share, which the images' part
+    holds: unbiased, so negative at times), that figure before the residual is taken out (what
+    its degrees of freedom are reckoned from), and each image's mean over the seeds."""
+    n_seeds, n_images = group.shape
+    seed_means, image_means = group.mean(axis=1), group.mean(axis=0)
+    residual = group - seed_means[:, None] - image_means[None, :] + group.mean()
+    residual_ms = (residual ** 2).sum() / ((n_seeds - 1) * (n_images - 1)) if n_images > 1 else 0.0
+    whole = seed_means.var(ddof=1) / n_seeds
+    return whole - residual_ms / (n_seeds * n_images), whole, image_means
+
+
+def crossed(groups: list[np.ndarray]) -> Crossed:
+    """The mean over ``groups`` (each a prune ratio's (seeds, images) array of correct(a) -
+    correct(b), one row per seed, all on the same test images) of each group's mean difference,
+    with its standard error over both sources of chance, the retraining seeds and the test images.
+
+    A two-way random-effects model per group (seed, image, and their interaction as residual):
+    the variance of the mean is the seed component over the seeds plus the variance of the images'
+    means (averaged over groups: one test set is shared by every seed and group, so its sampling
+    moves them together) over the images. Each is estimated from its mean square, so the residual
+    is counted once; the seed component is floored at zero. Degrees of freedom: Satterthwaite's,
+    from the seed means (seeds - 1 each) and the image means (images - 1), so an interval is as
+    wide as the seeds make it when they dominate and close to a normal one when the images do.
+    With one seed in any group the seed part is unknown: NaN.
     """
-    per_image = np.asarray(per_image, dtype=float)
-    n_seeds = per_image.shape[0]
-    mean = 100 * float(per_image.mean())
-    if n_seeds < 2:
-        return Estimate(mean, float("nan"), float("nan"))
-    half = stats.t.ppf((1 + level) / 2, n_seeds - 1) * crossed_se(per_image)
-    return Estimate(mean, mean - half, mean + half)
-
-
-def crossed_se(per_image: np.ndarray) -> float:
-    """The standard error (top-1 points) of ``crossed_t``'s mean."""
-    per_image = 100 * np.asarray(per_image, dtype=float)
-    n_seeds, n_images = per_image.shape
-    seed_var = per_image.mean(axis=1).var(ddof=1) if n_seeds > 1 else 0.0
-    image_var = per_image.mean(axis=0).var(ddof=1) if n_images > 1 else 0.0
-    return float(np.sqrt(seed_var / n_seeds + image_var / n_images))
-
-
-def pooled_bootstrap(groups: list[np.ndarray], level: float = 0.95, draws: int = 2000, seed: int = 0) -> Estimate:
-    """The difference pooled across prune ratios (each ratio's mean weighted alike) with a
-    two-level percentile bootstrap interval.
-
-    ``groups``: one (seeds, images) array per ratio, as for ``bootstrap``, all on the same test
-    images. Every draw takes one sample of the test images with replacement, shared by every ratio
-    and seed (they were all scored on the same test set, so their errors move together), and each
-    ratio's seeds with replacement, independently.
-    """
-    groups = [np.asarray(g, dtype=float) for g in groups]
+    groups = [100 * np.asarray(g, dtype=float) for g in groups]
     n_images = groups[0].shape[1]
     if any(g.shape[1] != n_images for g in groups):
         raise ValueError("every ratio's per-image array must cover the same test images")
-    rng = np.random.default_rng(seed)
-    estimates = np.empty(draws)
-    for i in range(draws):
-        weights = rng.multinomial(n_images, np.full(n_images, 1 / n_images))
-        estimates[i] = np.mean([(g[rng.integers(0, len(g), len(g))] @ weights).mean() for g in groups])
-    estimates *= 100 / n_images
-    tail = 100 * (1 - level) / 2
-    low, high = np.percentile(estimates, [tail, 100 - tail])
-    return Estimate(100 * float(np.mean([g.mean() for g in groups])), float(low), float(high))
+    diff = float(np.mean([g.mean() for g in groups]))
+    if any(g.shape[0] < 2 for g in groups):
+        return Crossed(diff, float("nan"), float("nan"))
+    k = len(groups)
+    parts = [_parts(g) for g in groups]
+    image_part = np.mean([means for _, _, means in parts], axis=0).var(ddof=1) / n_images if n_images > 1 else 0.0
+    variance = sum(max(seed, 0.0) for seed, _, _ in parts) / k ** 2 + image_part  # a variance is not negative
+    pieces = [((whole / k ** 2) ** 2, g.shape[0] - 1) for (_, whole, _), g in zip(parts, groups)]
+    pieces.append((image_part ** 2, max(n_images - 1, 1)))
+    spread = sum(square / df for square, df in pieces)
+    return Crossed(diff, float(np.sqrt(variance)), float(variance ** 2 / spread) if spread > 0 else float("inf"))
+
+
+def crossed_t(per_image: np.ndarray, level: float = 0.95) -> Estimate:
+    """One ratio's mean difference (top-1 points) with its ``level`` t interval over the seeds and
+    the test images (``crossed``); NaN bounds with one seed."""
+    return crossed([per_image]).interval(level)
+
+
+def pooled_crossed(groups: list[np.ndarray], level: float = 0.95) -> Pooled:
+    """``pooled`` over seeds and test images: the unweighted mean of the ratios' mean differences
+    with its ``crossed`` t interval and p-value (each ratio's own seed variance, the test images
+    shared by every ratio)."""
+    est = crossed(groups)
+    ci = est.interval(level)
+    return Pooled(est.diff, ci.low, ci.high, est.p_value(), est.df)
 
 
 @dataclass(frozen=True)
 class Heterogeneity:
-    q: float  # Cochran's Q
-    df: int
+    statistic: float  # F: how far the ratios' differences are apart, against their noise
+    df: tuple[float, float]
     p_value: float
 
     def differs(self, alpha: float = 0.05) -> bool:
@@ -125,14 +132,47 @@ class Heterogeneity:
         return bool(self.p_value < alpha)
 
 
-def heterogeneity(diffs: list[float], ses: list[float]) -> Heterogeneity:
-    """Cochran's Q test that every ratio has the same difference: sum over ratios of
-    ((d_r - weighted mean) / se_r)^2, chi-square on ratios - 1 degrees of freedom, with
-    inverse-variance weights. A ratio whose standard error is zero or unknown is left out."""
-    d, se = np.asarray(diffs, dtype=float), np.asarray(ses, dtype=float)
-    keep = np.isfinite(d) & np.isfinite(se) & (se > 0)
-    d, w = d[keep], 1 / se[keep] ** 2
-    if len(d) < 2:
-        return Heterogeneity(float("nan"), 0, float("nan"))
-    q = float((w * (d - (w * d).sum() / w.sum()) ** 2).sum())
-    return Heterogeneity(q, len(d) - 1, float(stats.chi2.sf(q, len(d) - 1)))
+NO_TEST = Heterogeneity(float("nan"), (0.0, 0.0), float("nan"))
+
+
+def heterogeneity(groups: list[np.ndarray]) -> Heterogeneity:
+    """Whether the ratios' mean differences are the same, over seeds and test images: a Wald test
+    of the ratios' contrasts with their covariance (each ratio's seed component on the diagonal;
+    the images' means' covariance between ratios, shared test images, over the images), read as F
+    on (ratios - 1, the smallest of the ratios' own ``crossed`` degrees of freedom). ``groups``: as
+    for ``crossed``. NaN with fewer than two ratios or one seed in any."""
+    groups = [np.asarray(g, dtype=float) for g in groups]
+    k = len(groups)
+    if k < 2 or any(g.shape[0] < 2 for g in groups):
+        return NO_TEST
+    points = [100 * g for g in groups]
+    parts = [_parts(g) for g in points]
+    means = np.array([g.mean() for g in points])
+    image_means = np.stack([m for _, _, m in parts])
+    # the seed components unfloored here: floored, each adds a positive bias, and the test would
+    # find too few differences (a covariance that is not positive is caught below)
+    cov = np.diag([seed for seed, _, _ in parts]) + np.cov(image_means) / image_means.shape[1]
+    contrasts = np.hstack([np.eye(k - 1), -np.ones((k - 1, 1))])
+    gap, spread = contrasts @ means, contrasts @ cov @ contrasts.T
+    if np.any(np.linalg.eigvalsh(spread) <= 1e-12 * max(np.abs(spread).max(), 1e-300)):
+        return NO_TEST if np.allclose(gap, 0) else Heterogeneity(float("inf"), (k - 1.0, float("inf")), 0.0)
+    df = min(crossed([g]).df for g in groups)
+    f = float(gap @ np.linalg.solve(spread, gap)) / (k - 1)
+    return Heterogeneity(f, (k - 1.0, df), float(stats.f.sf(f, k - 1, df)))
+
+
+def heterogeneity_over_seeds(groups: list[np.ndarray]) -> Heterogeneity:
+    """``heterogeneity`` where only each seed's difference is known (one value per seed per
+    ratio): the one-way analysis of variance F test of equal means, on (ratios - 1, seeds - ratios)
+    degrees of freedom, the within-ratio variance pooled as ``pooled`` pools it."""
+    groups = [np.asarray(g, dtype=float) for g in groups if len(g)]
+    k, within_df = len(groups), sum(len(g) - 1 for g in groups)
+    if k < 2 or within_df < 1:
+        return NO_TEST
+    grand = np.concatenate(groups).mean()
+    between = sum(len(g) * (g.mean() - grand) ** 2 for g in groups) / (k - 1)
+    within = sum(((g - g.mean()) ** 2).sum() for g in groups) / within_df
+    if within == 0:
+        return NO_TEST if between == 0 else Heterogeneity(float("inf"), (k - 1.0, float(within_df)), 0.0)
+    f = between / within
+    return Heterogeneity(float(f), (k - 1.0, float(within_df)), float(stats.f.sf(f, k - 1, within_df)))

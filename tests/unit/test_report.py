@@ -135,9 +135,9 @@ def test_the_answer_holds_each_mode_against_no_retraining_and_kd_against_ft():
     # ratio 0.5: KD - FT +1 (half width 4.302653 * 0.2 / sqrt(3) = 0.50) while FT ends below none
     assert "KD − FT: +1.00 points [95 % CI +0.50, +1.50]" in text
     assert text.count("Fine-tuning ends *below* the network it started from") == 1
-    # the two ratios' KD - FT (+2 se 0.577, +1 se 0.115) do not disagree (Q = 2.9, p = 0.089): pooled
-    # (2 + 1) / 2 with variance (2 + 0.08) / 4, se 0.2944, t(4) -> half width 0.82
-    assert "Cochran's Q = 2.9 on 1 df, p = 0.089" in text
+    # the two ratios' KD - FT (+2 and +1 a seed) do not disagree (one-way ANOVA F = 2.88 on (1, 4),
+    # p = 0.16): pooled (2 + 1) / 2 with variance (2 + 0.08) / 4, se 0.2944, t(4) -> half width 0.82
+    assert "no detectable disagreement between them: F = 2.88, p = 0.16" in text
     assert "KD − FT: +1.50 points [95 % CI +0.68, +2.32] (t over seeds)" in text
     assert "This block states 7 intervals" in text  # 2 ratios x (FT - none, KD - none, KD - FT) + pooled
 
@@ -171,7 +171,7 @@ def test_references_are_scored_per_image_against_the_pruned_network_and_the_teac
     # per image: kd - none is +1 on two of four images for both seeds: seeds agree, images vary:
     # image means 0, 1, 1, 0 -> variance 1/3, over 4 images: se = 100 * sqrt(1/12) points
     assert table.loc["kd - none", "se"] == pytest.approx(100 * np.sqrt(1 / 12))
-    assert table.loc["kd - none", "img_low"] < 0 < table.loc["kd - none", "boot_high"]
+    assert table.loc["kd - none", "img_low"] < 0 < table.loc["kd - none", "img_high"]
 
 
 def test_a_model_near_chance_is_flagged_at_the_top():

@@ -4,29 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from prunekd.stats import bootstrap, crossed_se, crossed_t, heterogeneity, paired_t, pooled, pooled_bootstrap
+from prunekd.stats import (crossed, crossed_t, heterogeneity, heterogeneity_over_seeds, paired_t, pooled,
+                           pooled_crossed)
 
 from .test_report import results, seeds_table
-
-
-def test_bootstrap_over_images_matches_its_exact_distribution():
-    # One seed, two images: a right on the first only. A draw of 2 images holds the first one
-    # 0, 1 or 2 times (probabilities 1/4, 1/2, 1/4): the mean difference is 0, 50 or 100 points,
-    # so the 2.5th and 97.5th percentiles are 0 and 100.
-    est = bootstrap(np.array([[1.0, 0.0]]), draws=4000, seed=1)
-    assert est.diff == 50.0 and (est.low, est.high) == (0.0, 100.0)
-    # ... and the share of each outcome is as computed
-    rng_draws = [bootstrap(np.array([[1.0, 0.0]]), level=0.0, draws=4000, seed=s).low for s in range(3)]
-    assert all(d == 50.0 for d in rng_draws)  # the median draw is 50 points
-
-
-def test_bootstrap_over_seeds_spans_the_seeds_and_nothing_else_when_images_agree():
-    # Two seeds: every image +1 under seed 0 (100 points), none under seed 1 (0 points). Images
-    # within a seed agree, so only the seed draw matters: {both 0, mixed, both 1} -> 0, 50, 100.
-    per_image = np.vstack([np.ones(50), np.zeros(50)])
-    est = bootstrap(per_image, draws=4000, seed=0)
-    assert est.diff == 50.0 and (est.low, est.high) == (0.0, 100.0)
-    assert bootstrap(np.ones((3, 20)), draws=200).low == 100.0  # no spread, no width
 
 
 def test_pooled_estimate_matches_a_hand_computation():
@@ -46,81 +27,79 @@ def test_paired_t_is_the_reports_interval():
     assert not est.excludes_zero
 
 
-def test_report_bootstraps_the_kd_minus_ft_difference_from_per_image_results():
+def test_report_reads_the_kd_minus_ft_difference_over_seeds_and_images_from_per_image_results():
     from prunekd.report import paired_difference, pooled_differences
 
     df = seeds_table([50.0, 50.0], [75.0, 75.0])  # two seeds at ratio 0.5
-    images = 4
     correct = {(0.5, "ft", s): np.array([1, 1, 0, 0], bool) for s in (0, 1)}
     correct |= {(0.5, "kd", s): np.array([1, 1, 1, 0], bool) for s in (0, 1)}
     row = paired_difference(df, correct=correct).iloc[0]
     assert row["diff"] == 25.0 and row["ci_low"] == row["ci_high"] == 25.0  # the seeds agree exactly
-    # the image draw: 4 images, one of them +1 -> k/4 for k ~ Binomial(4, 1/4): 0 .. 75 points
-    assert row["boot_low"] == 0.0 and 50.0 <= row["boot_high"] <= 75.0 and images == 4
+    # the images do not: one of 4 is +1 -> image means 0, 0, 1, 0: variance 1/4, over 4 images: se 25 points
+    assert row["se"] == pytest.approx(25.0) and row["img_low"] < 0 < row["img_high"] and not row["excludes_zero"]
     assert pooled_differences(df).empty  # one ratio: nothing to pool
 
 
-def test_crossed_interval_adds_the_seed_and_the_image_variance():
-    # seeds' means (points): 50 and 100 -> variance 1250, over 2 seeds 625; images' means (both seeds):
-    # 100, 50 -> variance 1250, over 2 images 625. se = sqrt(1250) = 35.355; t(0.975, 1) = 12.706205.
-    per_image = np.array([[1.0, 0.0], [1.0, 1.0]])
-    assert crossed_se(per_image) == pytest.approx(np.sqrt(1250))
-    est = crossed_t(per_image)
-    assert est.diff == 75.0
-    assert (est.low, est.high) == pytest.approx((75 - 12.706205 * np.sqrt(1250), 75 + 12.706205 * np.sqrt(1250)))
+def test_crossed_interval_counts_the_seed_component_and_the_images_once_each():
+    # points: seed means 50, 75, 100 (variance 625, over 3 seeds 208.33); image means 100, 66.67,
+    # 33.33, 100 (variance 1018.52, over 4 images 254.63); residual SS 8333.33 on 2 x 3 df: mean
+    # square 1388.89, its share of a seed mean's variance 1388.89 / 12 = 115.74, so the seed
+    # component is 208.33 - 115.74 = 92.59 and the variance of the mean 92.59 + 254.63 = 347.22
+    # (se 18.634); Satterthwaite: 347.22^2 / (208.33^2 / 2 + 254.63^2 / 3) = 2.7835 df
+    per_image = np.array([[1.0, 0, 0, 1], [1, 1, 0, 1], [1, 1, 1, 1]])
+    est = crossed([per_image])
+    assert est.diff == 75.0 and est.se == pytest.approx(18.633900) and est.df == pytest.approx(2.783505)
+    from scipy import stats
+    half = stats.t.ppf(0.975, 2.783505) * 18.633900
+    assert (crossed_t(per_image).low, crossed_t(per_image).high) == pytest.approx((75 - half, 75 + half))
     # where images agree within and across seeds, only the seed part is left: the paired t interval
     seeds = np.repeat(np.array([[0.01], [0.02], [0.03]]), 40, axis=1)
     assert (crossed_t(seeds).low, crossed_t(seeds).high) == pytest.approx((paired_t(np.array([1.0, 2, 3])).low,
                                                                           paired_t(np.array([1.0, 2, 3])).high))
     assert np.isnan(crossed_t(per_image[:1]).low)  # one seed: no interval
+    assert np.isnan(crossed([per_image, per_image[:1]]).se)  # one seed at one ratio: no pooled interval either
 
 
-def test_pooled_two_level_bootstrap_matches_its_exact_distribution():
-    # Images agree within each seed, so only the seed draws matter. Ratio A: seeds at 0 and 100
-    # points -> its mean is 0, 50 or 100 with probabilities 1/4, 1/2, 1/4; ratio B: 100 and 100.
-    # Pooled = (A + 100) / 2: 50, 75 or 100, so the 2.5th and 97.5th percentiles are 50 and 100.
-    a = np.vstack([np.zeros(10), np.ones(10)])
-    b = np.ones((2, 10))
-    est = pooled_bootstrap([a, b], draws=4000, seed=0)
-    assert est.diff == 75.0 and (est.low, est.high) == (50.0, 100.0)
-    # one image, shared: the images' draw cannot move anything either
-    assert pooled_bootstrap([np.ones((3, 1)), np.zeros((2, 1))], draws=500).low == 50.0
-    with pytest.raises(ValueError, match="same test images"):
-        pooled_bootstrap([np.ones((2, 3)), np.ones((2, 4))])
+def simulated(rng, seeds: int, images: int, seed_share: float, ratios: int = 1, effect: float = 0.0):
+    """(seeds, images) arrays of a two-way random-effects model, one per ratio, the images' effects
+    shared between ratios in part; ``seed_share``: the seed component's share of the mean's variance."""
+    image_sd, base = np.sqrt(1 / seeds), 2 / (seeds * images)
+    seed_sd = np.sqrt(seeds * seed_share / (1 - seed_share) * base)
+    shared = rng.normal(0, image_sd, images)
+    return [(effect * r + rng.normal(0, 1, (seeds, images)) + (0.7 * shared + 0.71 * rng.normal(0, image_sd, images))
+             + rng.normal(0, seed_sd, (seeds, 1))) / 100 for r in range(ratios)]
 
 
-def test_heterogeneity_is_cochrans_q():
-    # two ratios: 2 +- 1 and 0 +- 1 -> weights 1, 1; weighted mean 1; Q = 1 + 1 = 2 on 1 df: p = 0.157299
-    het = heterogeneity([2.0, 0.0], [1.0, 1.0])
-    assert (het.q, het.df) == (2.0, 1) and het.p_value == pytest.approx(0.157299, abs=1e-6)
-    assert not het.differs()
-    assert heterogeneity([2.0, 0.0], [0.5, 0.5]).differs()  # Q = 8, p = 0.0047
-    assert np.isnan(heterogeneity([1.0, 2.0], [0.0, float("nan")]).p_value)  # no usable standard error
+@pytest.mark.parametrize("seed_share, lowest, highest", [(0.0, 0.93, 0.985), (0.5, 0.92, 0.98)])
+def test_the_crossed_interval_covers_about_95_percent_with_three_seeds(seed_share, lowest, highest):
+    """Simulated: 3 seeds, the seed component's share of the variance none or half. The interval
+    over seeds with seeds - 1 df that this one replaced covered 100 % here (far too wide); one
+    over the images alone would cover far less where the seeds matter. Pooled over 3 ratios too."""
+    rng = np.random.default_rng(0)
+    single = pooled_ = 0
+    draws = 400
+    for _ in range(draws):
+        groups = simulated(rng, 3, 300, seed_share, ratios=3)
+        est = crossed_t(groups[0])
+        single += est.low <= 0 <= est.high
+        both = pooled_crossed(groups)
+        pooled_ += both.low <= 0 <= both.high
+    assert lowest <= single / draws <= highest and lowest <= pooled_ / draws <= highest, (single, pooled_)
 
 
-def published_headroom():
-    """The published headroom run's per-seed results (1,000 images, 8 seeds, ratios 0.26 and 0.75)."""
-    from pathlib import Path
+def test_the_test_of_equal_ratios_holds_its_level_and_finds_a_real_difference():
+    rng = np.random.default_rng(1)
+    null = [heterogeneity(simulated(rng, 3, 300, 0.2, ratios=3)).p_value < 0.05 for _ in range(300)]
+    assert 0.01 <= np.mean(null) <= 0.08
+    found = [heterogeneity(simulated(rng, 3, 300, 0.2, ratios=3, effect=0.5)).differs() for _ in range(50)]
+    assert np.mean(found) > 0.9
+    assert np.isnan(heterogeneity(simulated(rng, 3, 300, 0.2)).p_value)  # one ratio: nothing to test
 
-    table = pd.read_csv(Path(__file__).parents[2] / "docs" / "runs" / "headroom" / "results.csv")
-    return table
 
-
-def test_the_pooled_line_is_withheld_where_the_ratios_disagree_and_kept_where_they_agree():
-    from prunekd.report import pooled_reading
-
-    headroom = published_headroom()
-    text, stated = pooled_reading(headroom, None)
-    assert text.startswith("KD − FT differs between the ratios") and "no pooled figure" in text and stated == 0
-    from prunekd.report import answer_section, summarize
-
-    block = "\n".join(answer_section(headroom, summarize(headroom), {"epochs": 3, "lr": 0.002, "n_seeds": 8}))
-    assert "no pooled figure" in block and "This block states 6 intervals" in block  # 2 ratios x 3, none pooled
-    # the same runs with the 0.75 ratio's KD shifted to give the 0.26 ratio's mean gain: homogeneous
-    same = headroom.copy()
-    gains = {r: same[(same["ratio"] == r) & (same["mode"] == "kd")]["top1"].mean()
-             - same[(same["ratio"] == r) & (same["mode"] == "ft")]["top1"].mean() for r in (0.26, 0.75)}
-    same.loc[(same["ratio"] == 0.75) & (same["mode"] == "kd"), "top1"] += gains[0.26] - gains[0.75]
-    text, stated = pooled_reading(same, None)
-    assert text.startswith("Pooled across the 2 ratios (no detectable disagreement") and "+1.82 points" in text
-    assert stated == 1
+def test_the_test_of_equal_ratios_over_seeds_is_the_one_way_anova():
+    # groups 1, 2, 3 and 0.8, 1, 1.2: means 2 and 1; between 3 x 0.25 x 2 = 1.5 on 1 df; within
+    # (2 + 0.08) / 4 = 0.52; F = 2.8846 on (1, 4): p = 0.164660
+    het = heterogeneity_over_seeds([np.array([1.0, 2, 3]), np.array([0.8, 1, 1.2])])
+    assert het.statistic == pytest.approx(2.884615) and het.df == (1, 4)
+    assert het.p_value == pytest.approx(0.164660, abs=1e-6) and not het.differs()
+    assert np.isnan(heterogeneity_over_seeds([np.array([1.0]), np.array([2.0])]).p_value)  # no spread
