@@ -33,6 +33,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import uuid
 from collections import deque
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -53,7 +54,6 @@ from prunekd.paths import Layout
 ROOT = Path(__file__).resolve().parents[1]
 RUNCACHE = Path(__file__).resolve().with_name("runcache.py")  # DVC's verdict on one stage, in its own process
 CURRENT, RESTORED, STALE = "current", "restored", "stale"  # its answers
-BIN = Path(sys.executable).parent
 DASK_ENV = "PRUNEKD_DASK_ADDRESS"
 
 
@@ -62,10 +62,29 @@ class StageInputError(RuntimeError):
     """A stage refused its params or inputs."""
 
 
+class DvcWaitError(RuntimeError):
+    """A dvc command of the flow not done after ``DVC_WAIT_S``: another dvc command holds the
+    project's lock, or it hangs."""
+
+
+class StagesFailed(RuntimeError):
+    """Stages of a flow run that did not complete, in one line."""
+
+
+class StageStopped(RuntimeError):
+    """A stage ended, or not started, because its flow run was ending."""
+
+
+# a retry would meet the same refusal, wait as long again for the same lock, or run in a flow run gone
+NOT_RETRIED = (StageInputError, DvcWaitError, StageStopped)
+
+
 def retry_unless_input_error(task, task_run, state) -> bool:
+    """Whether Prefect retries a failed stage: not if it refused its input, waited out DVC_WAIT_S, or
+    was stopped with its flow run."""
     try:
         state.result()
-    except StageInputError:
+    except NOT_RETRIED:
         return False
     except Exception:
         return True
@@ -118,31 +137,39 @@ def timed_alone(stages: list[Stage]) -> list[Stage]:
     return order
 
 
+def bin_dir() -> Path:
+    """The bin folder of the interpreter running this call (where `dvc` and `prunekd` live)."""
+    # Asked at each call, never kept in a module global: on Dask this module's functions travel by
+    # value (task_runner), a global with them, and a worker's prunekd may be installed elsewhere.
+    return Path(sys.executable).parent
+
+
 def with_bin_on_path(env: dict[str, str]) -> dict[str, str]:
     """``env`` with this interpreter's bin folder first on PATH (where `dvc` and `prunekd` live)."""
-    return env | {"PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}"}
+    return env | {"PATH": f"{bin_dir()}{os.pathsep}{env.get('PATH', '')}"}
 
 
 # A dvc command of the flow waits for the repository's lock (--wait-for-lock): the flow's own tasks
 # hold it for seconds each, another `dvc` in the project (`dvc repro` in a terminal, say) for as long
-# as that runs. Past this bound a task fails in one line instead of waiting on without end.
+# as that runs. Past this bound the flow stops in one line instead of waiting on without end (not
+# retried: a retry would wait as long again).
 DVC_WAIT_S = 30 * 60
 
 
 def bounded(argv: list[str], root: Path) -> subprocess.CompletedProcess:
     """``argv`` (a dvc command, or a script that opens the repository) run in ``root``, its output
-    captured; a RuntimeError if it has not finished within ``DVC_WAIT_S``."""
+    captured; a DvcWaitError if it has not finished within ``DVC_WAIT_S``."""
     try:
         return subprocess.run(argv, cwd=root, env=with_bin_on_path(dict(os.environ)), capture_output=True,
                               text=True, timeout=DVC_WAIT_S)
     except subprocess.TimeoutExpired:
-        raise RuntimeError(f"{' '.join(Path(a).name if i == 0 else a for i, a in enumerate(argv))} in {root}: "
+        raise DvcWaitError(f"{' '.join(Path(a).name if i == 0 else a for i, a in enumerate(argv))} in {root}: "
                            f"not done after {DVC_WAIT_S} s; another dvc command in the project holds its lock "
                            "(.dvc/tmp/lock) or hangs: let it finish or stop it, then run the flow again") from None
 
 
 def dvc(root: Path, *args: str) -> subprocess.CompletedProcess:
-    return bounded([str(BIN / "dvc"), *args], root)
+    return bounded([str(bin_dir() / "dvc"), *args], root)
 
 
 def dvc_status(root: Path, *names: str) -> dict[str, list]:
@@ -175,11 +202,58 @@ def settled(root: Path, name: str, log) -> str:
 STOP_S = 30  # how long a stage given up on (terminated, then killed) is waited for, each time
 
 
+# Prefect waits for a running task thread when its flow run ends, and a runner then kills the flow
+# run's process alone: a stage left running would train on unseen, outside any flow run.
+class LiveStages:
+    """The stage processes this process's task threads run, so that a flow run ending by an exception
+    (a cancellation's SIGTERM, Ctrl-C) ends them too."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._procs: set[subprocess.Popen] = set()
+        self.stopping = False
+
+    def __reduce__(self):  # on a Dask worker, where this module travels by value: an empty one of its own
+        return LiveStages, ()
+
+    def start(self, argv: list[str], **popen) -> subprocess.Popen:
+        """``argv`` started (``subprocess.Popen``) and kept; StageStopped once the flow run is ending."""
+        with self._lock:  # with stop_all's: no stage starts after it, unseen by it
+            if self.stopping:
+                raise StageStopped(f"{shlex.join(argv)}: not started, the flow run is ending")
+            proc = subprocess.Popen(argv, **popen)
+            self._procs.add(proc)
+            return proc
+
+    def forget(self, proc: subprocess.Popen) -> None:
+        with self._lock:
+            self._procs.discard(proc)
+
+    def stop_all(self) -> None:
+        """Terminate every kept process (each one's reader waits for it), and start no more."""
+        with self._lock:
+            self.stopping = True
+            procs = list(self._procs)
+        for proc in procs:
+            with suppress(OSError):
+                proc.terminate()
+
+    def reset(self) -> None:
+        """Start stages again (a new flow run in this process)."""
+        with self._lock:
+            self.stopping = False
+
+
+LIVE = LiveStages()
+
+
 def streamed(argv: list[str], cwd: Path, env: dict[str, str], log) -> tuple[int, list[str]]:
     """Run ``argv`` (no shell), sending each line of its stdout and stderr to ``log`` as it comes
     (the task run's log in the Prefect UI); returns the exit code and the last lines of stderr."""
-    proc = subprocess.Popen(argv, cwd=cwd, env=env | {"PYTHONUNBUFFERED": "1"}, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=1)
+    # Decoded leniently: a byte that is not UTF-8 (a library's message in another encoding) would
+    # end a strict reader, and the stage would block on the full pipe it no longer empties.
+    proc = LIVE.start(argv, cwd=cwd, env=env | {"PYTHONUNBUFFERED": "1"}, encoding="utf-8",
+                      errors="backslashreplace", stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=1)
     tail: deque[str] = deque(maxlen=50)
 
     def pump(stream, keep: deque | None) -> None:
@@ -198,6 +272,7 @@ def streamed(argv: list[str], cwd: Path, env: dict[str, str], log) -> tuple[int,
         return proc.wait(), list(tail)
     finally:  # a failed log call or an interrupt must not leave the stage training on unseen
         stopped(proc, err)
+        LIVE.forget(proc)
 
 
 def stopped(proc: subprocess.Popen, reader: threading.Thread) -> None:
@@ -253,6 +328,8 @@ def run_stage(stage: Stage, root: str, threads: int, env: dict[str, str], stale:
     child_env = with_bin_on_path(os.environ | env | {"OMP_NUM_THREADS": str(threads),
                                                      "MKL_NUM_THREADS": str(threads), "DVC_STAGE": stage.name})
     code, stderr = streamed(stage.argv(), root_path, child_env, log)
+    if code != 0 and LIVE.stopping:  # ended by its flow run's end (run_stages): not for a retry to run again
+        raise StageStopped(f"{stage.name}: stopped (exit {code}), its flow run is ending")
     if code == USER_ERROR:
         errors = [line for line in stderr if ": error: " in line] or stderr[-1:]
         raise StageInputError(f"{stage.name}: {errors[-1] if errors else 'exit 2'}")
@@ -300,9 +377,13 @@ def checked_overrides(root: Path, overrides: list[str]) -> None:
         raise StageInputError(str(exc)) from None
 
 
-def experiment_name(flow_run_name: str | None) -> str:
-    """A DVC experiment name (a git ref name) from the flow run's name."""
-    return "prefect-" + re.sub(r"[^A-Za-z0-9_-]+", "-", flow_run_name or "run").strip("-")
+def experiment_name(flow_run_name: str | None, flow_run_id: str | None) -> str:
+    """A DVC experiment name (a git ref name) from the flow run's name and id: ``prefect-<name>-<the
+    id's first 8 hex digits>``."""
+    # Prefect's two-word run names repeat, and `dvc exp save` refuses a name it has: found only at the
+    # end of a sweep. The id makes it unique; the name keeps it readable.
+    tag = re.sub(r"[^0-9a-f]", "", (flow_run_id or uuid.uuid4().hex).lower())[:8]
+    return "prefect-" + re.sub(r"[^A-Za-z0-9_-]+", "-", flow_run_name or "run").strip("-") + f"-{tag}"
 
 
 def git(root: Path, *args: str, stdin: bytes | None = None) -> bytes:
@@ -337,7 +418,7 @@ def experiment_workspace(root: Path, name: str, overrides: list[str]) -> Iterato
         folder = inside(root / ".prunekd" / "experiments" / name, root)
     except OutsideProjectError as exc:
         raise StageInputError(str(exc)) from None
-    if folder.exists():  # left by a killed run of the same name: inside the project, ours to clear
+    if folder.exists():  # left by a killed attempt of this flow run: inside the project, ours to clear
         shutil.rmtree(folder)
     git(root, "worktree", "prune")
     git(root, "worktree", "add", "--detach", str(folder), head)
@@ -400,6 +481,7 @@ def run_stages(root: Path, workers: int, retries: int, distributed: bool, store_
     concurrently; returns stage -> state. ``store_root``: the project whose MLflow store a shared
     server serves; ``env``: for every stage's process."""
     threads = max(1, (os.cpu_count() or 1) // max(1, workers))
+    LIVE.reset()
     stages = dvc_stages(root)
     stale = frozenset(stale_stages(root))
     runner = run_stage.with_options(retries=retries, retry_delay_seconds=5,
@@ -413,29 +495,52 @@ def run_stages(root: Path, workers: int, retries: int, distributed: bool, store_
     with tracking_server(store_root, may_run=len(certain) < len(stages), concurrent=workers > 1 or distributed) as server_env:
         env = server_env | env | {FLOW_RUN_ENV: str(flow_run.get_id() or "")}
         futures = {}
-        for stage in timed_alone([s for s in stages if s.name not in certain]):
-            # A timing stage waits for every stage before it, and every stage after it for it: a
-            # training run beside it would slow the models it times. Only upstream failures stop
-            # a stage: the others are waited for to end, however they end.
-            upstream = [futures[n] for n in stage.upstream if n in futures]
-            others = [f for n, f in futures.items()
-                      if n not in stage.upstream and (is_timed(stage.name) or is_timed(n))]
-            waits = upstream + [allow_failure(f) for f in others]
-            futures[stage.name] = runner.submit(stage, str(root), threads, env, stale, upstream, wait_for=waits)
-        for future in futures.values():
-            future.wait()
-    states = {s.name: futures[s.name].state.name if s.name in futures else "Cached" for s in stages}
-    unfinished = [name for name, future in futures.items() if not future.state.is_completed()]
-    for name in unfinished:  # a stage that refused its params or inputs: that one line is the answer
         try:
-            error = futures[name].state.result(raise_on_failure=False)
-        except Exception:  # a stage that never ran (its upstream failed) holds no result
-            continue
-        if isinstance(error, StageInputError):
+            for stage in timed_alone([s for s in stages if s.name not in certain]):
+                # A timing stage waits for every stage before it, and every stage after it for it: a
+                # training run beside it would slow the models it times. Only upstream failures stop
+                # a stage: the others are waited for to end, however they end.
+                upstream = [futures[n] for n in stage.upstream if n in futures]
+                others = [f for n, f in futures.items()
+                          if n not in stage.upstream and (is_timed(stage.name) or is_timed(n))]
+                waits = upstream + [allow_failure(f) for f in others]
+                futures[stage.name] = runner.submit(stage, str(root), threads, env, stale, upstream, wait_for=waits)
+            for future in futures.values():
+                future.wait()
+        except BaseException:  # cancelled (Prefect's TerminationSignal), interrupted: the stages end with it
+            LIVE.stop_all()
+            raise
+    states = {s.name: futures[s.name].state.name if s.name in futures else "Cached" for s in stages}
+    errors = {name: stage_error(future) for name, future in futures.items() if not future.state.is_completed()}
+    for error in errors.values():  # a stage that refused its input, or waited out the lock: that line is the answer
+        if isinstance(error, NOT_RETRIED):
             raise error
-    if unfinished:
-        raise RuntimeError(f"stages not completed: {', '.join(unfinished)} ({states})")
+    if errors:
+        raise StagesFailed(failed_line(errors))
     return states
+
+
+def stage_error(future) -> BaseException | None:
+    """The exception a stage's task run failed with; None for one that never ran (an upstream failed)."""
+    try:
+        error = future.state.result(raise_on_failure=False)
+    except Exception:  # a task run that never ran holds no result
+        return None
+    return error if isinstance(error, BaseException) else None
+
+
+def last_line(error: BaseException) -> str:
+    """The last line of ``error``'s message (a failed stage's: its stderr's last line), or its type's name."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
+
+
+def failed_line(errors: dict[str, BaseException | None]) -> str:
+    """One line naming each stage not completed: a failed one with its error's last line, then the
+    ones that never ran."""
+    failed = [f"{name} failed: {last_line(error)}" for name, error in errors.items() if error is not None]
+    skipped = [name for name, error in errors.items() if error is None]
+    return "; ".join(failed + ([f"not run as a stage upstream failed: {', '.join(skipped)}"] if skipped else []))
 
 
 @flow(name="prunekd-experiment")
@@ -458,7 +563,7 @@ def experiment(root: str = str(ROOT), workers: int = 1, retries: int = 1,
             states = run_stages(root_path, workers, retries, distributed, root_path, {})
             publish_report(root_path)
             return states
-        name = experiment_name(flow_run.get_name())
+        name = experiment_name(flow_run.get_name(), flow_run.get_id())
         checked_overrides(root_path, overrides)
         with experiment_workspace(root_path, name, overrides) as (folder, env):
             get_run_logger().info("DVC experiment %s with %s, in %s", name, " ".join(overrides), folder)
@@ -616,9 +721,12 @@ def main(argv: list[str] | None = None) -> None:
         with exclusive("flow", locks):
             pass  # the flow holds the lock (``experiment``); asked here first, a busy one is said in one line
         states = flow_(**params)
-    except (UserError, StageInputError) as exc:  # busy, a link out, a tracking server gone since checked
+    except (UserError, StageInputError, DvcWaitError) as exc:  # busy, a link out, a server gone, a lock held on
         print(f"flows/experiment.py: error: {exc}", file=sys.stderr)
         raise SystemExit(USER_ERROR) from None
+    except StagesFailed as exc:  # each task run's log has the whole story: here, which stages and why
+        print(f"flows/experiment.py: error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
     print("\n".join(f"{name}: {state}" for name, state in states.items()))
 
 
