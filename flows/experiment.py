@@ -464,6 +464,14 @@ def publish_report(root: Path) -> None:
         create_markdown_artifact(report.read_text(), key="prunekd-report", description="prunekd report")
 
 
+class StageThreads(ThreadPoolTaskRunner):
+    """Local threads, a stage each, that say how many stages they run at once (``stages``)."""
+
+    def __init__(self, max_workers: int | None = None):
+        super().__init__(max_workers=max_workers)
+        self.stages = max_workers
+
+
 def task_runner(workers: int, dask_address: str | None):
     if dask_address:
         import cloudpickle
@@ -472,7 +480,7 @@ def task_runner(workers: int, dask_address: str | None):
         # Workers need not import this file: ship its functions by value.
         cloudpickle.register_pickle_by_value(sys.modules[__name__])
         return DaskTaskRunner(address=dask_address)
-    return ThreadPoolTaskRunner(max_workers=workers)
+    return StageThreads(max_workers=workers)
 
 
 def run_stages(root: Path, workers: int, retries: int, distributed: bool, store_root: Path,
@@ -556,6 +564,7 @@ def experiment(root: str = str(ROOT), workers: int = 1, retries: int = 1,
     from prunekd.io import exclusive
 
     root_path = Path(root).resolve()
+    workers, distributed = concurrency(workers, distributed)
     # one flow run per repository, however it was started (the command line, a served schedule, a
     # deployment): two would each find the same stages stale and run them twice
     with exclusive("flow", Layout(root_path).locks):
@@ -571,6 +580,28 @@ def experiment(root: str = str(ROOT), workers: int = 1, retries: int = 1,
             save_experiment(folder, name)
             publish_report(folder)
         return states
+
+
+def concurrency(workers: int, distributed: bool) -> tuple[int, bool]:
+    """How many stages this flow run runs at once, and whether on Dask: its task runner's (what
+    ``configured`` built, when the flow was started or served), not the run's ``workers`` and
+    ``distributed``, which a custom run of a deployment may set otherwise; a disagreement is logged.
+    A runner this module did not build (the flow called as it is): the parameters."""
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    runner = context.task_runner if context else None
+    if isinstance(runner, StageThreads) and runner.stages:
+        actual = (runner.stages, False)
+    elif type(runner).__name__ == "DaskTaskRunner":
+        actual = (workers, True)
+    else:
+        return workers, distributed
+    if actual != (workers, distributed):
+        get_run_logger().warning("workers=%s, distributed=%s asked, but this flow runs %s (set when it was started "
+                                 "or served: --workers, --dask); going by that", workers, distributed,
+                                 "on Dask" if actual[1] else f"{actual[0]} stage(s) at a time")
+    return actual
 
 
 def configured(workers: int = 1, dask_address: str | None = None):

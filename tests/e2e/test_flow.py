@@ -20,6 +20,20 @@ def flows():
         yield load_flow_module()
 
 
+def test_a_run_goes_by_the_concurrency_the_flow_was_started_with(flows):
+    """A served deployment's runs keep the task runner `serve` was started with: a custom run's
+    ``workers`` or ``distributed`` cannot change it, so the flow goes by the runner, not the parameters."""
+    from prefect import flow
+
+    @flow
+    def probe(workers: int, distributed: bool) -> tuple[int, bool]:
+        return flows.concurrency(workers, distributed)
+
+    assert tuple(probe.with_options(task_runner=flows.task_runner(1, None))(4, True)) == (1, False)
+    assert tuple(probe.with_options(task_runner=flows.task_runner(2, None))(2, False)) == (2, False)
+    assert tuple(probe(3, False)) == (3, False)  # a runner the module did not build: the parameters
+
+
 def sweep_repo(factory, name):
     """A repo copy with the params of the session's `tiny_repro` (LeNet-5 on digits) at its first
     ratio only (``digits_branch_params``: every stage with tiny_repro's params, so the same bytes)."""
