@@ -41,7 +41,7 @@ def load(names: list[str]) -> pd.DataFrame:
     labels = [frame["run"].iloc[0] for frame in frames]
     if len(set(labels)) < len(labels):
         refuse(f"runs share a criterion and schedule ({', '.join(labels)}); "
-         "compare runs that differ in one of them")
+               "compare runs that differ in one of them")
     return pd.concat(frames, ignore_index=True)
 
 
