@@ -10,7 +10,9 @@ With --across, the runs are draws of one thing (the same regime under other `see
 split of the training set and another teacher) and a last row per ratio gives each difference's
 mean over them with a t interval over runs: the teacher as a random draw. With --curve KEY, the
 runs differ in one numeric param (e.g. retrain.train_subset), and a figure plots each difference
-with its interval against that param's value.
+with its interval against that param's value. A run published before the report's current
+interval over seeds and test images (``compare_runs.CURRENT_INTERVAL``) is marked †: its
+intervals are the earlier, wider form.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ import pandas as pd
 from prunekd.errors import refuse
 from prunekd.report import fmt_table, save_figure
 from prunekd.stats import paired_t
+
+sys.path.insert(0, str(Path(__file__).parent))
+from compare_runs import EARLIER_MARK, earlier_interval, earlier_note  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "docs" / "runs"
@@ -53,14 +58,16 @@ def top1(metrics: dict[str, float], key: str) -> str:
     return f"{metrics[key]:.2f}" if key in metrics else ""  # a mode the run left out: an empty cell
 
 
-def rows(names: list[str]) -> pd.DataFrame:
+def rows(names: list[str], earlier: set[str] = frozenset()) -> pd.DataFrame:
+    """A row per run and ratio; a run in ``earlier`` is marked (its intervals the earlier form)."""
     base = set(overrides(names[0]))
     out = []
     for name in names:
         metrics, changed = read(name), [o for o in overrides(name) if o not in base]
         ratios = sorted({k.rsplit("_", 1)[1] for k in metrics if k.startswith("top1_none_")}, key=float)
         for ratio in ratios:
-            out.append({"run": name, "changes": ", ".join(f"`{c}`" for c in changed) or "(the regime)",
+            out.append({"run": name + (EARLIER_MARK if name in earlier else ""),
+                        "changes": ", ".join(f"`{c}`" for c in changed) or "(the regime)",
                         "prune ratio %": ratio, "teacher": top1(metrics, "teacher_top1"),
                         "params removed %": metrics.get(f"params_removed_{ratio}"),
                         "no retraining": metrics.get(f"top1_none_{ratio}"),
@@ -133,9 +140,11 @@ def plot_curve(points: pd.DataFrame, key: str, path: Path) -> None:
 
 def compare(names: list[str], random_runs: bool = False, curve: str | None = None) -> str:
     command = json.loads((RUNS / names[0] / "run.json").read_text())["command"]
-    table = rows(names)
+    earlier = {name for name in names if earlier_interval(RUNS, name)}
+    table = rows(names, earlier)
     if curve:
-        table = table.assign(_at=[value_of(n, curve) for n in table["run"]]).sort_values("_at", kind="stable")
+        table = table.assign(_at=[value_of(n.removesuffix(EARLIER_MARK), curve) for n in table["run"]])
+        table = table.sort_values("_at", kind="stable")
         table = table.drop(columns="_at")
     if random_runs:
         table = pd.concat([table, across(names)], ignore_index=True).astype(object).fillna("")
@@ -150,11 +159,11 @@ def compare(names: list[str], random_runs: bool = False, curve: str | None = Non
         "images (each run's report has the rest)" + ("; the last row's, over runs (the teacher and the split "
                                                      "as random draws)." if random_runs else "."), "",
         fmt_table(table), "",
+        *([earlier_note(), ""] if earlier else []),
         *([f"![each difference against {curve}](figures/curve.png)", ""] if curve else [])])
 
 
 def main(out: str, names: list[str], random_runs: bool = False, curve: str | None = None) -> None:
-    sys.path.insert(0, str(Path(__file__).parent))
     from compare_runs import publish, published, run_folder
 
     folder = run_folder(RUNS, out)  # the name checked before anything is read or written

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -93,6 +94,29 @@ def published(runs: Path, names: list[str], *files: str) -> None:
         for file in files:
             if not (where / file).exists():
                 refuse(f"{shown}/{file} not found: publish that run first (scripts/publish_run.py)")
+
+
+CURRENT_INTERVAL = "a4d93a6"  # from this commit on, a report's interval over seeds and test images is stats.crossed's
+
+
+def earlier_interval(runs: Path, name: str) -> bool:
+    """Whether the published run ``name`` was made before ``CURRENT_INTERVAL``: its report's
+    intervals over seeds and test images are then the earlier form (summed variances on seeds - 1
+    degrees of freedom), which erred wide. A commit git does not know counts as earlier."""
+    commit = json.loads((runs / name / "run.json").read_text()).get("commit", "")
+    ancestor = subprocess.run(["git", "merge-base", "--is-ancestor", CURRENT_INTERVAL, commit],
+                              cwd=runs, capture_output=True, timeout=30)
+    return ancestor.returncode != 0
+
+
+EARLIER_MARK = " †"
+
+
+def earlier_note() -> str:
+    """The line under a table that marks runs with ``EARLIER_MARK``."""
+    return (f"†: published before commit {CURRENT_INTERVAL}, so its intervals are the earlier form over seeds and "
+            "test images, which erred wide: a difference it finds stands, a \"no detectable difference\" may be "
+            "its width (docs/results.md, *How to read the intervals*).")
 
 
 def publish(runs: Path, out: str, names: list[str], report: str, command: str) -> None:

@@ -141,13 +141,46 @@ def test_a_curve_orders_the_runs_by_the_param_they_vary_and_plots_each_differenc
     assert points["value"].tolist() == [500, 1000, 5000] and points["diff"].tolist() == [3.0, 2.0, 0.5]
     report = controls.compare(["base", "big", "small"], curve="retrain.train_subset")
     order = [line.split("|")[1].strip() for line in report.splitlines() if line.startswith("| ") and "run" not in line]
-    assert order == ["small", "base", "big"]
+    assert order == ["small †", "base †", "big †"]  # "abc": no commit git knows, so not marked current
     controls.plot_curve(points, "retrain.train_subset", tmp_path / "curve.png")
     assert (tmp_path / "curve.png").stat().st_size > 1000
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_:
         controls.value_of("big", "retrain.lr")
     assert exit_.value.code == 2 and "does not set retrain.lr" in capsys.readouterr().err
+
+
+def test_a_control_published_before_the_current_interval_is_marked(tmp_path, monkeypatch):
+    """A comparison names the runs whose intervals are the earlier, wider form: those published at a
+    commit that does not descend from the one that made the current interval (or one git does not know)."""
+    import subprocess
+    import sys
+
+    controls = script("compare_controls")
+    repo = tmp_path / "repo"
+    runs = repo / "docs" / "runs"
+    runs.mkdir(parents=True)
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git[:3], "init", "-q"], check=True)
+    commits = []
+    for i in range(3):
+        subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", f"c{i}"], check=True)
+        commits.append(subprocess.run([*git, "rev-parse", "--short", "HEAD"], check=True, capture_output=True,
+                                      text=True).stdout.strip())
+    monkeypatch.setattr(sys.modules["compare_runs"], "CURRENT_INTERVAL", commits[1])
+    regime = "dvc exp run -n base -S 'prune.ratios=[0.26]'"
+    for name, commit in [("base", commits[2]), ("same", commits[1]), ("older", commits[0]), ("unknown", "abc")]:
+        (runs / name).mkdir()
+        extra = "" if name == "base" else f" -S retrain.lr=0.00{len(name)}"
+        (runs / name / "run.json").write_text(json.dumps({"command": regime + extra, "commit": commit}))
+        (runs / name / "metrics.json").write_text(json.dumps({"top1_none_26": 90.0, "top1_ft_26": 89.0,
+                                                              "ft_minus_none_26": -1.0, "ft_minus_none_26_ci95": 0.5}))
+    monkeypatch.setattr(controls, "RUNS", runs)
+    report = controls.compare(["base", "same", "older", "unknown"])
+    marked = [line.split("|")[1].strip() for line in report.splitlines() if line.startswith("| ") and "run" not in line]
+    assert marked == ["base", "same", "older †", "unknown †"]
+    assert f"†: published before commit {commits[1]}" in report
+    assert "†" not in controls.compare(["base", "same"])  # all current: no mark, no note
 
 
 def test_the_budgets_latency_is_each_architectures_fp32_median_on_the_first_runtime_and_batch():
