@@ -1,5 +1,6 @@
 """Equal budgets and the thin network: each way of getting a network of the pruned size, against
-the one teacher, on one figure of accuracy against cost.
+the one teacher, on one figure of accuracy against cost (a run published before the current
+interval over seeds and test images is marked †, as in compare_controls.py).
 
     python scripts/compare_budgets.py budgets default scratch-e budget-20ep budget-20ep-scratch-kd
 
@@ -25,6 +26,9 @@ import yaml
 
 from prunekd.errors import refuse
 from prunekd.report import fmt_table, paired_difference, pct, save_figure
+
+sys.path.insert(0, str(Path(__file__).parent))
+from compare_runs import EARLIER_MARK, earlier_interval, earlier_note  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "docs" / "runs"
@@ -77,7 +81,9 @@ def rows(names: list[str], latency: pd.Series) -> tuple[pd.DataFrame, float]:
         teachers[name] = float(results.loc[results["mode"] == "teacher", "top1"].iloc[0])
         for (ratio, mode), runs in results[results["mode"] != "teacher"].groupby(["ratio", "mode"], sort=True):
             cell, seeds_only = teacher_interval(results, metrics, mode, ratio)
-            out.append({"run": name, "mode": MODE_NAMES.get(mode, mode), "ratio": ratio,
+            marked = name != "default" and not seeds_only and earlier_interval(RUNS, name)
+            out.append({"run": name + (EARLIER_MARK if marked else ""), "mode": MODE_NAMES.get(mode, mode),
+                        "ratio": ratio,
                         "epochs": retrain["epochs"], "lr": retrain["lr"],
                         "images": retrain.get("train_subset") or "all",
                         "params": int(runs["params"].iloc[0]), "MMACs": runs["macs"].iloc[0] / 1e6,
@@ -135,6 +141,7 @@ def compare(names: list[str], out: Path) -> str:
         widths.append(f"- ratio {ratio:g}: {params:,} params, a dense {model['arch']} at width {width:g} has "
                       f"{count:,} ({100 * (count / params - 1):+.1f} %).")
     shown = table.drop(columns="_seeds_only")
+    earlier = [earlier_note()] if shown["run"].str.endswith(EARLIER_MARK).any() else []
     note = ("`*`: interval over seeds only (that run's published metrics predate per-image intervals against the "
             "teacher); the others count seeds and test images." if table["_seeds_only"].any() else
             "Every interval counts retraining seeds and test images.")
@@ -146,6 +153,7 @@ def compare(names: list[str], out: Path) -> str:
         f"interval. {note} Latency: each architecture's median on ONNX Runtime as the default run measured it "
         "(one architecture per ratio, whatever its weights).", "",
         fmt_table(shown), "",
+        *earlier, *([""] if earlier else []),
         "A uniformly pruned MobileNet is a thinner dense MobileNet up to the rounding of each layer to 16 filters, "
         "so `scratch` and `scratch + KD` on it are the \"train a thin network instead\" baseline:", "",
         *widths, "",
@@ -154,7 +162,6 @@ def compare(names: list[str], out: Path) -> str:
 
 
 def main(out: str, names: list[str]) -> None:
-    sys.path.insert(0, str(Path(__file__).parent))
     from compare_runs import publish, published, run_folder
 
     folder = run_folder(RUNS, out)  # the name checked before anything is read or written

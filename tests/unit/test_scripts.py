@@ -120,6 +120,10 @@ def test_the_dense_width_matching_a_pruned_size_is_found_and_mixed_teachers_are_
     monkeypatch.setattr(budgets, "RUNS", runs)
     table, teacher = budgets.rows(["a"], pd.Series({0.5: 0.05}))
     assert teacher == 92.0 and table.loc[0, "− teacher"] == "-1.50 [-7.85, +4.85]*"  # -2, -1 over seeds
+    assert table.loc[0, "run"] == "a"  # an interval over seeds alone is starred, not marked earlier
+    (runs / "a" / "metrics.json").write_text(json.dumps({"ft_minus_teacher_50": -1.5, "ft_minus_teacher_50_ci95": 0.4}))
+    table, _ = budgets.rows(["a"], pd.Series({0.5: 0.05}))
+    assert table.loc[0, "− teacher"] == "-1.50 [-1.90, -1.10]" and table.loc[0, "run"] == "a †"  # commit unknown
     with pytest.raises(SystemExit) as exit_:
         budgets.rows(["a", "b"], pd.Series({0.5: 0.05}))
     assert exit_.value.code == 2 and "different teachers" in capsys.readouterr().err
