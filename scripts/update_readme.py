@@ -10,6 +10,9 @@ scripts/publish_run.py). Each document holds blocks
     <!-- tests:begin --> ... <!-- tests:end -->                how long the main job and the tests take
     <!-- pairs:<name>:begin --> ... <!-- pairs:<name>:end -->  published runs paired image by image
                                                              (``PAIRS``, scripts/pair_runs.py)
+    <!-- fig:<run>:<key> --> ... <!-- /fig -->                 one figure in a sentence: a published run's
+                                                             metrics.json value, with its interval, or
+                                                             two runs paired (``figure``)
 
 and this script rewrites what is between the markers, with links relative to the document. The
 default run's report, figures and sensitivity curves are DVC outputs (in reports/, not in git), so
@@ -28,6 +31,7 @@ import re
 import shutil
 from pathlib import Path
 
+from prunekd.errors import refuse
 from prunekd.paths import FIGURES_DIR, REPORT_FILE, Layout
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -203,12 +207,18 @@ PAIRS = {
 }
 
 
+def load_script(name: str):
+    """scripts/<name>.py as a module."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def pairs_block(name: str) -> str:
     """``PAIRS[name]`` as a table: each row's difference with its 95 % interval over seeds and test
     images, and in how many seeds the row's model scored higher."""
-    spec = importlib.util.spec_from_file_location("pair_runs", ROOT / "scripts" / "pair_runs.py")
-    pair_runs = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(pair_runs)
+    pair_runs = load_script("pair_runs")
     ratio, heading, rows = PAIRS[name]
     lines = [f"| {heading} | against | difference, 95 % CI | ahead in |", "|---|---|---|---|"]
     for label, a, against, b in rows:
@@ -217,6 +227,38 @@ def pairs_block(name: str) -> str:
                      f"{got.ahead} of {got.seeds} seeds |")
     commands = "; ".join(f"`{a} {b}`" for _, a, _, b in rows)
     return "\n".join(lines) + f"\n\n(`python scripts/pair_runs.py A B --ratio {ratio:g}` for each row: {commands}.)\n"
+
+
+FIGURE = re.compile(r"(<!-- fig:([\w.:-]+) -->).*?(<!-- /fig -->)", re.DOTALL)
+
+
+def signed(x: float) -> str:
+    return f"{x:+.2f}".replace("-", "\u2212")
+
+
+def figure(spec: str) -> str:
+    """One figure the prose quotes, as it shows it: ``<run>:<key>``, a published run's metrics.json
+    value (a difference, ``..._minus_...``, signed with its 95 % interval where the run has one:
+    ``−4.00 [−4.56, −3.45]``; any other figure as it is: ``90.25``), or
+    ``pair:<run>:<mode>:<run>:<mode>:<ratio>``, two published runs paired image by image
+    (scripts/pair_runs.py), the difference with its interval over seeds and test images."""
+    parts = spec.split(":")
+    if parts[0] == "pair" and len(parts) == 6:
+        got = load_script("pair_runs").pair(":".join(parts[1:3]), ":".join(parts[3:5]), float(parts[5]))
+        return f"{signed(got.diff)} [{signed(got.low)}, {signed(got.high)}]"
+    if len(parts) != 2:
+        refuse(f"<!-- fig:{spec} -->: name <run>:<key> or pair:<run>:<mode>:<run>:<mode>:<ratio>")
+    run, key = parts
+    path = ROOT / "docs" / "runs" / run / "metrics.json"
+    if not path.is_file():
+        refuse(f"{path.relative_to(ROOT)} not found: <!-- fig:{spec} --> names no published run")
+    metrics = json.loads(path.read_text())
+    if key not in metrics:
+        refuse(f"{path.relative_to(ROOT)} has no {key!r} (<!-- fig:{spec} --> in the documents)")
+    value, half = metrics[key], metrics.get(f"{key}_ci95")
+    if "_minus_" not in key:
+        return f"{value:.2f}"
+    return signed(value) if half is None else f"{signed(value)} [{signed(value - half)}, {signed(value + half)}]"
 
 
 def tests_block() -> str:
@@ -242,6 +284,7 @@ def fill(text: str, prefix: str) -> str:
                   lambda m: f"{m.group(1)}\n{params_block(prefix)}{m.group(2)}", text, flags=re.DOTALL)
     text = re.sub(r"(<!-- tests:begin -->).*?(<!-- tests:end -->)",
                   lambda m: f"{m.group(1)}\n{tests_block()}{m.group(2)}", text, flags=re.DOTALL)
+    text = FIGURE.sub(lambda m: f"{m.group(1)}{figure(m.group(2))}{m.group(3)}", text)
     text = re.sub(r"(<!-- pairs:([\w.-]+):begin -->).*?(<!-- pairs:\2:end -->)",
                   lambda m: f"{m.group(1)}\n{pairs_block(m.group(2))}{m.group(3)}", text, flags=re.DOTALL)
 

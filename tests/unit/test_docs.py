@@ -98,6 +98,21 @@ def test_the_tables_of_paired_runs_are_generated():
         assert block in results, f"docs/results.md's pairs:{name} table is stale: run python scripts/update_readme.py"
 
 
+def test_every_figure_in_a_sentence_is_generated():
+    """A figure the prose quotes from a published run (<!-- fig:<run>:<key> -->) is the run's own."""
+    update_readme = load_update_readme()
+    quoted = 0
+    for document in DOCUMENTS:
+        for match in update_readme.FIGURE.finditer(document.read_text()):
+            whole = match.group(0)
+            assert whole == f"{match.group(1)}{update_readme.figure(match.group(2))}{match.group(3)}", \
+                f"{document.name}: {whole} is stale: run python scripts/update_readme.py"
+            quoted += 1
+    assert quoted >= 5
+    with pytest.raises(SystemExit):  # a key the run does not have: one line, exit 2
+        update_readme.figure("headroom-75:no_such_key")
+
+
 def test_a_keys_comment_continues_on_the_indented_comment_lines_below_it():
     update_readme = load_update_readme()
     text = "# file\nseed: 0  # one\n\nkd:  # section\n  alpha: 0.9  # two\n             # three\n  temperature: 4\n"
