@@ -1,6 +1,5 @@
 """Equal budgets and the thin network: each way of getting a network of the pruned size, against
-the one teacher, on one figure of accuracy against cost (a run published before the current
-interval over seeds and test images is marked †, as in compare_controls.py).
+the one teacher, on one figure of accuracy against cost.
 
     python scripts/compare_budgets.py budgets default scratch-e budget-20ep budget-20ep-scratch-kd
 
@@ -11,7 +10,8 @@ docs/runs/<out>/report.md and figures/budgets.png: per run, mode and ratio, the 
 (mean over seeds) and top-1 minus the teacher's with its 95 % interval. The runs must share one
 teacher (the same top-1). The uniformly pruned MobileNet is a thinner dense MobileNet up to
 rounding: the report names the width whose parameter count it matches, so the from-scratch modes
-on it are the "train a thin network instead" baseline.
+on it are the "train a thin network instead" baseline. A run published before the current interval
+over seeds and test images is marked †, as in compare_controls.py.
 """
 
 from __future__ import annotations

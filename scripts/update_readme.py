@@ -192,6 +192,17 @@ def params_block(prefix: str = "") -> str:
 # Tables of published runs paired image by image (scripts/pair_runs.py): name -> the ratio, the
 # first column's heading, and rows of (what the row is, RUN:MODE, what it is held against, RUN:MODE).
 PAIRS = {
+    "controls": (0.26, "control at 26 %", [
+        ("FT, 3 epochs", "ctl-ft-3ep:ft", "FT", "headroom-26:ft"),
+        ("FT, best validation epoch kept", "ctl-ft-best:ft", "FT", "headroom-26:ft"),
+        ("FT, a tenth of the learning rate", "ctl-ft-lr0.002:ft", "FT", "headroom-26:ft"),
+        ("FT, a tenth of the learning rate", "ctl-ft-lr0.002:ft", "KD", "headroom-26:kd"),
+        ("KD, alpha 1.0", "ctl-kd-alpha1:kd", "KD", "headroom-26:kd"),
+        ("KD, temperature 1", "ctl-kd-t1:kd", "FT", "headroom-26:ft"),
+        ("KD, temperature 1", "ctl-kd-t1:kd", "KD", "headroom-26:kd"),
+        ("KD, temperature 1", "ctl-kd-t1:kd", "FT at a tenth of the learning rate", "ctl-ft-lr0.002:ft"),
+        ("KD (the regime's own)", "headroom-26:kd", "FT", "headroom-26:ft"),
+    ]),
     "controls-75": (0.75, "control at 75 %", [
         ("FT, 3 epochs", "ctl-ft-3ep-75:ft", "FT", "headroom-75:ft"),
         ("FT, best validation epoch kept", "ctl-ft-best-75:ft", "FT", "headroom-75:ft"),
