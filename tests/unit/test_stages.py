@@ -177,6 +177,19 @@ def test_check_logs_nothing_so_it_needs_no_tracking_store_and_imports_neither_ml
     assert json.loads((tmp_path / "reports/check.json").read_text()) == {"params": "valid"}
 
 
+def test_check_refuses_a_key_left_out_naming_the_default_it_would_silently_take(tmp_path, monkeypatch, capsys):
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    del params["prune"]["round_to"], params["retrain"]["seeds"], params["scratch"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(tmp_path)
+    assert check.main([]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and err.startswith("prunekd check: error: params.yaml: prune.round_to, "
+                                                         "retrain.seeds, scratch: left out"), err
+    assert "prune.round_to 1, retrain.seeds [0], scratch its defaults" in err
+    assert not (tmp_path / "reports").exists()
+
+
 @pytest.mark.parametrize("arch, refused", [("lenet5", "lenet5's prunable layers head.1, head.3 have none"),
                                             ("mobilenet_v1", None)])
 def test_check_tries_bn_scale_on_the_architecture_before_anything_trains(tmp_path, monkeypatch, capsys, arch,
