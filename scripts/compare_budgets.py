@@ -17,36 +17,27 @@ over seeds and test images is marked †, as in compare_controls.py.
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from prunekd.errors import refuse
 from prunekd.report import fmt_table, paired_difference, pct, save_figure
 
 sys.path.insert(0, str(Path(__file__).parent))
-from compare_runs import EARLIER_MARK, earlier_interval, earlier_note  # noqa: E402
+from compare_runs import (EARLIER_MARK, earlier_interval, earlier_note, headline_latency, interval,  # noqa: E402
+                          record, run_files, run_params)
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "docs" / "runs"
 MODE_NAMES = {"ft": "FT", "kd": "KD", "scratch": "scratch", "scratch_kd": "scratch + KD"}
 
 
-def folder(name: str) -> Path:
-    return ROOT / "reports" if name == "default" else RUNS / name
-
-
-def params_of(name: str) -> dict:
-    return yaml.safe_load(((ROOT if name == "default" else RUNS / name) / "params.yaml").read_text())
-
-
 def command_of(name: str) -> str:
-    if name == "default":
-        return "dvc repro"
-    return json.loads((RUNS / name / "run.json").read_text())["command"]
+    return "dvc repro" if name == "default" else record(RUNS, name, "command")
 
 
 def dense_width(params: int, arch: str, input_shape: tuple[int, int, int], num_classes: int) -> tuple[float, int]:
@@ -63,9 +54,8 @@ def teacher_interval(results: pd.DataFrame, metrics: dict, mode: str, ratio: flo
     """``mode`` - teacher at ``ratio`` as ``+x.xx [lo, hi]``: from the run's metrics.json (seeds and test
     images) where it has it, else a paired t over seeds (the teacher's one score fixed); True if the latter."""
     key = f"{mode}_minus_teacher_{pct(ratio)}"
-    if key in metrics and f"{key}_ci95" in metrics:
-        diff, half = metrics[key], metrics[f"{key}_ci95"]
-        return f"{diff:+.2f} [{diff - half:+.2f}, {diff + half:+.2f}]", False
+    if f"{key}_ci95" in metrics:
+        return interval(metrics, key), False
     row = paired_difference(results, mode, "teacher")
     row = row[row["ratio"] == ratio].iloc[0]
     return f"{row['diff']:+.2f} [{row['ci_low']:+.2f}, {row['ci_high']:+.2f}]*", True
@@ -74,10 +64,10 @@ def teacher_interval(results: pd.DataFrame, metrics: dict, mode: str, ratio: flo
 def rows(names: list[str], latency: pd.Series) -> tuple[pd.DataFrame, float]:
     out, teachers = [], {}
     for name in names:
-        where = folder(name)
+        where = run_files(RUNS, name)
         results = pd.read_csv(where / "results.csv")
         metrics = json.loads((where / "metrics.json").read_text()) if (where / "metrics.json").is_file() else {}
-        retrain = params_of(name)["retrain"]
+        retrain = run_params(RUNS, name)["retrain"]
         teachers[name] = float(results.loc[results["mode"] == "teacher", "top1"].iloc[0])
         for (ratio, mode), runs in results[results["mode"] != "teacher"].groupby(["ratio", "mode"], sort=True):
             cell, seeds_only = teacher_interval(results, metrics, mode, ratio)
@@ -117,24 +107,14 @@ def plot(table: pd.DataFrame, teacher: dict, path: Path) -> None:
     save_figure(fig, path, dpi=120, rect=(0, 0.1, 1, 0.95))
 
 
-def headline_latency(latency_table: pd.DataFrame) -> pd.Series:
-    """Ratio -> each architecture's fp32 median (ms) on the latency table's first runtime and batch
-    size (a table from before int8 was timed has no precision column: all fp32)."""
-    if "precision" in latency_table:
-        latency_table = latency_table[latency_table["precision"] == "fp32"]
-    first = latency_table.iloc[0]
-    headline = latency_table[(latency_table["runtime"] == first["runtime"]) & (latency_table["batch"] == first["batch"])]
-    return headline.set_index("ratio")["median_ms"]
-
-
 def compare(names: list[str], out: Path) -> str:
-    latency = headline_latency(pd.read_csv(folder("default") / "latency.csv"))
+    latency = headline_latency(RUNS, "default")["median_ms"]
     table, teacher_top1 = rows(names, latency)
-    default = pd.read_csv(folder("default") / "results.csv")
+    default = pd.read_csv(run_files(RUNS, "default") / "results.csv")
     teacher_row = default[default["mode"] == "teacher"].iloc[0]
     teacher = {"MMACs": teacher_row["macs"] / 1e6, "latency_us": 1000 * latency.get(0.0, np.nan), "top1": teacher_top1}
     plot(table, teacher, out / "figures" / "budgets.png")
-    model = params_of("default")["model"]
+    model = run_params(RUNS, "default")["model"]
     widths = []
     for ratio, params in table.groupby("ratio")["params"].first().items():
         width, count = dense_width(int(params), model["arch"], (1, 28, 28), 10)
@@ -162,14 +142,14 @@ def compare(names: list[str], out: Path) -> str:
 
 
 def main(out: str, names: list[str]) -> None:
-    from compare_runs import publish, published, run_folder
+    from compare_runs import published, run_folder, written
 
-    folder = run_folder(RUNS, out)  # the name checked before anything is read or written
+    run_folder(RUNS, out)  # the name checked before anything is read or written
     published(RUNS, ["default"], "results.csv", "latency.csv")
-    published(RUNS, [n for n in names if n != "default"], "results.csv", "params.yaml", "run.json")
-    report = compare(names, folder)
-    publish(RUNS, out, [n for n in names if n != "default"], report,
-            " ".join(["python scripts/compare_budgets.py", out, *names]))
+    runs = [n for n in names if n != "default"]
+    published(RUNS, runs, "results.csv", "params.yaml", "run.json")
+    with written(RUNS, out, runs, shlex.join(["python", "scripts/compare_budgets.py", out, *names])) as folder:
+        (folder / "report.md").write_text(compare(names, folder))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """The controls of a published regime in one table: what each run changed, and what each mode did
 to the pruned network (mode - none) and KD - FT, each with its 95 % interval.
 
-    python scripts/compare_controls.py [--across | --curve KEY] controls headroom ctl-ft-best ctl-ft-lr0.002 ...
+    python scripts/compare_controls.py [--across] [--curve KEY] controls headroom ctl-ft-best ctl-ft-lr0.002 ...
 
 Reads docs/runs/<name>/{run.json,metrics.json} (scripts/publish_run.py; the first name is the
 regime the others change one thing of) and writes docs/runs/<out>/report.md and run.json;
@@ -29,7 +29,7 @@ from prunekd.report import fmt_table, save_figure
 from prunekd.stats import paired_t
 
 sys.path.insert(0, str(Path(__file__).parent))
-from compare_runs import EARLIER_MARK, earlier_interval, earlier_note  # noqa: E402
+from compare_runs import EARLIER_MARK, earlier_interval, earlier_note, interval, record  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "docs" / "runs"
@@ -38,20 +38,12 @@ COLUMNS = [("ft_minus_none", "FT − none"), ("kd_minus_none", "KD − none"), (
 
 def overrides(name: str) -> list[str]:
     """The run's ``-S`` items, from the command it was made with."""
-    words = shlex.split(json.loads((RUNS / name / "run.json").read_text())["command"])
+    words = shlex.split(record(RUNS, name, "command"))
     return [words[i + 1] for i, w in enumerate(words[:-1]) if w == "-S"]
 
 
 def read(name: str) -> dict[str, float]:
     return json.loads((RUNS / name / "metrics.json").read_text())
-
-
-def cell(metrics: dict[str, float], key: str) -> str:
-    if key not in metrics:
-        return ""
-    half = metrics.get(f"{key}_ci95")
-    diff = metrics[key]
-    return f"{diff:+.2f}" if half is None else f"{diff:+.2f} [{diff - half:+.2f}, {diff + half:+.2f}]"
 
 
 def top1(metrics: dict[str, float], key: str) -> str:
@@ -60,19 +52,23 @@ def top1(metrics: dict[str, float], key: str) -> str:
 
 def rows(names: list[str], earlier: set[str] = frozenset()) -> pd.DataFrame:
     """A row per run and ratio; a run in ``earlier`` is marked (its intervals the earlier form)."""
-    base = set(overrides(names[0]))
+    base = overrides(names[0])
     out = []
     for name in names:
-        metrics, changed = read(name), [o for o in overrides(name) if o not in base]
+        own = overrides(name)
+        set_here = {o.split("=", 1)[0] for o in own}
+        changed = [f"`{o}`" for o in own if o not in base] + [
+            f"`{o.split('=', 1)[0]}` at params.yaml's value" for o in base if o.split("=", 1)[0] not in set_here]
+        metrics = read(name)
         ratios = sorted({k.rsplit("_", 1)[1] for k in metrics if k.startswith("top1_none_")}, key=float)
         for ratio in ratios:
             out.append({"run": name + (EARLIER_MARK if name in earlier else ""),
-                        "changes": ", ".join(f"`{c}`" for c in changed) or "(the regime)",
+                        "changes": ", ".join(changed) or "(the regime)",
                         "prune ratio %": ratio, "teacher": top1(metrics, "teacher_top1"),
                         "params removed %": metrics.get(f"params_removed_{ratio}"),
                         "no retraining": metrics.get(f"top1_none_{ratio}"),
                         "FT": top1(metrics, f"top1_ft_{ratio}"), "KD": top1(metrics, f"top1_kd_{ratio}"),
-                        **{label: cell(metrics, f"{key}_{ratio}") for key, label in COLUMNS}})
+                        **{label: interval(metrics, f"{key}_{ratio}") or "" for key, label in COLUMNS}})
     return pd.DataFrame(out)
 
 
@@ -116,7 +112,8 @@ def curve_points(names: list[str], key: str) -> pd.DataFrame:
                 if k.startswith(prefix) and not k.endswith("_ci95"):
                     out.append({"value": value, "ratio": k.removeprefix(prefix), "difference": label,
                                 "diff": metrics[k], "half": metrics.get(f"{k}_ci95", float("nan"))})
-    return pd.DataFrame(out).sort_values(["difference", "ratio", "value"], ignore_index=True)
+    return pd.DataFrame(out).sort_values(["difference", "ratio", "value"], ignore_index=True,
+                                         key=lambda column: column.astype(float) if column.name == "ratio" else column)
 
 
 def plot_curve(points: pd.DataFrame, key: str, path: Path) -> None:
@@ -129,7 +126,8 @@ def plot_curve(points: pd.DataFrame, key: str, path: Path) -> None:
         ax.errorbar(group["value"], group["diff"], yerr=group["half"], marker="o", capsize=3,
                     label=f"{label} ({ratio} % pruned)")
     ax.axhline(0, color="grey", linewidth=0.8)
-    ax.set_xscale("log")
+    if (points["value"] > 0).all():  # a log axis would drop a value of 0
+        ax.set_xscale("log")
     ax.minorticks_off()
     ax.set_xticks(sorted(points["value"].unique()), [f"{v:g}" for v in sorted(points["value"].unique())])
     ax.set_xlabel(key)
@@ -139,7 +137,7 @@ def plot_curve(points: pd.DataFrame, key: str, path: Path) -> None:
 
 
 def compare(names: list[str], random_runs: bool = False, curve: str | None = None) -> str:
-    command = json.loads((RUNS / names[0] / "run.json").read_text())["command"]
+    command = record(RUNS, names[0], "command")
     earlier = {name for name in names if earlier_interval(RUNS, name)}
     table = rows(names, earlier)
     if curve:
@@ -164,15 +162,16 @@ def compare(names: list[str], random_runs: bool = False, curve: str | None = Non
 
 
 def main(out: str, names: list[str], random_runs: bool = False, curve: str | None = None) -> None:
-    from compare_runs import publish, published, run_folder
+    from compare_runs import published, run_folder, written
 
-    folder = run_folder(RUNS, out)  # the name checked before anything is read or written
+    run_folder(RUNS, out)  # the name checked before anything is read or written
     published(RUNS, names, "run.json", "metrics.json")
-    flag = ["--across"] if random_runs else ["--curve", curve] if curve else []
-    report = compare(names, random_runs, curve)
-    if curve:
-        plot_curve(curve_points(names, curve), curve, folder / "figures" / "curve.png")
-    publish(RUNS, out, names, report, " ".join(["python scripts/compare_controls.py", *flag, out, *names]))
+    flags = (["--across"] if random_runs else []) + (["--curve", curve] if curve else [])
+    command = shlex.join(["python", "scripts/compare_controls.py", *flags, out, *names])
+    with written(RUNS, out, names, command) as folder:
+        (folder / "report.md").write_text(compare(names, random_runs, curve))
+        if curve:
+            plot_curve(curve_points(names, curve), curve, folder / "figures" / "curve.png")
 
 
 if __name__ == "__main__":

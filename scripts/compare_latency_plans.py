@@ -14,38 +14,33 @@ networks are not at the same latency.
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-import yaml
 
 from prunekd.errors import refuse
-from prunekd.report import fmt_table, primary, save_figure, verdict
-from prunekd.stats import crossed_t
+from prunekd.report import fmt_table, save_figure, verdict
+
+sys.path.insert(0, str(Path(__file__).parent))
+from compare_runs import headline_latency as latency_of, record, run_files, run_params  # noqa: E402
+from pair_runs import PairError, correct, paired  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "docs" / "runs"
 TOLERANCE = 0.05  # the prune stage's (stages/prune.py LATENCY_TOLERANCE)
 
 
-def folder(name: str) -> Path:
-    return ROOT / "reports" if name == "default" else RUNS / name
-
-
 def schedule(name: str) -> str:
-    params = yaml.safe_load(((ROOT if name == "default" else RUNS / name) / "params.yaml").read_text())
-    blocks = params["prune"].get("max_blocks_removed", 0)
-    return f"{params['prune']['schedule']} ({params['prune']['unit']}{f', up to {blocks} blocks removed' if blocks else ''})"
+    prune = run_params(RUNS, name)["prune"]
+    blocks = prune.get("max_blocks_removed", 0)
+    return f"{prune['schedule']} ({prune['unit']}{f', up to {blocks} blocks removed' if blocks else ''})"
 
 
 def headline_latency(name: str) -> pd.DataFrame:
-    """ratio -> the latency stage's ONNX Runtime batch-1 fp32 median (us) and speedup over the teacher."""
-    latency = pd.read_csv(folder(name) / "latency.csv")
-    if "precision" not in latency:  # a table from before the int8 forms were timed: all fp32
-        latency.insert(2, "precision", "fp32")
-    return primary(latency).set_index("ratio")[["median_ms", "speedup"]].assign(us=lambda d: 1000 * d["median_ms"])
+    """ratio -> the latency stage's ONNX Runtime batch-1 fp32 median (ms, and us) and speedup over the teacher."""
+    return latency_of(RUNS, name)[["median_ms", "speedup"]].assign(us=lambda d: 1000 * d["median_ms"])
 
 
 def plans(name: str) -> pd.DataFrame:
@@ -69,19 +64,11 @@ def plans(name: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def correct(name: str, ratio: float, mode: str) -> dict[int, np.ndarray]:
-    """Seed -> each test image right (1) or wrong (0) (scripts/pair_runs.py)."""
-    sys.path.insert(0, str(Path(__file__).parent))
-    from pair_runs import correct as published
-
-    return published(name, ratio, mode)
-
-
 def accuracy(names: list[str], ratios: list[float], modes: list[str]) -> pd.DataFrame:
     """Per ratio and mode: each run's top-1 (mean over seeds) and no-retraining top-1, and each run
     after the first against it, paired by seed, with the 95 % interval over seeds and test images."""
     first, rows = names[0], []
-    results = {n: pd.read_csv(folder(n) / "results.csv") for n in names}
+    results = {n: pd.read_csv(run_files(RUNS, n) / "results.csv") for n in names}
     for ratio in ratios:
         for mode in modes:
             row: dict[str, object] = {"ratio": ratio, "mode": mode}
@@ -96,10 +83,8 @@ def accuracy(names: list[str], ratios: list[float], modes: list[str]) -> pd.Data
                     row[f"{first} − {n}"] = "(no plan in both)"
                     row["_diff"] = row["_low"] = row["_high"] = float("nan")
                     continue
-                other = correct(n, ratio, mode)
-                seeds = sorted(base.keys() & other.keys())
-                est = crossed_t(np.stack([base[s].astype(float) - other[s] for s in seeds]))
-                row[f"{first} − {n}"] = verdict(est.diff, est.low, est.high, len(seeds))
+                est = paired(base, correct(n, ratio, mode), f"{first} and {n} ({mode} at {ratio:g})")
+                row[f"{first} − {n}"] = verdict(est.diff, est.low, est.high, est.seeds)
                 row["_diff"], row["_low"], row["_high"] = est.diff, est.low, est.high
             rows.append(row)
     return pd.DataFrame(rows)
@@ -115,7 +100,7 @@ def plot(names: list[str], modes: list[str], path: Path, reference: str | None) 
     colours = dict(zip(names + ([reference] if reference else []), ["tab:red", "tab:blue", "tab:gray"]))
     markers = {"ft": "o", "kd": "s"}
     for n in names + ([reference] if reference else []):
-        results, latency = pd.read_csv(folder(n) / "results.csv"), headline_latency(n)
+        results, latency = pd.read_csv(run_files(RUNS, n) / "results.csv"), headline_latency(n)
         for mode in modes:
             runs = results[results["mode"] == mode]
             by = runs.groupby("ratio")["top1"].agg(["mean", "std"])
@@ -138,7 +123,7 @@ def plot(names: list[str], modes: list[str], path: Path, reference: str | None) 
 def compare(names: list[str], out: Path, reference: str | None) -> str:
     plan = pd.concat([plans(n) for n in names], ignore_index=True)
     ratios = sorted(plan["ratio"].unique())
-    results = pd.read_csv(folder(names[0]) / "results.csv")
+    results = pd.read_csv(run_files(RUNS, names[0]) / "results.csv")
     modes = [m for m in ("ft", "kd", "scratch", "scratch_kd") if m in set(results["mode"])]
     acc = accuracy(names, ratios, modes)
     plot(names, modes, out / "figures" / "accuracy_vs_latency.png", reference)
@@ -158,7 +143,7 @@ def compare(names: list[str], out: Path, reference: str | None) -> str:
         if r["_high"] < 0 or r["_low"] > 0:
             wins.append(f"- at {r['ratio']:g} ({r['mode']}): `{names[0] if r['_low'] > 0 else names[1]}` ahead by "
                         f"{abs(r['_diff']):.2f} points")
-    commands = "\n".join(f"- `{n}`: `{json.loads((RUNS / n / 'run.json').read_text())['command']}`" for n in names)
+    commands = "\n".join(f"- `{n}`: `{record(RUNS, n, 'command')}`" for n in names)
     return "\n".join([
         "# Plans for a latency budget, at the same measured latency", "",
         f"Each run removes the same fractions of the teacher's measured time (`prune.unit: latency`) with another "
@@ -182,17 +167,19 @@ def compare(names: list[str], out: Path, reference: str | None) -> str:
 
 
 def main(out: str, names: list[str]) -> None:
-    sys.path.insert(0, str(Path(__file__).parent))
-    from compare_runs import publish, published, run_folder
+    from compare_runs import published, run_folder, written
 
-    folder = run_folder(RUNS, out)  # the name checked before anything is read or written
+    run_folder(RUNS, out)  # the name checked before anything is read or written
     reference = "default" if "default" in names else None
     names = [n for n in names if n != "default"]
     published(RUNS, names + ([reference] if reference else []), "results.csv", "latency.csv")
     published(RUNS, names, "params.yaml", "run.json", "pruned")
-    report = compare(names, folder, reference)
-    publish(RUNS, out, names, report, " ".join(["python scripts/compare_latency_plans.py", out, *names,
-                                                *([reference] if reference else [])]))
+    command = shlex.join(["python", "scripts/compare_latency_plans.py", out, *names, *([reference] if reference else [])])
+    with written(RUNS, out, names, command) as folder:
+        try:
+            (folder / "report.md").write_text(compare(names, folder, reference))
+        except PairError as exc:
+            refuse(str(exc))
 
 
 if __name__ == "__main__":

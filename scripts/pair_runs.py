@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import NamedTuple
@@ -47,42 +48,49 @@ class Paired(NamedTuple):
     seeds: int
 
 
+MODE = re.compile(r"[a-z][a-z0-9_]*")  # a retraining mode as results.csv names it (ft, kd, scratch_kd)
+
+
 def correct(run: str, ratio: float, mode: str) -> dict[int, np.ndarray]:
     """Seed -> each test image right (1) or wrong (0), for ``mode`` at ``ratio`` in published ``run``."""
     folder = RUNS / run / "correct"
     prefix = f"{ratio_key(ratio)}-{mode}-"
-    files = sorted(folder.glob(f"{prefix}*.npy"))
-    images = json.loads((folder / "images.json").read_text())["images"] if files else 0
-    found = {int(p.stem.removeprefix(prefix)): np.unpackbits(np.load(p, allow_pickle=False), count=images)
-             for p in files}
-    if not found:
+    files = {int(m[1]): p for p in folder.glob("*.npy") if (m := re.fullmatch(re.escape(prefix) + r"(\d+)\.npy", p.name))}
+    if not files:
         raise PairError(f"no {prefix}<seed>.npy in {folder.relative_to(ROOT)}: publish the run with "
                         "scripts/publish_run.py")
-    return found
+    images = json.loads((folder / "images.json").read_text())["images"]
+    return {seed: np.unpackbits(np.load(path, allow_pickle=False), count=images) for seed, path in sorted(files.items())}
 
 
 def run_and_mode(text: str) -> tuple[str, str]:
-    """``RUN:MODE`` split in two; a PairError unless RUN is a plain name (no path out of RUNS) and MODE is there."""
+    """``RUN:MODE`` split in two; a PairError unless RUN is a plain name (no path out of RUNS) and
+    MODE a mode's name."""
     sys.path.insert(0, str(Path(__file__).parent))
     from compare_runs import RUN_NAME  # what a published run may be named
 
     run, _, mode = text.partition(":")
-    if not (RUN_NAME.fullmatch(run) and mode):
+    if not (RUN_NAME.fullmatch(run) and MODE.fullmatch(mode)):
         raise PairError(f"{text!r}: expected RUN:MODE, a published run and one of its modes (e.g. ctl-kd-t1-75:kd)")
     return run, mode
+
+
+def paired(first: dict[int, np.ndarray], second: dict[int, np.ndarray], what: str) -> Paired:
+    """``first`` minus ``second`` (seed -> each test image right or wrong), paired by the seeds they
+    share over the same test images; ``what`` names the two where fewer than 2 seeds are shared."""
+    seeds = sorted(first.keys() & second.keys())
+    if len(seeds) < 2:
+        raise PairError(f"{what} share {len(seeds)} seed(s); an interval needs 2")
+    per_image = np.stack([first[s].astype(float) - second[s] for s in seeds])
+    both, alone = crossed_t(per_image), paired_t(100 * per_image.mean(axis=1))
+    return Paired(both.diff, both.low, both.high, alone.low, alone.high, int((per_image.mean(axis=1) > 0).sum()),
+                  len(seeds))
 
 
 def pair(a: str, b: str, ratio: float) -> Paired:
     """``a`` minus ``b`` (each ``RUN:MODE``) at ``ratio``, paired by seed over the same test images."""
     (run_a, mode_a), (run_b, mode_b) = map(run_and_mode, (a, b))
-    first, second = correct(run_a, ratio, mode_a), correct(run_b, ratio, mode_b)
-    seeds = sorted(first.keys() & second.keys())
-    if len(seeds) < 2:
-        raise PairError(f"{a} and {b} share {len(seeds)} seed(s) at ratio {ratio}; an interval needs 2")
-    per_image = np.stack([first[s].astype(float) - second[s] for s in seeds])
-    both, alone = crossed_t(per_image), paired_t(100 * per_image.mean(axis=1))
-    return Paired(both.diff, both.low, both.high, alone.low, alone.high, int((per_image.mean(axis=1) > 0).sum()),
-                  len(seeds))
+    return paired(correct(run_a, ratio, mode_a), correct(run_b, ratio, mode_b), f"{a} and {b} at ratio {ratio:g}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,8 +14,8 @@ each pruned network's figures and layer widths (``pruned/<ratio>.json``).
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
-import subprocess
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -76,31 +76,39 @@ def save_pruned(root: Path, out: Path) -> None:
 
 
 def publish(name: str, command: str) -> Path:
+    """Copy this checkout's reports/ (and each model's per-image results, each pruned network's
+    figures) into docs/runs/<name>/, with ``command`` and the commit, whole or not at all: built in
+    a scratch folder that replaces the run's folder only once complete (prunekd.io's
+    ``stage_outputs``), so a failure leaves what was published before as it was."""
     sys.path.insert(0, str(Path(__file__).parent))
-    from compare_runs import run_folder
+    from compare_runs import head_commit, run_folder
+
+    from prunekd.io import stage_outputs
 
     reports, out = ROOT / "reports", run_folder(ROOT / "docs" / "runs", name)
     missing = [p for p in ("report.md", "results.csv", "summary.csv", "figures") if not (reports / p).exists()]
     if missing:
         refuse(f"reports/{missing[0]} not found: run `dvc repro` (or `dvc exp run`) first")
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(reports / "figures", tmp / "figures")
-    for file in ("report.md", "results.csv", "summary.csv", "latency.csv", "metrics.json"):
-        if (reports / file).exists():  # latency.csv, metrics.json: older runs have none
-            shutil.copy2(reports / file, tmp / file)
-    if (reports / "sensitivity").exists():
-        shutil.copytree(reports / "sensitivity", tmp / "sensitivity")
-    shutil.copy2(ROOT / "params.yaml", tmp / "params.yaml")
-    save_correct(ROOT, tmp / CORRECT)
-    save_pruned(ROOT, tmp / PRUNED)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                            text=True).stdout.strip()
-    (tmp / "run.json").write_text(json.dumps(
-        {"command": command, "commit": commit, "published": datetime.now(timezone.utc).isoformat(timespec="seconds")},
-        indent=2) + "\n")
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    try:
+        if not shlex.split(command):
+            refuse("the command that made the run is empty: give it as it was typed (e.g. \"dvc exp run -S ...\")")
+    except ValueError as exc:
+        refuse(f"the command {command!r} does not split into words as a shell would ({exc}); give it as it was typed")
+    commit = head_commit(ROOT)
+    with stage_outputs(out, root=ROOT) as scratch:
+        tmp = scratch / out.name
+        shutil.copytree(reports / "figures", tmp / "figures")
+        for file in ("report.md", "results.csv", "summary.csv", "latency.csv", "metrics.json"):
+            if (reports / file).exists():  # latency.csv, metrics.json: older runs have none
+                shutil.copy2(reports / file, tmp / file)
+        if (reports / "sensitivity").exists():
+            shutil.copytree(reports / "sensitivity", tmp / "sensitivity")
+        shutil.copy2(ROOT / "params.yaml", tmp / "params.yaml")
+        save_correct(ROOT, tmp / CORRECT)
+        save_pruned(ROOT, tmp / PRUNED)
+        (tmp / "run.json").write_text(json.dumps(
+            {"command": command, "commit": commit, "published": datetime.now(timezone.utc).isoformat(timespec="seconds")},
+            indent=2) + "\n")
     return out
 
 

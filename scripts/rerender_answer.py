@@ -11,7 +11,6 @@ the test set's part of an interval needs were not kept with the run.
 from __future__ import annotations
 
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -20,6 +19,9 @@ import pandas as pd
 from prunekd.config import read_yaml
 from prunekd.errors import refuse
 from prunekd.report import answer_section, summarize
+
+sys.path.insert(0, str(Path(__file__).parent))
+from compare_runs import head_commit, run_folder  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "docs" / "runs"
@@ -31,8 +33,7 @@ def rerender(name: str) -> str:
     retrain = read_yaml((folder / "params.yaml").read_text(), "params.yaml")["retrain"]
     regime = {"train_subset": retrain.get("train_subset"), "epochs": retrain["epochs"], "lr": retrain["lr"],
               "keep": retrain.get("keep", "last"), "n_seeds": len(retrain["seeds"])}
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                            text=True).stdout.strip()
+    commit = head_commit(ROOT)
     answer = "\n".join(answer_section(results, summarize(results), regime))
     note = (f"*Re-rendered at commit {commit} from this run's results.csv by `scripts/rerender_answer.py`: "
             "the run's per-image predictions were not kept, so these intervals cover the retraining seeds only.*")
@@ -40,9 +41,6 @@ def rerender(name: str) -> str:
 
 
 def main(name: str) -> None:
-    sys.path.insert(0, str(Path(__file__).parent))
-    from compare_runs import run_folder
-
     folder = run_folder(RUNS, name)  # a plain name: no path out of docs/runs
     missing = [f for f in ("report.md", "results.csv", "params.yaml") if not (folder / f).is_file()]
     if missing:

@@ -29,10 +29,15 @@ import json
 import os
 import re
 import shutil
+import sys
 from pathlib import Path
 
 from prunekd.errors import refuse
+from prunekd.io import stage_outputs
 from prunekd.paths import FIGURES_DIR, REPORT_FILE, Layout
+
+sys.path.insert(0, str(Path(__file__).parent))
+from compare_runs import interval, record  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCUMENTS = ("README.md", "docs/results.md", "docs/guide.md")
@@ -55,16 +60,22 @@ def published_outputs() -> tuple[str, ...]:
 
 def publish_default_run() -> None:
     """Copy the default run's report, figures and sensitivity curves from reports/ (DVC outputs)
-    into ``DEFAULT_RUN`` (in git), replacing what an earlier run left there."""
+    into ``DEFAULT_RUN`` (in git), replacing what an earlier run left there: whole, and only once
+    each is there (a checkout without the DVC outputs, before `dvc pull` or `dvc repro`, is refused
+    and its copy left as it is)."""
     reports, out = Layout(ROOT).reports, ROOT / DEFAULT_RUN
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    for name in published_outputs():
-        if (reports / name).is_dir():
-            shutil.copytree(reports / name, out / name)
-        else:
-            shutil.copy2(reports / name, out / name)
+    for name in (*published_outputs(), "repro_time.json", "test_time.json"):
+        if not (reports / name).exists():
+            refuse(f"reports/{name} not found: run `dvc pull` or `dvc repro` (and scripts/timed_repro.sh, "
+                   "scripts/time_tests.sh) first; nothing was changed")
+    with stage_outputs(out, root=ROOT) as scratch:
+        made = scratch / out.name
+        made.mkdir()
+        for name in published_outputs():
+            if (reports / name).is_dir():
+                shutil.copytree(reports / name, made / name)
+            else:
+                shutil.copy2(reports / name, made / name)
 
 
 def demote(markdown: str) -> str:
@@ -122,10 +133,10 @@ def default_block(name: str, prefix: str = "") -> str:
 
 def run_section(name: str, prefix: str = "") -> str:
     folder = ROOT / "docs" / "runs" / name
-    run = json.loads((folder / "run.json").read_text())
     report = relink((folder / REPORT_FILE).read_text(), f"docs/runs/{name}", prefix)
     link = f"{prefix}docs/runs/{name}/{REPORT_FILE}"
-    return demote(f"From `{run['command']}` at commit {run['commit']} ([full report]({link})).\n\n"
+    command, commit = (record(folder.parent, name, key) for key in ("command", "commit"))
+    return demote(f"From `{command}` at commit {commit} ([full report]({link})).\n\n"
                   + (sections(report, RUN_SECTIONS) or sections(report, OLD_RUN_SECTIONS)) + "\n")
 
 
@@ -229,22 +240,36 @@ def load_script(name: str):
 def pairs_block(name: str) -> str:
     """``PAIRS[name]`` as a table: each row's difference with its 95 % interval over seeds and test
     images, and in how many seeds the row's model scored higher."""
-    pair_runs = load_script("pair_runs")
+    if name not in PAIRS:
+        refuse(f"<!-- pairs:{name}:begin -->: no such table of pairs; name one of {', '.join(PAIRS)} (PAIRS)")
     ratio, heading, rows = PAIRS[name]
     lines = [f"| {heading} | against | difference, 95 % CI | ahead in |", "|---|---|---|---|"]
     for label, a, against, b in rows:
-        got = pair_runs.pair(a, b, ratio)
+        got = paired(a, b, ratio, f"<!-- pairs:{name}:begin -->")
         lines.append(f"| {label} | {against} | {got.diff:+.2f} [{got.low:+.2f}, {got.high:+.2f}] | "
                      f"{got.ahead} of {got.seeds} seeds |")
     commands = "; ".join(f"`{a} {b}`" for _, a, _, b in rows)
     return "\n".join(lines) + f"\n\n(`python scripts/pair_runs.py A B --ratio {ratio:g}` for each row: {commands}.)\n"
 
 
-FIGURE = re.compile(r"(<!-- fig:([\w.:-]+) -->).*?(<!-- /fig -->)", re.DOTALL)
+# A figure's marker and its closing one, with no other marker between: a closing marker deleted by
+# mistake leaves the figure unfilled (and refused), never the prose up to the next figure's.
+FIGURE = re.compile(r"(?P<open><!-- fig:(?P<spec>[\w.:-]+) -->)(?P<body>(?:(?!<!--).)*?)(?P<close><!-- /fig -->)",
+                    re.DOTALL)
+FIGURE_OPEN = re.compile(r"<!-- fig:([^>]*?) -->")
 
 
 def signed(x: float) -> str:
     return f"{x:+.2f}".replace("-", "\u2212")
+
+
+def paired(a: str, b: str, ratio: float, marker: str):
+    """scripts/pair_runs.py's ``pair``, refused in one line naming ``marker`` where it cannot pair."""
+    pair_runs = load_script("pair_runs")
+    try:
+        return pair_runs.pair(a, b, ratio)
+    except pair_runs.PairError as exc:
+        refuse(f"{marker}: {exc}")
 
 
 def figure(spec: str) -> str:
@@ -253,23 +278,36 @@ def figure(spec: str) -> str:
     ``−4.00 [−4.56, −3.45]``; any other figure as it is: ``90.25``), or
     ``pair:<run>:<mode>:<run>:<mode>:<ratio>``, two published runs paired image by image
     (scripts/pair_runs.py), the difference with its interval over seeds and test images."""
+    marker = f"<!-- fig:{spec} -->"
     parts = spec.split(":")
     if parts[0] == "pair" and len(parts) == 6:
-        got = load_script("pair_runs").pair(":".join(parts[1:3]), ":".join(parts[3:5]), float(parts[5]))
+        try:
+            ratio = float(parts[5])
+        except ValueError:
+            refuse(f"{marker}: the ratio {parts[5]!r} is not a number")
+        got = paired(":".join(parts[1:3]), ":".join(parts[3:5]), ratio, marker)
         return f"{signed(got.diff)} [{signed(got.low)}, {signed(got.high)}]"
     if len(parts) != 2:
-        refuse(f"<!-- fig:{spec} -->: name <run>:<key> or pair:<run>:<mode>:<run>:<mode>:<ratio>")
+        refuse(f"{marker}: name <run>:<key> or pair:<run>:<mode>:<run>:<mode>:<ratio>")
     run, key = parts
     path = ROOT / "docs" / "runs" / run / "metrics.json"
     if not path.is_file():
-        refuse(f"{path.relative_to(ROOT)} not found: <!-- fig:{spec} --> names no published run")
+        refuse(f"{path.relative_to(ROOT)} not found: {marker} names no published run")
     metrics = json.loads(path.read_text())
     if key not in metrics:
-        refuse(f"{path.relative_to(ROOT)} has no {key!r} (<!-- fig:{spec} --> in the documents)")
-    value, half = metrics[key], metrics.get(f"{key}_ci95")
-    if "_minus_" not in key:
-        return f"{value:.2f}"
-    return signed(value) if half is None else f"{signed(value)} [{signed(value - half)}, {signed(value + half)}]"
+        refuse(f"{path.relative_to(ROOT)} has no {key!r} ({marker} in the documents)")
+    return interval(metrics, key, "\u2212") if "_minus_" in key else f"{metrics[key]:.2f}"
+
+
+def figures(text: str) -> str:
+    """``text`` with every figure filled; a figure's marker without its closing one is refused."""
+    filled = FIGURE.sub(lambda m: f"{m['open']}{figure(m['spec'])}{m['close']}", text)
+    opened, closed = FIGURE_OPEN.findall(filled), [m["spec"] for m in FIGURE.finditer(filled)]
+    for spec in opened:
+        if spec not in closed:
+            refuse(f"<!-- fig:{spec} --> has no <!-- /fig --> after it (before the next marker): close it")
+        closed.remove(spec)
+    return filled
 
 
 def tests_block() -> str:
@@ -295,7 +333,7 @@ def fill(text: str, prefix: str) -> str:
                   lambda m: f"{m.group(1)}\n{params_block(prefix)}{m.group(2)}", text, flags=re.DOTALL)
     text = re.sub(r"(<!-- tests:begin -->).*?(<!-- tests:end -->)",
                   lambda m: f"{m.group(1)}\n{tests_block()}{m.group(2)}", text, flags=re.DOTALL)
-    text = FIGURE.sub(lambda m: f"{m.group(1)}{figure(m.group(2))}{m.group(3)}", text)
+    text = figures(text)
     text = re.sub(r"(<!-- pairs:([\w.-]+):begin -->).*?(<!-- pairs:\2:end -->)",
                   lambda m: f"{m.group(1)}\n{pairs_block(m.group(2))}{m.group(3)}", text, flags=re.DOTALL)
 
@@ -308,11 +346,17 @@ def fill(text: str, prefix: str) -> str:
 
 
 def main() -> None:
+    """Copy the default run, fill every document in memory, then write them: a block that cannot be
+    filled stops the script before any document changes."""
     publish_default_run()
+    filled = {}
     for document in DOCUMENTS:
         path = ROOT / document
         prefix = os.path.relpath(ROOT, path.parent).replace(os.sep, "/") + "/"
-        path.write_text(fill(path.read_text(), "" if prefix == "./" else prefix))
+        filled[path] = fill(path.read_text(), "" if prefix == "./" else prefix)
+    for path, text in filled.items():
+        if text != path.read_text():
+            path.write_text(text)
 
 
 if __name__ == "__main__":

@@ -105,7 +105,7 @@ def test_every_figure_in_a_sentence_is_generated():
     for document in DOCUMENTS:
         for match in update_readme.FIGURE.finditer(document.read_text()):
             whole = match.group(0)
-            assert whole == f"{match.group(1)}{update_readme.figure(match.group(2))}{match.group(3)}", \
+            assert whole == f"{match['open']}{update_readme.figure(match['spec'])}{match['close']}", \
                 f"{document.name}: {whole} is stale: run python scripts/update_readme.py"
             quoted += 1
     assert quoted >= 5

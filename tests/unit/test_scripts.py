@@ -187,14 +187,21 @@ def test_a_control_published_before_the_current_interval_is_marked(tmp_path, mon
     assert "†" not in controls.compare(["base", "same"])  # all current: no mark, no note
 
 
-def test_the_budgets_latency_is_each_architectures_fp32_median_on_the_first_runtime_and_batch():
-    budgets = script("compare_budgets")
+def test_the_headline_latency_is_each_architectures_fp32_median_on_the_first_runtime_and_batch(tmp_path):
+    compare_runs = script("compare_runs")
+    runs = tmp_path / "docs" / "runs"
     rows = [(r, rt, p, b, 0.1 + r + (0.5 if p == "int8" else 0) + (1 if rt == "torch" else 0) + b / 100)
             for rt in ("onnxruntime", "torch") for b in (1, 8) for p in ("fp32", "int8") for r in (0.0, 0.5)]
     table = pd.DataFrame(rows, columns=["ratio", "runtime", "precision", "batch", "median_ms"])
-    assert budgets.headline_latency(table).to_dict() == {0.0: pytest.approx(0.11), 0.5: pytest.approx(0.61)}
     older = table[table["precision"] == "fp32"].drop(columns="precision")  # from before int8 was timed
-    assert budgets.headline_latency(older).to_dict() == budgets.headline_latency(table).to_dict()
+    for name, latency in (("run", table), ("older", older)):
+        (runs / name).mkdir(parents=True)
+        latency.to_csv(runs / name / "latency.csv", index=False)
+    (tmp_path / "reports").mkdir()
+    table.to_csv(tmp_path / "reports" / "latency.csv", index=False)  # the default run's
+    for name in ("run", "older", "default"):
+        got = compare_runs.headline_latency(runs, name)["median_ms"].to_dict()
+        assert got == {0.0: pytest.approx(0.11), 0.5: pytest.approx(0.61)}, name
 
 
 def test_pairing_two_published_runs_image_by_image_reproduces_the_reports_interval(capsys):
@@ -293,3 +300,94 @@ def test_a_comparison_named_out_of_the_runs_folder_writes_no_figure(tmp_path, mo
 
 def test_a_plain_run_name_is_a_folder_of_the_runs():
     assert script("compare_runs").run_folder(ROOT / "docs" / "runs", "crit-l1.v2") == ROOT / "docs/runs/crit-l1.v2"
+
+
+def test_a_comparison_that_fails_leaves_the_published_one_as_it_was(tmp_path, monkeypatch, capsys):
+    compare_runs = script("compare_runs")
+    runs = tmp_path / "docs" / "runs"
+    published(runs, "l1", "l1", {0: 90.0, 1: 91.0})
+    published(runs, "random", "random", {0: 89.0, 1: 90.0})
+    published(runs, "also-l1", "l1", {0: 90.5, 1: 90.0})
+    monkeypatch.setattr(compare_runs, "RUNS", runs)
+    compare_runs.main("criteria", ["l1", "random"])
+    before = {p: p.read_bytes() for p in (runs / "criteria").iterdir()}
+    with pytest.raises(SystemExit):  # refused inside, after the folder was opened: two runs share a label
+        compare_runs.main("criteria", ["l1", "random", "also-l1"])
+    assert "share a criterion and schedule" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in (runs / "criteria").iterdir()} == before
+    assert sorted(p.name for p in runs.iterdir()) == ["also-l1", "criteria", "l1", "random"]  # no scratch left
+
+
+@pytest.mark.parametrize("record, says", [({"commit": "abc1234"}, "run.json: no 'command'"),
+                                          ({"command": "dvc exp run -S 'a=1", "commit": "abc1234"}, "does not split"),
+                                          ([], "cannot be read as a run's record")])
+def test_a_run_record_without_its_command_is_refused_in_one_line(tmp_path, capsys, record, says):
+    compare_runs = script("compare_runs")
+    (tmp_path / "docs" / "runs" / "x").mkdir(parents=True)
+    (tmp_path / "docs" / "runs" / "x" / "run.json").write_text(json.dumps(record))
+    with pytest.raises(SystemExit) as exit_:
+        compare_runs.record(tmp_path / "docs" / "runs", "x", "command")
+    [line] = capsys.readouterr().err.splitlines()
+    assert exit_.value.code == 2 and says in line
+
+
+def test_publish_run_refuses_a_command_that_is_no_command_line_and_publishes_nothing(tmp_path, monkeypatch, capsys):
+    publish_run = script("publish_run")
+    monkeypatch.setattr(publish_run, "ROOT", tmp_path)
+    for made in ("report.md", "results.csv", "summary.csv", "figures/a.png"):
+        (tmp_path / "reports" / made).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "reports" / made).write_text("x")
+    with pytest.raises(SystemExit) as exit_:
+        publish_run.publish("new-run", "dvc exp run -S 'retrain.seeds=[0,1]")
+    assert exit_.value.code == 2 and "does not split into words" in capsys.readouterr().err
+    assert not (tmp_path / "docs").exists()
+
+
+def test_a_control_that_drops_a_setting_of_the_regime_says_so(tmp_path, monkeypatch):
+    controls = script("compare_controls")
+    monkeypatch.setattr(controls, "RUNS", tmp_path)
+    for name, command in (("base", "dvc exp run -n base -S retrain.epochs=30 -S retrain.lr=0.02"),
+                          ("drops", "dvc exp run -n drops -S retrain.epochs=30"),
+                          ("adds", "dvc exp run -n adds -S retrain.epochs=30 -S retrain.lr=0.02 -S kd.alpha=1")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "run.json").write_text(json.dumps({"command": command, "commit": "abc1234"}))
+        (tmp_path / name / "metrics.json").write_text(json.dumps({"top1_none_26": 80.0}))
+    changes = dict(zip(*controls.rows(["base", "drops", "adds"])[["run", "changes"]].T.values))
+    assert changes == {"base": "(the regime)", "drops": "`retrain.lr` at params.yaml's value", "adds": "`kd.alpha=1`"}
+
+
+def test_a_figure_marker_left_open_is_refused_and_never_eats_the_prose(capsys):
+    update_readme = script("update_readme")
+    text = ("A <!-- fig:headroom-26:kd_minus_ft_26 -->old and prose. "
+            "B <!-- fig:headroom-26:teacher_top1 -->90<!-- /fig -->.")
+    with pytest.raises(SystemExit) as exit_:
+        update_readme.figures(text)
+    assert exit_.value.code == 2
+    assert "<!-- fig:headroom-26:kd_minus_ft_26 --> has no <!-- /fig -->" in capsys.readouterr().err
+    closed = text.replace("old", "old<!-- /fig -->")
+    filled = update_readme.figures(closed)
+    assert "and prose. B <!-- fig:headroom-26:teacher_top1 -->" in filled and "old" not in filled
+
+
+@pytest.mark.parametrize("spec, says", [("pair:nope:kd:headroom-26:ft:0.26", "no 0.26-kd-<seed>.npy"),
+                                        ("pair:headroom-26:kd:headroom-26:ft:x", "the ratio 'x' is not a number")])
+def test_a_figure_that_cannot_be_paired_is_refused_in_one_line(capsys, spec, says):
+    with pytest.raises(SystemExit) as exit_:
+        script("update_readme").figure(spec)
+    [line] = capsys.readouterr().err.splitlines()
+    assert exit_.value.code == 2 and f"<!-- fig:{spec} -->" in line and says in line
+
+
+def test_the_default_run_is_not_copied_without_its_outputs_and_its_copy_is_kept(tmp_path, monkeypatch, capsys):
+    update_readme = script("update_readme")
+    monkeypatch.setattr(update_readme, "ROOT", tmp_path)
+    kept = tmp_path / update_readme.DEFAULT_RUN / "report.md"
+    kept.parent.mkdir(parents=True)
+    kept.write_text("the published report")
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports" / "report.md").write_text("a new report, without its figures")
+    with pytest.raises(SystemExit) as exit_:
+        update_readme.publish_default_run()
+    assert exit_.value.code == 2 and "reports/figures not found" in capsys.readouterr().err
+    assert kept.read_text() == "the published report" and sorted(p.name for p in kept.parent.parent.iterdir()) == [
+        "default-run"]

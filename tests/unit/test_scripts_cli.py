@@ -28,6 +28,7 @@ def refused(proc: subprocess.CompletedProcess, script: str) -> str:
     (["headroom-75", "headroom-75:ft"], "'headroom-75': expected RUN:MODE"),
     (["/tmp:kd", "headroom-75:ft"], "'/tmp:kd': expected RUN:MODE"),
     (["no-such-run:kd", "headroom-75:ft"], "no 0.75-kd-<seed>.npy in docs/runs/no-such-run/correct"),
+    (["headroom-75:k*", "headroom-75:ft"], "'headroom-75:k*': expected RUN:MODE"),  # no glob pattern
 ])
 def test_pair_runs_refuses_what_it_cannot_pair(tmp_path, args, says):
     assert says in refused(run_script("pair_runs", *args, cwd=tmp_path), "pair_runs")
