@@ -218,7 +218,12 @@ def test_pairing_two_published_runs_image_by_image_reproduces_the_reports_interv
                for seed, right in pairing.correct("headroom-75", 0.75, mode).items()}
     row = paired_difference(results, "kd", "ft", correct=correct).iloc[0]
     assert f"{row['diff']:+.2f} points, 95 % CI {row['img_low']:+.2f} to {row['img_high']:+.2f}" in line
-    assert "ahead in 4 of 8 seeds" in line
+    # the decoded per-image results are each model's own: their share right is its published top-1
+    top1 = results.set_index(["mode", "seed"])["top1"]
+    for (_, mode, seed), right in correct.items():
+        assert 100 * right.mean() == pytest.approx(top1[mode, seed], abs=0.005), (mode, seed)
+    ahead = sum(top1["kd", seed] > top1["ft", seed] for seed in results.loc[results["mode"] == "kd", "seed"])
+    assert f"ahead in {ahead} of 8 seeds" in line
 
 
 def test_pairing_needs_the_runs_published_correctness(tmp_path, monkeypatch, capsys):
@@ -391,3 +396,32 @@ def test_the_default_run_is_not_copied_without_its_outputs_and_its_copy_is_kept(
     assert exit_.value.code == 2 and "reports/figures not found" in capsys.readouterr().err
     assert kept.read_text() == "the published report" and sorted(p.name for p in kept.parent.parent.iterdir()) == [
         "default-run"]
+
+
+def comparisons(script_name: str) -> list[tuple[str, list[str]]]:
+    """Each published comparison that ``script_name`` made: its name and the command's arguments."""
+    import shlex
+
+    found = []
+    for path in sorted((ROOT / "docs" / "runs").glob("*/run.json")):
+        words = shlex.split(json.loads(path.read_text())["command"])
+        if "runs" in json.loads(path.read_text()) and words[1] == f"scripts/{script_name}.py":
+            found.append((path.parent.name, words[2:]))
+    return found
+
+
+@pytest.mark.parametrize("name, args", comparisons("compare_controls") + comparisons("compare_runs"),
+                         ids=lambda value: value if isinstance(value, str) else "")
+def test_each_published_comparison_is_what_its_command_makes_now(name, args):
+    """A comparison is regenerated, not edited: its report is what its recorded command gives from
+    the runs published now (a run republished since shows up here until the comparison is rerun)."""
+    across, curve = "--across" in args, args[args.index("--curve") + 1] if "--curve" in args else None
+    out, *names = [a for i, a in enumerate(args) if a != "--across" and a != "--curve" and
+                   (i == 0 or args[i - 1] != "--curve")]
+    assert out == name
+    if name in dict(comparisons("compare_runs")):
+        report = script("compare_runs").compare(names)
+    else:
+        report = script("compare_controls").compare(names, across, curve)
+    assert report == (ROOT / "docs" / "runs" / name / "report.md").read_text(), (
+        f"docs/runs/{name} is stale: run its command again ({name}/run.json)")
