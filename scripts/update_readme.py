@@ -274,7 +274,7 @@ def paired(a: str, b: str, ratio: float, marker: str):
 
 def figure(spec: str) -> str:
     """One figure the prose quotes, as it shows it: ``<run>:<key>``, a published run's metrics.json
-    value (a difference, ``..._minus_...``, signed with its 95 % interval where the run has one:
+    value (``default``: the default run's, reports/metrics.json, in git) (a difference, ``..._minus_...``, signed with its 95 % interval where the run has one:
     ``−4.00 [−4.56, −3.45]``; any other figure as it is: ``90.25``), or
     ``pair:<run>:<mode>:<run>:<mode>:<ratio>``, two published runs paired image by image
     (scripts/pair_runs.py), the difference with its interval over seeds and test images."""
@@ -290,7 +290,7 @@ def figure(spec: str) -> str:
     if len(parts) != 2:
         refuse(f"{marker}: name <run>:<key> or pair:<run>:<mode>:<run>:<mode>:<ratio>")
     run, key = parts
-    path = ROOT / "docs" / "runs" / run / "metrics.json"
+    path = (Layout(ROOT).reports if run == "default" else ROOT / "docs" / "runs" / run) / "metrics.json"
     if not path.is_file():
         refuse(f"{path.relative_to(ROOT)} not found: {marker} names no published run")
     metrics = json.loads(path.read_text())
