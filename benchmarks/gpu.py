@@ -130,9 +130,11 @@ def probes(size, train, norm, shape, dev) -> dict:
         torch.manual_seed(0)
         return build_model("mobilenet_v1", 10, shape, size["width"])
     sched = TrainConfig(epochs=2, batch_size=size["batch"], lr=0.05, translate=1, hflip=False)
+    # the bare loop and prunekd's under the same settings: as fast as they go (cuDNN's autotuner on,
+    # no TF32); determinism's price is measured apart
+    use_determinism(False)
     out = {f"bare_{name}": bare_throughput(teacher(), train, norm, size["batch"], size["probe_steps"], dev, fmt)
            for name, fmt in LAYOUTS.items()}
-    use_determinism(False)  # the loop as fast as it goes; determinism's price is measured apart
     for name, fmt in LAYOUTS.items():
         with layout(fmt):
             out[f"loop_fp32_{name}"] = loop_throughput(teacher(), train, norm, sched, dev, None)

@@ -87,8 +87,8 @@ def rng_state(gen: torch.Generator) -> dict:
              "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
                        "has_gauss": int(has_gauss), "gauss": float(gauss)},
              "python": [version, list(internal), gauss_next]}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if torch.cuda.is_available():  # the training device's only: another count of visible GPUs resumes too
+        state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
@@ -100,7 +100,7 @@ def set_rng_state(state: dict, gen: torch.Generator) -> None:
     version, internal, gauss_next = state["python"]
     random.setstate((version, tuple(internal), gauss_next))
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state(state["cuda"])
 
 
 # ---- the checkpoint of one stage ---------------------------------------------------

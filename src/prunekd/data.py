@@ -6,6 +6,8 @@ prepared splits are small, exact, and loadable with ``torch.load(weights_only=Tr
 
 from __future__ import annotations
 
+import functools
+
 import gzip
 import hashlib
 import json
@@ -398,10 +400,16 @@ def load_prepared(prepared: Path) -> Prepared:
 
 # ---- batching ----------------------------------------------------------------------
 
+@functools.lru_cache(maxsize=16)
+def _channel_stats(mean: tuple[float, ...], std: tuple[float, ...], dev: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The stats as (1, C, 1, 1) tensors on ``dev``, made once: a tensor made from a list on a GPU is
+    a copy the host waits for, which every batch would otherwise pay."""
+    return (torch.tensor(mean, device=dev).view(1, -1, 1, 1), torch.tensor(std, device=dev).view(1, -1, 1, 1))
+
+
 def normalize(x: torch.Tensor, mean: list[float], std: list[float]) -> torch.Tensor:
     """uint8 (N, C, H, W) -> float32 standardized with per-channel stats."""
-    m = torch.tensor(mean, device=x.device).view(1, -1, 1, 1)
-    s = torch.tensor(std, device=x.device).view(1, -1, 1, 1)
+    m, s = _channel_stats(tuple(mean), tuple(std), x.device)
     return (x.float() / 255 - m) / s
 
 
@@ -410,15 +418,16 @@ def augment(x: torch.Tensor, pad: int, hflip: bool, gen: torch.Generator) -> tor
     n, c, h, w = x.shape
     dev = x.device  # the draws come from ``gen`` (the CPU's, checkpointed), the work is done where x is
     padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))  # (N, C, H+2p, W+2p)
-    di = torch.randint(0, 2 * pad + 1, (n,), generator=gen).to(dev)
-    dj = torch.randint(0, 2 * pad + 1, (n,), generator=gen).to(dev)
+    # non_blocking: on a GPU the host goes on to queue the work instead of waiting for each copy
+    di = torch.randint(0, 2 * pad + 1, (n,), generator=gen).to(dev, non_blocking=True)
+    dj = torch.randint(0, 2 * pad + 1, (n,), generator=gen).to(dev, non_blocking=True)
     rows = (di[:, None] + torch.arange(h, device=dev))[:, None, :, None]  # (N, 1, H, 1)
     cols = (dj[:, None] + torch.arange(w, device=dev))[:, None, None, :]  # (N, 1, 1, W)
     out = padded[torch.arange(n, device=dev)[:, None, None, None], torch.arange(c, device=dev)[None, :, None, None],
                  rows, cols]
     if not hflip:
         return out
-    flip = (torch.rand(n, generator=gen) < 0.5).to(dev)
+    flip = (torch.rand(n, generator=gen) < 0.5).to(dev, non_blocking=True)
     return torch.where(flip[:, None, None, None], out.flip(3), out)
 
 
@@ -438,6 +447,7 @@ def batches(split: Split, batch_size: int, gen: torch.Generator | None = None
     single-image batches); the last may be short."""
     n = len(split)
     order = torch.randperm(n, generator=gen) if gen is not None else torch.arange(n)
+    order = order.to(split.x.device, non_blocking=True)  # one copy an epoch, not one a batch
     for start, end in batch_bounds(n, batch_size, single_ok=gen is None):
-        idx = order[start:end].to(split.x.device)
+        idx = order[start:end]
         yield split.x[idx], split.y[idx]

@@ -78,12 +78,18 @@ CUBLAS_WORKSPACE = ":4096:8"
 def use_determinism(deterministic: bool) -> None:
     """Deterministic algorithms (PyTorch's and cuDNN's), or the fastest ones. On the CPU every kernel
     prunekd runs is deterministic either way, so the choice changes nothing there; on CUDA it is what
-    makes a rerun, or a killed and resumed run, bit-identical (docs/guide.md, On a GPU)."""
+    makes a rerun, or a killed and resumed run, bit-identical (docs/guide.md, On a GPU).
+
+    Either way fp32 stays fp32 on CUDA: PyTorch lets cuDNN run convolutions in TF32 (a 10-bit
+    mantissa) by default on Ampere and later GPUs, and a run's precision is what ``train.precision``
+    says (bf16 is asked for by name). The CPU has no TF32: nothing changes there."""
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
     torch.use_deterministic_algorithms(deterministic)
     torch.backends.cudnn.deterministic = deterministic
     torch.backends.cudnn.benchmark = not deterministic
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
 
 
 AUTOCAST = {"fp32": None, "bf16": torch.bfloat16}  # train.precision -> the autocast dtype
@@ -190,10 +196,12 @@ def train_epoch(model, split, norm, sched, loss_fn, opt, lr_sched, gen, desc, *,
     for step, (xb, yb) in enumerate(bar, 1):
         if sched.translate or sched.hflip:
             xb = augment(xb, sched.translate, sched.hflip, gen)
-        x, y = to_device(normalize(xb, norm.mean, norm.std), dev), yb.to(dev)
+        x, y = to_device(normalize(xb, norm.mean, norm.std), dev), yb.to(dev, non_blocking=True)
         with torch.autocast(dev.type, dtype=autocast) if autocast else contextlib.nullcontext():
             logits = model(x)
-            loss = loss_fn(logits, x, y)
+        # the loss in fp32 (a no-op under fp32): under bf16 the softmax at a temperature, and the
+        # distillation teacher's logits, would otherwise carry bf16's rounding into the gradient
+        loss = loss_fn(logits.float(), x, y)
         finite &= torch.isfinite(loss)
         if step % check_every == 0 or step == steps:
             if not finite:  # stop at once: every later step would be wasted
@@ -266,10 +274,15 @@ def fit(model: nn.Module, train: Split, val: Split, norm: Normalization, sched: 
 
 def compute_key(dev: torch.device, precision: str, deterministic: bool = True) -> str:
     """What a checkpoint must have been made with, besides the settings, to be resumed: the device
-    type, the precision where it is not fp32, and whether it ran without determinism (so an fp32,
+    type (on CUDA the GPU's model and compute capability too: another GPU computes other bits), the
+    precision where it is not fp32, and whether it ran without determinism (so a CPU fp32,
     deterministic checkpoint keeps its old key). On CUDA, determinism is what makes a resumed run
     equal an uninterrupted one: a deterministic run never resumes epochs that ran without it."""
-    key = dev.type if precision == "fp32" else f"{dev.type}/{precision}"
+    where = dev.type
+    if dev.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(dev)
+        where = f"cuda[{torch.cuda.get_device_name(dev)}, sm_{major}{minor}, fp32 without TF32]"
+    key = where if precision == "fp32" else f"{where}/{precision}"
     return key if deterministic else f"{key}/nondeterministic"
 
 

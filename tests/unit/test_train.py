@@ -121,7 +121,7 @@ def test_keep_best_val_survives_a_resume(tmp_path):
     assert all(torch.equal(v, reference.state_dict()[k]) for k, v in resumed.state_dict().items())
 
 
-def fit_digits(compute=None, seed: int = 0):
+def fit_digits(compute=None, seed: int = 0, loss=None):
     """LeNet-5 on digits for two epochs under params.yaml's ``train`` section ``compute``."""
     ds = load_digits_dataset(None)
     train, val = split_train_val(ds.train, 0.2, seed=0)
@@ -129,7 +129,7 @@ def fit_digits(compute=None, seed: int = 0):
     model = build_model("lenet5", 10, (1, 8, 8))
     seen = []
     cfg = TrainConfig(epochs=2, batch_size=32, lr=0.1, translate=1, hflip=False)
-    fit(model, train, val, NORM, cfg, cross_entropy_loss(), seed, on_epoch=lambda e, m: seen.append(m),
+    fit(model, train, val, NORM, cfg, loss or cross_entropy_loss(), seed, on_epoch=lambda e, m: seen.append(m),
         compute=compute)
     return model, seen
 
@@ -143,6 +143,8 @@ def test_deterministic_training_is_applied_and_changes_nothing_on_the_cpu(monkey
 
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
     was = torch.are_deterministic_algorithms_enabled()
+    tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True  # as on a GPU: TF32 convs
     try:
         loose, loose_seen = fit_digits(ComputeConfig(deterministic=False))
         assert not torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.benchmark
@@ -151,8 +153,10 @@ def test_deterministic_training_is_applied_and_changes_nothing_on_the_cpu(monkey
         assert not torch.backends.cudnn.benchmark
         import os
         assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+        assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32  # fp32 is fp32
     finally:
         torch.use_deterministic_algorithms(was)
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
     assert same_state(loose, strict) and loose_seen == strict_seen
     plain, plain_seen = fit_digits()  # no settings: fp32, as before the section existed
     assert same_state(plain, strict) and plain_seen == strict_seen
@@ -162,7 +166,13 @@ def test_bf16_precision_trains_under_autocast():
     from prunekd.config import ComputeConfig
 
     fp32, _ = fit_digits(ComputeConfig(precision="fp32"))
-    bf16, seen = fit_digits(ComputeConfig(precision="bf16"))
+    dtypes = set()
+
+    def loss(logits, x, y):  # what the loss is computed from: fp32 logits, out of autocast
+        dtypes.add((logits.dtype, torch.is_autocast_cpu_enabled()))
+        return cross_entropy_loss()(logits, x, y)
+    bf16, seen = fit_digits(ComputeConfig(precision="bf16"), loss=loss)
+    assert dtypes == {(torch.float32, False)}
     assert not same_state(fp32, bf16)  # other arithmetic, other weights
     assert all(p.dtype == torch.float32 for p in bf16.parameters())  # the weights stay fp32
     assert seen[-1]["val_top1"] > 30 and all(torch.isfinite(p).all() for p in bf16.parameters())
@@ -170,13 +180,19 @@ def test_bf16_precision_trains_under_autocast():
     assert same_state(bf16, again)
 
 
-def test_a_checkpoint_is_keyed_on_the_precision_and_determinism():
+def test_a_checkpoint_is_keyed_on_the_precision_determinism_and_gpu_model(monkeypatch):
     from prunekd.train import compute_key
 
-    cpu = torch.device("cpu")
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    gpu = {"name": "NVIDIA H100", "capability": (9, 0)}
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda dev=None: gpu["name"])
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda dev=None: gpu["capability"])
     assert compute_key(cpu, "fp32") == "cpu"  # what fp32 checkpoints were keyed on before
-    assert len({compute_key(cpu, "fp32"), compute_key(cpu, "bf16"), compute_key(torch.device("cuda"), "fp32"),
-                compute_key(cpu, "fp32", deterministic=False)}) == 4
+    keys = {compute_key(cpu, "fp32"), compute_key(cpu, "bf16"), compute_key(cuda, "fp32"),
+            compute_key(cpu, "fp32", deterministic=False)}
+    gpu.update(name="NVIDIA A100", capability=(8, 0))  # another GPU computes other bits: never resumed
+    keys.add(compute_key(cuda, "fp32"))
+    assert len(keys) == 5
 
 
 def test_a_deterministic_run_never_resumes_epochs_run_without_determinism(tmp_path):
