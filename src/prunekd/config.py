@@ -319,8 +319,21 @@ def across_sections(params: Params) -> list[str]:
     return problems
 
 
+def left_out(raw: dict, params: Params) -> dict[str, str]:
+    """The keys (``section.key``, or a whole section) that the params file ``raw`` (validated as
+    ``params``) leaves out, each with the default that validation filled in, as a line shows it."""
+    missing: dict[str, str] = {}
+    for name, value in params:
+        if name not in raw:
+            missing[name] = "its defaults" if isinstance(value, BaseModel) else repr(value)
+        elif isinstance(value, BaseModel):
+            missing |= {f"{name}.{key}": repr(default) for key, default in value if key not in raw[name]}
+    return missing
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
-    """Read and validate a params file."""
+    """Read and validate a params file, which must name every key: one it leaves out would silently
+    take this module's default, which is not always the study's (``left_out``)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: params file not found")
@@ -328,7 +341,13 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot be read ({getattr(exc, 'strerror', None) or exc.__class__.__name__})") from None
-    return parse_params(read_yaml(text, str(path)), str(path))
+    raw = read_yaml(text, str(path))
+    params = parse_params(raw, str(path))
+    if missing := left_out(raw, params):
+        raise ConfigError(f"{path}: {', '.join(missing)}: left out, so each would silently take config.py's default ("
+                          + ", ".join(f"{key} {default}" for key, default in missing.items())
+                          + "); set every key in the file, as the project's params.yaml does")
+    return params
 
 
 def flatten(params: Params) -> dict[str, object]:

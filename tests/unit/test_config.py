@@ -210,3 +210,15 @@ def test_a_count_beyond_the_training_split_is_refused_before_anything_runs(defau
         default_params[section][key] = None if key == "train_subset" else 10
     default_params["data"]["val_fraction"] = 0.1
     assert parse_params(default_params).data.training_split() > 10  # the same data, counts within it
+
+
+def test_a_params_file_that_leaves_a_key_out_is_refused_naming_the_default_it_would_take(tmp_path, default_params):
+    """Every stage reads params through load_params: none goes on with a default the study's file
+    does not hold (config.py's teacher batch size 128, say, where params.yaml may say otherwise)."""
+    del default_params["teacher"]["batch_size"], default_params["kd"]
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(default_params))
+    with pytest.raises(ConfigError, match=r"params\.yaml: teacher\.batch_size, kd: left out, so each would silently "
+                                          r"take config\.py's default \(teacher\.batch_size 128, kd its defaults\)"):
+        config.load_params(path)
+    assert config.left_out(yaml.safe_load((ROOT / "params.yaml").read_text()), config.load_params(ROOT / "params.yaml")) == {}
