@@ -17,15 +17,18 @@ import yaml
 # own run (for the study, thousands of lines that DVC parses again on every command and after every
 # stage: a second or more each time), which the copy's outputs, params and cache do not match.
 GENERATED = ("data/prepared", "models/", "reports/", "dvc.lock")
+# Published results (about 15 MB in a thousand files), which no stage, flow or benchmark reads: a
+# copy is made and committed in seconds less without them.
+PUBLISHED = ("docs/runs/", "docs/default-run/")
 
 
 def copy_repo(root: Path, dest: Path) -> Path:
-    """The tracked (and untracked, not ignored) files of the checkout at ``root``, copied into a
-    fresh git repository at ``dest``."""
+    """The tracked (and untracked, not ignored) files of the checkout at ``root``, but for what the
+    pipeline makes and the published results, copied into a fresh git repository at ``dest``."""
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=root,
                            capture_output=True, text=True, check=True).stdout.split()
     for name in files:
-        if (root / name).is_file() and not name.startswith(GENERATED):
+        if (root / name).is_file() and not name.startswith(GENERATED + PUBLISHED):
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(root / name, dest / name)
     for args in (["init", "-q"], ["add", "-A"], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"]):
