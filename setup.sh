@@ -32,9 +32,7 @@ $pip install torch==2.14.1 torchvision==0.29.1
 # The rest (some 240 packages) through uv, which keeps the PyTorch installed above: about 25 s on
 # 2 cores where pip took two minutes, and the same versions (`pip freeze` compared). Where uv cannot
 # be had or fails, pip installs them.
-if $pip install uv && .venv/bin/uv pip install --quiet --compile-bytecode --python .venv/bin/python -e ".[test]"; then
-  :
-else
+if ! { $pip install uv && .venv/bin/uv pip install --quiet --compile-bytecode --python .venv/bin/python -e ".[test]"; }; then
   echo "setup.sh: uv could not install prunekd's packages; installing them with pip" >&2
   $pip install -e ".[test]"
 fi
